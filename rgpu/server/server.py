@@ -1,0 +1,448 @@
+"""`rgpu server`: accepts authenticated clients and runs their sessions on local GPUs.
+
+The server listens on QUIC (UDP) and TCP+TLS on the same port number by default, so a
+client may use either. Before AUTH_OK nothing but the handshake is processed (the wire state
+machine enforces it); after it, CONTROL messages manage sessions and CALLs run on them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import __version__
+from ..config import Config, TokenConfig
+from ..errors import RgpuError
+from ..net.peer import Peer
+from ..net.quic import load_engine, start_quic_server
+from ..net.stream import start_tcp_server
+from ..net.tls import CertPair, ensure_server_cert, format_fingerprint, server_ssl_context
+from ..wire import Connection, ConnectionConfig, Flags, Frame, MessageKind, Role
+from ..wire.auth import token_key
+from .discovery import CudaDeviceSummary, GpuInfo, discover_gpus
+from .session import CallError, Session
+
+log = logging.getLogger("rgpu.server")
+
+
+@dataclass(eq=False)
+class ClientState:
+    """What the server knows about one authenticated connection."""
+
+    peer: Peer
+    token: TokenConfig | None
+    connected: float = field(default_factory=time.time)
+    sessions: dict[int, Session] = field(default_factory=dict)
+
+
+class AuthThrottle:
+    """Slows repeated authentication failures from one address (exponential, capped)."""
+
+    def __init__(self, base_delay: float, max_delay: float = 30.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.base = base_delay
+        self.max = max_delay
+        self.clock = clock
+        self._failures: dict[str, tuple[int, float]] = {}
+
+    def failure(self, host: str) -> float:
+        """Record a failure and return how long to hold the refusal back."""
+        count, last = self._failures.get(host, (0, 0.0))
+        now = self.clock()
+        if now - last > 600:
+            count = 0
+        count += 1
+        self._failures[host] = (count, now)
+        if len(self._failures) > 10000:  # bound memory under a spray of addresses
+            oldest = sorted(self._failures.items(), key=lambda kv: kv[1][1])[:5000]
+            for k, _ in oldest:
+                del self._failures[k]
+        if count <= 1:
+            return 0.0
+        return min(self.base * (2 ** (count - 2)), self.max)
+
+    def success(self, host: str) -> None:
+        self._failures.pop(host, None)
+
+
+def _host_of(address: str) -> str:
+    if address.startswith("["):
+        return address[1:address.index("]")]
+    return address.rsplit(":", 1)[0]
+
+
+class RgpuServer:
+    def __init__(self, config: Config, *, cuda_backend: Any = None,
+                 gpus: list[GpuInfo] | None = None) -> None:
+        self.config = config
+        self.scfg = config.server
+        self._cuda_backend = cuda_backend
+        self.gpus: list[GpuInfo] = gpus or []
+        self._gpus_given = gpus is not None
+        self._cuda_failed = False
+        self.cert: CertPair | None = None
+        self.server_id = 0
+        self.clients: set[ClientState] = set()
+        self._next_session = 1
+        self._servers: list[Any] = []
+        self.ports: dict[str, int] = {}
+        self.throttle = AuthThrottle(self.scfg.auth_failure_delay)
+        self._tokens = [(t, token_key(t.token)) for t in config.security.tokens]
+        self.started = time.time()
+        self.stats = {"auth_failures": 0, "sessions_opened": 0, "calls": 0,
+                      "refused_full": 0}
+        self.hostname = socket.gethostname()
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if not self._tokens:
+            raise RgpuError("no tokens configured: the server would refuse everyone; create "
+                            "one with `rgpu token` and add it under [[security.tokens]] or "
+                            "pass --token")
+        self.cert, created = ensure_server_cert(self.scfg.cert_path, self.scfg.key_path,
+                                                self.scfg.state_dir)
+        if created:
+            log.info("generated a self-signed certificate in %s", self.scfg.state_dir)
+        fp = self.cert.fingerprint
+        self.server_id = (self.scfg.server_id if self.scfg.server_id is not None
+                          else int(fp[:4], 16))
+        if not self._gpus_given:
+            self.gpus = await asyncio.get_running_loop().run_in_executor(None, self._discover)
+        await self._listen()
+        log.info("rgpu server %s (server_id %d) listening on %s; certificate %s",
+                 __version__, self.server_id,
+                 ", ".join(f"{k} {self.scfg.bind}:{v}" for k, v in self.ports.items()),
+                 format_fingerprint(fp))
+        for g in self.gpus:
+            log.info("GPU %d: %s (Vulkan: %s, CUDA: %s)", g.index, g.name,
+                     str(g.vulkan).lower(), str(g.cuda).lower())
+
+    def _discover(self) -> list[GpuInfo]:
+        summaries: list[CudaDeviceSummary] = []
+        backend = self.cuda_backend
+        if backend is not None:
+            for i in range(backend.cuDeviceGetCount()):
+                f = backend.device_facts(i)
+                summaries.append(CudaDeviceSummary(
+                    name=f.name, uuid=f.uuid, total_memory=f.total_memory,
+                    compute_capability=f.compute_capability,
+                    emulated=f.backend != "nvidia", pci_bus_id=f.pci_bus_id))
+        return discover_gpus(summaries, vulkan=True, expose=self.scfg.expose_gpus)
+
+    @property
+    def cuda_backend(self) -> Any:
+        if self._cuda_backend is None and self.scfg.cuda != "none" and not self._cuda_failed:
+            try:
+                from .cuda import open_cuda_backend
+
+                self._cuda_backend = open_cuda_backend(self.scfg.cuda,
+                                                       emu_memory=self.scfg.emu_memory)
+            except RgpuError:
+                raise
+            except Exception as exc:
+                self._cuda_failed = True
+                if self.scfg.cuda != "auto":
+                    raise RgpuError(f"cannot start the {self.scfg.cuda} CUDA backend: {exc}; "
+                                    "use --cuda auto or --cuda none") from None
+                log.warning("no CUDA backend: %s", exc)
+        return self._cuda_backend
+
+    async def _listen(self) -> None:
+        assert self.cert is not None
+        bind, port = self.scfg.bind, self.scfg.port
+        transport = self.scfg.transport
+        want_quic = transport in ("quic", "both")
+        want_tcp = transport in ("tcp", "both")
+        if want_quic:
+            engine = load_engine(self.scfg.quic_engine)
+            srv = await start_quic_server(bind, port, self.cert, engine, self._make_conn,
+                                          self._on_peer)
+            self._servers.append(srv)
+            sock = srv._transport.get_extra_info("socket")  # noqa: SLF001 - bound port
+            port = sock.getsockname()[1] if port == 0 else port
+            self.ports[f"quic/{engine.name}"] = port
+        if want_tcp:
+            ctx = None if self.scfg.insecure else server_ssl_context(self.cert)
+            if self.scfg.insecure:
+                log.warning("plain TCP without TLS (--insecure): tokens are still never sent, "
+                            "but all GPU traffic is readable on the network")
+            srv = await start_tcp_server(
+                bind, port, ctx,
+                lambda _t: self._make_conn(b"" if self.scfg.insecure else self.cert_der),
+                self._on_peer)
+            self._servers.append(srv)
+            if port == 0:
+                port = srv.sockets[0].getsockname()[1]
+            self.ports["tcp+tls" if ctx else "tcp"] = port
+
+    @property
+    def cert_der(self) -> bytes:
+        assert self.cert is not None
+        return self.cert.der
+
+    @property
+    def port(self) -> int:
+        return next(iter(self.ports.values()))
+
+    async def stop(self) -> None:
+        for c in list(self.clients):
+            c.peer.close("server_shutdown", "the server is shutting down")
+            await self._close_client(c)
+        for srv in self._servers:
+            srv.close()
+        self._servers.clear()
+        if self._cuda_backend is not None:
+            try:
+                self._cuda_backend.close()
+            except Exception:
+                log.exception("closing the CUDA backend failed")
+
+    # --- connections ---------------------------------------------------------------------
+
+    def _make_conn(self, der: bytes) -> Connection:
+        binding = hashlib.sha256(der).digest() if der else b""
+        return Connection(ConnectionConfig(
+            Role.SERVER, tokens=self._tokens, channel_binding=binding,
+            name=f"rgpu-server/{__version__}",
+            server_info={"server_id": self.server_id, "hostname": self.hostname,
+                         "rgpu_version": __version__}))
+
+    def _on_peer(self, peer: Peer) -> None:
+        peer.on_auth_failed = self._on_auth_failed
+        peer.on_handshake = self._on_handshake
+        peer.on_message = self._on_message
+        peer.on_close = self._on_close
+
+    def _on_auth_failed(self, peer: Peer, reason: str) -> None:
+        self.stats["auth_failures"] += 1
+        host = _host_of(peer.address)
+        delay = self.throttle.failure(host)
+        log.warning("authentication failed from %s: %s", peer.address, reason)
+        if delay > 0:
+            peer.hold_close = True
+            asyncio.get_running_loop().call_later(delay, peer.release)
+
+    def _on_handshake(self, peer: Peer, _ev: Any) -> None:
+        token = peer.conn.identity
+        assert token is None or isinstance(token, TokenConfig)
+        self.throttle.success(_host_of(peer.address))
+        limit = self.scfg.max_clients
+        if len(self.clients) >= limit:
+            self.stats["refused_full"] += 1
+            log.warning("refusing %s: max_clients=%d reached", peer.address, limit)
+            peer.close("server_full", f"server is full: max_clients={limit} clients are "
+                       "connected; try later or raise max_clients on the server")
+            return
+        if token is not None and token.max_clients is not None:
+            same = sum(1 for c in self.clients if c.token is token)
+            if same >= token.max_clients:
+                peer.close("server_full", f"token {token.name or '(unnamed)'} already has "
+                           f"max_clients={token.max_clients} connections")
+                return
+        state = ClientState(peer, token)
+        peer.state = state
+        self.clients.add(state)
+        log.info("client %s authenticated (token %s, %s)", peer.address,
+                 token.name if token and token.name else "unnamed", peer.transport_name)
+
+    def _on_close(self, peer: Peer, ev: Any) -> None:
+        state = peer.state
+        if isinstance(state, ClientState):
+            log.info("client %s disconnected (%s)", peer.address, ev.reason)
+            asyncio.get_running_loop().create_task(self._close_client(state))
+
+    async def _close_client(self, state: ClientState) -> None:
+        self.clients.discard(state)
+        for s in list(state.sessions.values()):
+            await s.close()
+        state.sessions.clear()
+
+    # --- messages ------------------------------------------------------------------------
+
+    def visible_gpus(self, token: TokenConfig | None) -> list[GpuInfo]:
+        if token is None or token.allowed_gpus is None:
+            return list(self.gpus)
+        allowed = set(token.allowed_gpus)
+        return [g for g in self.gpus if g.index in allowed]
+
+    def _on_message(self, peer: Peer, frame: Frame, stream: int) -> None:
+        state = peer.state
+        if not isinstance(state, ClientState):
+            peer.reply_error(frame, "not_ready", "connection is not accepted")
+            return
+        kind = frame.kind
+        if kind is MessageKind.CONTROL:
+            asyncio.get_running_loop().create_task(self._control(state, frame))
+        elif kind in (MessageKind.CALL, MessageKind.BATCH, MessageKind.FENCE):
+            session = state.sessions.get(frame.session)
+            if session is None:
+                peer.reply_error(frame, "unknown_session",
+                                 f"session {frame.session} is not open on this connection")
+                return
+            asyncio.get_running_loop().create_task(self._call(state, session, frame))
+        elif kind is MessageKind.ERROR:
+            log.info("client %s reported: %s", peer.address, frame.body)
+        else:
+            peer.reply_error(frame, "unexpected", f"unexpected {kind.name} from a client")
+
+    async def _control(self, state: ClientState, frame: Frame) -> None:
+        peer = state.peer
+        body = frame.body if isinstance(frame.body, dict) else {}
+        op = body.get("op")
+        try:
+            if op == "info":
+                peer.reply(frame, self.info(state.token))
+            elif op == "gpus":
+                peer.reply(frame, [g.to_dict() for g in self.visible_gpus(state.token)])
+            elif op == "open_session":
+                sid = self._open_session(state, body)
+                peer.reply(frame, {"session": sid})
+            elif op == "close_session":
+                sid = int(body.get("session", 0))
+                s = state.sessions.pop(sid, None)
+                if s is None:
+                    raise CallError("unknown_session", f"session {sid} is not open")
+                await s.close()
+                peer.reply(frame, {"closed": sid})
+            elif op == "cuda_facts":
+                backend = self.cuda_backend
+                if backend is None:
+                    raise CallError("unsupported", "this server has no CUDA backend")
+                facts = await asyncio.get_running_loop().run_in_executor(
+                    None, lambda: [backend.device_facts(i).to_wire()
+                                   for i in range(backend.cuDeviceGetCount())])
+                peer.reply(frame, facts)
+            else:
+                raise CallError("unknown_op", f"unknown CONTROL op {op!r}")
+        except CallError as exc:
+            peer.reply_error(frame, exc.code, str(exc), exc.extra)
+        except Exception as exc:  # a bug must not take the server down
+            log.exception("CONTROL %s failed", op)
+            peer.reply_error(frame, "internal", f"{op} failed: {exc}")
+
+    def info(self, token: TokenConfig | None) -> dict[str, Any]:
+        return {
+            "server_id": self.server_id,
+            "hostname": self.hostname,
+            "rgpu_version": __version__,
+            "gpus": [g.to_dict() for g in self.visible_gpus(token)],
+            "clients": len(self.clients),
+            "sessions": sum(len(c.sessions) for c in self.clients),
+            "max_clients": self.scfg.max_clients,
+            "uptime": time.time() - self.started,
+            "transports": dict(self.ports),
+            "fingerprint": self.cert.fingerprint if self.cert else "",
+        }
+
+    def _open_session(self, state: ClientState, body: dict[str, Any]) -> int:
+        gpu = body.get("gpu")
+        if gpu is not None:
+            if not isinstance(gpu, int) or gpu not in {
+                    g.index for g in self.visible_gpus(state.token)}:
+                raise CallError("gpu_not_allowed", f"GPU {gpu} does not exist on this server "
+                                "or the token may not use it (allowed_gpus)")
+        sid = self._next_session
+        self._next_session = (self._next_session % 0xFFFFFFFE) + 1
+        session = Session(sid, state.token, gpu, name=str(body.get("name", ""))[:64],
+                          pid=int(body.get("pid", 0) or 0))
+        state.sessions[sid] = session
+        self.stats["sessions_opened"] += 1
+        log.info("%s opened from %s", session.label, state.peer.address)
+        return sid
+
+    async def _call(self, state: ClientState, session: Session, frame: Frame) -> None:
+        peer = state.peer
+        session.calls += 1
+        self.stats["calls"] += 1
+        body = frame.body
+        if frame.kind is MessageKind.FENCE:
+            await session.run(lambda: None)
+            peer.reply(frame, None)
+            return
+        if not (isinstance(body, list) and len(body) == 2 and isinstance(body[0], str)
+                and isinstance(body[1], list)):
+            peer.reply_error(frame, "bad_call", "CALL body must be [function, [args]]")
+            return
+        fn, args = body
+        try:
+            result = await self._dispatch(session, fn, args, frame.bulk)
+        except CallError as exc:
+            if frame.kind is MessageKind.CALL:
+                peer.reply_error(frame, exc.code, str(exc), exc.extra)
+            return
+        except Exception as exc:
+            log.exception("%s: %s failed", session.label, fn)
+            if frame.kind is MessageKind.CALL:
+                peer.reply_error(frame, "internal", f"{fn} failed on the server: {exc}")
+            return
+        if frame.kind is MessageKind.CALL:
+            if isinstance(result, (bytes, bytearray, memoryview)) and len(result):
+                peer.send(MessageKind.REPLY, None, session=frame.session,
+                          request=frame.request, flags=Flags.RESPONSE, bulk=result)
+            else:
+                peer.reply(frame, result)
+
+    async def _dispatch(self, session: Session, fn: str, args: list[Any],
+                        bulk: bytes | memoryview) -> Any:
+        if fn == "rgpu.echo":
+            return bytes(bulk) if bulk else args
+        if fn == "rgpu.session":
+            return {"session": session.id, "gpu": session.gpu, "calls": session.calls}
+        if fn == "rgpu.sleep":
+            seconds = float(args[0]) if args else 0.0
+            await session.run(time.sleep, min(seconds, 30.0))
+            return None
+        if fn.startswith("cu"):
+            return await self._cuda_call(session, fn, args, bulk)
+        raise CallError("unsupported", f"{fn} is not supported by this server")
+
+    async def _cuda_call(self, session: Session, fn: str, args: list[Any],
+                         bulk: bytes | memoryview) -> Any:
+        backend = self.cuda_backend
+        if backend is None:
+            raise CallError("unsupported", "this server has no CUDA backend")
+        cs = session.backends.get("cuda")
+        if cs is None:
+            cs = await session.run(backend.open_session, session.label)
+            session.backends["cuda"] = cs
+            session.add_cleanup("CUDA", cs.close)
+        method = getattr(cs, fn, None)
+        if method is None or fn.startswith("_"):
+            raise CallError("unsupported", f"{fn} is not supported by this server's CUDA "
+                            "backend", cuda=801)
+        call_args = [*args, bytes(bulk)] if bulk else args
+        from .cuda.errors import CudaError
+
+        def run() -> Any:
+            try:
+                return method(*call_args)
+            except CudaError as exc:
+                raise CallError("CUresult", str(exc), cuda=int(exc.code)) from None
+            except TypeError as exc:
+                raise CallError("bad_call", f"{fn}: {exc}") from None
+
+        return await session.run(run)
+
+
+def pid_file(path: str | None) -> Callable[[], None]:
+    """Write the pid file; return the function that removes it."""
+    if not path:
+        return lambda: None
+    with open(path, "w") as f:
+        f.write(f"{os.getpid()}\n")
+
+    def remove() -> None:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
+    return remove
