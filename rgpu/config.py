@@ -437,7 +437,7 @@ def _check_size(value: Any) -> int:
 
 def _check_token(value: Any) -> str:
     # The value is a secret: messages describe it, never echo it.
-    wanted = "expected 64 hex characters (32 random bytes; make one with `openssl rand -hex 32`)"
+    wanted = "expected 64 hex characters (32 random bytes; make one with `rgpu token`)"
     if not isinstance(value, str):
         raise ValueError(f"{wanted}, got {_kind(value)}")
     text = value.strip()
@@ -759,7 +759,7 @@ class _Reader:
                 raise self.error(
                     f"{item_key}.token",
                     f"same token as {key}[{seen[entry.token]}]; every token must be unique "
-                    "(make one with `openssl rand -hex 32`)",
+                    "(make one with `rgpu token`)",
                 )
             seen[entry.token] = index
             entries.append(entry)
