@@ -91,16 +91,6 @@ def _override(obj: T, **values: Any) -> T:
         raise
 
 
-def _gpu_list(text: str | None) -> tuple[int, ...] | None:
-    if text is None:
-        return None
-    try:
-        return tuple(int(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        _fail(f"--expose-gpus {text!r}: expected comma-separated GPU indices like 0,1", 2)
-        raise
-
-
 @app.command()
 def version() -> None:
     """Print the rgpu version."""
@@ -150,6 +140,8 @@ def server(
                                                     help="auto|qh3|aioquic")] = None,
     tokens: Annotated[list[str] | None, typer.Option("--token", help="admit this token "
                                                      "(repeatable)")] = None,
+    auth_failure_delay: Annotated[float | None, typer.Option(
+        "--auth-failure-delay", help="seconds a repeated failed login is held back [1]")] = None,
     log_level: LogOpt = None,
 ) -> None:
     """Serve this machine's GPUs to authenticated clients."""
@@ -164,8 +156,9 @@ def server(
             _fail(f"--emu-memory: {exc}", 2)
     scfg = _override(cfg.server, port=port, bind=bind, cert_path=cert, key_path=key,
                      transport=transport, server_id=server_id, max_clients=max_clients,
-                     expose_gpus=_gpu_list(expose_gpus), state_dir=state_dir,
-                     insecure=insecure, cuda=cuda, emu_memory=mem, quic_engine=quic_engine)
+                     expose_gpus=expose_gpus, state_dir=state_dir,
+                     insecure=insecure, cuda=cuda, emu_memory=mem, quic_engine=quic_engine,
+                     auth_failure_delay=auth_failure_delay)
     if scfg.insecure and scfg.transport == "quic":
         _fail("--insecure needs --transport tcp or both: QUIC is always encrypted", 2)
     sec = cfg.security
@@ -179,7 +172,8 @@ def server(
     cfg = dataclasses.replace(cfg, server=scfg, security=sec)
 
     async def main() -> None:
-        from .server.server import RgpuServer, pid_file as write_pid
+        from .server.server import RgpuServer
+        from .server.server import pid_file as write_pid
 
         srv = RgpuServer(cfg)
         await srv.start()
@@ -295,6 +289,8 @@ def client(
                            ] = None,
     known_servers: Annotated[Path | None, typer.Option("--known-servers")] = None,
     quic_engine: Annotated[str | None, typer.Option("--quic-engine")] = None,
+    reconnect_max_delay: Annotated[float | None, typer.Option(
+        "--reconnect-max-delay", help="longest wait between reconnect attempts [30]")] = None,
     log_level: LogOpt = None,
 ) -> None:
     """Run the client daemon: pool servers' GPUs for local applications."""
@@ -310,7 +306,8 @@ def client(
             entries[entries.index(base)] = entry
     ccfg = _override(cfg.client, gpu_ordering=gpu_ordering,
                      include_local_gpus=include_local_gpus, socket_path=socket_path,
-                     known_servers_path=known_servers, token=token)
+                     known_servers_path=known_servers, token=token,
+                     reconnect_max_delay=reconnect_max_delay)
     ccfg = dataclasses.replace(ccfg, servers=tuple(entries))
     cfg = dataclasses.replace(cfg, client=ccfg)
 

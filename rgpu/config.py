@@ -31,6 +31,7 @@ __all__ = [
     "GPU_ORDERINGS",
     "LOG_LEVELS",
     "QUIC_ENGINES",
+    "SERVER_TRANSPORTS",
     "TRANSPORTS",
     "ClientConfig",
     "Config",
@@ -52,8 +53,9 @@ __all__ = [
 ]
 
 TRANSPORTS = ("quic", "tcp")
+SERVER_TRANSPORTS = ("both", "quic", "tcp")
 GPU_ORDERINGS = ("LocalFirst", "RemoteFirst", "ByCapability")
-CUDA_BACKENDS = ("auto", "nvidia", "emu")
+CUDA_BACKENDS = ("auto", "nvidia", "emu", "none")
 QUIC_ENGINES = ("auto", "aioquic", "qh3")
 LOG_LEVELS = ("trace", "debug", "info", "warn", "error")
 DEFAULT_PORT = 9876
@@ -517,7 +519,7 @@ class ServerConfig(_Validated):
     # None: derived from the certificate, so it is stable across restarts without configuration.
     server_id: int | None = field(default=None, metadata=_rules(_optional(_int_range(0, 65535))))
     max_clients: int = field(default=16, metadata=_rules(_int_range(1)))
-    transport: str = field(default="quic", metadata=_rules(_choice(TRANSPORTS)))
+    transport: str = field(default="both", metadata=_rules(_choice(SERVER_TRANSPORTS)))
     cert_path: Path | None = field(default=None, metadata=_rules(_optional(_check_path), path=True))
     key_path: Path | None = field(default=None, metadata=_rules(_optional(_check_path), path=True))
     # None: every local GPU.
@@ -702,11 +704,11 @@ class _Reader:
                 "missing; cert_path and key_path go together (remove both to use a self-signed "
                 "certificate generated in state_dir)",
             )
-        if config.insecure and config.transport != "tcp":
+        if config.insecure and config.transport == "quic":
             raise self.error(
                 f"{key}.insecure",
-                'applies only to transport = "tcp" (QUIC is always encrypted); '
-                'set transport = "tcp" or remove insecure',
+                'applies only to TCP (QUIC is always encrypted); '
+                'set transport = "tcp" or "both", or remove insecure',
             )
         return config
 

@@ -31,6 +31,8 @@ from .session import CallError, Session
 
 log = logging.getLogger("rgpu.server")
 
+EXAMPLE_TOKEN = "0123456789abcdef" * 4  # the placeholder in rgpu.toml.example
+
 
 @dataclass(eq=False)
 class ClientState:
@@ -107,6 +109,10 @@ class RgpuServer:
             raise RgpuError("no tokens configured: the server would refuse everyone; create "
                             "one with `rgpu token` and add it under [[security.tokens]] or "
                             "pass --token")
+        for t in self.config.security.tokens:
+            if t.token == EXAMPLE_TOKEN:
+                raise RgpuError("the example token from rgpu.toml.example is configured; "
+                                "replace it with one made by `rgpu token`")
         self.cert, created = ensure_server_cert(self.scfg.cert_path, self.scfg.key_path,
                                                 self.scfg.state_dir)
         if created:
@@ -166,7 +172,7 @@ class RgpuServer:
             srv = await start_quic_server(bind, port, self.cert, engine, self._make_conn,
                                           self._on_peer)
             self._servers.append(srv)
-            sock = srv._transport.get_extra_info("socket")  # noqa: SLF001 - bound port
+            sock = srv._transport.get_extra_info("socket")
             port = sock.getsockname()[1] if port == 0 else port
             self.ports[f"quic/{engine.name}"] = port
         if want_tcp:

@@ -33,8 +33,8 @@ from typing import Any
 
 from . import auth
 from .frames import (
-    SUPPORTED_VERSIONS,
     DEFAULT_LIMITS,
+    SUPPORTED_VERSIONS,
     Flags,
     Frame,
     FrameDecoder,

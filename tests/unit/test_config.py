@@ -16,6 +16,7 @@ from rgpu.config import (
     GPU_ORDERINGS,
     LOG_LEVELS,
     QUIC_ENGINES,
+    SERVER_TRANSPORTS,
     TRANSPORTS,
     ClientConfig,
     Config,
@@ -70,7 +71,8 @@ def assert_one_line(message: str) -> None:
 def test_constants() -> None:
     assert TRANSPORTS == ("quic", "tcp")
     assert GPU_ORDERINGS == ("LocalFirst", "RemoteFirst", "ByCapability")
-    assert CUDA_BACKENDS == ("auto", "nvidia", "emu")
+    assert CUDA_BACKENDS == ("auto", "nvidia", "emu", "none")
+    assert SERVER_TRANSPORTS == ("both", "quic", "tcp")
     assert QUIC_ENGINES == ("auto", "aioquic", "qh3")
     assert LOG_LEVELS == ("trace", "debug", "info", "warn", "error")
     assert DEFAULT_PORT == 9876
@@ -84,7 +86,7 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         port=9876,
         server_id=None,
         max_clients=16,
-        transport="quic",
+        transport="both",
         cert_path=None,
         key_path=None,
         expose_gpus=None,
@@ -327,7 +329,7 @@ BAD_VALUES = [
     ("[server]\nserver_id = -1", "server.server_id", "expected an integer 0-65535, got -1"),
     ("[server]\nserver_id = 65536", "server.server_id", "expected an integer 0-65535"),
     ("[server]\nmax_clients = 0", "server.max_clients", "expected an integer >= 1, got 0"),
-    ('[server]\ntransport = "udp"', "server.transport", "expected one of quic, tcp, got 'udp'"),
+    ('[server]\ntransport = "udp"', "server.transport", "expected one of both, quic, tcp, got 'udp'"),
     ("[server]\ncert_path = 5", "server.cert_path", "expected a file system path"),
     ('[server]\ncert_path = ""', "server.cert_path", "expected a file system path"),
     ('[server]\nkey_path = "  "', "server.key_path", "expected a file system path"),
@@ -341,7 +343,7 @@ BAD_VALUES = [
     ("[server]\nstate_dir = []", "server.state_dir", "expected a file system path"),
     ('[server]\ninsecure = "yes"', "server.insecure", "expected true or false, got 'yes'"),
     ("[server]\ninsecure = 1", "server.insecure", "expected true or false, got 1"),
-    ('[server]\ncuda = "rocm"', "server.cuda", "expected one of auto, nvidia, emu, got 'rocm'"),
+    ('[server]\ncuda = "rocm"', "server.cuda", "expected one of auto, nvidia, emu, none, got 'rocm'"),
     ('[server]\nemu_memory = "lots"', "server.emu_memory", 'expected a size like "4GiB"'),
     ("[server]\nemu_memory = 0", "server.emu_memory", "expected a size > 0"),
     ("[server]\nemu_memory = -5", "server.emu_memory", "cannot be negative"),
@@ -480,7 +482,7 @@ def test_newline_in_source_name_stays_one_line() -> None:
 CROSS = [
     ('[server]\ncert_path = "c.pem"', "server.key_path", "cert_path and key_path go together"),
     ('[server]\nkey_path = "k.pem"', "server.cert_path", "cert_path and key_path go together"),
-    ("[server]\ninsecure = true", "server.insecure", 'applies only to transport = "tcp"'),
+    ('[server]\ntransport = "quic"\ninsecure = true', "server.insecure", "applies only to TCP"),
     (
         '[[client.servers]]\naddress = "h"\ninsecure = true',
         "client.servers[0].insecure",

@@ -1,0 +1,1 @@
+"""The rgpu client daemon: server links, the GPU pool, application sessions."""
