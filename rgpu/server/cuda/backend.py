@@ -16,9 +16,10 @@ Conventions every backend follows (DESIGN.md, "CUDA path"):
 - Device pointers are the device's real addresses (they travel inside kernel parameters).
 - Stream 0 is the legacy default stream, stream 1 (`CU_STREAM_LEGACY`) and 2
   (`CU_STREAM_PER_THREAD`) name it too.
-- Context-bound calls act on the session's current context (`cuCtxSetCurrent`, the primary
-  context retained last, or the context created last), as the driver does for the calling
-  thread: the server runs each session's calls on one worker thread.
+- Context-bound calls act on the session's current context, as the driver does for the calling
+  thread (the server runs each session's calls on one worker thread): set by `cuCtxSetCurrent`,
+  `cuCtxPushCurrent_v2` and `cuCtxCreate_v4`; a primary context retained while none is current
+  becomes current too, sparing a round trip.
 - Arguments and results are msgpack-friendly: int, float, str, bytes, lists and dicts.
 - A launch fault (illegal or misaligned address, unspecified launch failure) is sticky: that call
   and every later call on the context raise the same CudaError until the context is destroyed
@@ -134,7 +135,7 @@ class CudaSession(abc.ABC):
     # --- contexts ---------------------------------------------------------------------------
     @abc.abstractmethod
     def cuDevicePrimaryCtxRetain(self, ctx: int, dev: int) -> None:
-        """Retain the device's primary context under id `ctx` (and make it current)."""
+        """Retain the device's primary context under id `ctx` (current if none is)."""
 
     @abc.abstractmethod
     def cuDevicePrimaryCtxRelease_v2(self, dev: int) -> None:

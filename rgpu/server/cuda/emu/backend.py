@@ -295,8 +295,8 @@ class EmuSession(CudaSession):
         if self._current is None or self._current not in self._contexts:
             raise CudaError(R.CUDA_ERROR_INVALID_CONTEXT, "no current context")
         ctx = self._contexts[self._current]
-        if check_sticky and ctx.sticky is not None:
-            raise ctx.sticky
+        if check_sticky:
+            _raise_sticky(ctx)
         return ctx
 
     def _context_of(self, ctx_id: int) -> _Context:
@@ -325,8 +325,7 @@ class EmuSession(CudaSession):
         if s is None:
             raise CudaError(R.CUDA_ERROR_INVALID_HANDLE, f"stream {stream} does not exist")
         ctx = self._context_of(s.context)
-        if ctx.sticky is not None:
-            raise ctx.sticky
+        _raise_sticky(ctx)
         return ctx
 
     def _owner_of(self, dptr: int) -> _Context | None:
@@ -584,8 +583,7 @@ class EmuSession(CudaSession):
             raise CudaError(
                 R.CUDA_ERROR_INVALID_VALUE, f"{dptr:#x} is not an allocation of this session"
             )
-        if owner.sticky is not None:
-            raise owner.sticky
+        _raise_sticky(owner)
         self._memory(owner).free(dptr)
         owner.allocations.discard(dptr)
 
@@ -1132,9 +1130,7 @@ class EmuSession(CudaSession):
     def cuEventQuery(self, event: int) -> None:
         """Recorded events are complete; so are never-recorded ones (as in CUDA)."""
         ev = self._event(event)
-        ctx = self._context_of(ev.context)
-        if ctx.sticky is not None:
-            raise ctx.sticky
+        _raise_sticky(self._context_of(ev.context))
 
     @_api
     def cuEventSynchronize(self, event: int) -> None:
@@ -1153,6 +1149,13 @@ class EmuSession(CudaSession):
                 raise CudaError(R.CUDA_ERROR_INVALID_HANDLE, f"event {ev.id} was never recorded")
         assert a.stamp is not None and b.stamp is not None
         return (b.stamp - a.stamp) * 1000.0
+
+
+def _raise_sticky(ctx: _Context) -> None:
+    """Raise a fresh copy of the context's sticky error (re-raising one instance would grow its
+    traceback on every call)."""
+    if ctx.sticky is not None:
+        raise CudaError(ctx.sticky.code, ctx.sticky.message)
 
 
 def _ptx_version_number(version: object) -> int:
