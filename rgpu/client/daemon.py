@@ -304,7 +304,7 @@ class Daemon:
             "servers": [link.to_dict() for link in self.links.values()],
             "gpus": [g.to_dict() for g in self.pool],
             "ordering": self.config.client.gpu_ordering,
-            "apps": len(self.apps),
+            "apps": sum(1 for a in self.apps if a.name != "rgpu cli"),
             "sessions": sum(len(a.sessions) for a in self.apps),
             "unsupported_calls": dict(self.unsupported),
             "socket": str(self.config.client.socket_path),
