@@ -1,0 +1,674 @@
+"""The SIMT machine: runs a compiled kernel over batches of thread blocks with numpy.
+
+A *batch* is several whole thread blocks run as one flat vector of lanes, so the Python cost of
+an instruction is paid once per batch instead of once per thread. While every live lane is at
+the same instruction the scheduler keeps a single scalar PC and runs whole basic blocks with no
+mask at all. After a divergent branch it keeps one PC per lane and repeatedly runs the basic
+block at the *minimum* PC for the lanes sitting there; nvcc lays out structured control flow so
+that this reconverges loops and if/else without post-dominator analysis. A lane group that keeps
+branching backwards at the minimum PC (a spin-wait on another warp) is forced to yield after
+``STARVATION_LIMIT`` steps, so producer/consumer code written for independent thread scheduling
+still terminates.
+
+``bar.sync`` parks lanes; a block's barrier opens when all its live lanes wait (exited threads do
+not count, as on the hardware). Waiting lanes at *different* barrier instructions of one block, or
+waiting lanes that can never be released, are reported as ``barrier_divergence``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .compiler import (
+    BOOL,
+    LOCAL_WINDOW,
+    PARAM_WINDOW,
+    SHARED_WINDOW,
+    U32,
+    U64,
+    WINDOW_SPAN,
+    CompileContext,
+    guard_reader,
+)
+from .errors import EmuFault
+from .ir import Instruction
+from .memory import DeviceMemory
+
+STARVATION_LIMIT = 256
+
+# terminator kinds
+ORD, BRA, RET, EXIT, BAR, CALL, TRAP = range(7)
+
+
+@dataclass
+class Terminator:
+    """A control instruction, decoded once."""
+
+    kind: int
+    target: int = -1
+    guard: Callable | None = None
+    call: Callable | None = None
+    bar_red: Callable | None = None  # bar.red: (frame, lanes mask) -> None
+
+
+class CompiledFunction:
+    """A function's instructions as closures, with basic-block boundaries precomputed."""
+
+    def __init__(
+        self,
+        name: str,
+        instructions: list[Instruction],
+        fns: list[Callable],
+        terms: list[Terminator | None],
+        reg_init: list[Any],
+        cx: CompileContext,
+    ) -> None:
+        self.name = name
+        self.instructions = instructions
+        self.fns = fns
+        self.terms = terms
+        self.reg_init = reg_init
+        self.cx = cx
+        n = len(instructions)
+        leaders = {0}
+        for t in terms:
+            if t is not None and t.kind == BRA:
+                leaders.add(t.target)
+        for i, t in enumerate(terms):
+            if t is not None:
+                leaders.add(i + 1)
+        self.bend = [0] * (n + 1)
+        nxt = n
+        for i in range(n - 1, -1, -1):
+            if terms[i] is not None or i + 1 in leaders:
+                nxt = i if terms[i] is not None else i + 1
+            self.bend[i] = nxt
+        self.bend[n] = n
+        self.blocks: dict[int, tuple[Callable, ...]] = {}
+
+    def block(self, pc: int) -> tuple[int, tuple[Callable, ...]]:
+        end = self.bend[pc]
+        fns = self.blocks.get(pc)
+        if fns is None:
+            fns = self.blocks[pc] = tuple(self.fns[pc:end])
+        return end, fns
+
+
+class Frame:
+    """One activation of a function for a set of lanes: its registers and call parameters."""
+
+    __slots__ = ("L", "cc", "ps", "regs")
+
+    def __init__(self, regs: list[Any], L: Batch, ps: dict[str, dict[int, Any]]) -> None:
+        self.regs = regs
+        self.L = L
+        self.ps = ps
+        self.cc: Any = 0
+
+
+class _Geometry:
+    """Lane tables for one (block shape, blocks per batch), cached across launches."""
+
+    def __init__(self, block: tuple[int, int, int], nb: int) -> None:
+        bs = block[0] * block[1] * block[2]
+        n = bs * nb
+        lin = np.arange(n, dtype=np.int64)
+        self.slot = lin // bs
+        t = (lin % bs).astype(U32)
+        self.t = t
+        self.tid = (
+            t % U32.type(block[0]),
+            (t // U32.type(block[0])) % U32.type(block[1]),
+            t // U32.type(block[0] * block[1]),
+        )
+        self.lane = lin
+        self.laneid = (t % U32.type(32))
+        wpb = (bs + 31) // 32
+        self.warp = self.slot * wpb + (t // U32.type(32)).astype(np.int64)
+        self.warp_first = lin - self.laneid.astype(np.int64)  # batch index of the warp's lane 0
+        self.full_warps = bs % 32 == 0
+        self.bs = bs
+        self.cache: dict[Any, Any] = {}
+
+
+_GEOMETRY: dict[tuple[tuple[int, int, int], int], _Geometry] = {}
+
+
+def geometry(block: tuple[int, int, int], nb: int) -> _Geometry:
+    key = (block, nb)
+    g = _GEOMETRY.get(key)
+    if g is None:
+        if len(_GEOMETRY) > 16:
+            _GEOMETRY.clear()
+        g = _GEOMETRY[key] = _Geometry(block, nb)
+    return g
+
+
+class Batch:
+    """Execution state shared by all frames of one batch of blocks."""
+
+    def __init__(
+        self,
+        kernel: str,
+        mem: DeviceMemory,
+        grid: tuple[int, int, int],
+        block: tuple[int, int, int],
+        first_block: int,
+        nb: int,
+        params: bytes,
+        shared_static: int,
+        dynamic_shared: int,
+        local_size: int,
+        printf: Callable[[str], None],
+        strings: dict[str, Any],
+    ) -> None:
+        self.kernel = kernel
+        self.mem = mem
+        self.grid = grid
+        self.block = block
+        self.first_block = first_block
+        self.nb = nb
+        self.geo = geometry(block, nb)
+        self.bs = self.geo.bs
+        self.N = self.bs * nb
+        self.params = np.frombuffer(params, np.uint8) if params else np.zeros(0, np.uint8)
+        self.shared_limit = shared_static + dynamic_shared
+        self.shsize = (self.shared_limit + 15) // 16 * 16 or 16
+        self.shared = np.zeros(self.shsize * nb, np.uint8)
+        self.dynamic_shared = dynamic_shared
+        self.lsize = local_size
+        self.local = np.zeros(max(local_size * self.N, 16), np.uint8)
+        self.printf = printf
+        self.exited: np.ndarray | None = None
+        self._special: dict[str, Any] = {}
+        self._views: dict[tuple[int, np.dtype], np.ndarray] = {}
+        self.strings = strings
+
+    # --- special registers --------------------------------------------------------------------
+    def special(self, name: str) -> Any:
+        v = self._special.get(name)
+        if v is None:
+            v = self._make_special(name)
+            if name not in ("%clock", "%clock64", "%globaltimer", "%clock_hi", "%globaltimer_lo",
+                            "%globaltimer_hi"):  # fmt: skip
+                self._special[name] = v
+        return v
+
+    def _make_special(self, name: str) -> Any:
+        g = self.geo
+        grid, block, nb, b0 = self.grid, self.block, self.nb, self.first_block
+        base, _, comp = name.partition(".")
+        axis = "xyz".index(comp) if comp in ("x", "y", "z") else 0
+        if base == "%ntid":
+            return U32.type(block[axis])
+        if base == "%nctaid":
+            return U32.type(grid[axis])
+        if base == "%tid":
+            if block[axis] == 1:
+                return U32.type(0)
+            return g.tid[axis]
+        if base == "%ctaid":
+            div = (1, grid[0], grid[0] * grid[1])[axis]
+            if nb == 1 or grid[axis] == 1:
+                return U32.type((b0 // div) % grid[axis])
+            key = ("ctaid", axis, b0, grid)
+            c = g.cache.get(key)
+            if c is None:
+                blk = g.slot + b0
+                c = g.cache[key] = ((blk // div) % grid[axis]).astype(U32)
+            return c
+        if name == "%laneid":
+            return g.laneid
+        if name == "%warpid":
+            return (g.t // U32.type(32)).astype(U32)
+        if name == "%nwarpid":
+            return U32.type((self.bs + 31) // 32)
+        if name in ("%smid", "%gridid"):
+            return U32.type(0) if name == "%smid" else U64.type(0)
+        if name == "%nsmid":
+            return U32.type(1)
+        if name == "%warpsize":
+            return U32.type(32)
+        if name.startswith("%lanemask_"):
+            lid = g.laneid.astype(U64)
+            one = U64.type(1)
+            eq = one << lid
+            kind = name[len("%lanemask_") :]
+            v = {
+                "eq": eq,
+                "lt": eq - one,
+                "le": (eq << one) - one,
+                "ge": ~(eq - one),
+                "gt": ~((eq << one) - one),
+            }[kind]
+            return (v & U64.type(0xFFFF_FFFF)).astype(U32)
+        if name == "%clock64":
+            return U64.type(time.perf_counter_ns())
+        if name in ("%clock", "%clock_hi"):
+            ns = time.perf_counter_ns()
+            return U32.type(ns & 0xFFFF_FFFF if name == "%clock" else (ns >> 32) & 0xFFFF_FFFF)
+        if name == "%globaltimer":
+            return U64.type(time.time_ns())
+        if name == "%globaltimer_lo":
+            return U32.type(time.time_ns() & 0xFFFF_FFFF)
+        if name == "%globaltimer_hi":
+            return U32.type(time.time_ns() >> 32)
+        if name == "%dynamic_smem_size":
+            return U32.type(self.dynamic_shared)
+        if name in ("%total_smem_size", "%aggr_smem_size"):
+            return U32.type(self.shared_limit)
+        if name.startswith("%cluster") or name.startswith("%nclusterid") or name.startswith(
+            "%clusterid"
+        ) or name == "%is_explicit_cluster":
+            if "nctaid" in name or "nctarank" in name or name.startswith("%nclusterid"):
+                return U32.type(1)
+            return U32.type(0)
+        raise EmuFault("not_supported", f"{self.kernel}: special register {name} is not supported")
+
+    # --- address resolution -------------------------------------------------------------------
+    def typed(self, buf: np.ndarray, dt: np.dtype) -> np.ndarray:
+        key = (id(buf), dt)
+        v = self._views.get(key)
+        if v is None:
+            v = self._views[key] = buf.view(dt)
+        return v
+
+    def resolve(
+        self,
+        space: str,
+        addr: Any,
+        size: int,
+        dt: np.dtype,
+        idx: np.ndarray | None,
+        fault: Callable[[str, str], EmuFault],
+    ) -> list[tuple[Any, np.ndarray, Any]]:
+        """Map addresses of the active lanes to (selector, typed buffer, element indices).
+
+        ``size`` is the access size used for bounds and alignment checks (a whole vector);
+        element indices count ``dt`` items. The selector is None when one group covers every
+        active lane, else an index array into the active lanes (mixed generic windows).
+        """
+        if space == "generic":
+            return self._resolve_generic(addr, size, dt, idx, fault)
+        if space in ("global", "const"):
+            off = self.mem.check(addr, size, fault)
+            return [(None, self.mem.typed(dt), off // dt.itemsize)]
+        if space == "shared":
+            return [(None, self.typed(self.shared, dt), self._shared_el(addr, size, dt, idx, fault))]
+        if space == "local":
+            return [(None, self.typed(self.local, dt), self._local_el(addr, size, dt, idx, fault))]
+        if space == "param":
+            off = np.asarray(addr).astype(np.int64)
+            self._check_window(off, size, self.params.size, "kernel parameter", fault)
+            return [(None, self.params.view(np.uint8), off)] if dt.itemsize == 1 else [
+                (None, _param_view(self.params, dt, off), off // dt.itemsize)
+            ]
+        raise fault("not_supported", f"state space .{space}")
+
+    @staticmethod
+    def _check_window(off: Any, size: int, limit: int, what: str, fault) -> None:
+        if isinstance(off, np.ndarray) and off.ndim:
+            if off.size == 0:
+                return
+            lo, hi = int(off.min()), int(off.max())
+        else:
+            lo = hi = int(off)
+        if lo < 0 or hi + size > limit:
+            bad = lo if lo < 0 else hi
+            raise fault(
+                "illegal_address",
+                f"{what} offset {bad:#x} is outside the {limit}-byte {what} window",
+            )
+        if size > 1:
+            if isinstance(off, np.ndarray) and off.ndim:
+                if (off & (size - 1)).any():
+                    j = int(np.argmax((off & (size - 1)) != 0))
+                    raise fault(
+                        "misaligned_address",
+                        f"{what} offset {int(off[j]):#x} is not aligned to {size} bytes",
+                    )
+            elif lo % size:
+                raise fault(
+                    "misaligned_address", f"{what} offset {lo:#x} is not aligned to {size} bytes"
+                )
+
+    def _shared_el(self, addr, size, dt, idx, fault):
+        off = addr.astype(np.int64) if isinstance(addr, np.ndarray) else int(addr)
+        self._check_window(off, size, self.shared_limit, "shared memory", fault)
+        base = self.geo.cache.get(("shbase", self.shsize))
+        if base is None:
+            base = self.geo.cache[("shbase", self.shsize)] = self.geo.slot * self.shsize
+        lanes = base if idx is None else base[idx]
+        return (lanes + off) // dt.itemsize
+
+    def _local_el(self, addr, size, dt, idx, fault):
+        off = addr.astype(np.int64) if isinstance(addr, np.ndarray) else int(addr)
+        self._check_window(off, size, self.lsize, "local memory", fault)
+        base = self.geo.cache.get(("lbase", self.lsize))
+        if base is None:
+            base = self.geo.cache[("lbase", self.lsize)] = self.geo.lane * self.lsize
+        lanes = base if idx is None else base[idx]
+        return (lanes + off) // dt.itemsize
+
+    def _resolve_generic(self, addr, size, dt, idx, fault):
+        a = np.asarray(addr).astype(U64)
+        win = (a - U64.type(LOCAL_WINDOW)) if a.ndim else None
+        del win
+        kinds = np.full(a.shape, 0, np.int8)  # 0 global, 1 shared, 2 local, 3 param
+        for k, base in ((1, SHARED_WINDOW), (2, LOCAL_WINDOW), (3, PARAM_WINDOW)):
+            inwin = (a >= U64.type(base)) & (a < U64.type(base + WINDOW_SPAN))
+            kinds = np.where(inwin, np.int8(k), kinds)
+        if a.ndim == 0:
+            k = int(kinds)
+            return self._generic_group(k, a[()], size, dt, idx, fault, None)
+        present = np.unique(kinds)
+        if present.size == 1:
+            return self._generic_group(int(present[0]), a, size, dt, idx, fault, None)
+        out = []
+        for k in present:
+            sel = np.flatnonzero(kinds == k)
+            sub_idx = None if idx is None else idx[sel]
+            if idx is None:
+                sub_idx = sel
+            out.extend(self._generic_group(int(k), a[sel], size, dt, sub_idx, fault, sel))
+        return out
+
+    def _generic_group(self, k, a, size, dt, idx, fault, sel):
+        if k == 0:
+            off = self.mem.check(a, size, fault)
+            return [(sel, self.mem.typed(dt), off // dt.itemsize)]
+        if k == 1:
+            el = self._shared_el(a - U64.type(SHARED_WINDOW), size, dt, idx, fault)
+            return [(sel, self.typed(self.shared, dt), el)]
+        if k == 2:
+            el = self._local_el(a - U64.type(LOCAL_WINDOW), size, dt, idx, fault)
+            return [(sel, self.typed(self.local, dt), el)]
+        off = (a - U64.type(PARAM_WINDOW)).astype(np.int64) if isinstance(a, np.ndarray) else int(
+            a - U64.type(PARAM_WINDOW)
+        )
+        self._check_window(off, size, self.params.size, "kernel parameter", fault)
+        return [(sel, _param_view(self.params, dt, off), off // dt.itemsize)]
+
+    def read_bytes(self, addr: int, nbytes: int, lane: int, fault) -> bytes:
+        """Bytes at a generic address as seen by one lane (printf arguments and strings)."""
+        a = int(addr)
+        if SHARED_WINDOW <= a < SHARED_WINDOW + WINDOW_SPAN:
+            o = int(self.geo.slot[lane]) * self.shsize + a - SHARED_WINDOW
+            return self.shared[o : o + nbytes].tobytes()
+        if LOCAL_WINDOW <= a < LOCAL_WINDOW + WINDOW_SPAN:
+            o = lane * self.lsize + a - LOCAL_WINDOW
+            if a - LOCAL_WINDOW + nbytes > self.lsize:
+                raise fault("illegal_address", f"local address {a:#x} is outside the local window")
+            return self.local[o : o + nbytes].tobytes()
+        off = self.mem.check(U64.type(a), 1, fault)
+        hit = self.mem.allocation_of(a)
+        assert hit is not None
+        end = hit[0] + max(hit[1], 1) - self.mem.base
+        return self.mem.arena[int(off) : min(int(off) + nbytes, end)].tobytes()
+
+
+def _param_view(params: np.ndarray, dt: np.dtype, off) -> np.ndarray:
+    """Typed view of the parameter buffer; params may be packed at offsets not multiple of the
+    item size only when misaligned, which _check_window already rejected."""
+    n = params.size // dt.itemsize * dt.itemsize
+    return params[:n].view(dt)
+
+
+# --- the scheduler ---------------------------------------------------------------------------------
+class Runner:
+    """Runs one compiled function for a set of lanes until they all return or exit."""
+
+    def __init__(self, kernel: str) -> None:
+        self.kernel = kernel
+
+    def fail(self, cf: CompiledFunction, pc: int, exc: BaseException) -> EmuFault:
+        ins = cf.instructions[min(pc, len(cf.instructions) - 1)] if cf.instructions else None
+        if isinstance(exc, EmuFault):
+            return exc
+        where = self.kernel + (f" (in .func {cf.name})" if cf.name != self.kernel else "")
+        if ins is None:
+            return EmuFault("launch_failed", f"{where}: {type(exc).__name__}: {exc}")
+        return EmuFault(
+            "launch_failed",
+            f"{where}: PTX line {ins.line} `{ins.text}`: internal error "
+            f"{type(exc).__name__}: {exc}",
+        )
+
+
+def run_function(cf: CompiledFunction, L: Batch, ps: dict, init_mask: np.ndarray | None) -> None:
+    """Execute ``cf`` for the lanes in ``init_mask`` (None: all lanes of the batch)."""
+    fr = Frame(list(cf.reg_init), L, ps)
+    N = L.N
+    terms = cf.terms
+    nprog = len(cf.instructions)
+    pc = 0
+    pcs: np.ndarray | None = None
+    all_alive = init_mask is None
+    alive = np.ones(N, BOOL) if all_alive else init_mask.copy()  # type: ignore[union-attr]
+    waiting: np.ndarray | None = None
+    starve = 0
+    p = 0
+    try:
+        while True:
+            if pcs is None:  # converged
+                if pc >= nprog:
+                    return
+                mask = None if all_alive else alive
+                cur = pc
+                end, fns = cf.block(cur)
+                p = cur
+                for f in fns:
+                    f(fr, mask)
+                    p += 1
+                if end >= nprog:
+                    return
+                t = terms[end]
+                p = end
+                if t is None:  # block ends because the next instruction is a label
+                    cf.fns[end](fr, mask)
+                    pc = end + 1
+                    continue
+                kind = t.kind
+                if kind == BRA:
+                    if t.guard is None:
+                        pc = t.target
+                        starve = 0
+                        continue
+                    g = t.guard(fr)
+                    if not isinstance(g, np.ndarray):
+                        pc = t.target if g else end + 1
+                        continue
+                    if mask is not None:
+                        g = g & mask
+                    if not g.any():
+                        pc = end + 1
+                        continue
+                    if (mask is None and g.all()) or (mask is not None and (g == mask).all()):
+                        pc = t.target
+                        continue
+                    pcs = np.where(g, np.int32(t.target), np.int32(end + 1))
+                    continue
+                if kind in (RET, EXIT):
+                    if t.guard is None:
+                        if kind == EXIT:
+                            _mark_exit(L, alive)
+                        return
+                    g = t.guard(fr)
+                    if not isinstance(g, np.ndarray):
+                        if g:
+                            if kind == EXIT:
+                                _mark_exit(L, alive)
+                            return
+                        pc = end + 1
+                        continue
+                    dying = g & alive
+                    if kind == EXIT:
+                        _mark_exit(L, dying)
+                    alive = alive & ~dying
+                    all_alive = False
+                    if not alive.any():
+                        return
+                    pc = end + 1
+                    continue
+                if kind == BAR:
+                    if t.bar_red is not None:
+                        t.bar_red(fr, alive)
+                    pc = end + 1
+                    continue
+                if kind == CALL:
+                    t.call(fr, mask)  # type: ignore[misc]
+                    if L.exited is not None and (L.exited & alive).any():
+                        alive = alive & ~L.exited
+                        all_alive = False
+                        if not alive.any():
+                            return
+                    pc = end + 1
+                    continue
+                if kind == TRAP:
+                    raise cf.cx.fault(cf.instructions[end], "launch_failed", "trap executed")
+                raise AssertionError(kind)
+
+            # diverged: run the basic block at the minimum PC among runnable lanes
+            runnable = alive if waiting is None else alive & ~waiting
+            cand = pcs[runnable]
+            if cand.size == 0:
+                if waiting is not None and waiting.any():
+                    raise _deadlock(cf, pcs, waiting)
+                return
+            cur = int(cand.min())
+            if starve > STARVATION_LIMIT:
+                higher = cand[cand > cur]
+                if higher.size:
+                    cur = int(higher.min())
+                starve = 0
+            mask = runnable & (pcs == cur)
+            if cur >= nprog:
+                alive = alive & ~mask
+                pcs = np.where(mask, np.int32(nprog), pcs)
+                if not alive.any():
+                    return
+                continue
+            end, fns = cf.block(cur)
+            p = cur
+            for f in fns:
+                f(fr, mask)
+                p += 1
+            p = end
+            t = terms[end] if end < nprog else None
+            if end >= nprog:
+                alive = alive & ~mask
+                if not alive.any():
+                    return
+            elif t is None:
+                cf.fns[end](fr, mask)
+                pcs = np.where(mask, np.int32(end + 1), pcs)
+            else:
+                kind = t.kind
+                if kind == BRA:
+                    if t.guard is None:
+                        taken = mask
+                    else:
+                        g = t.guard(fr)
+                        taken = (mask & g) if isinstance(g, np.ndarray) else (mask if g else None)
+                    if taken is None:
+                        pcs = np.where(mask, np.int32(end + 1), pcs)
+                    else:
+                        pcs = np.where(taken, np.int32(t.target),
+                                       np.where(mask, np.int32(end + 1), pcs))  # fmt: skip
+                    starve = starve + 1 if t.target <= cur else 0
+                elif kind in (RET, EXIT):
+                    if t.guard is None:
+                        dying = mask
+                    else:
+                        g = t.guard(fr)
+                        dying = (mask & g) if isinstance(g, np.ndarray) else (mask if g else mask & False)
+                    if kind == EXIT:
+                        _mark_exit(L, dying)
+                    alive = alive & ~dying
+                    pcs = np.where(mask & ~dying, np.int32(end + 1), pcs)
+                    if not alive.any():
+                        return
+                    if waiting is not None and waiting.any():
+                        waiting, pcs = _release(cf, L, fr, waiting, alive, pcs)
+                elif kind == BAR:
+                    waiting = mask.copy() if waiting is None else (waiting | mask)
+                    pcs = np.where(mask, np.int32(end), pcs)
+                    waiting, pcs = _release(cf, L, fr, waiting, alive, pcs)
+                elif kind == CALL:
+                    t.call(fr, mask)  # type: ignore[misc]
+                    if L.exited is not None:
+                        alive = alive & ~L.exited
+                        if not alive.any():
+                            return
+                    pcs = np.where(mask, np.int32(end + 1), pcs)
+                elif kind == TRAP:
+                    raise cf.cx.fault(cf.instructions[end], "launch_failed", "trap executed")
+            if waiting is None or not waiting.any():
+                waiting = None
+                lp = pcs[alive]
+                if lp.size and (lp == lp[0]).all():
+                    pc = int(lp[0])
+                    pcs = None
+                    all_alive = bool(alive.all())
+    except EmuFault:
+        raise
+    except Exception as exc:  # an interpreter bug must not escape as a raw traceback
+        raise Runner(L.kernel).fail(cf, p, exc) from exc
+
+
+def _mark_exit(L: Batch, lanes: np.ndarray) -> None:
+    if L.exited is None:
+        L.exited = np.zeros(L.N, BOOL)
+    L.exited |= lanes
+
+
+def _deadlock(cf: CompiledFunction, pcs: np.ndarray, waiting: np.ndarray) -> EmuFault:
+    pc = int(pcs[waiting].min())
+    ins = cf.instructions[pc]
+    return cf.cx.fault(
+        ins, "barrier_divergence",
+        "threads wait at this barrier but other threads of their block can never reach it "
+        "(barrier in divergent code)",
+    )  # fmt: skip
+
+
+def _release(cf, L: Batch, fr: Frame, waiting, alive, pcs):
+    """Open the barrier of every block whose live lanes all wait."""
+    nb, bs = L.nb, L.bs
+    w2 = waiting.reshape(nb, bs)
+    a2 = alive.reshape(nb, bs)
+    wc = w2.sum(1)
+    ready = (wc == a2.sum(1)) & (wc > 0)
+    if not ready.any():
+        return waiting, pcs
+    rel = np.repeat(ready, bs) & waiting
+    at = pcs[rel]
+    lo, hi = int(at.min()), int(at.max())
+    if lo != hi:
+        # check per block: lanes of one block released from different barrier instructions
+        p2 = np.where(rel, pcs, -1).reshape(nb, bs)
+        pmax = p2.max(1)
+        pmin = np.where(rel.reshape(nb, bs), pcs.reshape(nb, bs), np.iinfo(np.int32).max).min(1)
+        if ((pmax != pmin) & ready).any():
+            b = int(np.argmax((pmax != pmin) & ready))
+            ins = cf.instructions[int(pmax[b])]
+            raise cf.cx.fault(
+                ins, "barrier_divergence",
+                f"threads of one block wait at different barriers (PTX lines "
+                f"{cf.instructions[int(pmin[b])].line} and {ins.line}): barrier in divergent code",
+            )  # fmt: skip
+    for pcv in np.unique(at):
+        t = cf.terms[int(pcv)]
+        if t is not None and t.bar_red is not None:
+            t.bar_red(fr, rel & (pcs == pcv))
+    pcs = np.where(rel, pcs + np.int32(1), pcs)
+    waiting = waiting & ~rel
+    return waiting, pcs
+
+
+__all__ = ["Batch", "CompiledFunction", "Frame", "Terminator", "guard_reader", "run_function"]

@@ -1,0 +1,395 @@
+"""A PTX module bound to one device: globals allocated, kernels compiled, launches run.
+
+Compilation happens on a kernel's first launch (a module of a big library may hold hundreds of
+kernels an application never calls) and is cached per kernel. Blocks run in batches of about
+``TARGET_LANES`` threads: big enough that numpy amortises Python overhead, small enough that the
+per-batch temporaries stay in cache and out of glibc's ``mmap`` path.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from . import ops_alu, ops_float, ops_mem, ops_warp  # noqa: F401  (register opcodes)
+from .compiler import (
+    BOOL,
+    S32,
+    U32,
+    U64,
+    CompileContext,
+    compile_instruction,
+    guard_reader,
+    reader,
+    writer,
+)
+from .errors import EmuFault
+from .interp import (
+    BAR,
+    BRA,
+    CALL,
+    EXIT,
+    RET,
+    TRAP,
+    Batch,
+    CompiledFunction,
+    Terminator,
+    run_function,
+)
+from .ir import DTYPES, ArgList, Function, Instruction, PtxModule, Reg, Sym
+from .memory import DeviceMemory
+from .parser import local_layout, reachable_functions, shared_layout
+from .printf import format_printf, read_cstring
+
+#: Lanes per batch (see module docstring; measured on vectorAdd/reduction, see benchmarks).
+TARGET_LANES = 1 << 16
+MAX_THREADS_PER_BLOCK = 1024
+MAX_SHARED_PER_BLOCK = 227 * 1024
+MAX_GRID = (2**31 - 1, 65535, 65535)
+
+
+class _CompiledKernel:
+    def __init__(self, entry: CompiledFunction, static_shared: int, local_size: int) -> None:
+        self.entry = entry
+        self.static_shared = static_shared
+        self.local_size = local_size
+
+
+class LoadedModule:
+    """A :class:`PtxModule` whose globals live in a :class:`DeviceMemory`."""
+
+    def __init__(self, module: PtxModule, memory: DeviceMemory) -> None:
+        self.module = module
+        self.memory = memory
+        self._addresses: dict[str, tuple[int, int]] = {}
+        self._compiled: dict[str, _CompiledKernel] = {}
+        self._lock = threading.Lock()
+        self._loaded = True
+        try:
+            self._allocate_globals()
+        except EmuFault:
+            self.unload()
+            raise
+
+    # --- globals ------------------------------------------------------------------------------
+    def _allocate_globals(self) -> None:
+        mod = self.module
+        for v in mod.variables.values():
+            if v.space not in ("global", "const") or (v.extern and v.size == 0):
+                continue
+            addr = self.memory.alloc(max(v.size, 1), max(v.align, 16))
+            self._addresses[v.name] = (addr, v.size)
+        for v in mod.variables.values():
+            if v.name not in self._addresses:
+                continue
+            addr, _ = self._addresses[v.name]
+            if v.init:
+                init = bytearray(v.init[: v.size])
+                size = DTYPES[v.type].itemsize if v.type != "b128" else 8
+                for off, sym, _generic in v.relocs:
+                    target = self._addresses.get(sym, (0, 0))[0]
+                    base = int.from_bytes(init[off : off + size], "little", signed=True)
+                    init[off : off + size] = ((target + base) & ((1 << (8 * size)) - 1)).to_bytes(
+                        size, "little"
+                    )
+                if init:
+                    self.memory.write(addr, bytes(init))
+
+    def global_address(self, name: str) -> tuple[int, int]:
+        """(device address, size) of a module-scope ``.global``/``.const`` variable."""
+        return self._addresses[name]
+
+    def unload(self) -> None:
+        """Free the module's globals; the module cannot launch afterwards."""
+        for addr, _ in self._addresses.values():
+            try:
+                self.memory.free(addr)
+            except EmuFault:
+                pass
+        self._addresses.clear()
+        self._compiled.clear()
+        self._loaded = False
+
+    # --- compilation ----------------------------------------------------------------------------
+    def _compile_kernel(self, name: str) -> _CompiledKernel:
+        ck = self._compiled.get(name)
+        if ck is not None:
+            return ck
+        with self._lock:
+            ck = self._compiled.get(name)
+            if ck is not None:
+                return ck
+            mod = self.module
+            entry = mod.functions[name]
+            shared_off, static, _dyn = shared_layout(entry, mod.functions, mod.variables)
+            funcs = reachable_functions(entry, mod.functions)
+            bases: dict[str, int] = {}
+            total_local = 0
+            for fn in funcs:
+                bases[fn.name] = total_local
+                total_local += local_layout(fn)[1]
+            compiled: dict[str, CompiledFunction] = {}
+            for fn in funcs:
+                if fn.has_body:
+                    compiled[fn.name] = self._compile_function(
+                        fn, name, shared_off, bases[fn.name], compiled
+                    )
+            ck = _CompiledKernel(compiled[name], static, total_local)
+            self._compiled[name] = ck
+            return ck
+
+    def _compile_function(
+        self,
+        fn: Function,
+        kernel: str,
+        shared_off: dict[str, int],
+        local_base: int,
+        compiled: dict[str, CompiledFunction],
+    ) -> CompiledFunction:
+        symbols: dict[str, tuple[int, str]] = {}
+        for vname, (addr, _size) in self._addresses.items():
+            symbols[vname] = (addr, self.module.variables[vname].space)
+        for vname, off in shared_off.items():
+            symbols[vname] = (off, "shared")
+        loffs, _ = local_layout(fn)
+        for vname, off in loffs.items():
+            symbols[vname] = (local_base + off, "local")
+        if fn.is_entry:
+            for p in fn.params:
+                symbols[p.name] = (p.offset, "param")
+        for fname in self.module.functions:
+            symbols.setdefault(fname, (0, "func"))
+        cx = CompileContext(kernel, fn, symbols, compiled, local_base)
+        fns: list[Callable] = []
+        terms: list[Terminator | None] = []
+        for ins in fn.instructions:
+            t = self._terminator(ins, fn, cx, compiled)
+            terms.append(t)
+            fns.append(_noop if t is not None else compile_instruction(ins, cx))
+        reg_init = [DTYPES[r.type].type(0) for r in fn.regs]
+        return CompiledFunction(fn.name, fn.instructions, fns, terms, reg_init, cx)
+
+    def _terminator(
+        self,
+        ins: Instruction,
+        fn: Function,
+        cx: CompileContext,
+        compiled: dict[str, CompiledFunction],
+    ) -> Terminator | None:
+        opc = ins.opcode
+        if opc == "bra":
+            target = ins.operands[0] if ins.operands else None
+            if not isinstance(target, Sym) or target.name not in fn.labels:
+                raise cx.fault(ins, "invalid_ptx", "branch to an unknown label")
+            return Terminator(BRA, fn.labels[target.name], guard_reader(ins))
+        if opc in ("ret", "exit"):
+            return Terminator(RET if opc == "ret" else EXIT, guard=guard_reader(ins))
+        if opc == "trap":
+            return Terminator(TRAP)
+        if opc in ("bar", "barrier"):
+            if "warp" in ins.mods:
+                return None  # bar.warp.sync: lanes of a warp run in lockstep here
+            if "arrive" in ins.mods:
+                return None
+            red = self._bar_red(ins, cx) if "red" in ins.mods else None
+            return Terminator(BAR, bar_red=red)
+        if opc == "call":
+            return Terminator(CALL, call=self._call(ins, cx, compiled))
+        return None
+
+    def _bar_red(self, ins: Instruction, cx: CompileContext) -> Callable:
+        kind = next((m for m in ins.mods if m in ("popc", "and", "or")), None)
+        o = ins.operands
+        rp = reader(o[-1], BOOL, cx, ins)
+        w = writer(o[0], U32 if kind == "popc" else BOOL, cx, ins)
+
+        def red(fr, lanes):
+            L = fr.L
+            p = rp(fr)
+            p = p if isinstance(p, np.ndarray) else np.full(L.N, bool(p))
+            p2 = (p & lanes).reshape(L.nb, L.bs)
+            l2 = lanes.reshape(L.nb, L.bs)
+            if kind == "popc":
+                r = np.repeat(p2.sum(1).astype(U32), L.bs)
+            elif kind == "and":
+                r = np.repeat((p2 | ~l2).all(1), L.bs)
+            else:
+                r = np.repeat(p2.any(1), L.bs)
+            w(fr, r, lanes)
+
+        return red
+
+    def _call(self, ins: Instruction, cx: CompileContext, compiled) -> Callable:
+        ops_ = list(ins.operands)
+        rets: list[Any] = []
+        if ops_ and isinstance(ops_[0], ArgList):
+            rets = list(ops_.pop(0).items)
+        if not ops_ or not isinstance(ops_[0], Sym):
+            return _raiser(cx.fault(ins, "not_supported", "indirect calls through a register"))
+        callee_name = ops_[0].name
+        args = list(ops_[1].items) if len(ops_) > 1 and isinstance(ops_[1], ArgList) else []
+        callee = self.module.functions.get(callee_name)
+        if callee is None:
+            raise cx.fault(ins, "invalid_ptx", f"call to undeclared function {callee_name!r}")
+        arg_names = [a.name if isinstance(a, Sym) else None for a in args]
+        arg_regs = [
+            reader(a, DTYPES[a.type], cx, ins) if isinstance(a, Reg) else None for a in args
+        ]
+        ret_names = [r.name if isinstance(r, Sym) else None for r in rets]
+        if not callee.has_body:
+            return self._builtin(ins, cx, callee_name, arg_names, ret_names)
+        formals = [p.name for p in callee.params]
+        formal_rets = [p.name for p in callee.returns]
+
+        def call(fr, m):
+            ps: dict[str, dict[int, Any]] = {}
+            for formal, an, ar in zip(formals, arg_names, arg_regs, strict=False):
+                if an is not None:
+                    ps[formal] = dict(fr.ps.get(an, {}))
+                elif ar is not None:
+                    ps[formal] = {0: ar(fr)}
+            cf = compiled.get(callee_name)
+            if cf is None:
+                raise cx.fault(ins, "not_supported", f"function {callee_name} has no body")
+            run_function(cf, fr.L, ps, m)
+            for rn, formal in zip(ret_names, formal_rets, strict=False):
+                if rn is not None:
+                    fr.ps[rn] = ps.get(formal, {})
+
+        return call
+
+    def _builtin(self, ins, cx, name, arg_names, ret_names) -> Callable:
+        if name == "vprintf":
+            return _vprintf(ins, cx, arg_names, ret_names)
+        if name == "__assertfail":
+            return _assertfail(ins, cx, arg_names)
+        return _raiser(cx.fault(ins, "not_supported", f"device function {name} (no PTX body)"))
+
+    # --- launch ---------------------------------------------------------------------------------
+    def launch(
+        self,
+        kernel: str,
+        grid: tuple[int, int, int],
+        block: tuple[int, int, int],
+        dynamic_shared: int,
+        params: bytes,
+        printf: Callable[[str], None],
+    ) -> None:
+        """Run ``kernel`` to completion; raises :class:`EmuFault` and nothing else."""
+        if not self._loaded:
+            raise EmuFault("invalid_value", f"{kernel}: module was unloaded")
+        info = self.module.kernels.get(kernel)
+        if info is None:
+            raise EmuFault("invalid_value", f"no kernel named {kernel!r} in this module")
+        grid = tuple(int(x) for x in grid)  # type: ignore[assignment]
+        block = tuple(int(x) for x in block)  # type: ignore[assignment]
+        if len(grid) != 3 or len(block) != 3 or min(grid) < 1 or min(block) < 1:
+            raise EmuFault("invalid_value", f"{kernel}: grid {grid} and block {block} must be 3 positive ints")
+        if any(g > mx for g, mx in zip(grid, MAX_GRID, strict=True)):
+            raise EmuFault("invalid_value", f"{kernel}: grid {grid} exceeds the maximum {MAX_GRID}")
+        bs = block[0] * block[1] * block[2]
+        limit = info.max_threads_per_block or MAX_THREADS_PER_BLOCK
+        if bs > min(limit, MAX_THREADS_PER_BLOCK) or block[2] > 64:
+            raise EmuFault("invalid_value", f"{kernel}: block {block} has {bs} threads, more than the {min(limit, MAX_THREADS_PER_BLOCK)} allowed")
+        params = bytes(params)
+        if len(params) < info.param_size:
+            raise EmuFault("invalid_value", f"{kernel}: parameter buffer has {len(params)} bytes, the kernel needs {info.param_size}")
+        try:
+            ck = self._compile_kernel(kernel)
+        except EmuFault:
+            raise
+        except Exception as exc:
+            raise EmuFault("launch_failed", f"{kernel}: could not compile: {type(exc).__name__}: {exc}") from exc
+        if dynamic_shared < 0 or ck.static_shared + dynamic_shared > MAX_SHARED_PER_BLOCK:
+            raise EmuFault("invalid_value", f"{kernel}: {ck.static_shared} static + {dynamic_shared} dynamic shared bytes exceed {MAX_SHARED_PER_BLOCK}")
+        nblocks = grid[0] * grid[1] * grid[2]
+        per = max(1, TARGET_LANES // bs)
+        if ck.local_size:
+            per = max(1, min(per, (64 << 20) // max(1, ck.local_size * bs)))
+        with np.errstate(all="ignore"):
+            for b0 in range(0, nblocks, per):
+                nb = min(per, nblocks - b0)
+                L = Batch(kernel, self.memory, grid, block, b0, nb, params,  # type: ignore[arg-type]
+                          ck.static_shared, dynamic_shared, ck.local_size, printf, {})  # fmt: skip
+                try:
+                    run_function(ck.entry, L, {}, None)
+                except EmuFault:
+                    raise
+                except RecursionError as exc:
+                    raise EmuFault("launch_failed", f"{kernel}: call depth exceeded") from exc
+                except Exception as exc:
+                    raise EmuFault("launch_failed", f"{kernel}: {type(exc).__name__}: {exc}") from exc
+
+
+def _noop(fr, m) -> None:
+    return None
+
+
+def _raiser(err: EmuFault) -> Callable:
+    def f(fr, m):
+        raise err
+
+    return f
+
+
+def _lane_reader(L: Batch, fault, lane: int) -> Callable[[int, int], bytes]:
+    return lambda addr, n: L.read_bytes(addr, n, lane, fault)
+
+
+def _vprintf(ins, cx: CompileContext, arg_names, ret_names) -> Callable:
+    fault = cx.faulter(ins)
+    if len(arg_names) < 2 or arg_names[0] is None or arg_names[1] is None:
+        return _raiser(cx.fault(ins, "not_supported", "vprintf with unusual arguments"))
+    fmt_name, buf_name = arg_names[0], arg_names[1]
+    ret = ret_names[0] if ret_names else None
+
+    def vprintf(fr, m):
+        L = fr.L
+        fmt_p = fr.ps.get(fmt_name, {}).get(0, U64.type(0))
+        buf_p = fr.ps.get(buf_name, {}).get(0, U64.type(0))
+        fmt_p = np.broadcast_to(np.asarray(fmt_p).view(U64) if np.asarray(fmt_p).dtype.itemsize == 8 else np.asarray(fmt_p).astype(U64), (L.N,))
+        buf_p = np.broadcast_to(np.asarray(buf_p).view(U64) if np.asarray(buf_p).dtype.itemsize == 8 else np.asarray(buf_p).astype(U64), (L.N,))
+        lanes = np.flatnonzero(m) if m is not None else range(L.N)
+        counts = np.zeros(L.N, S32)
+        cache: dict[int, str] = {}
+        for i in lanes:
+            i = int(i)
+            read = _lane_reader(L, fault, i)
+            fa = int(fmt_p[i])
+            fmt = cache.get(fa)
+            if fmt is None:
+                fmt = cache[fa] = read_cstring(read, fa)
+            text = format_printf(fmt, read, int(buf_p[i]))
+            counts[i] = len(text)
+            L.printf(text)
+        if ret is not None:
+            fr.ps[ret] = {0: counts}
+
+    return vprintf
+
+
+def _assertfail(ins, cx: CompileContext, arg_names) -> Callable:
+    fault = cx.faulter(ins)
+
+    def assertfail(fr, m):
+        L = fr.L
+        lane = int(np.flatnonzero(m)[0]) if m is not None else 0
+        read = _lane_reader(L, fault, lane)
+
+        def arg(k: int) -> int:
+            name = arg_names[k] if k < len(arg_names) else None
+            v = fr.ps.get(name, {}).get(0, U64.type(0)) if name else U64.type(0)
+            v = np.asarray(v)
+            return int(v[lane] if v.ndim else v)
+
+        try:
+            msg = read_cstring(read, arg(0))
+            file = read_cstring(read, arg(1))
+        except EmuFault:
+            msg, file = "?", "?"
+        raise cx.fault(ins, "launch_failed", f"device-side assertion `{msg}` failed ({file}:{arg(2)})")
+
+    return assertfail

@@ -1,0 +1,872 @@
+"""Integer, bitwise, comparison and basic floating-point arithmetic.
+
+Integer results wrap modulo 2**n exactly as the hardware does (numpy integer arrays wrap; numpy
+scalar overflow warnings are silenced for the whole launch). Floating-point results are rounded
+as IEEE requires for the instruction's rounding modifier (see ``fp.py``); ``.ftz`` flushes
+subnormal inputs and results, ``.sat`` clamps to [0, 1] with NaN becoming 0.
+
+Integer division by zero is undefined in PTX; like the hardware we return all ones for ``div``
+(``-1`` for signed) and the dividend for ``rem`` rather than faulting.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import fp
+from .compiler import (
+    BOOL,
+    F16,
+    F32,
+    F64,
+    S64,
+    SINT,
+    U32,
+    U64,
+    UINT,
+    CompileContext,
+    Exec,
+    convert,
+    last_type,
+    op,
+    reader,
+    rounding,
+    unsupported,
+    writer,
+)
+from .ir import DTYPES, Instruction, Pair, Reg, Vec
+
+M32 = np.uint64(0xFFFF_FFFF)
+
+
+def _arr(v):
+    return v if isinstance(v, np.ndarray) else np.asarray(v)
+
+
+def _out(v, like=None):
+    """Turn 0-d arrays back into numpy scalars so uniform values stay cheap."""
+    if isinstance(v, np.ndarray) and v.ndim == 0:
+        return v[()]
+    return v
+
+
+def _ftz_in(ins: Instruction, t: np.dtype, rd):
+    if "ftz" in ins.mods and t == F32:
+        return lambda fr: fp.ftz(rd(fr))
+    return rd
+
+
+def _post(ins: Instruction, t: np.dtype):
+    """Result post-processing for floats: ftz, then sat."""
+    steps = []
+    if t.kind == "f":
+        if "ftz" in ins.mods and t == F32:
+            steps.append(fp.ftz)
+        if "sat" in ins.mods:
+            steps.append(fp.saturate)
+    if not steps:
+        return None
+    if len(steps) == 1:
+        return steps[0]
+    a, b = steps
+    return lambda v: b(a(v))
+
+
+def _binary(ins: Instruction, cx: CompileContext, t: np.dtype, fn, out=None) -> Exec:
+    o = ins.operands
+    ra = reader(o[1], t, cx, ins)
+    rb = reader(o[2], t, cx, ins)
+    if t.kind == "f":
+        ra, rb = _ftz_in(ins, t, ra), _ftz_in(ins, t, rb)
+    w = writer(o[0], out or t, cx, ins)
+    post = _post(ins, t)
+    if post is None:
+
+        def f(fr, m):
+            w(fr, fn(ra(fr), rb(fr)), m)
+
+    else:
+
+        def f(fr, m):
+            w(fr, post(fn(ra(fr), rb(fr))), m)
+
+    return f
+
+
+def _unary(ins: Instruction, cx: CompileContext, t: np.dtype, fn, out=None) -> Exec:
+    o = ins.operands
+    ra = reader(o[1], t, cx, ins)
+    if t.kind == "f":
+        ra = _ftz_in(ins, t, ra)
+    w = writer(o[0], out or t, cx, ins)
+    post = _post(ins, t)
+    if post is None:
+        return lambda fr, m: w(fr, fn(ra(fr)), m)
+    return lambda fr, m: w(fr, post(fn(ra(fr))), m)
+
+
+def _sat_s32(v64):
+    return _out(np.clip(v64, -(2**31), 2**31 - 1).astype(np.int32))
+
+
+# --- add / sub ---------------------------------------------------------------------------------
+@op("add", "sub")
+def _add(ins: Instruction, cx: CompileContext) -> Exec:
+    t = last_type(ins, cx)
+    sub = ins.opcode == "sub"
+    if "cc" in ins.mods or ins.opcode in ("addc", "subc"):
+        return _carry(ins, cx, t)
+    if t.kind == "f":
+        mode = rounding(ins)
+        if t == F16 or "f16x2" in ins.mods:
+            return _f16(ins, cx, "sub" if sub else "add")
+        if mode == "rn":
+            return _binary(ins, cx, t, np.subtract if sub else np.add)
+        if sub:
+            return _binary(ins, cx, t, lambda a, b: fp.add(a, -b, t, mode))
+        return _binary(ins, cx, t, lambda a, b: fp.add(a, b, t, mode))
+    if "sat" in ins.mods:
+        if sub:
+            return _binary(ins, cx, t, lambda a, b: _sat_s32(_arr(a).astype(S64) - b))
+        return _binary(ins, cx, t, lambda a, b: _sat_s32(_arr(a).astype(S64) + b))
+    return _binary(ins, cx, t, np.subtract if sub else np.add)
+
+
+def _carry(ins: Instruction, cx: CompileContext, t: np.dtype) -> Exec:
+    """add.cc / addc / sub.cc / subc: the carry flag lives in the frame (``fr.cc``)."""
+    bits = 8 * t.itemsize
+    u = UINT[t.itemsize]
+    o = ins.operands
+    ra, rb = reader(o[1], u, cx, ins), reader(o[2], u, cx, ins)
+    w = writer(o[0], u, cx, ins)
+    use_in = ins.opcode in ("addc", "subc")
+    set_out = "cc" in ins.mods
+    sub = ins.opcode.startswith("sub")
+    mask = (1 << bits) - 1
+
+    def f(fr, m):
+        a = _arr(ra(fr)).astype(object) if bits == 64 else _arr(ra(fr)).astype(np.int64)
+        b = _arr(rb(fr)).astype(object) if bits == 64 else _arr(rb(fr)).astype(np.int64)
+        cin = fr.cc if use_in else 0
+        if sub:
+            r = a - b - (cin if use_in else 0)
+            carry = (r < 0).astype(np.int64) if isinstance(r, np.ndarray) else int(r < 0)
+        else:
+            r = a + b + cin
+            carry = (r >> bits).astype(np.int64) if isinstance(r, np.ndarray) else int(r >> bits)
+        res = np.asarray(r & mask).astype(u)
+        w(fr, _out(res), m)
+        if set_out:
+            fr.cc = carry if m is None else np.where(m, carry, fr.cc)
+
+    return f
+
+
+@op("addc", "subc")
+def _addc(ins: Instruction, cx: CompileContext) -> Exec:
+    return _carry(ins, cx, last_type(ins, cx))
+
+
+# --- mul / mad ---------------------------------------------------------------------------------
+def mulhi(a, b, t: np.dtype):
+    """High half of the full product of two same-typed integers."""
+    bits = 8 * t.itemsize
+    if bits <= 32:
+        w = SINT[2 * t.itemsize] if t.kind == "i" else UINT[2 * t.itemsize]
+        p = _arr(a).astype(w) * _arr(b).astype(w)
+        return _out((p >> w.type(bits)).astype(t))
+    ua, ub = _arr(a).view(U64) if t.kind == "i" else _arr(a), _arr(b).view(U64) if t.kind == "i" else _arr(b)
+    ua, ub = ua.astype(U64), ub.astype(U64)
+    s32 = np.uint64(32)
+    al, ah, bl, bh = ua & M32, ua >> s32, ub & M32, ub >> s32
+    p0, p1, p2, p3 = al * bl, al * bh, ah * bl, ah * bh
+    mid = (p0 >> s32) + (p1 & M32) + (p2 & M32)
+    hi = p3 + (p1 >> s32) + (p2 >> s32) + (mid >> s32)
+    if t.kind == "i":
+        hi = hi - np.where(_arr(a) < 0, ub, np.uint64(0)) - np.where(_arr(b) < 0, ua, np.uint64(0))
+        return _out(hi.view(S64))
+    return _out(hi)
+
+
+@op("mul", "mul24")
+def _mul(ins: Instruction, cx: CompileContext) -> Exec:
+    t = last_type(ins, cx)
+    mods = ins.mods
+    if t.kind == "f":
+        if t == F16 or "f16x2" in mods:
+            return _f16(ins, cx, "mul")
+        mode = rounding(ins)
+        if mode == "rn":
+            return _binary(ins, cx, t, np.multiply)
+        return _binary(ins, cx, t, lambda a, b: fp.mul(a, b, t, mode))
+    if ins.opcode == "mul24":
+        if "hi" in mods:
+            return unsupported(ins, cx)
+        w = SINT[8] if t.kind == "i" else UINT[8]
+        sh = 40
+        return _binary(
+            ins, cx, t,
+            lambda a, b: _out(((_arr(a).astype(w) << sh >> sh) * (_arr(b).astype(w) << sh >> sh)).astype(t)),
+        )  # fmt: skip
+    if "wide" in mods:
+        w = (SINT if t.kind == "i" else UINT)[2 * t.itemsize]
+        o = ins.operands
+        ra, rb = reader(o[1], t, cx, ins), reader(o[2], t, cx, ins)
+        wr = writer(o[0], w, cx, ins)
+        wt = w.type
+
+        def fwide(fr, m):
+            a, b = ra(fr), rb(fr)
+            a = a.astype(w) if isinstance(a, np.ndarray) else wt(a)
+            b = b.astype(w) if isinstance(b, np.ndarray) else wt(b)
+            wr(fr, a * b, m)
+
+        return fwide
+    if "hi" in mods:
+        return _binary(ins, cx, t, lambda a, b: mulhi(a, b, t))
+    return _binary(ins, cx, t, np.multiply)
+
+
+@op("mad", "mad24", "fma")
+def _mad(ins: Instruction, cx: CompileContext) -> Exec:
+    t = last_type(ins, cx)
+    o = ins.operands
+    mods = ins.mods
+    if "cc" in mods or ins.opcode == "madc":
+        return unsupported(ins, cx)
+    if t.kind == "f":
+        if t == F16 or "f16x2" in mods:
+            return _f16(ins, cx, "fma")
+        mode = rounding(ins)
+        ra, rb, rc = (_ftz_in(ins, t, reader(o[k], t, cx, ins)) for k in (1, 2, 3))
+        w = writer(o[0], t, cx, ins)
+        post = _post(ins, t)
+        if t == F32 and mode == "rn":
+            f64 = F64
+
+            def fused(a, b, c):
+                # float32 product is exact in float64; one TwoSum + round-to-odd makes the
+                # final float32 rounding exact (see fp.py).
+                p = np.multiply(a, b, dtype=f64)
+                s = p + c
+                bb = s - p
+                e = (p - (s - bb)) + (c - bb)
+                if isinstance(s, np.ndarray):
+                    bits = s.view(np.int64)
+                    odd_fix = (e != 0) & ((bits & 1) == 0) & np.isfinite(e)
+                    if odd_fix.any():
+                        step = np.where(np.signbit(e) == np.signbit(s), 1, -1)
+                        s = np.where(odd_fix, bits + step, bits).view(f64)
+                    return s.astype(F32)
+                return fp.round_from_f64(fp.round_to_odd(s, e if np.isfinite(e) else 0.0), F32, "rn")
+
+        else:
+
+            def fused(a, b, c):
+                return fp.fma(a, b, c, t, mode)
+
+        if post is None:
+            return lambda fr, m: w(fr, fused(ra(fr), rb(fr), rc(fr)), m)
+        return lambda fr, m: w(fr, post(fused(ra(fr), rb(fr), rc(fr))), m)
+    if ins.opcode == "fma":
+        return unsupported(ins, cx)
+    if "wide" in mods:
+        wt = (SINT if t.kind == "i" else UINT)[2 * t.itemsize]
+        ra, rb = reader(o[1], t, cx, ins), reader(o[2], t, cx, ins)
+        rc = reader(o[3], wt, cx, ins)
+        w = writer(o[0], wt, cx, ins)
+
+        def fw(fr, m):
+            a, b = ra(fr), rb(fr)
+            w(fr, _arr(a).astype(wt) * _arr(b).astype(wt) + rc(fr), m)
+
+        return fw
+    ra, rb, rc = (reader(o[k], t, cx, ins) for k in (1, 2, 3))
+    w = writer(o[0], t, cx, ins)
+    if "hi" in mods:
+        if "sat" in mods:
+            return unsupported(ins, cx)
+        return lambda fr, m: w(fr, _out(mulhi(ra(fr), rb(fr), t) + rc(fr)), m)
+    if ins.opcode == "mad24":
+        return lambda fr, m: w(fr, ra(fr) * rb(fr) + rc(fr), m)
+    return lambda fr, m: w(fr, ra(fr) * rb(fr) + rc(fr), m)
+
+
+# --- div / rem ---------------------------------------------------------------------------------
+def int_div(a, b, t: np.dtype, want_rem: bool):
+    a, b = _arr(a), _arr(b)
+    if t.kind == "u":
+        zero = b == 0
+        bs = np.where(zero, t.type(1), b)
+        if want_rem:
+            return _out(np.where(zero, a, a % bs).astype(t))
+        return _out(np.where(zero, t.type(np.iinfo(t).max), a // bs).astype(t))
+    mn = np.iinfo(t).min
+    zero = b == 0
+    ovf = (a == mn) & (b == -1)
+    bs = np.where(zero | ovf, t.type(1), b)
+    q = a // bs
+    r = a - q * bs
+    q = np.where((r != 0) & ((a < 0) != (bs < 0)), q + t.type(1), q)
+    q = np.where(zero, t.type(-1), q).astype(t)
+    if want_rem:
+        return _out(np.where(zero, a, a - q * b).astype(t))
+    return _out(q)
+
+
+@op("div")
+def _div(ins: Instruction, cx: CompileContext) -> Exec:
+    t = last_type(ins, cx)
+    if t.kind == "f":
+        if "approx" in ins.mods or "full" in ins.mods:
+            # div.approx/div.full: hardware error is within 2 ulp; we return the correctly
+            # rounded quotient, which is within that bound.
+            return _binary(ins, cx, t, lambda a, b: fp.div(a, b, t, "rn"))
+        mode = rounding(ins)
+        return _binary(ins, cx, t, lambda a, b: fp.div(a, b, t, mode))
+    return _binary(ins, cx, t, lambda a, b: int_div(a, b, t, False))
+
+
+@op("rem")
+def _rem(ins: Instruction, cx: CompileContext) -> Exec:
+    t = last_type(ins, cx)
+    return _binary(ins, cx, t, lambda a, b: int_div(a, b, t, True))
+
+
+# --- min / max / neg / abs ---------------------------------------------------------------------
+def _fminmax(is_min: bool, propagate_nan: bool):
+    fn = np.minimum if propagate_nan else (np.fmin if is_min else np.fmax)
+    if propagate_nan and not is_min:
+        fn = np.maximum
+
+    def f(a, b):
+        r = fn(a, b)
+        # PTX: min(-0, +0) is -0 and max(-0, +0) is +0
+        both0 = (a == 0) & (b == 0)
+        if np.any(both0):
+            z = np.where(np.signbit(a) | np.signbit(b), -0.0, 0.0) if is_min else np.where(
+                np.signbit(a) & np.signbit(b), -0.0, 0.0
+            )
+            r = np.where(both0, z.astype(r.dtype), r)
+        return _out(r)
+
+    return f
+
+
+@op("min", "max")
+def _minmax(ins: Instruction, cx: CompileContext) -> Exec:
+    t = last_type(ins, cx)
+    is_min = ins.opcode == "min"
+    if t.kind == "f":
+        if t == F16 or "f16x2" in ins.mods:
+            return unsupported(ins, cx)
+        if len(ins.operands) > 3:
+            return unsupported(ins, cx, "three-input min/max")
+        return _binary(ins, cx, t, _fminmax(is_min, "NaN" in ins.mods))
+    if "relu" in ins.mods:
+        return unsupported(ins, cx)
+    return _binary(ins, cx, t, np.minimum if is_min else np.maximum)
+
+
+@op("neg")
+def _neg(ins: Instruction, cx: CompileContext) -> Exec:
+    t = last_type(ins, cx)
+    return _unary(ins, cx, t, np.negative)
+
+
+@op("abs")
+def _abs(ins: Instruction, cx: CompileContext) -> Exec:
+    t = last_type(ins, cx)
+    return _unary(ins, cx, t, np.abs)
+
+
+@op("copysign")
+def _copysign(ins: Instruction, cx: CompileContext) -> Exec:
+    t = last_type(ins, cx)
+    # copysign.f32 d, a, b: magnitude of b, sign of a
+    return _binary(ins, cx, t, lambda a, b: np.copysign(b, a))
+
+
+# --- bitwise -------------------------------------------------------------------------------------
+@op("and", "or", "xor")
+def _logic(ins: Instruction, cx: CompileContext) -> Exec:
+    t = last_type(ins, cx)
+    if t.kind == "f":
+        t = UINT[t.itemsize]
+    fn = {"and": np.bitwise_and, "or": np.bitwise_or, "xor": np.bitwise_xor}[ins.opcode]
+    return _binary(ins, cx, t, fn)
+
+
+@op("not")
+def _not(ins: Instruction, cx: CompileContext) -> Exec:
+    t = last_type(ins, cx)
+    return _unary(ins, cx, t, np.invert)
+
+
+@op("cnot")
+def _cnot(ins: Instruction, cx: CompileContext) -> Exec:
+    t = last_type(ins, cx)
+    return _unary(ins, cx, t, lambda a: _out(np.where(a == 0, t.type(1), t.type(0))))
+
+
+@op("shl", "shr")
+def _shift(ins: Instruction, cx: CompileContext) -> Exec:
+    t = last_type(ins, cx)
+    bits = 8 * t.itemsize
+    o = ins.operands
+    ra = reader(o[1], t, cx, ins)
+    rs = reader(o[2], U32, cx, ins)
+    w = writer(o[0], t, cx, ins)
+    zero = t.type(0)
+    left = ins.opcode == "shl"
+    arith = not left and t.kind == "i"
+    cast = t.type
+
+    def f(fr, m):
+        x, s = ra(fr), rs(fr)
+        if isinstance(s, np.ndarray):
+            big = s >= bits
+            sc = np.minimum(s, bits - 1).astype(t)
+            if arith:
+                r = x >> sc
+            else:
+                r = np.where(big, zero, (x << sc) if left else (x >> sc))
+        else:
+            s = int(s)
+            if arith:
+                r = x >> cast(min(s, bits - 1))
+            elif s >= bits:
+                r = zero if not isinstance(x, np.ndarray) else np.zeros_like(x)
+            else:
+                r = (x << cast(s)) if left else (x >> cast(s))
+        w(fr, r, m)
+
+    return f
+
+
+def bit_length(x, t: np.dtype):
+    """Number of significant bits of unsigned values (0 for 0), as int64."""
+    x = _arr(x)
+    if t.itemsize <= 4:
+        return np.frexp(x.astype(F64))[1].astype(np.int64)
+    x = x.astype(U64)
+    hi = (x >> np.uint64(32)).astype(F64)
+    lo = (x & M32).astype(F64)
+    return np.where(hi > 0, np.frexp(hi)[1] + 32, np.frexp(lo)[1]).astype(np.int64)
+
+
+@op("popc")
+def _popc(ins: Instruction, cx: CompileContext) -> Exec:
+    t = UINT[last_type(ins, cx).itemsize]
+    return _unary(ins, cx, t, lambda x: _out(np.bitwise_count(x).astype(U32)), out=U32)
+
+
+@op("clz")
+def _clz(ins: Instruction, cx: CompileContext) -> Exec:
+    t = UINT[last_type(ins, cx).itemsize]
+    bits = 8 * t.itemsize
+    return _unary(ins, cx, t, lambda x: _out((bits - bit_length(x, t)).astype(U32)), out=U32)
+
+
+_REV8 = np.array([int(f"{i:08b}"[::-1], 2) for i in range(256)], np.uint8)
+
+
+@op("brev")
+def _brev(ins: Instruction, cx: CompileContext) -> Exec:
+    t = UINT[last_type(ins, cx).itemsize]
+
+    def rev(x):
+        a = np.ascontiguousarray(np.atleast_1d(_arr(x).astype(t)))
+        b = _REV8[a.view(np.uint8).reshape(-1, t.itemsize)[:, ::-1]]
+        r = np.ascontiguousarray(b).view(t).reshape(a.shape)
+        return r if np.ndim(x) else r[0]
+
+    return _unary(ins, cx, t, rev)
+
+
+@op("bfind")
+def _bfind(ins: Instruction, cx: CompileContext) -> Exec:
+    t = last_type(ins, cx)
+    bits = 8 * t.itemsize
+    u = UINT[t.itemsize]
+    shiftamt = "shiftamt" in ins.mods
+
+    def f(x):
+        x = _arr(x)
+        y = np.where(x < 0, ~x, x) if t.kind == "i" else x
+        n = bit_length(y.view(u) if y.dtype != u else y, u)
+        r = n - 1
+        if shiftamt:
+            r = np.where(n == 0, -1, bits - n)
+        return _out(r.astype(np.int64).astype(U32))
+
+    return _unary(ins, cx, t, f, out=U32)
+
+
+def _lowmask64(n):
+    n = _arr(n).astype(U64)
+    return np.where(n >= 64, np.uint64(0xFFFF_FFFF_FFFF_FFFF), (np.uint64(1) << np.minimum(n, np.uint64(63))) - np.uint64(1))
+
+
+@op("bfe")
+def _bfe(ins: Instruction, cx: CompileContext) -> Exec:
+    t = last_type(ins, cx)
+    bits = 8 * t.itemsize
+    u = UINT[t.itemsize]
+    o = ins.operands
+    ra, rp, rl = reader(o[1], u, cx, ins), reader(o[2], U32, cx, ins), reader(o[3], U32, cx, ins)
+    w = writer(o[0], t, cx, ins)
+    one = np.uint64(1)
+
+    def f(fr, m):
+        a = _arr(ra(fr)).astype(U64)
+        pos = np.minimum(_arr(rp(fr)) & 0xFF, bits).astype(U64)
+        ln = np.minimum(_arr(rl(fr)) & 0xFF, bits).astype(U64)
+        field = np.where(pos >= bits, np.uint64(0), a >> np.minimum(pos, np.uint64(bits - 1)))
+        k = np.minimum(ln, np.uint64(bits) - pos)
+        r = field & _lowmask64(k)
+        if t.kind == "i":
+            sidx = np.minimum(pos + ln - one, np.uint64(bits - 1))
+            sbit = np.where(ln > 0, (a >> sidx) & one, np.uint64(0))
+            r = np.where(sbit == one, r | ~_lowmask64(k), r)
+        r = (r & _lowmask64(np.uint64(bits))).astype(u)
+        w(fr, _out(r.view(t)), m)
+
+    return f
+
+
+@op("bfi")
+def _bfi(ins: Instruction, cx: CompileContext) -> Exec:
+    t = last_type(ins, cx)
+    bits = 8 * t.itemsize
+    u = UINT[t.itemsize]
+    o = ins.operands
+    rf, rb = reader(o[1], u, cx, ins), reader(o[2], u, cx, ins)
+    rp, rl = reader(o[3], U32, cx, ins), reader(o[4], U32, cx, ins)
+    w = writer(o[0], t, cx, ins)
+
+    def f(fr, m):
+        fv, b = _arr(rf(fr)).astype(U64), _arr(rb(fr)).astype(U64)
+        pos = np.minimum(_arr(rp(fr)) & 0xFF, bits).astype(U64)
+        ln = np.minimum(_arr(rl(fr)) & 0xFF, bits).astype(U64)
+        sh = np.minimum(pos, np.uint64(bits - 1))
+        msk = np.where(pos >= bits, np.uint64(0), _lowmask64(ln) << sh) & _lowmask64(np.uint64(bits))
+        r = (b & ~msk) | ((fv << sh) & msk)
+        w(fr, _out(r.astype(u).view(t)), m)
+
+    return f
+
+
+@op("bmsk")
+def _bmsk(ins: Instruction, cx: CompileContext) -> Exec:
+    wrap = "wrap" in ins.mods
+    o = ins.operands
+    ra, rb = reader(o[1], U32, cx, ins), reader(o[2], U32, cx, ins)
+    w = writer(o[0], U32, cx, ins)
+
+    def f(fr, m):
+        a, b = _arr(ra(fr)).astype(U64), _arr(rb(fr)).astype(U64)
+        if wrap:
+            a, b = a & np.uint64(31), b & np.uint64(31)
+        else:
+            a, b = np.minimum(a, np.uint64(32)), np.minimum(b, np.uint64(32))
+        r = _lowmask64(np.minimum(a + b, np.uint64(32))) & ~_lowmask64(a)
+        w(fr, _out(r.astype(U32)), m)
+
+    return f
+
+
+@op("prmt")
+def _prmt(ins: Instruction, cx: CompileContext) -> Exec:
+    mode = next((x for x in ins.mods if x in ("f4e", "b4e", "rc8", "ecl", "ecr", "rc16")), None)
+    if mode not in (None, "f4e", "rc8", "rc16"):
+        return unsupported(ins, cx)
+    o = ins.operands
+    ra, rb, rc = (reader(o[k], U32, cx, ins) for k in (1, 2, 3))
+    w = writer(o[0], U32, cx, ins)
+    b8, b3, b7, bff = np.uint64(8), np.uint64(3), np.uint64(7), np.uint64(0xFF)
+
+    def f(fr, m):
+        a, b, c = (_arr(r(fr)).astype(U64) for r in (ra, rb, rc))
+        src = a | (b << np.uint64(32))
+        res = np.zeros(np.broadcast(a, b, c).shape, U64)
+        s = c & b3
+        for i in range(4):
+            sign = None
+            if mode is None:
+                sel = (c >> np.uint64(4 * i)) & np.uint64(0xF)
+                idx, sign = sel & b7, (sel & b8) != 0
+            elif mode == "f4e":
+                idx = (s + np.uint64(i)) & b7
+            elif mode == "rc8":
+                idx = s
+            else:  # rc16: replicate the selected 16-bit half
+                idx = (s & np.uint64(1)) * np.uint64(2) + np.uint64(i & 1)
+            byte = (src >> (idx * b8)) & bff
+            if sign is not None:
+                byte = np.where(sign, np.where(byte & np.uint64(0x80), bff, np.uint64(0)), byte)
+            res = res | (byte << np.uint64(8 * i))
+        w(fr, _out(res.astype(U32)), m)
+
+    return f
+
+
+@op("lop3")
+def _lop3(ins: Instruction, cx: CompileContext) -> Exec:
+    t = UINT[last_type(ins, cx).itemsize]
+    o = ins.operands
+    if isinstance(o[0], Pair):
+        return unsupported(ins, cx, "lop3 with a predicate output")
+    ra, rb, rc = (reader(o[k], t, cx, ins) for k in (1, 2, 3))
+    lut = int(reader(o[4], U32, cx, ins)(None)) & 0xFF
+    w = writer(o[0], t, cx, ins)
+
+    def f(fr, m):
+        a, b, c = ra(fr), rb(fr), rc(fr)
+        na, nb, nc = ~a, ~b, ~c
+        r = None
+        for i in range(8):
+            if lut >> i & 1:
+                term = (a if i & 4 else na) & (b if i & 2 else nb) & (c if i & 1 else nc)
+                r = term if r is None else r | term
+        w(fr, a & na if r is None else r, m)
+
+    return f
+
+
+@op("shf")
+def _shf(ins: Instruction, cx: CompileContext) -> Exec:
+    left = "l" in ins.mods
+    wrap = "wrap" in ins.mods
+    o = ins.operands
+    ra, rb, rc = (reader(o[k], U32, cx, ins) for k in (1, 2, 3))
+    w = writer(o[0], U32, cx, ins)
+
+    def f(fr, m):
+        a, b, c = (_arr(r(fr)).astype(U64) for r in (ra, rb, rc))
+        n = (c & np.uint64(31)) if wrap else np.minimum(c, np.uint64(32))
+        v = (b << np.uint64(32)) | a
+        r = ((v << n) >> np.uint64(32)) if left else (v >> n)
+        w(fr, _out((r & M32).astype(U32)), m)
+
+    return f
+
+
+@op("sad")
+def _sad(ins: Instruction, cx: CompileContext) -> Exec:
+    t = last_type(ins, cx)
+    o = ins.operands
+    ra, rb, rc = (reader(o[k], t, cx, ins) for k in (1, 2, 3))
+    w = writer(o[0], t, cx, ins)
+    return lambda fr, m: w(fr, np.where(ra(fr) < rb(fr), rb(fr) - ra(fr), ra(fr) - rb(fr)) + rc(fr), m)
+
+
+# --- selection and comparison ------------------------------------------------------------------
+@op("selp")
+def _selp(ins: Instruction, cx: CompileContext) -> Exec:
+    t = last_type(ins, cx)
+    o = ins.operands
+    ra, rb = reader(o[1], t, cx, ins), reader(o[2], t, cx, ins)
+    rc = reader(o[3], BOOL, cx, ins)
+    w = writer(o[0], t, cx, ins)
+
+    def f(fr, m):
+        c = rc(fr)
+        if not isinstance(c, np.ndarray):
+            w(fr, ra(fr) if c else rb(fr), m)
+        else:
+            w(fr, np.where(c, ra(fr), rb(fr)), m)
+
+    return f
+
+
+@op("slct")
+def _slct(ins: Instruction, cx: CompileContext) -> Exec:
+    ts = ins.types
+    t, ct = DTYPES[ts[0]], DTYPES[ts[1]]
+    o = ins.operands
+    ra, rb = reader(o[1], t, cx, ins), reader(o[2], t, cx, ins)
+    rc = reader(o[3], ct, cx, ins)
+    w = writer(o[0], t, cx, ins)
+    return lambda fr, m: w(fr, _out(np.where(rc(fr) >= 0, ra(fr), rb(fr))), m)
+
+
+_CMP = {
+    "eq": np.equal, "ne": np.not_equal, "lt": np.less, "le": np.less_equal,
+    "gt": np.greater, "ge": np.greater_equal, "lo": np.less, "ls": np.less_equal,
+    "hi": np.greater, "hs": np.greater_equal,
+}  # fmt: skip
+
+
+def comparison(cmp: str, t: np.dtype):
+    """A numpy function computing PTX comparison ``cmp`` on values of type ``t``."""
+    if t.kind != "f":
+        return _CMP[cmp]
+    if cmp == "num":
+        return lambda a, b: ~(np.isnan(a) | np.isnan(b))
+    if cmp == "nan":
+        return lambda a, b: np.isnan(a) | np.isnan(b)
+    if cmp.endswith("u") and cmp[:-1] in _CMP:
+        base = _CMP[cmp[:-1]]
+        if cmp == "neu":
+            return lambda a, b: np.not_equal(a, b)
+        return lambda a, b: base(a, b) | np.isnan(a) | np.isnan(b)
+    if cmp == "ne":
+        return lambda a, b: np.not_equal(a, b) & ~(np.isnan(a) | np.isnan(b))
+    return _CMP[cmp]
+
+
+def _compare_parts(ins: Instruction, cx: CompileContext):
+    mods = [x for x in ins.mods if x not in ("ftz",)]
+    cmp = mods[0]
+    boolop = mods[1] if len(mods) > 1 and mods[1] in ("and", "or", "xor") else None
+    t = DTYPES[ins.types[-1]]
+    fn = comparison(cmp, t)
+    o = ins.operands
+    ra, rb = reader(o[1], t, cx, ins), reader(o[2], t, cx, ins)
+    if t.kind == "f" and "ftz" in ins.mods:
+        ra, rb = _ftz_in(ins, t, ra), _ftz_in(ins, t, rb)
+    rc = reader(o[3], BOOL, cx, ins) if boolop else None
+    return fn, boolop, ra, rb, rc
+
+
+_BOOLOP = {"and": np.logical_and, "or": np.logical_or, "xor": np.logical_xor}
+
+
+@op("setp")
+def _setp(ins: Instruction, cx: CompileContext) -> Exec:
+    fn, boolop, ra, rb, rc = _compare_parts(ins, cx)
+    d = ins.operands[0]
+    if isinstance(d, Pair):
+        w1, w2 = writer(d.first, BOOL, cx, ins), writer(d.second, BOOL, cx, ins)
+    else:
+        w1, w2 = writer(d, BOOL, cx, ins), None
+    bop = _BOOLOP[boolop] if boolop else None
+
+    def f(fr, m):
+        r = fn(ra(fr), rb(fr))
+        if bop is not None:
+            c = rc(fr)  # type: ignore[misc]
+            w1(fr, bop(r, c), m)
+            if w2 is not None:
+                w2(fr, bop(~r, c), m)
+        else:
+            w1(fr, r, m)
+            if w2 is not None:
+                w2(fr, ~r, m)
+
+    return f
+
+
+@op("set")
+def _set(ins: Instruction, cx: CompileContext) -> Exec:
+    fn, boolop, ra, rb, rc = _compare_parts(ins, cx)
+    dt = DTYPES[ins.types[0]]
+    w = writer(ins.operands[0], dt, cx, ins)
+    bop = _BOOLOP[boolop] if boolop else None
+    yes = dt.type(1.0) if dt.kind == "f" else np.array(-1).astype(dt)[()] if dt.kind == "i" else dt.type(np.iinfo(dt).max)
+    no = dt.type(0)
+
+    def f(fr, m):
+        r = fn(ra(fr), rb(fr))
+        if bop is not None:
+            r = bop(r, rc(fr))  # type: ignore[misc]
+        w(fr, _out(np.where(r, yes, no)), m)
+
+    return f
+
+
+# --- mov ---------------------------------------------------------------------------------------
+@op("mov")
+def _mov(ins: Instruction, cx: CompileContext) -> Exec:
+    t = last_type(ins, cx)
+    d, s = ins.operands[0], ins.operands[1]
+    if isinstance(s, Vec):  # pack {lo, hi} -> wide
+        n = len(s.items)
+        part = UINT[t.itemsize // n]
+        readers = [reader(x, part, cx, ins) for x in s.items]
+        ut = UINT[t.itemsize]
+        w = writer(d, ut, cx, ins)
+        shifts = [ut.type(8 * part.itemsize * k) for k in range(n)]
+
+        def pack(fr, m):
+            r = None
+            for rd, sh in zip(readers, shifts, strict=True):
+                v = rd(fr)
+                v = v.astype(ut) if isinstance(v, np.ndarray) else ut.type(v)
+                r = v << sh if r is None else r | (v << sh)
+            w(fr, r, m)
+
+        return pack
+    if isinstance(d, Vec):  # unpack wide -> {lo, hi}
+        n = len(d.items)
+        part = UINT[t.itemsize // n]
+        ut = UINT[t.itemsize]
+        rd = reader(s, ut, cx, ins)
+        ws = [writer(x, part, cx, ins) for x in d.items]
+        msk = ut.type((1 << (8 * part.itemsize)) - 1)
+        shifts = [ut.type(8 * part.itemsize * k) for k in range(n)]
+
+        def unpack(fr, m):
+            v = rd(fr)
+            for wk, sh in zip(ws, shifts, strict=True):
+                x = (v >> sh) & msk
+                wk(fr, x.astype(part) if isinstance(x, np.ndarray) else part.type(x), m)
+
+        return unpack
+    if t == BOOL or (isinstance(d, Reg) and DTYPES[d.type] == BOOL):
+        rdp = reader(s, BOOL, cx, ins)
+        w = writer(d, BOOL, cx, ins)
+        return lambda fr, m: w(fr, rdp(fr), m)
+    rd = reader(s, t, cx, ins)
+    w = writer(d, t, cx, ins)
+    return lambda fr, m: w(fr, rd(fr), m)
+
+
+# --- f16 / f16x2 arithmetic --------------------------------------------------------------------
+def _f16(ins: Instruction, cx: CompileContext, kind: str) -> Exec:
+    """add/sub/mul/fma on .f16 and .f16x2 (packed halves in a 32-bit register)."""
+    packed = "f16x2" in ins.mods
+    if "bf16" in ins.mods or "bf16x2" in ins.mods:
+        return unsupported(ins, cx)
+    mode = rounding(ins)
+    nin = 3 if kind == "fma" else 2
+    o = ins.operands
+    src_t = U32 if packed else np.dtype(np.uint16)
+    rs = [reader(o[k], src_t, cx, ins) for k in range(1, nin + 1)]
+    w = writer(o[0], src_t, cx, ins)
+    sat = "sat" in ins.mods
+    relu = "relu" in ins.mods
+
+    def calc(args):
+        if kind == "add":
+            r = fp.add(args[0], args[1], F16, mode)
+        elif kind == "sub":
+            r = fp.add(args[0], -args[1], F16, mode)
+        elif kind == "mul":
+            r = fp.mul(args[0], args[1], F16, mode)
+        else:
+            r = fp.fma(args[0], args[1], args[2], F16, mode)
+        r = np.asarray(r, F16)
+        if sat:
+            r = np.asarray(fp.saturate(r), F16)
+        if relu:
+            r = np.where(r < 0, F16.type(0), r).astype(F16)
+        return r
+
+    def f(fr, m):
+        vals = [_arr(r(fr)) for r in rs]
+        if packed:
+            lo = [v.astype(U32).astype(np.uint16).view(F16) for v in vals]
+            hi = [(v >> np.uint32(16)).astype(np.uint16).view(F16) for v in vals]
+            rl = calc(lo).view(np.uint16).astype(U32)
+            rh = calc(hi).view(np.uint16).astype(U32)
+            w(fr, _out(rl | (rh << np.uint32(16))), m)
+        else:
+            args = [v.view(F16) for v in vals]
+            w(fr, _out(calc(args).view(np.uint16)), m)
+
+    return f
+
+
+__all__ = ["bit_length", "comparison", "convert", "int_div", "mulhi"]

@@ -1,0 +1,437 @@
+"""Loads, stores, atomics and address-space conversion.
+
+Addresses are computed for the *active* lanes only (a masked-off lane may hold garbage), checked
+against the state space they name (``illegal_address`` / ``misaligned_address`` naming the
+instruction), then gathered or scattered with numpy fancy indexing. Stores to one address from
+several lanes keep the highest lane's value, which is one valid serialisation. Atomics are
+serialised in lane order: ufunc ``accumulate`` over a (address, rank) table when that table is
+small, else rounds of conflict-free vector updates; either way every lane's returned old value
+is consistent with the same order.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .compiler import (
+    BOOL,
+    F64,
+    LOCAL_WINDOW,
+    PARAM_WINDOW,
+    SHARED_WINDOW,
+    U32,
+    U64,
+    UINT,
+    WINDOW_SPAN,
+    CompileContext,
+    Exec,
+    addr_reader,
+    last_type,
+    op,
+    reader,
+    scatter_writer,
+    unsupported,
+    writer,
+)
+from .ir import DTYPES, Addr, Instruction, Reg, Sink, Sym, Vec
+
+_SPACES = ("global", "shared", "local", "param", "const")
+
+
+def _space(ins: Instruction) -> str:
+    for s in _SPACES:
+        if s in ins.mods:
+            return s
+    return "generic"
+
+
+def _vec(ins: Instruction) -> int:
+    for m in ins.mods:
+        if m in ("v2", "v4", "v8"):
+            return int(m[1:])
+    return 1
+
+
+def _func_param(op_: Addr, cx: CompileContext) -> str | None:
+    """The name of a call-frame parameter this address names, if it is one."""
+    if not isinstance(op_.base, Sym):
+        return None
+    name = op_.base.name
+    sym = cx.symbols.get(name)
+    if sym is not None and sym[1] == "param" and cx.function.is_entry:
+        return None  # a kernel parameter: read from the launch's parameter buffer
+    return name
+
+
+@op("ld", "ldu")
+def _ld(ins: Instruction, cx: CompileContext) -> Exec:
+    t = last_type(ins, cx)
+    if t == BOOL:
+        raise cx.fault(ins, "invalid_ptx", "ld of a predicate")
+    if "b128" in ins.mods:
+        return unsupported(ins, cx, "128-bit loads")
+    space = _space(ins)
+    nvec = _vec(ins)
+    dst, src = ins.operands[0], ins.operands[1]
+    if not isinstance(src, Addr):
+        raise cx.fault(ins, "invalid_ptx", "ld needs an address operand")
+    dsts = list(dst.items) if isinstance(dst, Vec) else [dst]
+    if len(dsts) != nvec:
+        raise cx.fault(ins, "invalid_ptx", f"vector width {nvec} does not match the operand")
+    size = t.itemsize
+
+    if space == "param":
+        pname = _func_param(src, cx)
+        if pname is not None:  # call-frame parameter, per lane
+            ws = [writer(d, t, cx, ins) for d in dsts]
+            base = src.offset + (src.base.offset if isinstance(src.base, Sym) else 0)
+            err = cx.fault(ins, "invalid_ptx", f"parameter {pname!r} read before it was written")
+
+            def ld_fparam(fr, m):
+                slots = fr.ps.get(pname)
+                if slots is None:
+                    raise err
+                for j, w in enumerate(ws):
+                    v = slots.get(base + j * size)
+                    if v is None:
+                        v = t.type(0)
+                    elif v.dtype != t:
+                        v = _fit(v, t)
+                    w(fr, v, m)
+
+            return ld_fparam
+
+    rd_addr, sym_space = addr_reader(src, cx, ins)
+    if space == "generic" and sym_space is not None:
+        space = sym_space
+    fault = cx.faulter(ins)
+    ws_full = [writer(d, t, cx, ins) for d in dsts]
+    ws_idx = [scatter_writer(d, t, cx, ins) for d in dsts]
+    vsize = size * nvec
+
+    def ld(fr, m):
+        L = fr.L
+        a = rd_addr(fr)
+        if m is not None and isinstance(a, np.ndarray):
+            idx = np.flatnonzero(m)
+            a = a[idx]
+        else:
+            idx = None if m is None else np.flatnonzero(m)
+        groups = L.resolve(space, a, vsize, t, idx if idx is not None else None, fault)
+        if len(groups) == 1 and groups[0][0] is None:
+            _, buf, el = groups[0]
+            for j in range(nvec):
+                v = buf[el + j] if j else buf[el]
+                if isinstance(v, np.ndarray):
+                    if m is None:
+                        ws_full[j](fr, v, None)
+                    else:
+                        ws_idx[j](fr, v, idx)
+                else:
+                    ws_full[j](fr, v, m)
+            return
+        n = a.size
+        for j in range(nvec):
+            out = np.empty(n, t)
+            for sel, buf, el in groups:
+                out[sel] = buf[el + j]
+            if m is None:
+                ws_full[j](fr, out, None)
+            else:
+                ws_idx[j](fr, out, idx)
+
+    return ld
+
+
+def _fit(v, t: np.dtype):
+    """Bits of a stored call parameter re-read with another type of the same or other size."""
+    from .compiler import convert
+
+    return convert(v, v.dtype, t)
+
+
+@op("st")
+def _st(ins: Instruction, cx: CompileContext) -> Exec:
+    t = last_type(ins, cx)
+    if "b128" in ins.mods:
+        return unsupported(ins, cx, "128-bit stores")
+    space = _space(ins)
+    nvec = _vec(ins)
+    dst, src = ins.operands[0], ins.operands[1]
+    if not isinstance(dst, Addr):
+        raise cx.fault(ins, "invalid_ptx", "st needs an address operand")
+    srcs = list(src.items) if isinstance(src, Vec) else [src]
+    size = t.itemsize
+    readers = [None if isinstance(s, Sink) else reader(s, t, cx, ins) for s in srcs]
+
+    if space == "param":
+        pname = _func_param(dst, cx)
+        if pname is None:
+            raise cx.fault(ins, "invalid_ptx", "st.param to a kernel parameter")
+        base = dst.offset + (dst.base.offset if isinstance(dst.base, Sym) else 0)
+
+        def st_fparam(fr, m):
+            slots = fr.ps.setdefault(pname, {})
+            for j, rd in enumerate(readers):
+                if rd is None:
+                    continue
+                v = rd(fr)
+                o = base + j * size
+                if m is not None:
+                    old = slots.get(o)
+                    if old is None:
+                        old = t.type(0)
+                    elif old.dtype != t:
+                        old = _fit(old, t)
+                    v = np.where(m, v, old)
+                slots[o] = v
+
+        return st_fparam
+
+    rd_addr, sym_space = addr_reader(dst, cx, ins)
+    if space == "generic" and sym_space is not None:
+        space = sym_space
+    if space in ("const", "param"):
+        raise cx.fault(ins, "invalid_ptx", f"st to the read-only .{space} space")
+    fault = cx.faulter(ins)
+    vsize = size * nvec
+
+    def st(fr, m):
+        L = fr.L
+        a = rd_addr(fr)
+        idx = None
+        if m is not None:
+            idx = np.flatnonzero(m)
+            if isinstance(a, np.ndarray):
+                a = a[idx]
+        elif not isinstance(a, np.ndarray):
+            # every lane stores to one address: the last lane wins
+            idx = None
+        groups = L.resolve(space, a, vsize, t, idx, fault)
+        for j, rd in enumerate(readers):
+            if rd is None:
+                continue
+            v = rd(fr)
+            if isinstance(v, np.ndarray) and idx is not None:
+                v = v[idx]
+            for sel, buf, el in groups:
+                e = el + j if j else el
+                if sel is None:
+                    if not isinstance(e, np.ndarray) and isinstance(v, np.ndarray):
+                        buf[e] = v[-1]
+                    else:
+                        buf[e] = v
+                else:
+                    buf[e] = v[sel] if isinstance(v, np.ndarray) else v
+
+    return st
+
+
+# --- cvta / isspacep ---------------------------------------------------------------------------
+_WINDOWS = {"shared": SHARED_WINDOW, "local": LOCAL_WINDOW, "param": PARAM_WINDOW}
+
+
+@op("cvta")
+def _cvta(ins: Instruction, cx: CompileContext) -> Exec:
+    t = last_type(ins, cx)
+    space = next((s for s in _SPACES if s in ins.mods), None)
+    to = "to" in ins.mods
+    d, s = ins.operands
+    rd = reader(s, t, cx, ins)
+    w = writer(d, t, cx, ins)
+    win = _WINDOWS.get(space or "", 0)
+    if not win:
+        return lambda fr, m: w(fr, rd(fr), m)
+    c = t.type(win & ((1 << (8 * t.itemsize)) - 1))
+    if to:
+        return lambda fr, m: w(fr, rd(fr) - c, m)
+    return lambda fr, m: w(fr, rd(fr) + c, m)
+
+
+@op("isspacep")
+def _isspacep(ins: Instruction, cx: CompileContext) -> Exec:
+    space = next((s for s in _SPACES if s in ins.mods), "global")
+    d, s = ins.operands
+    rd = reader(s, U64, cx, ins)
+    w = writer(d, BOOL, cx, ins)
+    if space in _WINDOWS:
+        lo = U64.type(_WINDOWS[space])
+        hi = U64.type(_WINDOWS[space] + WINDOW_SPAN)
+        return lambda fr, m: w(fr, (rd(fr) >= lo) & (rd(fr) < hi), m)
+
+    def glob(fr, m):
+        a = rd(fr)
+        inwin = np.zeros(np.shape(a), BOOL)
+        for base in _WINDOWS.values():
+            inwin = inwin | ((a >= U64.type(base)) & (a < U64.type(base + WINDOW_SPAN)))
+        w(fr, ~inwin, m)
+
+    return glob
+
+
+@op("prefetch", "prefetchu", "membar", "fence", "nanosleep", "pmevent", "griddepcontrol",
+    "discard", "applypriority", "createpolicy")  # fmt: skip
+def _nop(ins: Instruction, cx: CompileContext) -> Exec:
+    if ins.opcode == "createpolicy":
+        w = writer(ins.operands[0], U64, cx, ins)
+        return lambda fr, m: w(fr, U64.type(0), m)
+    return lambda fr, m: None
+
+
+# --- atomics -------------------------------------------------------------------------------------
+_ATOM_OPS = ("add", "min", "max", "inc", "dec", "and", "or", "xor", "exch", "cas")
+
+
+def _ufunc(name: str, t: np.dtype):
+    if name == "add":
+        return np.add
+    if name in ("min", "max"):
+        if t.kind == "f":
+            return np.fmin if name == "min" else np.fmax
+        return np.minimum if name == "min" else np.maximum
+    return {"and": np.bitwise_and, "or": np.bitwise_or, "xor": np.bitwise_xor}.get(name)
+
+
+def atomic_update(buf: np.ndarray, el: np.ndarray, opname: str, t: np.dtype, v, c=None):
+    """Apply atomics in lane order; returns the old value seen by each lane."""
+    n = el.size
+    v = np.broadcast_to(v, (n,)).astype(t, copy=False)
+    if c is not None:
+        c = np.broadcast_to(c, (n,)).astype(t, copy=False)
+    order = np.argsort(el, kind="stable")
+    se = el[order]
+    sv = v[order]
+    start = np.empty(n, BOOL)
+    start[0] = True
+    np.not_equal(se[1:], se[:-1], out=start[1:])
+    seg_start = np.flatnonzero(start)
+    nseg = seg_start.size
+    seg_id = np.cumsum(start) - 1
+    rank = np.arange(n) - seg_start[seg_id]
+    lens = np.diff(np.append(seg_start, n))
+    maxlen = int(lens.max())
+    addrs = se[seg_start]
+    init = buf[addrs].copy()
+    uf = _ufunc(opname, t)
+    old_sorted = None
+    if maxlen == 1:
+        old_sorted = init
+        if uf is not None:
+            buf[addrs] = uf(init, sv)
+        elif opname == "exch":
+            buf[addrs] = sv
+        elif opname == "cas":
+            buf[addrs] = np.where(init == c[order], sv, init)  # type: ignore[index]
+        else:
+            buf[addrs] = _incdec(opname, init, sv, t)
+    elif uf is not None and nseg * (maxlen + 1) <= 8 * n + 4096:
+        table = np.zeros((nseg, maxlen + 1), t)
+        table[:, 0] = init
+        table[seg_id, rank + 1] = sv
+        acc = uf.accumulate(table, axis=1)
+        old_sorted = acc[seg_id, rank]
+        buf[addrs] = acc[np.arange(nseg), lens]
+    elif opname == "exch":
+        prev = np.empty_like(sv)
+        prev[1:] = sv[:-1]
+        old_sorted = np.where(rank == 0, init[seg_id], prev)
+        buf[addrs] = sv[seg_start + lens - 1]
+    else:
+        old_sorted = np.empty(n, t)
+        sc = None if c is None else c[order]
+        for r in range(maxlen):
+            sel = np.flatnonzero(rank == r)
+            a = se[sel]
+            cur = buf[a]
+            old_sorted[sel] = cur
+            x = sv[sel]
+            if uf is not None:
+                buf[a] = uf(cur, x)
+            elif opname == "cas":
+                buf[a] = np.where(cur == sc[sel], x, cur)  # type: ignore[index]
+            else:
+                buf[a] = _incdec(opname, cur, x, t)
+    old = np.empty(n, t)
+    old[order] = old_sorted
+    return old
+
+
+def _incdec(opname: str, cur, x, t):
+    if opname == "inc":
+        return np.where(cur >= x, t.type(0), cur + t.type(1)).astype(t)
+    return np.where((cur == 0) | (cur > x), x, cur - t.type(1)).astype(t)
+
+
+@op("atom", "red")
+def _atom(ins: Instruction, cx: CompileContext) -> Exec:
+    t = last_type(ins, cx)
+    opname = next((m for m in ins.mods if m in _ATOM_OPS), None)
+    if opname is None:
+        return unsupported(ins, cx)
+    if t.kind == "f" and opname not in ("add", "min", "max", "exch"):
+        return unsupported(ins, cx)
+    if t == np.dtype(np.float16) or _vec(ins) > 1 or "f16x2" in ins.mods or "bf16" in ins.mods:
+        return unsupported(ins, cx)
+    if opname in ("and", "or", "xor", "exch", "cas", "inc", "dec") and t.kind == "f":
+        t = UINT[t.itemsize]
+    if opname in ("inc", "dec") and t.kind != "u":
+        t = UINT[t.itemsize]
+    space = _space(ins)
+    has_dst = ins.opcode == "atom"
+    o = ins.operands
+    a_op = o[1] if has_dst else o[0]
+    if not isinstance(a_op, Addr):
+        raise cx.fault(ins, "invalid_ptx", "atomic needs an address operand")
+    rest = o[2:] if has_dst else o[1:]
+    rv = reader(rest[0], t, cx, ins)
+    rc = None
+    rnew = rv
+    if opname == "cas":
+        rc = rv
+        rnew = reader(rest[1], t, cx, ins)
+    rd_addr, sym_space = addr_reader(a_op, cx, ins)
+    if space == "generic" and sym_space is not None:
+        space = sym_space
+    if space not in ("global", "shared", "generic"):
+        raise cx.fault(ins, "invalid_ptx", f"atomics on .{space}")
+    fault = cx.faulter(ins)
+    wdst = scatter_writer(o[0], t, cx, ins) if has_dst else None
+    wfull = writer(o[0], t, cx, ins) if has_dst else None
+    need_old = has_dst and not isinstance(o[0], Sink)
+
+    def atom(fr, m):
+        L = fr.L
+        a = rd_addr(fr)
+        idx = np.flatnonzero(m) if m is not None else np.arange(L.N)
+        a = a[idx] if isinstance(a, np.ndarray) else np.full(idx.size, a, U64)
+        groups = L.resolve(space, a, t.itemsize, t, idx, fault)
+        x = rnew(fr)
+        x = x[idx] if isinstance(x, np.ndarray) else x
+        cmpv = None
+        if rc is not None:
+            cmpv = rc(fr)
+            cmpv = cmpv[idx] if isinstance(cmpv, np.ndarray) else cmpv
+        old = np.empty(idx.size, t) if need_old else None
+        for sel, buf, el in groups:
+            el = np.broadcast_to(el, (a.size if sel is None else sel.size,))
+            xs = x if sel is None or not isinstance(x, np.ndarray) else x[sel]
+            cs = cmpv if sel is None or not isinstance(cmpv, np.ndarray) else cmpv[sel]
+            if not need_old and opname == "add" and t.kind == "f":
+                np.add.at(buf, el, xs)  # sequential in lane order: exact serialisation
+                continue
+            got = atomic_update(buf, el, opname, t, xs, cs)
+            if old is not None:
+                if sel is None:
+                    old = got
+                else:
+                    old[sel] = got
+        if need_old:
+            if m is None:
+                wfull(fr, old, None)  # type: ignore[misc]
+            else:
+                wdst(fr, old, idx)  # type: ignore[misc]
+
+    return atom
+
+
+__all__ = ["F64", "U32", "Reg", "atomic_update"]

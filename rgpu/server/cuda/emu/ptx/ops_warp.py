@@ -1,0 +1,196 @@
+"""Warp-level instructions: shfl.sync, vote.sync, activemask, redux.sync, match.sync.
+
+Lanes of a warp are consecutive lanes of a block (32 threads by linear thread index), so warp
+operations index the batch's flat lane vector relative to each warp's first lane. Lanes that do
+not execute the instruction (masked off by divergence) contribute nothing to votes; a shuffle
+that reads such a lane gets whatever that lane's register holds, which is what the hardware
+calls undefined.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .compiler import BOOL, U32, CompileContext, Exec, last_type, op, reader, unsupported, writer
+from .ir import Instruction, Pair
+
+_I64 = np.dtype(np.int64)
+
+
+def _per_lane(v, n: int):
+    return v if isinstance(v, np.ndarray) else np.full(n, v)
+
+
+@op("shfl")
+def _shfl(ins: Instruction, cx: CompileContext) -> Exec:
+    mode = next((m for m in ins.mods if m in ("up", "down", "bfly", "idx")), None)
+    if mode is None:
+        return unsupported(ins, cx)
+    o = ins.operands
+    d = o[0]
+    if isinstance(d, Pair):
+        wv, wp = writer(d.first, U32, cx, ins), writer(d.second, BOOL, cx, ins)
+    else:
+        wv, wp = writer(d, U32, cx, ins), None
+    ra = reader(o[1], U32, cx, ins)
+    rb = reader(o[2], U32, cx, ins)
+    rc = reader(o[3], U32, cx, ins)
+
+    def f(fr, m):
+        L = fr.L
+        g = L.geo
+        n = L.N
+        x = _per_lane(ra(fr), n)
+        b = rb(fr)
+        c = rc(fr)
+        lane = g.laneid.astype(_I64)
+        b = b.astype(_I64) if isinstance(b, np.ndarray) else _I64.type(b)
+        c = c.astype(_I64) if isinstance(c, np.ndarray) else _I64.type(c)
+        clamp = c & 31
+        seg = (c >> 8) & 31
+        minl = lane & seg
+        maxl = minl | (clamp & ~seg)
+        if mode == "up":
+            j = lane - b
+            ok = j >= maxl
+        elif mode == "down":
+            j = lane + b
+            ok = j <= maxl
+        elif mode == "bfly":
+            j = lane ^ b
+            ok = j <= maxl
+        else:
+            j = minl | (b & ~seg)
+            ok = j <= maxl
+        src = g.warp_first + j
+        if not g.full_warps:  # the last warp of a block may be partial
+            ok = ok & (g.t.astype(_I64) - lane + j < g.bs)
+        src = np.where(ok, src, g.lane)
+        wv(fr, x[src], m)
+        if wp is not None:
+            wp(fr, ok, m)
+
+    return f
+
+
+def _warp_sum(L, v: np.ndarray) -> np.ndarray:
+    """Per-lane result of summing int64 ``v`` over each lane's warp."""
+    g = L.geo
+    if g.full_warps:
+        s = v.reshape(-1, 32).sum(1)
+        return np.repeat(s, 32)
+    s = np.bincount(g.warp, weights=v.astype(np.float64)).astype(np.int64)
+    return s[g.warp]
+
+
+def _ballot(L, p: np.ndarray) -> np.ndarray:
+    g = L.geo
+    bits = p.astype(np.int64) << g.laneid.astype(np.int64)
+    return _warp_sum(L, bits).astype(np.uint64).astype(U32)
+
+
+@op("vote")
+def _vote(ins: Instruction, cx: CompileContext) -> Exec:
+    kind = next((m for m in ins.mods if m in ("ballot", "any", "all", "uni")), None)
+    if kind is None:
+        return unsupported(ins, cx)
+    o = ins.operands
+    rp = reader(o[1], BOOL, cx, ins)
+    w = writer(o[0], U32 if kind == "ballot" else BOOL, cx, ins)
+
+    def f(fr, m):
+        L = fr.L
+        n = L.N
+        p = _per_lane(rp(fr), n).astype(BOOL)
+        act = np.ones(n, BOOL) if m is None else m
+        if kind == "ballot":
+            w(fr, _ballot(L, p & act), m)
+            return
+        cnt_true = _warp_sum(L, (p & act).astype(np.int64))
+        cnt_act = _warp_sum(L, act.astype(np.int64))
+        if kind == "any":
+            r = cnt_true > 0
+        elif kind == "all":
+            r = cnt_true == cnt_act
+        else:
+            r = (cnt_true == 0) | (cnt_true == cnt_act)
+        w(fr, r, m)
+
+    return f
+
+
+@op("activemask")
+def _activemask(ins: Instruction, cx: CompileContext) -> Exec:
+    w = writer(ins.operands[0], U32, cx, ins)
+
+    def f(fr, m):
+        L = fr.L
+        act = np.ones(L.N, BOOL) if m is None else m
+        w(fr, _ballot(L, act), m)
+
+    return f
+
+
+@op("redux")
+def _redux(ins: Instruction, cx: CompileContext) -> Exec:
+    kind = next((m for m in ins.mods if m in ("add", "min", "max", "and", "or", "xor")), None)
+    t = last_type(ins, cx)
+    if kind is None or t.kind == "f":
+        return unsupported(ins, cx)
+    o = ins.operands
+    ra = reader(o[1], t, cx, ins)
+    w = writer(o[0], t, cx, ins)
+    uf = {"add": np.add, "min": np.minimum, "max": np.maximum, "and": np.bitwise_and,
+          "or": np.bitwise_or, "xor": np.bitwise_xor}[kind]  # fmt: skip
+    ident = {"add": 0, "min": np.iinfo(t).max, "max": np.iinfo(t).min, "and": np.iinfo(t).max
+             if t.kind == "u" else -1, "or": 0, "xor": 0}[kind]  # fmt: skip
+
+    def f(fr, m):
+        L = fr.L
+        g = L.geo
+        x = _per_lane(ra(fr), L.N).astype(t)
+        if m is not None:
+            x = np.where(m, x, t.type(ident))
+        if g.full_warps:
+            r = uf.reduce(x.reshape(-1, 32), axis=1)
+            w(fr, np.repeat(r, 32).astype(t), m)
+        else:
+            starts = np.flatnonzero(np.r_[True, g.warp[1:] != g.warp[:-1]])
+            r = uf.reduceat(x, starts)
+            w(fr, r[np.searchsorted(starts, np.arange(L.N), "right") - 1].astype(t), m)
+
+    return f
+
+
+@op("match")
+def _match(ins: Instruction, cx: CompileContext) -> Exec:
+    if "any" not in ins.mods:
+        return unsupported(ins, cx)
+    t = last_type(ins, cx)
+    o = ins.operands
+    ra = reader(o[1], t, cx, ins)
+    w = writer(o[0], U32, cx, ins)
+
+    def f(fr, m):
+        L = fr.L
+        g = L.geo
+        n = L.N
+        x = _per_lane(ra(fr), n)
+        act = np.ones(n, BOOL) if m is None else m
+        out = np.zeros(n, U32)
+        lane = g.laneid.astype(np.int64)
+        for k in range(32):  # compare with lane k of the same warp
+            src = g.warp_first + k
+            valid = src < n
+            src = np.minimum(src, n - 1)
+            same = valid & (x[src] == x) & act[src] & (g.warp[src] == g.warp)
+            out |= (same.astype(np.uint64) << np.uint64(k)).astype(U32)
+        del lane
+        w(fr, out, m)
+
+    return f
+
+
+@op("bar.warp")
+def _never(ins: Instruction, cx: CompileContext) -> Exec:  # pragma: no cover - placeholder
+    return lambda fr, m: None
