@@ -210,7 +210,8 @@ def test_math_functions(prog):
     gpu.launch(prog.kernel("mathfn"), (n + 127) // 128, 128, dx, dout, np.int32(n))
     got = gpu.get(dout, np.float32, 6 * n).reshape(n, 6).astype(np.float64)
     xd = x.astype(np.float64)
-    ref = np.stack([np.exp(xd), np.log(xd), np.sin(xd), np.cos(xd), np.sqrt(xd), xd**1.5], 1)
+    with np.errstate(over="ignore"):  # expf of the huge arguments is inf on both sides
+        ref = np.stack([np.exp(xd), np.log(xd), np.sin(xd), np.cos(xd), np.sqrt(xd), xd**1.5], 1)
     if prog.flavour == "default":
         # libdevice: expf/logf/sinf/cosf/powf within 2 ulp (rtol 1e-6 ~ 8 ulp leaves margin);
         # sinf/cosf near zero crossings are compared absolutely. sqrt.rn is exact.
