@@ -515,7 +515,8 @@ class ServerConfig(_Validated):
     _section: ClassVar[str] = "server"
 
     bind: str = field(default="0.0.0.0", metadata=_rules(_check_bind))
-    port: int = field(default=DEFAULT_PORT, metadata=_rules(_int_range(1, 65535)))
+    # 0 picks any free port (tests, the daemon's embedded local server).
+    port: int = field(default=DEFAULT_PORT, metadata=_rules(_int_range(0, 65535)))
     # None: derived from the certificate, so it is stable across restarts without configuration.
     server_id: int | None = field(default=None, metadata=_rules(_optional(_int_range(0, 65535))))
     max_clients: int = field(default=16, metadata=_rules(_int_range(1)))

@@ -313,7 +313,8 @@ class Daemon:
     # --- applications --------------------------------------------------------------------
 
     def _make_app_conn(self, _transport: object) -> Connection:
-        return Connection(ConnectionConfig(Role.SERVER, require_auth=False,
+        # Frames to applications are never compressed: the C shims do not carry LZ4.
+        return Connection(ConnectionConfig(Role.SERVER, require_auth=False, compress=False,
                                            name="rgpu-daemon",
                                            server_info={"daemon": True, "ordering":
                                                         self.config.client.gpu_ordering}))

@@ -293,7 +293,7 @@ class RgpuServer:
                 peer.reply_error(frame, "unknown_session",
                                  f"session {frame.session} is not open on this connection")
                 return
-            asyncio.get_running_loop().create_task(self._call(state, session, frame))
+            self._submit(state, session, frame)
         elif kind is MessageKind.ERROR:
             log.info("client %s reported: %s", peer.address, frame.body)
         else:
@@ -364,78 +364,110 @@ class RgpuServer:
         log.info("%s opened from %s", session.label, state.peer.address)
         return sid
 
-    async def _call(self, state: ClientState, session: Session, frame: Frame) -> None:
-        peer = state.peer
+    def _submit(self, state: ClientState, session: Session, frame: Frame) -> None:
+        """Queue a CALL/BATCH/FENCE on the session's worker thread, in arrival order.
+
+        Everything that touches a backend runs on that one thread, so calls keep their order
+        without any await between arrival and submission. A BATCH call has no reply; if it
+        fails, an unsolicited ERROR (request 0, ``deferred``) tells the application, which
+        reports it at its next synchronizing call, as CUDA reports asynchronous errors.
+        """
         session.calls += 1
         self.stats["calls"] += 1
-        body = frame.body
+        loop = asyncio.get_running_loop()
         if frame.kind is MessageKind.FENCE:
-            await session.run(lambda: None)
-            peer.reply(frame, None)
+            fut = loop.run_in_executor(session.executor, _noop)
+            fut.add_done_callback(lambda f: self._finish(state, frame, f))
             return
-        if not (isinstance(body, list) and len(body) == 2 and isinstance(body[0], str)
+        body = frame.body
+        if not (isinstance(body, list) and 2 <= len(body) <= 3 and isinstance(body[0], str)
                 and isinstance(body[1], list)):
-            peer.reply_error(frame, "bad_call", "CALL body must be [function, [args]]")
+            self._fail(state, frame, CallError("bad_call", "CALL body must be "
+                                               "[function, [args]] or [function, [args], "
+                                               "bulk_index]"))
             return
-        fn, args = body
-        try:
-            result = await self._dispatch(session, fn, args, frame.bulk)
-        except CallError as exc:
-            if frame.kind is MessageKind.CALL:
-                peer.reply_error(frame, exc.code, str(exc), exc.extra)
+        fn, args = body[0], body[1]
+        if frame.bulk:
+            index = body[2] if len(body) == 3 and isinstance(body[2], int) else len(args)
+            args = list(args)
+            args.insert(max(0, min(index, len(args))), frame.bulk)
+        if fn == "rgpu.echo":  # no backend: answered at once (round-trip benchmarks)
+            self._succeed(state, frame, bytes(frame.bulk) if frame.bulk else body[1])
             return
-        except Exception as exc:
-            log.exception("%s: %s failed", session.label, fn)
-            if frame.kind is MessageKind.CALL:
-                peer.reply_error(frame, "internal", f"{fn} failed on the server: {exc}")
-            return
-        if frame.kind is MessageKind.CALL:
-            if isinstance(result, (bytes, bytearray, memoryview)) and len(result):
-                peer.send(MessageKind.REPLY, None, session=frame.session,
-                          request=frame.request, flags=Flags.RESPONSE, bulk=result)
-            else:
-                peer.reply(frame, result)
-
-    async def _dispatch(self, session: Session, fn: str, args: list[Any],
-                        bulk: bytes | memoryview) -> Any:
-        if fn == "rgpu.echo":
-            return bytes(bulk) if bulk else args
         if fn == "rgpu.session":
-            return {"session": session.id, "gpu": session.gpu, "calls": session.calls}
+            self._succeed(state, frame, {"session": session.id, "gpu": session.gpu,
+                                         "calls": session.calls})
+            return
+        fut = loop.run_in_executor(session.executor, self._execute, session, fn, args)
+        fut.add_done_callback(lambda f: self._finish(state, frame, f))
+
+    def _finish(self, state: ClientState, frame: Frame, fut: asyncio.Future[Any]) -> None:
+        if fut.cancelled():
+            return
+        exc = fut.exception()
+        if exc is None:
+            self._succeed(state, frame, fut.result())
+        elif isinstance(exc, CallError):
+            self._fail(state, frame, exc)
+        else:
+            log.error("%s failed", frame.body, exc_info=exc)
+            self._fail(state, frame, CallError("internal", f"the server failed: {exc}"))
+
+    def _succeed(self, state: ClientState, frame: Frame, result: Any) -> None:
+        if frame.kind is MessageKind.BATCH or state.peer.is_closed:
+            return
+        if isinstance(result, (bytes, bytearray, memoryview)) and len(result):
+            state.peer.send(MessageKind.REPLY, None, session=frame.session,
+                            request=frame.request, flags=Flags.RESPONSE, bulk=result)
+        else:
+            state.peer.reply(frame, result)
+
+    def _fail(self, state: ClientState, frame: Frame, exc: CallError) -> None:
+        peer = state.peer
+        if peer.is_closed:
+            return
+        if frame.kind is MessageKind.BATCH:
+            fn = frame.body[0] if isinstance(frame.body, list) and frame.body else "?"
+            peer.conn.send_error(exc.code, str(exc), session=frame.session,
+                                 extra={**exc.extra, "fn": fn, "deferred": True})
+            peer.pump()
+        else:
+            peer.reply_error(frame, exc.code, str(exc), exc.extra)
+
+    def _execute(self, session: Session, fn: str, args: list[Any]) -> Any:
+        """Run one call on the session's worker thread."""
         if fn == "rgpu.sleep":
-            seconds = float(args[0]) if args else 0.0
-            await session.run(time.sleep, min(seconds, 30.0))
+            time.sleep(min(float(args[0]) if args else 0.0, 30.0))
             return None
         if fn.startswith("cu"):
-            return await self._cuda_call(session, fn, args, bulk)
+            return self._cuda_call(session, fn, args)
         raise CallError("unsupported", f"{fn} is not supported by this server")
 
-    async def _cuda_call(self, session: Session, fn: str, args: list[Any],
-                         bulk: bytes | memoryview) -> Any:
+    def _cuda_call(self, session: Session, fn: str, args: list[Any]) -> Any:
         backend = self.cuda_backend
         if backend is None:
-            raise CallError("unsupported", "this server has no CUDA backend")
+            raise CallError("unsupported", "this server has no CUDA backend", cuda=100)
         cs = session.backends.get("cuda")
         if cs is None:
-            cs = await session.run(backend.open_session, session.label)
+            cs = backend.open_session(session.label)
             session.backends["cuda"] = cs
             session.add_cleanup("CUDA", cs.close)
-        method = getattr(cs, fn, None)
-        if method is None or fn.startswith("_"):
+        method = getattr(cs, fn, None) if not fn.startswith("_") else None
+        if method is None:
             raise CallError("unsupported", f"{fn} is not supported by this server's CUDA "
                             "backend", cuda=801)
-        call_args = [*args, bytes(bulk)] if bulk else args
         from .cuda.errors import CudaError
 
-        def run() -> Any:
-            try:
-                return method(*call_args)
-            except CudaError as exc:
-                raise CallError("CUresult", str(exc), cuda=int(exc.code)) from None
-            except TypeError as exc:
-                raise CallError("bad_call", f"{fn}: {exc}") from None
+        try:
+            return method(*args)
+        except CudaError as exc:
+            raise CallError("CUresult", str(exc), cuda=int(exc.code)) from None
+        except TypeError as exc:
+            raise CallError("bad_call", f"{fn}: {exc}", cuda=1) from None
 
-        return await session.run(run)
+
+def _noop() -> None:
+    return None
 
 
 def pid_file(path: str | None) -> Callable[[], None]:

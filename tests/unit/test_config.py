@@ -317,11 +317,11 @@ def test_tokens_never_appear_in_repr() -> None:
 # --- every validation error -----------------------------------------------------------------------
 
 BAD_VALUES = [
-    ('[server]\nport = "abc"', "server.port", "expected an integer 1-65535, got 'abc'"),
-    ("[server]\nport = 0", "server.port", "expected an integer 1-65535, got 0"),
-    ("[server]\nport = 65536", "server.port", "expected an integer 1-65535, got 65536"),
-    ("[server]\nport = true", "server.port", "expected an integer 1-65535, got true"),
-    ("[server]\nport = 9876.0", "server.port", "expected an integer 1-65535, got 9876.0"),
+    ('[server]\nport = "abc"', "server.port", "expected an integer 0-65535, got 'abc'"),
+    ("[server]\nport = -1", "server.port", "expected an integer 0-65535, got -1"),
+    ("[server]\nport = 65536", "server.port", "expected an integer 0-65535, got 65536"),
+    ("[server]\nport = true", "server.port", "expected an integer 0-65535, got true"),
+    ("[server]\nport = 9876.0", "server.port", "expected an integer 0-65535, got 9876.0"),
     ('[server]\nbind = ""', "server.bind", "expected an IP address or host name"),
     ('[server]\nbind = "0.0.0.0:9876"', "server.bind", "the port goes in port"),
     ('[server]\nbind = "300.1.1.1"', "server.bind", "got '300.1.1.1'"),
@@ -450,13 +450,13 @@ def test_every_setting_has_a_bad_value_test() -> None:
 
 def test_message_from_the_brief() -> None:
     assert str(error_of('[server]\nport = "abc"', "/etc/rgpu/rgpu.toml")) == (
-        "/etc/rgpu/rgpu.toml: server.port: expected an integer 1-65535, got 'abc'"
+        "/etc/rgpu/rgpu.toml: server.port: expected an integer 0-65535, got 'abc'"
     )
 
 
 def test_config_error_is_an_rgpu_error() -> None:
     """The CLI prints RgpuError as one line instead of a traceback."""
-    assert isinstance(error_of("[server]\nport = 0"), RgpuError)
+    assert isinstance(error_of("[server]\nport = -1"), RgpuError)
 
 
 def test_tokens_are_never_echoed_in_errors() -> None:
@@ -474,7 +474,7 @@ def test_long_and_multiline_values_stay_on_one_line() -> None:
 
 
 def test_newline_in_source_name_stays_one_line() -> None:
-    assert_one_line(str(error_of("[server]\nport = 0", "odd\nname.toml")))
+    assert_one_line(str(error_of("[server]\nport = -1", "odd\nname.toml")))
 
 
 # --- cross-field rules ----------------------------------------------------------------------------
@@ -821,7 +821,7 @@ def test_replace_validates_and_normalises() -> None:
 @pytest.mark.parametrize(
     ("make", "key"),
     [
-        (lambda: dataclasses.replace(ServerConfig(), port=0), "server.port"),
+        (lambda: dataclasses.replace(ServerConfig(), port=-1), "server.port"),
         (lambda: ServerConfig(max_clients=0), "server.max_clients"),
         (lambda: ServerEntry("h:x"), "client.servers[].address"),
         (lambda: ClientConfig(servers=("h",)), "client.servers"),
@@ -870,7 +870,7 @@ def test_explicit_missing_path(tmp_path: Path) -> None:
 
 
 def test_error_inside_loaded_file_names_it(tmp_path: Path) -> None:
-    path = write(tmp_path / "etc/rgpu.toml", "[server]\nport = 0\n")
+    path = write(tmp_path / "etc/rgpu.toml", "[server]\nport = -1\n")
     with pytest.raises(ConfigError, match=re.escape(f"{path}: server.port: ")):
         load_config(path)
 
