@@ -1,0 +1,151 @@
+// Kernels compiled with `nvcc -ptx` by test_ptx_nvcc.py and run on the PTX machine.
+#include <cstdio>
+#include <cstdint>
+
+extern "C" __global__ void vectorAdd(const float* a, const float* b, float* c, int n) {
+  int i = blockDim.x * blockIdx.x + threadIdx.x;
+  if (i < n) c[i] = a[i] + b[i];
+}
+
+extern "C" __global__ void saxpy(int n, float a, const float* x, float* y) {
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += blockDim.x * gridDim.x)
+    y[i] = a * x[i] + y[i];
+}
+
+extern "C" __global__ void reduceSum(const float* in, float* out, int n) {
+  extern __shared__ float s[];
+  unsigned t = threadIdx.x;
+  unsigned i = blockIdx.x * blockDim.x + t;
+  s[t] = i < n ? in[i] : 0.f;
+  __syncthreads();
+  for (unsigned k = blockDim.x / 2; k > 0; k >>= 1) {
+    if (t < k) s[t] += s[t + k];
+    __syncthreads();
+  }
+  if (t == 0) out[blockIdx.x] = s[0];
+}
+
+#define TILE 16
+extern "C" __global__ void matmul(const float* A, const float* B, float* C, int M, int N, int K) {
+  __shared__ float As[TILE][TILE];
+  __shared__ float Bs[TILE][TILE];
+  int row = blockIdx.y * TILE + threadIdx.y, col = blockIdx.x * TILE + threadIdx.x;
+  float acc = 0;
+  for (int t = 0; t < (K + TILE - 1) / TILE; ++t) {
+    As[threadIdx.y][threadIdx.x] =
+        (row < M && t * TILE + threadIdx.x < K) ? A[row * K + t * TILE + threadIdx.x] : 0;
+    Bs[threadIdx.y][threadIdx.x] =
+        (col < N && t * TILE + threadIdx.y < K) ? B[(t * TILE + threadIdx.y) * N + col] : 0;
+    __syncthreads();
+    for (int k = 0; k < TILE; ++k) acc += As[threadIdx.y][k] * Bs[k][threadIdx.x];
+    __syncthreads();
+  }
+  if (row < M && col < N) C[row * N + col] = acc;
+}
+
+extern "C" __global__ void histogram(const unsigned char* data, int n, unsigned* hist,
+                                     float* fsum, unsigned long long* umax, int* casv) {
+  __shared__ unsigned local[256];
+  for (int i = threadIdx.x; i < 256; i += blockDim.x) local[i] = 0;
+  __syncthreads();
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += blockDim.x * gridDim.x) {
+    atomicAdd(&local[data[i]], 1u);
+    atomicAdd(fsum, (float)data[i]);
+    atomicMax(umax, (unsigned long long)data[i] * 1000003ull);
+    atomicCAS(casv, 0, i + 1);
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < 256; i += blockDim.x) atomicAdd(&hist[i], local[i]);
+}
+
+extern "C" __global__ void collatz(const unsigned* start, unsigned* steps, int n) {
+  int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  unsigned long long x = start[i];
+  unsigned s = 0;
+  while (x != 1) {
+    if (x & 1) x = 3 * x + 1; else x >>= 1;
+    ++s;
+  }
+  int k = s % 4;
+  switch (k) {
+    case 0: s += 1000; break;
+    case 1: s += 2000; break;
+    case 2: s *= 2; break;
+    default: s = ~s; break;
+  }
+  steps[i] = s;
+}
+
+struct Params {
+  unsigned char tag;
+  unsigned short id;
+  float scale[3];
+  double offset;
+  long long stride;
+  int* base;
+};
+
+extern "C" __global__ void structs(Params p, long long* out, int n) {
+  long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  long long local[4];
+  for (int k = 0; k < 4; ++k) local[k] = p.base[(i * p.stride + k) % n];
+  long long idx = i * p.stride + (long long)p.id;
+  out[i] = idx + local[i % 4] + p.tag + (long long)(p.scale[i % 3] * 10.0f) +
+           (long long)p.offset + (i << 33);
+}
+
+extern "C" __global__ void dmath(const double* x, double* y, int n) {
+  int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n) y[i] = sqrt(x[i]) * 1.5 + x[i] / 3.0 - fma(x[i], x[i], 0.25) + exp(x[i] * 0.01);
+}
+
+__constant__ float coeffs[4] = {1.0f, -2.0f, 0.5f, 3.0f};
+__device__ unsigned counter = 0;
+
+extern "C" __global__ void poly(const float* x, float* y, int n) {
+  int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n) {
+    float v = x[i];
+    y[i] = ((coeffs[3] * v + coeffs[2]) * v + coeffs[1]) * v + coeffs[0];
+    atomicAdd(&counter, 1u);
+  }
+}
+
+extern "C" __global__ void mathfn(const float* x, float* out, int n) {
+  int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n) {
+    float v = x[i];
+    out[5 * i + 0] = expf(v);
+    out[5 * i + 1] = sinf(v);
+    out[5 * i + 2] = logf(fabsf(v) + 1.0f);
+    out[5 * i + 3] = powf(fabsf(v) + 0.5f, 1.7f);
+    out[5 * i + 4] = sqrtf(fabsf(v));
+  }
+}
+
+extern "C" __global__ void warpReduce(const int* in, int* out, unsigned* ballots) {
+  int v = in[blockIdx.x * blockDim.x + threadIdx.x];
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffff, v, o);
+  int lane = threadIdx.x & 31;
+  unsigned b = __ballot_sync(0xffffffff, (in[blockIdx.x * blockDim.x + threadIdx.x] & 1) != 0);
+  int any = __any_sync(0xffffffff, lane == 5);
+  int all = __all_sync(0xffffffff, lane < 32);
+  int x = __shfl_xor_sync(0xffffffff, lane, 1) + __shfl_up_sync(0xffffffff, lane, 2) +
+          __shfl_sync(0xffffffff, lane, 7);
+  if (lane == 0) {
+    out[(blockIdx.x * blockDim.x + threadIdx.x) / 32] = v;
+    ballots[(blockIdx.x * blockDim.x + threadIdx.x) / 32] = b + __popc(b) + any + all;
+  }
+  if (lane == 3) ballots[1000 + (blockIdx.x * blockDim.x + threadIdx.x) / 32] = x;
+}
+
+__device__ __noinline__ int helper(int a, int b) { return a * 3 + b; }
+
+extern "C" __global__ void printer(int x, const int* vals) {
+  int t = threadIdx.x;
+  if (t % 2 == 0)
+    printf("t=%d x=%5d v=%x f=%.3f s=%s c=%c %lld|%-4u|\n", t, x, vals[t], vals[t] * 0.5,
+           "ok", 'A' + t, (long long)helper(t, x) << 33, (unsigned)t);
+}
