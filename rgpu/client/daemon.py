@@ -51,6 +51,7 @@ class ServerLink:
         self.server_id: int | None = None
         self.gpus: list[dict[str, Any]] = []
         self.info: dict[str, Any] = {}
+        self.cuda_facts: list[dict[str, Any]] | None = None  # immutable per connection
         self.connects = 0
         self._task: asyncio.Task[None] | None = None
         self._removed = False
@@ -162,6 +163,7 @@ class ServerLink:
             self.peer.close("bye", "reconnecting")
         self.peer = None
         self.gpus = []
+        self.cuda_facts = None
         self.daemon.link_lost(self)
         self.daemon.rebuild_pool()
 
@@ -431,8 +433,11 @@ class Daemon:
                 peer.reply(frame, {"address": link.key})
             elif op == "open_session":
                 session = await self._open_session(app, body)
-                peer.reply(frame, {"session": session.local_id, "gpu": session.gpu,
-                                   "server_id": session.link.server_id})
+                asked = self._pool_gpu(body.get("gpu", 0))
+                peer.reply(frame, {"session": session.local_id, "gpu": asked.index,
+                                   "server_id": session.link.server_id,
+                                   "cuda_index": asked.info.get("cuda_index"),
+                                   "vulkan_index": asked.info.get("vulkan_index")})
             elif op == "close_session":
                 sid = int(body.get("session", 0))
                 session = app.sessions.pop(sid, None)
@@ -443,6 +448,8 @@ class Daemon:
             elif op == "report_unsupported":
                 self.unsupported[str(body.get("name", "?"))] += int(body.get("count", 1))
                 peer.reply(frame, None)
+            elif op == "cuda_facts":
+                peer.reply(frame, await self._cuda_facts(body.get("gpu")))
             elif op == "server_control":
                 peer.reply(frame, await self._server_control(body))
             else:
@@ -478,6 +485,24 @@ class Daemon:
             raise RgpuError(f"server {link.key} is not connected")
         reply = await link.peer.request(MessageKind.CONTROL, body.get("body"), timeout=60)
         return reply.body
+
+    async def _cuda_facts(self, index: Any) -> dict[str, Any]:
+        """The device facts of one pool GPU's CUDA device, fetched once per server link."""
+        gpu = self._pool_gpu(index)
+        cuda_index = gpu.info.get("cuda_index")
+        if not gpu.info.get("cuda") or cuda_index is None:
+            raise RgpuError(f"GPU {gpu.index} ({gpu.info.get('name')}) has no CUDA support")
+        link = self.links.get(gpu.server_key)
+        if link is None or link.peer is None:
+            raise RgpuError(f"server {gpu.server_key} is not connected")
+        facts = link.cuda_facts
+        if facts is None:
+            reply = await link.peer.request(MessageKind.CONTROL, {"op": "cuda_facts"},
+                                            timeout=60)
+            facts = link.cuda_facts = list(reply.body)
+        if not 0 <= int(cuda_index) < len(facts):
+            raise RgpuError(f"server {link.key} reports no CUDA device {cuda_index}")
+        return dict(facts[int(cuda_index)])
 
     async def _open_session(self, app: AppClient, body: dict[str, Any]) -> AppSession:
         gpu = self._pool_gpu(body.get("gpu", 0))

@@ -36,6 +36,9 @@ class PoolGpu:
             "cuda": bool(self.info.get("cuda")),
             "compute_capability": self.info.get("compute_capability"),
             "device_type": self.info.get("device_type", "other"),
+            "cuda_index": self.info.get("cuda_index"),
+            "vulkan_index": self.info.get("vulkan_index"),
+            "uuid": self.info.get("uuid", ""),
         }
 
 
