@@ -337,3 +337,78 @@ def test_any_call_answers_a_cuda_error_or_succeeds(gpu, calls):
             getattr(gpu.s, name)(*args)
         except CudaError:
             pass
+
+
+def test_pointer_attributes_and_unified_copy(gpu):
+    s = gpu.s
+    a, b = s.cuMemAlloc_v2(1000), s.cuMemAlloc_v2(1000)
+    assert s.cuPointerGetAttribute(1, a + 10) == gpu.ctx  # CONTEXT
+    assert s.cuPointerGetAttribute(2, a + 10) == 2  # MEMORY_TYPE: device
+    assert s.cuPointerGetAttribute(9, a) == 0  # DEVICE_ORDINAL
+    assert s.cuPointerGetAttribute(11, a + 10) == a  # RANGE_START_ADDR
+    assert s.cuPointerGetAttribute(12, a + 10) == 1000  # RANGE_SIZE
+    assert code_of(s.cuPointerGetAttribute, 4, a) == R.CUDA_ERROR_INVALID_VALUE
+    assert code_of(s.cuPointerGetAttribute, 1, 0x1234) == R.CUDA_ERROR_INVALID_VALUE
+    s.cuMemcpyHtoD_v2(a, b"rgpu" * 250)
+    s.cuMemcpy(b, a, 1000)
+    s.cuMemcpyAsync(b, a + 4, 4, 0)
+    assert s.cuMemcpyDtoH_v2(b, 8) == b"rgpurgpu"
+
+
+def test_streams_report_their_settings(gpu):
+    s = gpu.s
+    assert s.cuCtxGetStreamPriorityRange() == [0, -5]
+    s.cuStreamCreateWithPriority(70, 1, -9)
+    assert s.cuStreamGetPriority(70) == -5  # clamped to the range, as CUDA does
+    assert s.cuStreamGetFlags(70) == 1
+    assert s.cuStreamGetCtx(70) == gpu.ctx and s.cuStreamGetCtx(0) == gpu.ctx
+    assert s.cuCtxGetFlags() == 0
+    assert code_of(s.cuStreamCreate, 0, 0) == R.CUDA_ERROR_INVALID_VALUE
+
+
+def test_launch_ex_occupancy_and_cooperative(gpu, kernels_image):
+    s = gpu.s
+    lib = gpu.load(kernels_image)
+    k = gpu.kernel(lib, "vectorAdd")
+    n = 1000
+    a, c = gpu.put(np.arange(n, dtype=np.float32)), gpu.zeros(4 * n)
+    params = gpu.pack(k, a, a, c, np.int32(n))
+    config = {"gridDimX": 4, "gridDimY": 1, "gridDimZ": 1, "blockDimX": 256, "blockDimY": 1,
+              "blockDimZ": 1, "sharedMemBytes": 0, "hStream": 0, "attrs": [[8, 0]]}
+    s.cuLaunchKernelEx(config, k, params)
+    np.testing.assert_array_equal(gpu.get(c, np.float32, n), 2 * np.arange(n, dtype=np.float32))
+    coop = dict(config, attrs=[[2, 1]])
+    assert code_of(s.cuLaunchKernelEx, coop, k, params) == R.CUDA_ERROR_NOT_SUPPORTED
+    assert code_of(s.cuLaunchCooperativeKernel, k, 1, 1, 1, 32, 1, 1, 0, 0, params) == (
+        R.CUDA_ERROR_NOT_SUPPORTED)
+    blocks = s.cuOccupancyMaxActiveBlocksPerMultiprocessor(k, 256, 0)
+    assert 1 <= blocks <= 4
+    red = gpu.kernel(lib, "reduceSum")
+    assert s.cuOccupancyMaxActiveBlocksPerMultiprocessor(red, 32, 32 * 1024) <= 2
+    s.cuCtxSynchronize()
+
+
+def test_sessions_run_concurrently(backend, make_gpu, kernels_image):
+    import threading
+
+    gpus = [make_gpu(f"worker{i}") for i in range(3)]
+    errors: list[BaseException] = []
+
+    def work(g, seed: int) -> None:
+        try:
+            k = g.kernel(g.load(kernels_image), "vectorAdd")
+            n = 20_000
+            x = np.random.default_rng(seed).standard_normal(n, dtype=np.float32)
+            dx, dz = g.put(x), g.zeros(4 * n)
+            for _ in range(5):
+                g.launch(k, (n + 255) // 256, 256, dx, dx, dz, np.int32(n))
+            np.testing.assert_array_equal(g.get(dz, np.float32, n), x + x)
+        except BaseException as exc:  # reported to the main thread below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(g, i)) for i, g in enumerate(gpus)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []

@@ -193,6 +193,14 @@ class CudaSession(abc.ABC):
     def cuCtxSetLimit(self, limit: int, value: int) -> None:
         """Set a `CUlimit` of the current context."""
 
+    @abc.abstractmethod
+    def cuCtxGetFlags(self) -> int:
+        """Flags of the current context."""
+
+    @abc.abstractmethod
+    def cuCtxGetStreamPriorityRange(self) -> list[int]:
+        """[leastPriority, greatestPriority] of streams."""
+
     # --- memory -----------------------------------------------------------------------------
     @abc.abstractmethod
     def cuMemAlloc_v2(self, bytesize: int) -> int:
@@ -225,6 +233,19 @@ class CudaSession(abc.ABC):
     @abc.abstractmethod
     def cuMemcpyDtoD_v2(self, dst: int, src: int, bytesize: int) -> None:
         """Copy between device allocations (overlap allowed, as memmove)."""
+
+    @abc.abstractmethod
+    def cuMemcpy(self, dst: int, src: int, bytesize: int) -> None:
+        """Unified-addressing copy; on the server both sides are device pointers (the shim
+        turns copies involving host memory into HtoD / DtoH)."""
+
+    @abc.abstractmethod
+    def cuMemcpyAsync(self, dst: int, src: int, bytesize: int, stream: int) -> None:
+        """`cuMemcpy` in stream order."""
+
+    @abc.abstractmethod
+    def cuPointerGetAttribute(self, attribute: int, ptr: int) -> int:
+        """A `CUpointer_attribute` of a device pointer (context id, memory type, range ...)."""
 
     @abc.abstractmethod
     def cuMemcpyHtoDAsync_v2(self, dst: int, data: bytes, stream: int) -> None:
@@ -409,6 +430,33 @@ class CudaSession(abc.ABC):
         """Launch function or kernel `f`; `kernelParams` is the packed parameter buffer laid
         out by `cuFuncGetParamInfo` (the `extra` form's buffer is the same bytes)."""
 
+    @abc.abstractmethod
+    def cuLaunchKernelEx(self, config: dict[str, Any], f: int, kernelParams: bytes) -> None:
+        """A launch from CUlaunchConfig's fields (gridDimX/Y/Z, blockDimX/Y/Z, sharedMemBytes,
+        hStream) and `attrs`, a list of [CUlaunchAttributeID, value]."""
+
+    @abc.abstractmethod
+    def cuLaunchCooperativeKernel(
+        self,
+        f: int,
+        gridDimX: int,
+        gridDimY: int,
+        gridDimZ: int,
+        blockDimX: int,
+        blockDimY: int,
+        blockDimZ: int,
+        sharedMemBytes: int,
+        hStream: int,
+        kernelParams: bytes,
+    ) -> None:
+        """A launch whose blocks may synchronise with each other (grid sync)."""
+
+    @abc.abstractmethod
+    def cuOccupancyMaxActiveBlocksPerMultiprocessor(
+        self, func: int, blockSize: int, dynamicSMemSize: int
+    ) -> int:
+        """How many blocks of `func` fit on one multiprocessor."""
+
     # --- streams and events -----------------------------------------------------------------
     @abc.abstractmethod
     def cuStreamCreate(self, stream: int, flags: int) -> None:
@@ -417,6 +465,18 @@ class CudaSession(abc.ABC):
     @abc.abstractmethod
     def cuStreamCreateWithPriority(self, stream: int, flags: int, priority: int) -> None:
         """Create a stream with a priority (a hint)."""
+
+    @abc.abstractmethod
+    def cuStreamGetPriority(self, stream: int) -> int:
+        """The stream's priority."""
+
+    @abc.abstractmethod
+    def cuStreamGetFlags(self, stream: int) -> int:
+        """The stream's flags."""
+
+    @abc.abstractmethod
+    def cuStreamGetCtx(self, stream: int) -> int:
+        """Id of the stream's context."""
 
     @abc.abstractmethod
     def cuStreamDestroy_v2(self, stream: int) -> None:

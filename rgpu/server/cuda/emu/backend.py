@@ -33,10 +33,15 @@ from rgpu.server.cuda.backend import (
 from rgpu.server.cuda.emu.device import (
     DEVICE_ARCH,
     MAX_BLOCK_DIM,
+    MAX_BLOCKS_PER_MULTIPROCESSOR,
     MAX_GRID_DIM,
     MAX_THREADS_PER_BLOCK,
+    MAX_THREADS_PER_MULTIPROCESSOR,
+    REGISTERS_PER_MULTIPROCESSOR,
     SHARED_MEMORY_PER_BLOCK,
     SHARED_MEMORY_PER_BLOCK_OPTIN,
+    STREAM_PRIORITY_GREATEST,
+    STREAM_PRIORITY_LEAST,
     EmuDeviceConfig,
     emulated_device_facts,
 )
@@ -550,6 +555,17 @@ class EmuSession(CudaSession):
             raise CudaError(R.CUDA_ERROR_INVALID_VALUE, "limit values are non-negative")
         ctx.limits[limit] = int(value)
 
+    @_api
+    def cuCtxGetFlags(self) -> int:
+        """The current context's flags."""
+        return self._ctx().flags
+
+    @_api
+    def cuCtxGetStreamPriorityRange(self) -> list[int]:
+        """Turing's range: 0 (least) to -5 (greatest)."""
+        self._ctx()
+        return [STREAM_PRIORITY_LEAST, STREAM_PRIORITY_GREATEST]
+
     # --- memory -----------------------------------------------------------------------------
     @_api
     def cuMemAlloc_v2(self, bytesize: int) -> int:
@@ -635,6 +651,53 @@ class EmuSession(CudaSession):
     def cuMemcpyDtoD_v2(self, dst: int, src: int, bytesize: int) -> None:
         """Device to device."""
         self._dtod(self._ctx(), dst, src, bytesize)
+
+    @_api
+    def cuMemcpy(self, dst: int, src: int, bytesize: int) -> None:
+        """Unified copy between device pointers."""
+        self._dtod(self._ctx(), dst, src, bytesize)
+
+    @_api
+    def cuMemcpyAsync(self, dst: int, src: int, bytesize: int, stream: int) -> None:
+        """Unified copy in stream order."""
+        self._dtod(self._stream_ctx(stream), dst, src, bytesize)
+
+    @_api
+    def cuPointerGetAttribute(self, attribute: int, ptr: int) -> int:
+        """Pointer facts for the session's own allocations (others are INVALID_VALUE, as the
+        driver says for pointers it does not know)."""
+        for ctx in self._contexts.values():
+            hit = self._memory(ctx).allocation_of(ptr)
+            if hit is not None and hit[0] in ctx.allocations:
+                break
+        else:
+            raise CudaError(R.CUDA_ERROR_INVALID_VALUE, f"{ptr:#x} is not a device pointer of "
+                            "this session")
+        base, size = hit
+        answers = {
+            1: ctx.id,  # CONTEXT
+            2: CU_MEMORYTYPE_DEVICE,  # MEMORY_TYPE
+            3: ptr,  # DEVICE_POINTER
+            6: 1,  # SYNC_MEMOPS
+            7: base,  # BUFFER_ID: unique while allocated
+            8: 0,  # IS_MANAGED
+            9: ctx.device,  # DEVICE_ORDINAL
+            10: 0,  # IS_LEGACY_CUDA_IPC_CAPABLE
+            11: base,  # RANGE_START_ADDR
+            12: size,  # RANGE_SIZE
+            13: 1,  # MAPPED
+            14: 0,  # ALLOWED_HANDLE_TYPES
+            15: 0,  # IS_GPU_DIRECT_RDMA_CAPABLE
+            16: 3,  # ACCESS_FLAGS: read-write
+            18: size,  # MAPPING_SIZE
+            19: base,  # MAPPING_BASE_ADDR
+            20: base,  # MEMORY_BLOCK_ID
+            21: 0,  # IS_HW_DECOMPRESS_CAPABLE
+        }
+        if attribute not in answers:
+            raise CudaError(R.CUDA_ERROR_INVALID_VALUE,
+                            f"pointer attribute {attribute} does not apply to device memory")
+        return answers[attribute]
 
     @_api
     def cuMemcpyHtoDAsync_v2(self, dst: int, data: bytes, stream: int) -> None:
@@ -1043,6 +1106,61 @@ class EmuSession(CudaSession):
             error = CudaError(R.CUDA_ERROR_LAUNCH_FAILED, f"emulator error in {fn.name}: {exc}")
             self._launch_failed(ctx, fn, error, True)
 
+    @_api
+    def cuLaunchKernelEx(self, config: dict[str, Any], f: int, kernelParams: bytes) -> None:
+        """cuLaunchKernel plus launch attributes; those that change semantics beyond what the
+        emulator offers (cooperative grids, clusters) are NOT_SUPPORTED."""
+        for attr_id, value in config.get("attrs", []):
+            if attr_id == 2 and value:  # CU_LAUNCH_ATTRIBUTE_COOPERATIVE
+                raise CudaError(R.CUDA_ERROR_NOT_SUPPORTED,
+                                "cooperative launches are not emulated")
+            if attr_id in (4, 11) and value not in (None, [1, 1, 1], (1, 1, 1)):
+                raise CudaError(R.CUDA_ERROR_NOT_SUPPORTED, "thread block clusters are not "
+                                "emulated")
+        self.cuLaunchKernel(
+            f, config["gridDimX"], config["gridDimY"], config["gridDimZ"],
+            config["blockDimX"], config["blockDimY"], config["blockDimZ"],
+            config.get("sharedMemBytes", 0), config.get("hStream", 0), kernelParams,
+        )
+
+    @_api
+    def cuLaunchCooperativeKernel(
+        self,
+        f: int,
+        gridDimX: int,
+        gridDimY: int,
+        gridDimZ: int,
+        blockDimX: int,
+        blockDimY: int,
+        blockDimZ: int,
+        sharedMemBytes: int,
+        hStream: int,
+        kernelParams: bytes,
+    ) -> None:
+        """Grid-wide synchronisation is not emulated (the device reports
+        CU_DEVICE_ATTRIBUTE_COOPERATIVE_LAUNCH = 0)."""
+        self._function(f)
+        raise CudaError(R.CUDA_ERROR_NOT_SUPPORTED, "cooperative launches are not emulated")
+
+    @_api
+    def cuOccupancyMaxActiveBlocksPerMultiprocessor(
+        self, func: int, blockSize: int, dynamicSMemSize: int
+    ) -> int:
+        """Blocks per SM as a Turing SM would fit them: thread, block, shared-memory and
+        register limits (apps size persistent grids from this)."""
+        fn = self._function(func)
+        info = fn.code.ptx.kernels[fn.name]
+        if blockSize <= 0 or dynamicSMemSize < 0:
+            raise CudaError(R.CUDA_ERROR_INVALID_VALUE, "bad occupancy query")
+        warps = -(-int(blockSize) // 32)
+        limits = [MAX_BLOCKS_PER_MULTIPROCESSOR, MAX_THREADS_PER_MULTIPROCESSOR // (warps * 32)]
+        shared = int(info.static_shared_bytes) + int(dynamicSMemSize)
+        if shared:
+            limits.append(SHARED_MEMORY_PER_BLOCK_OPTIN // shared)
+        if info.regs:
+            limits.append(REGISTERS_PER_MULTIPROCESSOR // (int(info.regs) * warps * 32))
+        return max(min(limits), 0)
+
     def _launch_failed(self, ctx: _Context, fn: _Function, error: CudaError,
                        sticky: bool) -> None:
         level = logging.ERROR if sticky else logging.WARNING
@@ -1067,8 +1185,36 @@ class EmuSession(CudaSession):
         if flags not in (0, 1):
             raise CudaError(R.CUDA_ERROR_INVALID_VALUE, f"bad stream flags {flags}")
         self._new_id(self._streams, stream, "stream")
+        priority = min(max(int(priority), STREAM_PRIORITY_GREATEST), STREAM_PRIORITY_LEAST)
         self._streams[stream] = _Stream(id=stream, context=ctx.id, flags=int(flags),
-                                        priority=int(priority))
+                                        priority=priority)
+
+    def _stream(self, stream: int) -> _Stream | None:
+        """The stream record, None for the default streams."""
+        if stream in _DEFAULT_STREAMS:
+            return None
+        s = self._streams.get(stream)
+        if s is None:
+            raise CudaError(R.CUDA_ERROR_INVALID_HANDLE, f"stream {stream} does not exist")
+        return s
+
+    @_api
+    def cuStreamGetPriority(self, stream: int) -> int:
+        """The stream's priority (0 for the default stream)."""
+        s = self._stream(stream)
+        return s.priority if s else 0
+
+    @_api
+    def cuStreamGetFlags(self, stream: int) -> int:
+        """The stream's flags (0 for the default stream)."""
+        s = self._stream(stream)
+        return s.flags if s else 0
+
+    @_api
+    def cuStreamGetCtx(self, stream: int) -> int:
+        """The stream's context."""
+        s = self._stream(stream)
+        return s.context if s else self._ctx(check_sticky=False).id
 
     @_api
     def cuStreamDestroy_v2(self, stream: int) -> None:
