@@ -221,18 +221,12 @@ def addr_reader(op: Addr, cx: CompileContext, ins: Instruction) -> tuple[Callabl
     """(``frame -> u64 address``, the state space of a symbolic base or None)."""
     off = op.offset
     if isinstance(op.base, Reg):
-        rd = reader(op.base, U64 if DTYPES[op.base.type].itemsize == 8 else U32, cx, ins)
-        if DTYPES[op.base.type].itemsize != 8:
-            base32 = rd
-
-            def rd64(fr):
-                v = base32(fr)
-                return v.astype(U64) if np.ndim(v) else U64.type(v)
-
-            rd = rd64
+        wide = DTYPES[op.base.type].itemsize == 8
+        at = U64 if wide else U32  # 32-bit addresses (shared/local offsets) stay 32-bit
+        rd = reader(op.base, at, cx, ins)
         if off == 0:
             return rd, None
-        o = U64.type(off & 0xFFFF_FFFF_FFFF_FFFF)
+        o = at.type(off & ((1 << (8 * at.itemsize)) - 1))
         return (lambda fr: rd(fr) + o), None
     if isinstance(op.base, Sym):
         if op.base.name not in cx.symbols:

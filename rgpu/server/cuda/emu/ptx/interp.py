@@ -40,6 +40,7 @@ from .ir import Instruction
 from .memory import DeviceMemory
 
 STARVATION_LIMIT = 256
+_SHIFT = {1: 0, 2: 1, 4: 2, 8: 3, 16: 4}
 
 # terminator kinds
 ORD, BRA, RET, EXIT, BAR, CALL, TRAP = range(7)
@@ -82,21 +83,27 @@ class CompiledFunction:
         for i, t in enumerate(terms):
             if t is not None:
                 leaders.add(i + 1)
-        self.bend = [0] * (n + 1)
-        nxt = n
+        # bend[i]: where the basic block containing i stops. If term[i], the block ends with the
+        # control instruction at bend[i]; else it falls through into the leader bend[i].
+        self.bend = [n] * (n + 1)
+        self.bterm = [False] * (n + 1)
+        nxt, is_term = n, False
         for i in range(n - 1, -1, -1):
-            if terms[i] is not None or i + 1 in leaders:
-                nxt = i if terms[i] is not None else i + 1
+            if terms[i] is not None:
+                nxt, is_term = i, True
+            elif i + 1 in leaders:
+                nxt, is_term = i + 1, False
             self.bend[i] = nxt
-        self.bend[n] = n
-        self.blocks: dict[int, tuple[Callable, ...]] = {}
+            self.bterm[i] = is_term
+        self.blocks: dict[int, tuple[int, bool, tuple[Callable, ...]]] = {}
 
-    def block(self, pc: int) -> tuple[int, tuple[Callable, ...]]:
-        end = self.bend[pc]
-        fns = self.blocks.get(pc)
-        if fns is None:
-            fns = self.blocks[pc] = tuple(self.fns[pc:end])
-        return end, fns
+    def block(self, pc: int) -> tuple[int, bool, tuple[Callable, ...]]:
+        """(end, ends with a control instruction, closures of the block's other instructions)."""
+        b = self.blocks.get(pc)
+        if b is None:
+            end = self.bend[pc]
+            b = self.blocks[pc] = (end, self.bterm[pc], tuple(self.fns[pc:end]))
+        return b
 
 
 class Frame:
@@ -337,23 +344,39 @@ class Batch:
                     "misaligned_address", f"{what} offset {lo:#x} is not aligned to {size} bytes"
                 )
 
-    def _shared_el(self, addr, size, dt, idx, fault):
-        off = addr.astype(np.int64) if isinstance(addr, np.ndarray) else int(addr)
-        self._check_window(off, size, self.shared_limit, "shared memory", fault)
-        base = self.geo.cache.get(("shbase", self.shsize))
+    def _window_el(self, addr, size, dt, idx, fault, limit, stride, what):
+        """Element indices into a per-block (shared) or per-lane (local) buffer.
+
+        Offsets stay 32-bit (views of u32 registers cost nothing) because every per-batch
+        buffer is far below 2 GiB.
+        """
+        if isinstance(addr, np.ndarray):
+            off = addr.view(np.int32) if addr.dtype.itemsize == 4 else addr.astype(np.int32)
+            if addr.dtype.itemsize == 8 and off.size and (
+                int(addr.max()) >= 1 << 31
+            ):  # a 64-bit offset beyond any window: report it exactly
+                self._check_window(addr.astype(np.int64), size, limit, what, fault)
+        else:
+            off = int(addr)
+        self._check_window(off, size, limit, what, fault)
+        key = (what, stride)
+        base = self.geo.cache.get(key)
         if base is None:
-            base = self.geo.cache[("shbase", self.shsize)] = self.geo.slot * self.shsize
+            unit = self.geo.slot if what == "shared memory" else self.geo.lane
+            base = self.geo.cache[key] = (unit * stride).astype(np.int32)
         lanes = base if idx is None else base[idx]
-        return (lanes + off) // dt.itemsize
+        el = lanes + off
+        shift = _SHIFT[dt.itemsize]
+        if shift:
+            el >>= shift
+        return el
+
+    def _shared_el(self, addr, size, dt, idx, fault):
+        return self._window_el(addr, size, dt, idx, fault, self.shared_limit, self.shsize,
+                               "shared memory")  # fmt: skip
 
     def _local_el(self, addr, size, dt, idx, fault):
-        off = addr.astype(np.int64) if isinstance(addr, np.ndarray) else int(addr)
-        self._check_window(off, size, self.lsize, "local memory", fault)
-        base = self.geo.cache.get(("lbase", self.lsize))
-        if base is None:
-            base = self.geo.cache[("lbase", self.lsize)] = self.geo.lane * self.lsize
-        lanes = base if idx is None else base[idx]
-        return (lanes + off) // dt.itemsize
+        return self._window_el(addr, size, dt, idx, fault, self.lsize, self.lsize, "local memory")
 
     def _resolve_generic(self, addr, size, dt, idx, fault):
         a = np.asarray(addr).astype(U64)
@@ -460,19 +483,15 @@ def run_function(cf: CompiledFunction, L: Batch, ps: dict, init_mask: np.ndarray
                     return
                 mask = None if all_alive else alive
                 cur = pc
-                end, fns = cf.block(cur)
+                end, is_term, fns = cf.block(cur)
                 p = cur
                 for f in fns:
                     f(fr, mask)
                     p += 1
-                if end >= nprog:
-                    return
-                t = terms[end]
-                p = end
-                if t is None:  # block ends because the next instruction is a label
-                    cf.fns[end](fr, mask)
-                    pc = end + 1
+                if not is_term:  # fell through into a label
+                    pc = end
                     continue
+                t = terms[end]
                 kind = t.kind
                 if kind == BRA:
                     if t.guard is None:
@@ -553,20 +572,19 @@ def run_function(cf: CompiledFunction, L: Batch, ps: dict, init_mask: np.ndarray
                 if not alive.any():
                     return
                 continue
-            end, fns = cf.block(cur)
+            end, is_term, fns = cf.block(cur)
             p = cur
             for f in fns:
                 f(fr, mask)
                 p += 1
-            p = end
-            t = terms[end] if end < nprog else None
-            if end >= nprog:
-                alive = alive & ~mask
-                if not alive.any():
-                    return
-            elif t is None:
-                cf.fns[end](fr, mask)
-                pcs = np.where(mask, np.int32(end + 1), pcs)
+            t = terms[end] if is_term else None
+            if t is None:
+                if end >= nprog:
+                    alive = alive & ~mask
+                    if not alive.any():
+                        return
+                else:
+                    pcs = np.where(mask, np.int32(end), pcs)
             else:
                 kind = t.kind
                 if kind == BRA:
@@ -649,6 +667,11 @@ def _release(cf, L: Batch, fr: Frame, waiting, alive, pcs):
     rel = np.repeat(ready, bs) & waiting
     at = pcs[rel]
     lo, hi = int(at.min()), int(at.max())
+    if lo == hi:
+        t = cf.terms[lo]
+        if t is not None and t.bar_red is not None:
+            t.bar_red(fr, rel)
+        return waiting & ~rel, np.where(rel, pcs + np.int32(1), pcs)
     if lo != hi:
         # check per block: lanes of one block released from different barrier instructions
         p2 = np.where(rel, pcs, -1).reshape(nb, bs)

@@ -245,20 +245,24 @@ def _mad(ins: Instruction, cx: CompileContext) -> Exec:
             f64 = F64
 
             def fused(a, b, c):
-                # float32 product is exact in float64; one TwoSum + round-to-odd makes the
-                # final float32 rounding exact (see fp.py).
+                # The float32 product is exact in float64, so s = fl64(p + c) differs from the
+                # exact sum only below float64 precision. Rounding s to float32 is then exact
+                # unless s sits exactly on a float32 rounding tie (low 29 bits 0x10000000) or in
+                # the float32 subnormal range; only those lanes take the exact slow path.
                 p = np.multiply(a, b, dtype=f64)
                 s = p + c
-                bb = s - p
-                e = (p - (s - bb)) + (c - bb)
-                if isinstance(s, np.ndarray):
-                    bits = s.view(np.int64)
-                    odd_fix = (e != 0) & ((bits & 1) == 0) & np.isfinite(e)
-                    if odd_fix.any():
-                        step = np.where(np.signbit(e) == np.signbit(s), 1, -1)
-                        s = np.where(odd_fix, bits + step, bits).view(f64)
-                    return s.astype(F32)
-                return fp.round_from_f64(fp.round_to_odd(s, e if np.isfinite(e) else 0.0), F32, "rn")
+                if not isinstance(s, np.ndarray):
+                    return fp.fma(a, b, c, F32, "rn")
+                r = s.astype(F32)
+                bits = s.view(np.int64)
+                risky = ((bits & 0x1FFFFFFF) == 0x10000000) | (np.abs(s) < 2.0**-125)
+                if risky.any():
+                    k = np.flatnonzero(risky)
+                    ak = a[k] if isinstance(a, np.ndarray) else a
+                    bk = b[k] if isinstance(b, np.ndarray) else b
+                    ck = c[k] if isinstance(c, np.ndarray) else c
+                    r[k] = fp.fma(ak, bk, ck, F32, "rn")
+                return r
 
         else:
 
