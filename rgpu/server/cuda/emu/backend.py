@@ -14,7 +14,7 @@ import functools
 import hashlib
 import logging
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -79,6 +79,7 @@ _LIMIT_DEFAULTS: dict[int, int] = {
 
 _DEFAULT_STREAMS = (0, 1, 2)  # NULL, CU_STREAM_LEGACY, CU_STREAM_PER_THREAD
 _PARSE_CACHE_SIZE = 32
+_PRINTF_KEPT = 10_000
 
 
 def fault_to_error(fault: EmuFault) -> tuple[CudaError, bool]:
@@ -268,7 +269,9 @@ class EmuSession(CudaSession):
     ) -> None:
         self.name = name
         self.backend = backend
-        self.printf_output: list[str] = []
+        # The latest printf outputs, for tests and for forwarding to the client; bounded so a
+        # kernel printing in a loop cannot exhaust the server's memory.
+        self.printf_output: deque[str] = deque(maxlen=_PRINTF_KEPT)
         self._on_printf = on_printf
         self._lock = threading.RLock()
         self._closed = False
