@@ -297,7 +297,8 @@ def test_illegal_address_is_sticky_and_isolated(backend, make_gpu, kernels_image
         assert info.value.code == R.CUDA_ERROR_ILLEGAL_ADDRESS
         assert any("writeAt" in r.getMessage() for r in caplog.records)
         for call, args in [(bad.s.cuCtxSynchronize, ()), (bad.s.cuMemAlloc_v2, (16,)),
-                           (bad.s.cuMemcpyDtoH_v2, (p, 4)), (bad.launch, (k, 1, 1, p, 0))]:
+                           (bad.s.cuMemcpyDtoH_v2, (p, 4)), (bad.launch, (k, 1, 1, p, 0)),
+                           (bad.s.cuKernelGetParamInfo, (k, 0)), (bad.s.cuStreamCreate, (9, 0))]:
             assert code_of(call, *args) == R.CUDA_ERROR_ILLEGAL_ADDRESS
         # Another session on the same device is unaffected.
         gk = good.kernel(good.load(kernels_image), "writeAt")

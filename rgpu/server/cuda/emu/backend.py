@@ -88,6 +88,15 @@ def fault_to_error(fault: EmuFault) -> tuple[CudaError, bool]:
     return CudaError(code, fault.message), sticky
 
 
+# Calls that still work on a context poisoned by a launch fault: the ones an app uses to recover
+# (destroy, release, reset) or to find out which context it is in.
+_STICKY_EXEMPT = frozenset({
+    "cuCtxDestroy_v2", "cuCtxSetCurrent", "cuCtxGetCurrent", "cuCtxPushCurrent_v2",
+    "cuCtxPopCurrent_v2", "cuCtxGetDevice", "cuDevicePrimaryCtxRetain",
+    "cuDevicePrimaryCtxRelease_v2", "cuDevicePrimaryCtxReset_v2", "cuDevicePrimaryCtxGetState",
+    "cuDevicePrimaryCtxSetFlags_v2", "cuCtxCreate_v4",
+})
+
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -108,6 +117,8 @@ def _api(
             if self._closed:
                 raise CudaError(R.CUDA_ERROR_DEINITIALIZED, f"session {self.name} is closed")
             try:
+                if method.__name__ not in _STICKY_EXEMPT:
+                    self._check_current_sticky()
                 return method(self, *args, **kwargs)
             except CudaError:
                 raise
@@ -297,6 +308,12 @@ class EmuSession(CudaSession):
 
     def _memory(self, ctx: _Context) -> DeviceMemory:
         return self.backend.memories[ctx.device]
+
+    def _check_current_sticky(self) -> None:
+        """Every call made while a poisoned context is current fails with its error."""
+        ctx = self._contexts.get(self._current) if self._current is not None else None
+        if ctx is not None:
+            _raise_sticky(ctx)
 
     def _ctx(self, check_sticky: bool = True) -> _Context:
         """The current context, raising its sticky error when it has one."""
