@@ -401,6 +401,147 @@ def remove_server(address: str, socket_path: SocketOpt = None, config: ConfigOpt
     typer.echo(f"removed {reply['address']}")
 
 
+def _shim_env(socket: Path) -> dict[str, str]:
+    """Variables that make a program use rgpu's shims and this daemon."""
+    from .codegen.shimlib import shim_library_dir, shim_library_path
+
+    env = {"RGPU_SOCKET": str(socket)}
+    lib = shim_library_path()
+    preload = os.environ.get("LD_PRELOAD", "")
+    env["LD_PRELOAD"] = f"{lib}:{preload}" if preload else str(lib)
+    ld_path = os.environ.get("LD_LIBRARY_PATH", "")
+    libdir = str(shim_library_dir())
+    env["LD_LIBRARY_PATH"] = f"{libdir}:{ld_path}" if ld_path else libdir
+    return env
+
+
+async def _daemon_alive(path: Path) -> bool:
+    from .net import connect_local
+    from .wire import MessageKind
+
+    try:
+        peer = await connect_local(path, name="rgpu cli", timeout=2)
+    except Exception:
+        return False
+    try:
+        await peer.request(MessageKind.CONTROL, {"op": "status"}, timeout=5)
+        return True
+    except Exception:
+        return False
+    finally:
+        peer.close("bye", "done")
+
+
+def _ensure_daemon(cfg: Config, socket: Path, servers: list[str], token: str | None,
+                   transport: str | None) -> None:
+    """Use the daemon on `socket`, or start one for the configured (or given) servers."""
+    if asyncio.run(_daemon_alive(socket)):
+        if servers:
+            log.info("a daemon is already running on %s; -s is ignored", socket)
+        return
+    if not servers and not cfg.client.servers:
+        _fail(f"no rgpu daemon at {socket} and no servers configured; start one with "
+              "`rgpu client -s HOST:PORT -t TOKEN`, or pass -s/-t to `rgpu run`")
+    import subprocess
+    import time
+
+    args = [sys.executable, "-m", "rgpu.cli", "client", "--socket", str(socket)]
+    if cfg.source is not None:
+        args += ["-c", str(cfg.source)]
+    for s in servers:
+        args += ["-s", s]
+    if token:
+        args += ["-t", token]
+    if transport:
+        args += ["--transport", transport]
+    logdir = socket.parent
+    logdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    logfile = logdir / "daemon.log"
+    with open(logfile, "ab") as out:
+        subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                         start_new_session=True)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if asyncio.run(_daemon_alive(socket)):
+            return
+        time.sleep(0.2)
+    _fail(f"the rgpu daemon did not start within 15 s; see {logfile}")
+
+
+def _wait_for_pool(socket: Path, timeout: float) -> None:
+    """Give a freshly started daemon a moment to connect its servers."""
+    import time
+
+    from .net import connect_local
+    from .wire import MessageKind
+
+    async def gpus() -> int:
+        peer = await connect_local(socket, name="rgpu cli")
+        try:
+            reply = await peer.request(MessageKind.CONTROL, {"op": "status"}, timeout=5)
+        finally:
+            peer.close("bye", "done")
+        st = reply.body
+        pending = [s for s in st["servers"] if s["state"] != "connected"]
+        return -1 if pending and not st["gpus"] else len(st["gpus"])
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if asyncio.run(gpus()) >= 0:
+            return
+        time.sleep(0.2)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def run(
+    ctx: typer.Context,
+    servers: Annotated[list[str] | None, typer.Option("-s", "--server",
+                                                      help="servers for a new daemon")] = None,
+    token: Annotated[str | None, typer.Option("-t", "--token")] = None,
+    transport: Annotated[str | None, typer.Option("--transport")] = None,
+    socket_path: SocketOpt = None,
+    config: ConfigOpt = None,
+    log_level: LogOpt = None,
+) -> None:
+    """Run a program on the pooled GPUs: rgpu run [-s HOST:PORT -t TOKEN] -- CMD [ARGS...]."""
+    cmd = list(ctx.args)
+    if cmd and cmd[0] == "--":
+        cmd = cmd[1:]
+    if not cmd:
+        _fail("nothing to run: rgpu run -- CMD [ARGS...]", 2)
+    cfg = _load(config, log_level or "warn")
+    socket = socket_path or cfg.client.socket_path
+    try:
+        _ensure_daemon(cfg, socket, servers or [], token, transport)
+        _wait_for_pool(socket, 10)
+        env = dict(os.environ)
+        env.update(_shim_env(socket))
+    except RgpuError as exc:
+        _fail(str(exc))
+        raise
+    try:
+        os.execvpe(cmd[0], cmd, env)
+    except OSError as exc:
+        _fail(f"cannot run {cmd[0]}: {exc.strerror}", 127)
+
+
+@app.command()
+def env(socket_path: SocketOpt = None, config: ConfigOpt = None,
+        log_level: LogOpt = None) -> None:
+    """Print the shell exports that make programs use rgpu (eval "$(rgpu env)")."""
+    import shlex
+
+    cfg = _load(config, log_level or "warn")
+    socket = socket_path or cfg.client.socket_path
+    try:
+        variables = _shim_env(socket)
+    except RgpuError as exc:
+        _fail(str(exc))
+        raise
+    for k, v in variables.items():
+        typer.echo(f"export {k}={shlex.quote(v)}")
+
+
 def main() -> None:
     try:
         app()

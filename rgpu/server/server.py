@@ -12,6 +12,7 @@ import hashlib
 import logging
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -42,6 +43,36 @@ class ClientState:
     token: TokenConfig | None
     connected: float = field(default_factory=time.time)
     sessions: dict[int, Session] = field(default_factory=dict)
+
+
+class MemoryQuota:
+    """Device memory held by all sessions of one token, against its `max_memory`.
+
+    Checked on every allocation call before it reaches the backend; sessions run on their own
+    worker threads, hence the lock.
+    """
+
+    ALLOCATORS = {"cuMemAlloc_v2": lambda a: int(a[0]),
+                  "cuMemAllocPitch_v2": lambda a: int(a[0]) * int(a[1])}
+
+    def __init__(self, token: TokenConfig) -> None:
+        self.token = token
+        self.limit = token.max_memory
+        self.used = 0
+        self._lock = threading.Lock()
+
+    def reserve(self, nbytes: int) -> None:
+        with self._lock:
+            if self.limit is not None and self.used + nbytes > self.limit:
+                raise CallError(
+                    "quota", f"max_memory of token {self.token.name or '(unnamed)'} would be "
+                    f"exceeded: {self.used} bytes in use, {nbytes} requested, limit "
+                    f"{self.limit}; free memory or raise max_memory on the server", cuda=2)
+            self.used += nbytes
+
+    def release(self, nbytes: int) -> None:
+        with self._lock:
+            self.used = max(0, self.used - nbytes)
 
 
 class AuthThrottle:
@@ -101,6 +132,7 @@ class RgpuServer:
         self.stats = {"auth_failures": 0, "sessions_opened": 0, "calls": 0,
                       "refused_full": 0}
         self.hostname = socket.gethostname()
+        self._quotas: dict[int, MemoryQuota] = {}
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -458,12 +490,59 @@ class RgpuServer:
                             "backend", cuda=801)
         from .cuda.errors import CudaError
 
+        quota = self._quota(session)
+        size = 0
+        if quota is not None and fn in MemoryQuota.ALLOCATORS:
+            try:
+                size = MemoryQuota.ALLOCATORS[fn](args)
+            except (IndexError, TypeError, ValueError):
+                raise CallError("bad_call", f"{fn}: bad arguments", cuda=1) from None
+            quota.reserve(size)
         try:
-            return method(*args)
+            result = method(*args)
         except CudaError as exc:
+            if size:
+                quota.release(size)  # type: ignore[union-attr]
             raise CallError("CUresult", str(exc), cuda=int(exc.code)) from None
         except TypeError as exc:
+            if size:
+                quota.release(size)  # type: ignore[union-attr]
             raise CallError("bad_call", f"{fn}: {exc}", cuda=1) from None
+        if quota is not None:
+            self._account(session, quota, fn, args, result, size)
+        return result
+
+    def _quota(self, session: Session) -> MemoryQuota | None:
+        token = session.token
+        if token is None or token.max_memory is None:
+            return None
+        quota = self._quotas.get(id(token))
+        if quota is None:
+            quota = self._quotas[id(token)] = MemoryQuota(token)
+        return quota
+
+    @staticmethod
+    def _account(session: Session, quota: MemoryQuota, fn: str, args: list[Any], result: Any,
+                 size: int) -> None:
+        """Track what each allocation holds, so frees and session ends give it back."""
+        held: dict[int, int] | None = session.backends.get("quota_held")
+        if held is None:
+            held = session.backends["quota_held"] = {}
+
+            def give_back() -> None:
+                quota.release(sum(held.values()))
+                held.clear()
+
+            session.add_cleanup("memory quota", give_back)
+        if size:
+            dptr = int(result[0] if isinstance(result, list) else result)
+            held[dptr] = size
+        elif fn == "cuMemFree_v2" and args:
+            freed = held.pop(int(args[0]), 0)
+            quota.release(freed)
+        elif fn == "cuMemGetInfo_v2" and isinstance(result, list) and quota.limit is not None:
+            free, total = int(result[0]), int(result[1])
+            result[:] = [max(0, min(free, quota.limit - quota.used)), min(total, quota.limit)]
 
 
 def _noop() -> None:
