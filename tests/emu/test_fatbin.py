@@ -17,6 +17,7 @@ from rgpu.server.cuda.fatbin import (
     elf_image_size,
     elf_sections,
     fatbin_size,
+    image_size,
     nv_fatbin_section,
     parse_fatbin,
     parse_wrapper,
@@ -143,6 +144,7 @@ def test_ptx_text_with_and_without_nul(nvcc_build):
 
 def _check_only_cuda_errors(data: bytes) -> None:
     for fn in (lambda: ptx_from_image(data, 75), lambda: fatbin_size(data),
+               lambda: image_size(data),
                lambda: [e.data() for e in parse_fatbin(data)], lambda: elf_sections(data),
                lambda: elf_image_size(data)):
         try:
@@ -177,3 +179,14 @@ def test_fuzz_mutated_images_only_raise_cuda_error(real_images, which, edits, cu
         data[pos % len(data)] = value
     _check_only_cuda_errors(bytes(data))
     _check_only_cuda_errors(bytes(data[: cut % (len(data) + 1)]))
+
+
+def test_image_size_of_every_shape(nvcc_build):
+    fatbin = nvcc_build("small.cu", "-fatbin").read_bytes()
+    cubin = nvcc_build("small.cu", "-cubin").read_bytes()
+    ptx = nvcc_build("small.cu", "-ptx").read_bytes()
+    assert image_size(fatbin + b"trailing app data") == len(fatbin)
+    assert image_size(cubin + bytes(100)) == len(cubin)
+    assert image_size(ptx + b"\0" + b"more") == len(ptx) + 1
+    with pytest.raises(CudaError):
+        image_size(struct.pack("<IIQQ", FATBIN_WRAPPER_MAGIC, 1, 0, 0))

@@ -151,7 +151,12 @@ def _decode_ptx(data: bytes) -> str:
 
 
 def parse_wrapper(data: bytes) -> FatbinWrapper:
-    """Decode the 24 bytes of a `__fatBinC_Wrapper_t` (the shim then ships `data`'s target)."""
+    """Decode the 24 bytes of a `__fatBinC_Wrapper_t`.
+
+    The shim ships the fatbin at `data` (sized with `fatbin_size`). Version 2 wrappers (`-rdc`
+    builds) keep the primary fatbin at `data` too; `filename_or_fatbins` then points at a
+    NULL-terminated list of further fatbins to link, which this backend does not use.
+    """
     if len(data) < WRAPPER_SIZE:
         raise _invalid(f"fatbin wrapper needs {WRAPPER_SIZE} bytes, got {len(data)}")
     magic, version, ptr, names = _WRAPPER.unpack_from(data, 0)
@@ -342,6 +347,21 @@ def nv_fatbin_section(blob: bytes) -> bytes:
         if section.name == ".nv_fatbin" and section.data:
             return section.data
     raise _invalid("ELF image has no .nv_fatbin section (not built by nvcc?)")
+
+
+def image_size(image: bytes) -> int:
+    """Bytes a module image occupies, from its first bytes, for shipping it whole: the chained
+    containers of a fatbin, the extent of an ELF, PTX text up to and including its NUL. A
+    wrapper has no size of its own (its fatbin lives elsewhere): INVALID_IMAGE."""
+    kind = classify_image(image)
+    if kind is ImageKind.FATBIN:
+        return fatbin_size(image)
+    if kind is ImageKind.ELF:
+        return elf_image_size(image)
+    if kind is ImageKind.WRAPPER:
+        raise _invalid("a fatbin wrapper is sized by the fatbin its data pointer points at")
+    end = image.find(b"\0")
+    return len(image) if end < 0 else end + 1
 
 
 # Choosing the code to run ------------------------------------------------------------------
