@@ -36,6 +36,9 @@ def test_auto_backend_is_emulated_here(backend):
     (gpu,) = describe_cuda_gpus(b)
     assert gpu["name"] == "RGPU Emulated CUDA Device" and gpu["emulated"] is True
     assert gpu["compute_capability"] == (7, 5) and gpu["total_memory"] == 64 << 20
+    from rgpu.server.discovery import CudaDeviceSummary
+
+    assert CudaDeviceSummary(**gpu).uuid == b.device_facts(0).uuid
     assert b.cuDriverGetVersion() >= 13000 and b.cuDeviceGetCount() == 1
     assert code_of(b.device_facts, 1) == R.CUDA_ERROR_INVALID_DEVICE
     b.close()
