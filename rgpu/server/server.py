@@ -33,6 +33,7 @@ from .session import CallError, Session
 log = logging.getLogger("rgpu.server")
 
 EXAMPLE_TOKEN = "0123456789abcdef" * 4  # the placeholder in rgpu.toml.example
+HANDSHAKE_TIMEOUT = 10.0
 
 
 @dataclass(eq=False)
@@ -254,10 +255,18 @@ class RgpuServer:
                          "rgpu_version": __version__}))
 
     def _on_peer(self, peer: Peer) -> None:
+        # A connection that never completes the handshake must not hold a slot forever.
+        asyncio.get_running_loop().call_later(HANDSHAKE_TIMEOUT, self._handshake_deadline, peer)
         peer.on_auth_failed = self._on_auth_failed
         peer.on_handshake = self._on_handshake
         peer.on_message = self._on_message
         peer.on_close = self._on_close
+
+    def _handshake_deadline(self, peer: Peer) -> None:
+        if not peer.conn.established and not peer.is_closed and not peer.hold_close:
+            log.info("closing %s: no handshake within %g s", peer.address, HANDSHAKE_TIMEOUT)
+            peer.close("timeout", f"authentication did not complete within "
+                       f"{HANDSHAKE_TIMEOUT:g} s")
 
     def _on_auth_failed(self, peer: Peer, reason: str) -> None:
         self.stats["auth_failures"] += 1
