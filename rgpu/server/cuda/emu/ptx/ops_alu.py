@@ -116,6 +116,8 @@ def _add(ins: Instruction, cx: CompileContext) -> Exec:
     sub = ins.opcode == "sub"
     if "cc" in ins.mods or ins.opcode in ("addc", "subc"):
         return _carry(ins, cx, t)
+    if "f16x2" in ins.mods:
+        return _f16(ins, cx, "sub" if sub else "add")
     if t.kind == "f":
         mode = rounding(ins)
         if t == F16 or "f16x2" in ins.mods:
@@ -192,8 +194,10 @@ def mulhi(a, b, t: np.dtype):
 def _mul(ins: Instruction, cx: CompileContext) -> Exec:
     t = last_type(ins, cx)
     mods = ins.mods
+    if "f16x2" in mods:
+        return _f16(ins, cx, "mul")
     if t.kind == "f":
-        if t == F16 or "f16x2" in mods:
+        if t == F16:
             return _f16(ins, cx, "mul")
         mode = rounding(ins)
         if mode == "rn":
@@ -234,6 +238,8 @@ def _mad(ins: Instruction, cx: CompileContext) -> Exec:
     mods = ins.mods
     if "cc" in mods or ins.opcode == "madc":
         return unsupported(ins, cx)
+    if "f16x2" in mods:
+        return _f16(ins, cx, "fma")
     if t.kind == "f":
         if t == F16 or "f16x2" in mods:
             return _f16(ins, cx, "fma")
