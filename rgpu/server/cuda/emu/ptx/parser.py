@@ -665,10 +665,31 @@ class _BodyParser:
             return Pair(base, self.operand())
         return base
 
-    def address(self) -> Addr:
+    def address(self) -> Addr | ArgList:
         p = self.p
         base: Reg | Sym | None = None
         off = 0
+        start = p.i
+        depth = 0
+        while True:  # texture/surface operands: [tex, {coords}] -> a list, never an address
+            s = p.toks[p.i].text if p.i < len(p.toks) else "]"
+            if s in ("{", "("):
+                depth += 1
+            elif s in ("}", ")"):
+                depth -= 1
+            elif s == "]" and depth <= 0:
+                break
+            elif s == "," and depth == 0:
+                p.i = start
+                items = []
+                while not p.at("]"):
+                    items.append(self.operand())
+                    if p.at(","):
+                        p.next()
+                p.next()
+                return ArgList(tuple(items))
+            p.i += 1
+        p.i = start
         t = p.next()
         if t.kind == "int":
             off = _parse_int(t.text)
