@@ -282,19 +282,17 @@ def unsupported(ins: Instruction, cx: CompileContext, what: str | None = None) -
 def compile_instruction(ins: Instruction, cx: CompileContext) -> Exec:
     """The closure for one non-control instruction, guard included."""
     factory = OPS.get(ins.opcode)
-    if factory is None:
-        return unsupported(ins, cx)
     try:
-        fn = factory(ins, cx)
+        fn = unsupported(ins, cx) if factory is None else factory(ins, cx)
     except EmuFault as e:
-        if e.kind == "not_supported":
-            err = e
+        if e.kind != "not_supported":
+            raise
+        err = e
 
-            def raiser(fr, m):
-                raise err
+        def raiser(fr, m):
+            raise err
 
-            return raiser
-        raise
+        fn = raiser
     except (KeyError, IndexError, ValueError, TypeError) as e:
         raise cx.fault(ins, "invalid_ptx", f"malformed instruction ({e})") from e
     g = guard_reader(ins)
