@@ -329,6 +329,7 @@ class _Parser:
                 sym = self.next().text
                 off = self._sym_offset()
                 self.expect(")")
+                off += self._sym_offset()
                 elems.append(("sym", (sym, off, True)))
                 return
             neg = False
@@ -396,13 +397,18 @@ class _Parser:
                 raise self.error(f"expected .param, found {t.text!r}", t)
             align = 0
             typ = None
+            ptr = False  # after .ptr, .align is the pointee's alignment, not the parameter's
             while (t := self.peek()) is not None and t.text.startswith("."):
                 self.next()
                 if t.text == ".align":
-                    align = self.expect_int()
+                    a = self.expect_int()
+                    if not ptr:
+                        align = a
                 elif t.text[1:] in TYPE_NAMES:
                     typ = t.text[1:]
-                elif t.text in (".ptr", ".global", ".shared", ".const", ".local", ".param"):
+                elif t.text == ".ptr":
+                    ptr = True
+                elif t.text in (".global", ".shared", ".const", ".local", ".param"):
                     continue
                 else:
                     raise self.error(f"unexpected {t.text!r} in a parameter", t)
