@@ -113,7 +113,7 @@ def test_kernel_info(mod):
         ("k_param_0", 0, 4, 4),
         ("k_param_1", 8, 24, 8),
         ("k_param_2", 32, 1, 1),
-        ("k_param_3", 40, 8, 4),
+        ("k_param_3", 40, 8, 8),
     ]
     assert k.param_size == 48
     assert k.static_shared_bytes == 100  # unused_smem is not referenced by k
