@@ -42,8 +42,15 @@ def dev() -> Device:
     return Device()
 
 
-def run_ptx(dev: Device, text: str, kernel: str, params: bytes, grid=(1, 1, 1), block=(32, 1, 1),
-            shared: int = 0) -> list[str]:
+def run_ptx(
+    dev: Device,
+    text: str,
+    kernel: str,
+    params: bytes,
+    grid=(1, 1, 1),
+    block=(32, 1, 1),
+    shared: int = 0,
+) -> list[str]:
     out: list[str] = []
     lm = LoadedModule(parse_ptx(text), dev.mem)
     lm.launch(kernel, grid, block, shared, params, out.append)
@@ -58,8 +65,11 @@ def nvcc_module(request, tmp_path_factory):
         pytest.skip("nvcc is not installed")
     out = tmp_path_factory.mktemp("ptx") / f"{request.param}.ptx"
     flags = [] if request.param == "default" else ["-O3", "-use_fast_math"]
-    subprocess.run([nvcc, "-ptx", *flags, str(HERE / "kernels.cu"), "-o", str(out)], check=True,
-                   capture_output=True)
+    subprocess.run(
+        [nvcc, "-ptx", *flags, str(HERE / "kernels.cu"), "-o", str(out)],
+        check=True,
+        capture_output=True,
+    )
     return request.param, parse_ptx(out.read_text())
 
 
@@ -100,8 +110,9 @@ SNIPPET = """
 """
 
 
-def run_body(dev: Device, body: str, inputs=(), nout: int = 1, threads: int = 1,
-             decls: str = "", printf=None) -> np.ndarray:
+def run_body(
+    dev: Device, body: str, inputs=(), nout: int = 1, threads: int = 1, decls: str = "", printf=None
+) -> np.ndarray:
     """Run a kernel body; thread t reads input j at [%rd4 + 8*j] and writes output k at
     [%rd3 + 8*k]. Returns the outputs as a (threads, nout) uint64 array of raw bits."""
     nin = max(1, len(inputs))
@@ -117,13 +128,18 @@ def run_body(dev: Device, body: str, inputs=(), nout: int = 1, threads: int = 1,
     text = SNIPPET.format(decls=decls, body=body, in_stride=8 * nin, out_stride=8 * nout)
     out: list[str] = []
     lm = LoadedModule(parse_ptx(text), dev.mem)
-    lm.launch("k", (1, 1, 1), (threads, 1, 1), 0, pack("QQ", pout, pin),
-              printf or out.append)
+    lm.launch("k", (1, 1, 1), (threads, 1, 1), 0, pack("QQ", pout, pin), printf or out.append)
     return dev.get(pout, threads * nout, np.uint64).reshape(threads, nout)
 
 
 def bits_as(raw: np.ndarray, dtype) -> np.ndarray:
     """Reinterpret the low bytes of u64 output slots as ``dtype``."""
     dt = np.dtype(dtype)
-    return np.ascontiguousarray(raw).view(np.uint8).reshape(*raw.shape, 8)[..., : dt.itemsize] \
-        .copy().view(dt).reshape(raw.shape)
+    return (
+        np.ascontiguousarray(raw)
+        .view(np.uint8)
+        .reshape(*raw.shape, 8)[..., : dt.itemsize]
+        .copy()
+        .view(dt)
+        .reshape(raw.shape)
+    )

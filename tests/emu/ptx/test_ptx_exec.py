@@ -55,7 +55,9 @@ def test_generic_addressing_mixes_windows_per_lane(dev):
 
 
 def test_shared_generic_and_static_layout(dev):
-    text = HEAD + """
+    text = (
+        HEAD
+        + """
     .shared .align 4 .b8 a_s[64];
     .shared .align 8 .b8 b_s[16];
     .visible .entry k(.param .u64 out)
@@ -84,12 +86,15 @@ def test_shared_generic_and_static_layout(dev):
       ret;
     }
     """
+    )
     out = dev.zeros(16, np.uint32)
     run_ptx(dev, text, "k", pack("Q", out), block=(16, 1, 1))
     assert dev.get(out, 16, np.uint32).tolist() == [(t ^ 1) + 77 for t in range(16)]
 
 
-ATOM_TEXT = HEAD + """
+ATOM_TEXT = (
+    HEAD
+    + """
 .visible .entry k(.param .u64 g, .param .u64 oldp)
 {
   .reg .pred %p<4>; .reg .b32 %r<20>; .reg .b64 %rd<20>; .reg .f32 %f<4>; .reg .f64 %fd<4>;
@@ -129,6 +134,7 @@ ATOM_TEXT = HEAD + """
   ret;
 }
 """
+)
 
 
 def test_atomics_serialise_in_lane_order(dev):
@@ -208,7 +214,9 @@ def test_nested_divergent_loops_reconverge(dev):
 
 def test_spin_wait_on_a_later_warp_terminates(dev):
     """Warp 0 spins on a flag that warp 1 sets in code laid out after the loop."""
-    text = HEAD + """
+    text = (
+        HEAD
+        + """
     .visible .entry k(.param .u64 flag)
     {
       .reg .pred %p<4>; .reg .b32 %r<8>; .reg .b64 %rd<4>;
@@ -227,13 +235,16 @@ def test_spin_wait_on_a_later_warp_terminates(dev):
       ret;
     }
     """
+    )
     flag = dev.zeros(2, np.uint32)
     run_ptx(dev, text, "k", pack("Q", flag), block=(64, 1, 1))
     assert dev.get(flag, 2, np.uint32).tolist() == [9, 9]
 
 
 def test_func_call_with_params_return_and_exit(dev):
-    text = HEAD + """
+    text = (
+        HEAD
+        + """
     .func (.param .b32 ret) twice_plus(.param .b32 a, .param .b64 b)
     {
       .reg .b32 %r<4>; .reg .b64 %rd<2>;
@@ -271,6 +282,7 @@ def test_func_call_with_params_return_and_exit(dev):
       ret;
     }
     """
+    )
     out = dev.zeros(8, np.uint32)
     run_ptx(dev, text, "k", pack("Q", out), block=(8, 1, 1))
     assert dev.get(out, 8, np.uint32).tolist() == [55 if t == 3 else 2 * t + 100 for t in range(8)]
@@ -339,7 +351,9 @@ def test_vote_in_divergent_code_and_bar_red(dev):
 
 @pytest.mark.parametrize("threads", [1, 33, 300])
 def test_special_registers(dev, threads):
-    text = HEAD + """
+    text = (
+        HEAD
+        + """
     .visible .entry k(.param .u64 out)
     {
       .reg .b32 %r<16>; .reg .b64 %rd<8>;
@@ -359,6 +373,7 @@ def test_special_registers(dev, threads):
       ret;
     }
     """
+    )
     bx = min(threads, 16)
     by = (threads + bx - 1) // bx
     grid = (3, 2, 1)

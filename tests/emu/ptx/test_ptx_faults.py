@@ -15,7 +15,9 @@ def _line_of(text: str, needle: str) -> int:
     return next(i for i, line in enumerate(text.splitlines(), 1) if needle in line)
 
 
-OOB = HEAD + """
+OOB = (
+    HEAD
+    + """
 .visible .entry oob(.param .u64 p)
 {
   .reg .b32 %r<4>; .reg .b64 %rd<4>;
@@ -27,6 +29,7 @@ OOB = HEAD + """
   ret;
 }
 """
+)
 
 
 def test_out_of_bounds_store_names_kernel_line_and_instruction(dev):
@@ -80,7 +83,9 @@ def test_null_and_freed_pointers(dev):
 
 
 def test_unknown_opcode_is_not_supported_when_executed(dev):
-    body = "setp.eq.u32 %p1, %r0, 5;\n@%p1 tex.2d.v4.f32.f32 {%f1, %f2, %f3, %f4}, [%rd5, {%f1, %f2}];"
+    body = (
+        "setp.eq.u32 %p1, %r0, 5;\n@%p1 tex.2d.v4.f32.f32 {%f1, %f2, %f3, %f4}, [%rd5, {%f1, %f2}];"
+    )
     # never executed by any lane: the kernel runs
     run_body(dev, body, threads=4)
     with pytest.raises(EmuFault) as ei:

@@ -23,8 +23,11 @@ F32 = np.float32
 def round_exact(x: Fraction, dt, mode: str):
     """Correctly round the rational ``x`` to ``dt`` in ``mode`` (reference implementation)."""
     dt = np.dtype(dt)
-    approx = dt.type(float(x)) if abs(float(x)) < float(np.finfo(dt).max) * 2 else dt.type(
-        math.copysign(np.inf, float(x)))
+    approx = (
+        dt.type(float(x))
+        if abs(float(x)) < float(np.finfo(dt).max) * 2
+        else dt.type(math.copysign(np.inf, float(x)))
+    )
     cands = {approx, np.nextafter(approx, dt.type(np.inf)), np.nextafter(approx, dt.type(-np.inf))}
     finite = sorted((c for c in cands if np.isfinite(c)), key=lambda c: Fraction(float(c)))
     lo = [c for c in finite if Fraction(float(c)) <= x]
@@ -42,7 +45,10 @@ def round_exact(x: Fraction, dt, mode: str):
     if not np.isfinite(up) or not np.isfinite(down):
         big = np.finfo(dt).max
         # beyond max + half ulp rounds to infinity
-        half = Fraction(float(big)) + (Fraction(float(big)) - Fraction(float(np.nextafter(big, dt.type(0))))) / 2
+        half = (
+            Fraction(float(big))
+            + (Fraction(float(big)) - Fraction(float(np.nextafter(big, dt.type(0))))) / 2
+        )
         if abs(x) >= half:
             return dt.type(math.copysign(np.inf, x))
         return down if np.isfinite(down) else up
@@ -51,7 +57,11 @@ def round_exact(x: Fraction, dt, mode: str):
         return down
     if du < dd:
         return up
-    return down if int(np.array(down).view(np.uint32 if dt.itemsize == 4 else np.uint64)) % 2 == 0 else up
+    return (
+        down
+        if int(np.array(down).view(np.uint32 if dt.itemsize == 4 else np.uint64)) % 2 == 0
+        else up
+    )
 
 
 finite32 = st.floats(width=32, allow_nan=False, allow_infinity=False)
@@ -116,10 +126,13 @@ def test_fma_f32_double_rounding_case():
 
 
 def _f32(dev, body, a, b=0.0, c=0.0, threads=1):
-    pre = ("ld.global.f32 %f1, [%rd4]; ld.global.f32 %f2, [%rd4+8]; "
-           "ld.global.f32 %f3, [%rd4+16];\n")
-    raw = run_body(dev, pre + body + "\nst.global.f32 [%rd3], %f10;",
-                   [np.asarray(a, F32), np.asarray(b, F32), np.asarray(c, F32)], threads=threads)
+    pre = "ld.global.f32 %f1, [%rd4]; ld.global.f32 %f2, [%rd4+8]; ld.global.f32 %f3, [%rd4+16];\n"
+    raw = run_body(
+        dev,
+        pre + body + "\nst.global.f32 [%rd3], %f10;",
+        [np.asarray(a, F32), np.asarray(b, F32), np.asarray(c, F32)],
+        threads=threads,
+    )
     return bits_as(raw, F32)[:, 0]
 
 
@@ -135,7 +148,8 @@ SUB = float(np.float32(1e-40))  # a float32 subnormal
         ("add.rz.f32 %f10, %f1, %f2;", -1.0, -(2.0**-30), 0, -1.0),
         ("sub.f32 %f10, %f1, %f2;", 1.0, 0.25, 0, 0.75),
         ("mul.rz.f32 %f10, %f1, %f2;", 1.0 + 2.0**-23, 1.0 + 2.0**-23, 0, 1.0 + 2.0**-22),
-        ("mul.rp.f32 %f10, %f1, %f2;", 1.0 + 2.0**-23, 1.0 + 2.0**-23, 0, 1.0 + 2.0**-22 + 2.0**-23),
+        ("mul.rp.f32 %f10, %f1, %f2;", 1.0 + 2.0**-23, 1.0 + 2.0**-23, 0,
+         1.0 + 2.0**-22 + 2.0**-23),
         ("add.ftz.f32 %f10, %f1, %f2;", SUB, 0.0, 0, 0.0),
         ("add.f32 %f10, %f1, %f2;", SUB, 0.0, 0, SUB),
         ("mul.ftz.f32 %f10, %f1, %f2;", 2.0**-100, 2.0**-30, 0, 0.0),
@@ -177,7 +191,10 @@ def test_f32_cases(dev, body, a, b, c, expected):
     if np.isnan(expected):
         assert np.isnan(got)
     else:
-        assert got == F32(expected) and np.signbit(got) == np.signbit(F32(expected)), (got, expected)
+        assert got == F32(expected) and np.signbit(got) == np.signbit(F32(expected)), (
+            got,
+            expected,
+        )
 
 
 def test_approx_tolerance(dev):
@@ -286,9 +303,13 @@ def test_cvt(dev, body, src, expected, out):
     store = {"%r10": f"st.global.{'s' if od.kind == 'i' else 'u'}32 [%rd3], %r10;",
              "%rd10": "st.global.u64 [%rd3], %rd10;", "%f10": "st.global.f32 [%rd3], %f10;",
              "%fd10": "st.global.f64 [%rd3], %fd10;"}[dst.split(",")[0]]  # fmt: skip
-    s = np.asarray(src).astype(np.float64).astype(sdt) if sdt in (F32, np.float64) else np.array(
-        src, dtype=object).astype(np.int64 if sdt in (np.int32, np.int64) or src < 0 else np.uint64
-    ).astype(sdt)
+    s = (
+        np.asarray(src).astype(np.float64).astype(sdt)
+        if sdt in (F32, np.float64)
+        else np.array(src, dtype=object)
+        .astype(np.int64 if sdt in (np.int32, np.int64) or src < 0 else np.uint64)
+        .astype(sdt)
+    )
     raw = run_body(dev, load + body + store, [s])
     got = bits_as(raw, od)[0, 0]
     if od.kind == "f" and np.isnan(expected):

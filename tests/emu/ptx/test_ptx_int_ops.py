@@ -12,12 +12,17 @@ U32 = np.uint32
 
 def _i32(dev, body, a, b=0, c=0, threads=1):
     """Run ``body`` with %r1..%r3 loaded from inputs a, b, c; stores %r10 as 32 bits."""
-    pre = ("ld.global.u32 %r1, [%rd4]; ld.global.u32 %r2, [%rd4+8]; "
-           "ld.global.u32 %r3, [%rd4+16];\n")
-    raw = run_body(dev, pre + body + "\nst.global.u32 [%rd3], %r10;",
-                   [np.asarray(a).astype(np.int64).astype(U32),
-                    np.asarray(b).astype(np.int64).astype(U32),
-                    np.asarray(c).astype(np.int64).astype(U32)], threads=threads)
+    pre = "ld.global.u32 %r1, [%rd4]; ld.global.u32 %r2, [%rd4+8]; ld.global.u32 %r3, [%rd4+16];\n"
+    raw = run_body(
+        dev,
+        pre + body + "\nst.global.u32 [%rd3], %r10;",
+        [
+            np.asarray(a).astype(np.int64).astype(U32),
+            np.asarray(b).astype(np.int64).astype(U32),
+            np.asarray(c).astype(np.int64).astype(U32),
+        ],
+        threads=threads,
+    )
     return bits_as(raw, U32)[:, 0]
 
 
@@ -70,10 +75,20 @@ CASES_32 = [
     ("prmt.b32 %r10, %r1, %r2, 0x3210;", 0x44332211, 0x88776655, 0x44332211),
     ("prmt.b32 %r10, %r1, %r2, 0x7654;", 0x44332211, 0x88776655, 0x88776655),
     ("prmt.b32 %r10, %r1, %r2, 0x0008;", 0x44332280, 0, 0x808080FF & 0x8080FFFF | 0xFF),
-    ("lop3.b32 %r10, %r1, %r2, %r3, 0x96;", 0xFF00FF00, 0xF0F0F0F0, 0xCCCCCCCC,
-     0xFF00FF00 ^ 0xF0F0F0F0 ^ 0xCCCCCCCC),
-    ("lop3.b32 %r10, %r1, %r2, %r3, 0x80;", 0xFF00FF00, 0xF0F0F0F0, 0xCCCCCCCC,
-     0xFF00FF00 & 0xF0F0F0F0 & 0xCCCCCCCC),
+    (
+        "lop3.b32 %r10, %r1, %r2, %r3, 0x96;",
+        0xFF00FF00,
+        0xF0F0F0F0,
+        0xCCCCCCCC,
+        0xFF00FF00 ^ 0xF0F0F0F0 ^ 0xCCCCCCCC,
+    ),
+    (
+        "lop3.b32 %r10, %r1, %r2, %r3, 0x80;",
+        0xFF00FF00,
+        0xF0F0F0F0,
+        0xCCCCCCCC,
+        0xFF00FF00 & 0xF0F0F0F0 & 0xCCCCCCCC,
+    ),
     ("shf.l.wrap.b32 %r10, %r1, %r2, 8;", 0xAABBCCDD, 0x11223344, 0x223344AA),
     ("shf.r.wrap.b32 %r10, %r1, %r2, 8;", 0xAABBCCDD, 0x11223344, 0x44AABBCC),
     ("shf.r.clamp.b32 %r10, %r1, %r2, 40;", 0xAABBCCDD, 0x11223344, 0x11223344),
@@ -88,8 +103,9 @@ def _prmt_sign_case():
     return 0x808080FF
 
 
-@pytest.mark.parametrize(("body", "a", "b", "expected"), [c[:3] + (c[-1],) for c in CASES_32
-                                                           if len(c) == 4])
+@pytest.mark.parametrize(
+    ("body", "a", "b", "expected"), [(*c[:3], c[-1]) for c in CASES_32 if len(c) == 4]
+)
 def test_int32_ops(dev, body, a, b, expected):
     if "0x0008" in body:
         expected = _prmt_sign_case()
@@ -122,8 +138,12 @@ def test_64bit_mul_hi_wide_and_mad(dev):
     mad.wide.u32 %rd16, %r5, %r6, %rd10; st.global.u64 [%rd3+32], %rd16;
     mul.wide.u16 %r7, %r5, %r6; st.global.u32 [%rd3+40], %r7;
     """
-    vals = [(0xFFFFFFFFFFFFFFFF, 0xFFFFFFFFFFFFFFFF), (0x123456789ABCDEF0, 0xFEDCBA9876543210),
-            (2**63, 3), (5, 7)]
+    vals = [
+        (0xFFFFFFFFFFFFFFFF, 0xFFFFFFFFFFFFFFFF),
+        (0x123456789ABCDEF0, 0xFEDCBA9876543210),
+        (2**63, 3),
+        (5, 7),
+    ]
     a = np.array([v[0] for v in vals], np.uint64)
     b = np.array([v[1] for v in vals], np.uint64)
     raw = run_body(dev, body, [a, b], nout=6, threads=len(vals))
@@ -168,7 +188,7 @@ def test_add_cc_chain_128bit(dev):
     ],
 )  # fmt: skip
 def test_setp_integer(dev, cmp, typ, a, b, expected):
-    body = (f"setp.{cmp}.{typ} %p1, %r1, %r2; selp.u32 %r10, 1, 0, %p1;")
+    body = f"setp.{cmp}.{typ} %p1, %r1, %r2; selp.u32 %r10, 1, 0, %p1;"
     assert bool(_i32(dev, body, a, b)[0]) is expected
 
 
@@ -221,8 +241,12 @@ def test_mov_pack_unpack_and_immediates(dev):
     mul.wide.u32 %rd11, %r14, -1431655765;
     st.global.u64 [%rd3+16], %rd11;
     """
-    raw = run_body(dev, "ld.global.u32 %r1, [%rd4]; ld.global.u32 %r2, [%rd4+8];" + body,
-                   [np.uint32(0x11112222), np.uint32(0x33334444)], nout=3)
+    raw = run_body(
+        dev,
+        "ld.global.u32 %r1, [%rd4]; ld.global.u32 %r2, [%rd4+8];" + body,
+        [np.uint32(0x11112222), np.uint32(0x33334444)],
+        nout=3,
+    )
     assert int(raw[0, 0]) == 0x3333444411112222
     assert int(raw[0, 1]) & 0xFFFFFFFF == 0x22221111
     assert int(raw[0, 2]) == 0xFFFFFFFF * ((-1431655765) & 0xFFFFFFFF)

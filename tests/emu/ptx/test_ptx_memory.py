@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 
 import numpy as np
@@ -62,9 +63,14 @@ def test_read_write_view_and_bounds():
         m.write(a + 15, b"xy")
 
 
-@pytest.mark.parametrize(("elem", "value", "expect"), [(1, 0x1AB, b"\xab" * 8),
-                                                        (2, 0xBEEF, b"\xef\xbe" * 4),
-                                                        (4, 0x01020304, b"\x04\x03\x02\x01" * 2)])
+@pytest.mark.parametrize(
+    ("elem", "value", "expect"),
+    [
+        (1, 0x1AB, b"\xab" * 8),
+        (2, 0xBEEF, b"\xef\xbe" * 4),
+        (4, 0x01020304, b"\x04\x03\x02\x01" * 2),
+    ],
+)
 def test_memset(elem, value, expect):
     m = DeviceMemory(1 << 16)
     a = m.alloc(9)
@@ -126,7 +132,7 @@ def test_allocations_never_overlap(ops):
             m.free(p)
             del live[p]
         spans = sorted(live.items())
-        for (p1, s1), (p2, _) in zip(spans, spans[1:], strict=False):
+        for (p1, s1), (p2, _) in itertools.pairwise(spans):
             assert p1 + s1 <= p2
         for p, s in live.items():
             assert m.allocation_of(p + s - 1) == (p, s)

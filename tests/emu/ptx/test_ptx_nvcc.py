@@ -21,8 +21,9 @@ def test_vector_add(loaded):
     n = 5000  # not a multiple of the block: tail lanes diverge and exit
     a, b = RNG.random(n, np.float32), RNG.random(n, np.float32)
     pa, pb, pc = dev.put(a), dev.put(b), dev.zeros(n, np.float32)
-    lm.launch("vectorAdd", ((n + 255) // 256, 1, 1), (256, 1, 1), 0, pack("QQQi", pa, pb, pc, n),
-              print)
+    lm.launch(
+        "vectorAdd", ((n + 255) // 256, 1, 1), (256, 1, 1), 0, pack("QQQi", pa, pb, pc, n), print
+    )
     assert np.array_equal(dev.get(pc, n, np.float32), a + b)
 
 
@@ -57,8 +58,14 @@ def test_tiled_matmul(loaded):
     M, N, K = 48, 40, 35
     A, B = RNG.random((M, K), np.float32), RNG.random((K, N), np.float32)
     pA, pB, pC = dev.put(A), dev.put(B), dev.zeros(M * N, np.float32)
-    lm.launch("matmul", ((N + 15) // 16, (M + 15) // 16, 1), (16, 16, 1), 0,
-              pack("QQQiii", pA, pB, pC, M, N, K), print)
+    lm.launch(
+        "matmul",
+        ((N + 15) // 16, (M + 15) // 16, 1),
+        (16, 16, 1),
+        0,
+        pack("QQQiii", pA, pB, pC, M, N, K),
+        print,
+    )
     C = dev.get(pC, M * N, np.float32).reshape(M, N)
     np.testing.assert_allclose(C, A @ B, rtol=1e-5)
 
@@ -70,8 +77,9 @@ def test_histogram_atomics(loaded):
     pd = dev.put(data)
     ph, pf = dev.zeros(256, np.uint32), dev.zeros(1, np.float32)
     pm, pcas = dev.zeros(1, np.uint64), dev.zeros(1, np.int32)
-    lm.launch("histogram", (4, 1, 1), (256, 1, 1), 0, pack("Qi4xQQQQ", pd, n, ph, pf, pm, pcas),
-              print)
+    lm.launch(
+        "histogram", (4, 1, 1), (256, 1, 1), 0, pack("Qi4xQQQQ", pd, n, ph, pf, pm, pcas), print
+    )
     assert np.array_equal(dev.get(ph, 256, np.uint32), np.bincount(data, minlength=256))
     assert dev.get(pf, 1, np.float32)[0] == pytest.approx(float(data.sum()), rel=1e-5)
     assert dev.get(pm, 1, np.uint64)[0] == int(data.max()) * 1000003
@@ -111,8 +119,15 @@ def test_struct_params_and_int64(loaded):
     lm.launch("structs", (2, 1, 1), (256, 1, 1), 0, s + pack("Qi", pout, n), print)
     i = np.arange(n, dtype=np.int64)
     local = np.stack([base[(i * 3 + k) % n] for k in range(4)], 1)
-    ref = (i * 3 + 300 + local[i, i % 4] + 7 + (scale[i % 3] * np.float32(10)).astype(np.int64)
-           + 12 + (i << 33))
+    ref = (
+        i * 3
+        + 300
+        + local[i, i % 4]
+        + 7
+        + (scale[i % 3] * np.float32(10)).astype(np.int64)
+        + 12
+        + (i << 33)
+    )
     assert np.array_equal(dev.get(pout, n, np.int64), ref)
 
 
@@ -187,6 +202,8 @@ def test_printf_and_noinline_call(loaded):
     expect = []
     for t in (0, 2, 4):
         helper = t * 3 + 42
-        expect.append(f"t={t} x={42:5d} v={vals[t]:x} f={vals[t] * 0.5:.3f} s=ok c={chr(65 + t)} "
-                      f"{helper << 33}|{t:<4d}|\n")
+        expect.append(
+            f"t={t} x={42:5d} v={vals[t]:x} f={vals[t] * 0.5:.3f} s=ok c={chr(65 + t)} "
+            f"{helper << 33}|{t:<4d}|\n"
+        )
     assert out == expect

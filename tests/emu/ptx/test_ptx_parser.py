@@ -9,7 +9,18 @@ import pytest
 from conftest import pack, run_ptx
 
 from rgpu.server.cuda.emu.ptx import EmuFault, LoadedModule, parse_ptx
-from rgpu.server.cuda.emu.ptx.ir import Addr, ArgList, Imm, NotPred, Pair, Reg, Sink, Special, Sym, Vec
+from rgpu.server.cuda.emu.ptx.ir import (
+    Addr,
+    ArgList,
+    Imm,
+    NotPred,
+    Pair,
+    Reg,
+    Sink,
+    Special,
+    Sym,
+    Vec,
+)
 
 MODULE = r"""
 //
@@ -165,8 +176,13 @@ def test_instruction_operands(mod):
     assert isinstance(lo16, Reg) and isinstance(lo32, Reg)
     assert (lo16.type, lo32.type) == ("b16", "b32") and lo16.index != lo32.index
     assert fn.labels["$L__BB0_2"] == len(fn.instructions) - 3
-    assert ld.line == _fix_fregs(MODULE).splitlines().index(
-        next(x for x in _fix_fregs(MODULE).splitlines() if "ld.global.v2.f32" in x)) + 1
+    assert (
+        ld.line
+        == _fix_fregs(MODULE)
+        .splitlines()
+        .index(next(x for x in _fix_fregs(MODULE).splitlines() if "ld.global.v2.f32" in x))
+        + 1
+    )
     del ins
 
 

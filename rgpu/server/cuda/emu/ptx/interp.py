@@ -134,7 +134,7 @@ class _Geometry:
             t // U32.type(block[0] * block[1]),
         )
         self.lane = lin
-        self.laneid = (t % U32.type(32))
+        self.laneid = t % U32.type(32)
         wpb = (bs + 31) // 32
         self.warp = self.slot * wpb + (t // U32.type(32)).astype(np.int64)
         self.warp_first = lin - self.laneid.astype(np.int64)  # batch index of the warp's lane 0
@@ -269,9 +269,12 @@ class Batch:
             return U32.type(self.dynamic_shared)
         if name in ("%total_smem_size", "%aggr_smem_size"):
             return U32.type(self.shared_limit)
-        if name.startswith("%cluster") or name.startswith("%nclusterid") or name.startswith(
-            "%clusterid"
-        ) or name == "%is_explicit_cluster":
+        if (
+            name.startswith("%cluster")
+            or name.startswith("%nclusterid")
+            or name.startswith("%clusterid")
+            or name == "%is_explicit_cluster"
+        ):
             if "nctaid" in name or "nctarank" in name or name.startswith("%nclusterid"):
                 return U32.type(1)
             return U32.type(0)
@@ -306,15 +309,19 @@ class Batch:
             off = self.mem.check(addr, size, fault)
             return [(None, self.mem.typed(dt), off // dt.itemsize)]
         if space == "shared":
-            return [(None, self.typed(self.shared, dt), self._shared_el(addr, size, dt, idx, fault))]
+            return [
+                (None, self.typed(self.shared, dt), self._shared_el(addr, size, dt, idx, fault))
+            ]
         if space == "local":
             return [(None, self.typed(self.local, dt), self._local_el(addr, size, dt, idx, fault))]
         if space == "param":
             off = np.asarray(addr).astype(np.int64)
             self._check_window(off, size, self.params.size, "kernel parameter", fault)
-            return [(None, self.params.view(np.uint8), off)] if dt.itemsize == 1 else [
-                (None, _param_view(self.params, dt, off), off // dt.itemsize)
-            ]
+            return (
+                [(None, self.params.view(np.uint8), off)]
+                if dt.itemsize == 1
+                else [(None, _param_view(self.params, dt, off), off // dt.itemsize)]
+            )
         raise fault("not_supported", f"state space .{space}")
 
     @staticmethod
@@ -352,8 +359,8 @@ class Batch:
         """
         if isinstance(addr, np.ndarray):
             off = addr.view(np.int32) if addr.dtype.itemsize == 4 else addr.astype(np.int32)
-            if addr.dtype.itemsize == 8 and off.size and (
-                int(addr.max()) >= 1 << 31
+            if (
+                addr.dtype.itemsize == 8 and off.size and (int(addr.max()) >= 1 << 31)
             ):  # a 64-bit offset beyond any window: report it exactly
                 self._check_window(addr.astype(np.int64), size, limit, what, fault)
         else:
@@ -411,8 +418,10 @@ class Batch:
         if k == 2:
             el = self._local_el(a - U64.type(LOCAL_WINDOW), size, dt, idx, fault)
             return [(sel, self.typed(self.local, dt), el)]
-        off = (a - U64.type(PARAM_WINDOW)).astype(np.int64) if isinstance(a, np.ndarray) else int(
-            a - U64.type(PARAM_WINDOW)
+        off = (
+            (a - U64.type(PARAM_WINDOW)).astype(np.int64)
+            if isinstance(a, np.ndarray)
+            else int(a - U64.type(PARAM_WINDOW))
         )
         self._check_window(off, size, self.params.size, "kernel parameter", fault)
         return [(sel, _param_view(self.params, dt, off), off // dt.itemsize)]
@@ -442,7 +451,7 @@ def _param_view(params: np.ndarray, dt: np.dtype, off) -> np.ndarray:
     return params[:n].view(dt)
 
 
-# --- the scheduler ---------------------------------------------------------------------------------
+# --- the scheduler ----------------------------------------------------------------------
 class Runner:
     """Runs one compiled function for a set of lanes until they all return or exit."""
 
@@ -604,7 +613,11 @@ def run_function(cf: CompiledFunction, L: Batch, ps: dict, init_mask: np.ndarray
                         dying = mask
                     else:
                         g = t.guard(fr)
-                        dying = (mask & g) if isinstance(g, np.ndarray) else (mask if g else mask & False)
+                        dying = (
+                            (mask & g)
+                            if isinstance(g, np.ndarray)
+                            else (mask if g else mask & False)
+                        )
                     if kind == EXIT:
                         _mark_exit(L, dying)
                     alive = alive & ~dying

@@ -51,7 +51,9 @@ class DeviceMemory:
     def alloc(self, nbytes: int, align: int = 256) -> int:
         """Reserve ``nbytes`` (zero-size requests get one byte so every pointer is unique)."""
         if nbytes < 0 or align <= 0 or align & (align - 1):
-            raise EmuFault("invalid_value", f"bad allocation request: {nbytes} bytes, align {align}")
+            raise EmuFault(
+                "invalid_value", f"bad allocation request: {nbytes} bytes, align {align}"
+            )
         need = max(int(nbytes), 1)
         reserve = (need + 255) // 256 * 256
         with self._lock:
@@ -143,7 +145,9 @@ class DeviceMemory:
         """``cuMemsetD8/16/32``: ``count`` elements of ``elem_size`` bytes set to ``value``."""
         dt = _ELEM_DTYPE.get(elem_size)
         if dt is None:
-            raise EmuFault("invalid_value", f"memset element size must be 1, 2 or 4, not {elem_size}")
+            raise EmuFault(
+                "invalid_value", f"memset element size must be 1, 2 or 4, not {elem_size}"
+            )
         nbytes = elem_size * int(count)
         off = self._range(addr, nbytes)
         pattern = np.full(int(count), int(value) & ((1 << (8 * elem_size)) - 1), dt)
@@ -182,8 +186,10 @@ class DeviceMemory:
         if isinstance(addr, np.ndarray):
             if addr.size == 0:
                 return addr.astype(np.int64)
-            off = addr.view(np.int64) - self.base if addr.dtype == np.uint64 else (
-                addr.astype(np.int64) - self.base
+            off = (
+                addr.view(np.int64) - self.base
+                if addr.dtype == np.uint64
+                else (addr.astype(np.int64) - self.base)
             )
             lo = int(off.min())
             hi = int(off.max())

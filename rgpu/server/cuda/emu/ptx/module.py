@@ -287,24 +287,40 @@ class LoadedModule:
         grid = tuple(int(x) for x in grid)  # type: ignore[assignment]
         block = tuple(int(x) for x in block)  # type: ignore[assignment]
         if len(grid) != 3 or len(block) != 3 or min(grid) < 1 or min(block) < 1:
-            raise EmuFault("invalid_value", f"{kernel}: grid {grid} and block {block} must be 3 positive ints")
+            raise EmuFault(
+                "invalid_value", f"{kernel}: grid {grid} and block {block} must be 3 positive ints"
+            )
         if any(g > mx for g, mx in zip(grid, MAX_GRID, strict=True)):
             raise EmuFault("invalid_value", f"{kernel}: grid {grid} exceeds the maximum {MAX_GRID}")
         bs = block[0] * block[1] * block[2]
         limit = info.max_threads_per_block or MAX_THREADS_PER_BLOCK
         if bs > min(limit, MAX_THREADS_PER_BLOCK) or block[2] > 64:
-            raise EmuFault("invalid_value", f"{kernel}: block {block} has {bs} threads, more than the {min(limit, MAX_THREADS_PER_BLOCK)} allowed")
+            raise EmuFault(
+                "invalid_value",
+                f"{kernel}: block {block} has {bs} threads, more than the "
+                f"{min(limit, MAX_THREADS_PER_BLOCK)} allowed",
+            )
         params = bytes(params)
         if len(params) < info.param_size:
-            raise EmuFault("invalid_value", f"{kernel}: parameter buffer has {len(params)} bytes, the kernel needs {info.param_size}")
+            raise EmuFault(
+                "invalid_value",
+                f"{kernel}: parameter buffer has {len(params)} bytes, "
+                f"the kernel needs {info.param_size}",
+            )
         try:
             ck = self._compile_kernel(kernel)
         except EmuFault:
             raise
         except Exception as exc:
-            raise EmuFault("launch_failed", f"{kernel}: could not compile: {type(exc).__name__}: {exc}") from exc
+            raise EmuFault(
+                "launch_failed", f"{kernel}: could not compile: {type(exc).__name__}: {exc}"
+            ) from exc
         if dynamic_shared < 0 or ck.static_shared + dynamic_shared > MAX_SHARED_PER_BLOCK:
-            raise EmuFault("invalid_value", f"{kernel}: {ck.static_shared} static + {dynamic_shared} dynamic shared bytes exceed {MAX_SHARED_PER_BLOCK}")
+            raise EmuFault(
+                "invalid_value",
+                f"{kernel}: {ck.static_shared} static + {dynamic_shared} dynamic shared bytes "
+                f"exceed {MAX_SHARED_PER_BLOCK}",
+            )
         nblocks = grid[0] * grid[1] * grid[2]
         per = max(1, TARGET_LANES // bs)
         if ck.local_size:
@@ -321,7 +337,9 @@ class LoadedModule:
                 except RecursionError as exc:
                     raise EmuFault("launch_failed", f"{kernel}: call depth exceeded") from exc
                 except Exception as exc:
-                    raise EmuFault("launch_failed", f"{kernel}: {type(exc).__name__}: {exc}") from exc
+                    raise EmuFault(
+                        "launch_failed", f"{kernel}: {type(exc).__name__}: {exc}"
+                    ) from exc
 
 
 def _noop(fr, m) -> None:
@@ -350,8 +368,18 @@ def _vprintf(ins, cx: CompileContext, arg_names, ret_names) -> Callable:
         L = fr.L
         fmt_p = fr.ps.get(fmt_name, {}).get(0, U64.type(0))
         buf_p = fr.ps.get(buf_name, {}).get(0, U64.type(0))
-        fmt_p = np.broadcast_to(np.asarray(fmt_p).view(U64) if np.asarray(fmt_p).dtype.itemsize == 8 else np.asarray(fmt_p).astype(U64), (L.N,))
-        buf_p = np.broadcast_to(np.asarray(buf_p).view(U64) if np.asarray(buf_p).dtype.itemsize == 8 else np.asarray(buf_p).astype(U64), (L.N,))
+        fmt_p = np.broadcast_to(
+            np.asarray(fmt_p).view(U64)
+            if np.asarray(fmt_p).dtype.itemsize == 8
+            else np.asarray(fmt_p).astype(U64),
+            (L.N,),
+        )
+        buf_p = np.broadcast_to(
+            np.asarray(buf_p).view(U64)
+            if np.asarray(buf_p).dtype.itemsize == 8
+            else np.asarray(buf_p).astype(U64),
+            (L.N,),
+        )
         lanes = np.flatnonzero(m) if m is not None else range(L.N)
         counts = np.zeros(L.N, S32)
         cache: dict[int, str] = {}
@@ -390,6 +418,8 @@ def _assertfail(ins, cx: CompileContext, arg_names) -> Callable:
             file = read_cstring(read, arg(1))
         except EmuFault:
             msg, file = "?", "?"
-        raise cx.fault(ins, "launch_failed", f"device-side assertion `{msg}` failed ({file}:{arg(2)})")
+        raise cx.fault(
+            ins, "launch_failed", f"device-side assertion `{msg}` failed ({file}:{arg(2)})"
+        )
 
     return assertfail

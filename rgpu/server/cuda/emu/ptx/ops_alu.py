@@ -177,7 +177,10 @@ def mulhi(a, b, t: np.dtype):
         w = SINT[2 * t.itemsize] if t.kind == "i" else UINT[2 * t.itemsize]
         p = _arr(a).astype(w) * _arr(b).astype(w)
         return _out((p >> w.type(bits)).astype(t))
-    ua, ub = _arr(a).view(U64) if t.kind == "i" else _arr(a), _arr(b).view(U64) if t.kind == "i" else _arr(b)
+    ua, ub = (
+        _arr(a).view(U64) if t.kind == "i" else _arr(a),
+        _arr(b).view(U64) if t.kind == "i" else _arr(b),
+    )
     ua, ub = ua.astype(U64), ub.astype(U64)
     s32 = np.uint64(32)
     al, ah, bl, bh = ua & M32, ua >> s32, ub & M32, ub >> s32
@@ -208,10 +211,13 @@ def _mul(ins: Instruction, cx: CompileContext) -> Exec:
             return unsupported(ins, cx)
         w = SINT[8] if t.kind == "i" else UINT[8]
         sh = 40
-        return _binary(
-            ins, cx, t,
-            lambda a, b: _out(((_arr(a).astype(w) << sh >> sh) * (_arr(b).astype(w) << sh >> sh)).astype(t)),
-        )  # fmt: skip
+
+        def mul24(a, b):
+            a24 = _arr(a).astype(w) << sh >> sh
+            b24 = _arr(b).astype(w) << sh >> sh
+            return _out((a24 * b24).astype(t))
+
+        return _binary(ins, cx, t, mul24)
     if "wide" in mods:
         w = (SINT if t.kind == "i" else UINT)[2 * t.itemsize]
         o = ins.operands
@@ -354,8 +360,10 @@ def _fminmax(is_min: bool, propagate_nan: bool):
         # PTX: min(-0, +0) is -0 and max(-0, +0) is +0
         both0 = (a == 0) & (b == 0)
         if np.any(both0):
-            z = np.where(np.signbit(a) | np.signbit(b), -0.0, 0.0) if is_min else np.where(
-                np.signbit(a) & np.signbit(b), -0.0, 0.0
+            z = (
+                np.where(np.signbit(a) | np.signbit(b), -0.0, 0.0)
+                if is_min
+                else np.where(np.signbit(a) & np.signbit(b), -0.0, 0.0)
             )
             r = np.where(both0, z.astype(r.dtype), r)
         return _out(r)
@@ -515,7 +523,11 @@ def _bfind(ins: Instruction, cx: CompileContext) -> Exec:
 
 def _lowmask64(n):
     n = _arr(n).astype(U64)
-    return np.where(n >= 64, np.uint64(0xFFFF_FFFF_FFFF_FFFF), (np.uint64(1) << np.minimum(n, np.uint64(63))) - np.uint64(1))
+    return np.where(
+        n >= 64,
+        np.uint64(0xFFFF_FFFF_FFFF_FFFF),
+        (np.uint64(1) << np.minimum(n, np.uint64(63))) - np.uint64(1),
+    )
 
 
 @op("bfe")
@@ -560,7 +572,9 @@ def _bfi(ins: Instruction, cx: CompileContext) -> Exec:
         pos = np.minimum(_arr(rp(fr)) & 0xFF, bits).astype(U64)
         ln = np.minimum(_arr(rl(fr)) & 0xFF, bits).astype(U64)
         sh = np.minimum(pos, np.uint64(bits - 1))
-        msk = np.where(pos >= bits, np.uint64(0), _lowmask64(ln) << sh) & _lowmask64(np.uint64(bits))
+        msk = np.where(pos >= bits, np.uint64(0), _lowmask64(ln) << sh) & _lowmask64(
+            np.uint64(bits)
+        )
         r = (b & ~msk) | ((fv << sh) & msk)
         w(fr, _out(r.astype(u).view(t)), m)
 
@@ -668,7 +682,9 @@ def _sad(ins: Instruction, cx: CompileContext) -> Exec:
     o = ins.operands
     ra, rb, rc = (reader(o[k], t, cx, ins) for k in (1, 2, 3))
     w = writer(o[0], t, cx, ins)
-    return lambda fr, m: w(fr, np.where(ra(fr) < rb(fr), rb(fr) - ra(fr), ra(fr) - rb(fr)) + rc(fr), m)
+    return lambda fr, m: w(
+        fr, np.where(ra(fr) < rb(fr), rb(fr) - ra(fr), ra(fr) - rb(fr)) + rc(fr), m
+    )
 
 
 # --- selection and comparison ------------------------------------------------------------------
@@ -774,7 +790,13 @@ def _set(ins: Instruction, cx: CompileContext) -> Exec:
     dt = DTYPES[ins.types[0]]
     w = writer(ins.operands[0], dt, cx, ins)
     bop = _BOOLOP[boolop] if boolop else None
-    yes = dt.type(1.0) if dt.kind == "f" else np.array(-1).astype(dt)[()] if dt.kind == "i" else dt.type(np.iinfo(dt).max)
+    yes = (
+        dt.type(1.0)
+        if dt.kind == "f"
+        else np.array(-1).astype(dt)[()]
+        if dt.kind == "i"
+        else dt.type(np.iinfo(dt).max)
+    )
     no = dt.type(0)
 
     def f(fr, m):

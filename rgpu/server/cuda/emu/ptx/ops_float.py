@@ -2,7 +2,7 @@
 
 ``.approx`` instructions are computed in float64 and rounded once to the destination type, so
 they are within 1 ulp of the exact result — inside the bounds the PTX ISA documents for the
-hardware (``rcp``/``sqrt``/``rsqrt``/``ex2``/``lg2``.approx.f32: 1–2 ulp or 2^-22 relative;
+hardware (``rcp``/``sqrt``/``rsqrt``/``ex2``/``lg2``.approx.f32: 1 to 2 ulp or 2^-22 relative;
 ``sin``/``cos``.approx.f32: 2^-20.5 absolute in [-pi, pi]; ``tanh``.approx.f32: 2^-10.987
 relative). Programs that depend on the exact hardware approximation bits are not reproduced.
 """
@@ -65,8 +65,8 @@ def _float_to_int(x64, dt: np.dtype, rnd):
     small = r < lo
     safe = np.where(nan | big | small, 0.0, r)
     if dt.kind == "u":
-        v = np.where(safe >= 2.0**63, (safe - 2.0**63).astype(np.int64).view(U64) + np.uint64(2**63),
-                     safe.astype(np.int64).view(U64))  # fmt: skip
+        high = (safe - 2.0**63).astype(np.int64).view(U64) + np.uint64(2**63)
+        v = np.where(safe >= 2.0**63, high, safe.astype(np.int64).view(U64))
     else:
         v = safe.astype(np.int64)
     v = np.where(big, dt.type(info.max), np.where(small, dt.type(info.min), v.astype(dt)))

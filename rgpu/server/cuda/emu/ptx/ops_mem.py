@@ -33,7 +33,7 @@ from .compiler import (
     unsupported,
     writer,
 )
-from .ir import DTYPES, Addr, Instruction, Reg, Sink, Sym, Vec
+from .ir import Addr, Instruction, Reg, Sink, Sym, Vec
 
 _SPACES = ("global", "shared", "local", "param", "const")
 

@@ -310,7 +310,9 @@ class _Parser:
         self.expect(";")
         return out
 
-    def initializer(self, typ: str, vec: int) -> tuple[bytes, tuple[tuple[int, str, bool], ...], int]:
+    def initializer(
+        self, typ: str, vec: int
+    ) -> tuple[bytes, tuple[tuple[int, str, bool], ...], int]:
         """Flattened initialiser bytes, address relocations and element count."""
         elems: list[tuple[str, object]] = []
 

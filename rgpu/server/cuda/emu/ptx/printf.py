@@ -98,7 +98,11 @@ def format_printf(fmt: str, read: ReadBytes, args_addr: int) -> str:
                 out.append((spec + "d") % v)
             elif conv == "o" and "#" in flags:
                 s = (spec.replace("#", "") + "o") % v
-                out.append(s if s.lstrip().startswith("0") else s.replace(str(oct(v)[2:]), "0" + oct(v)[2:], 1))
+                out.append(
+                    s
+                    if s.lstrip().startswith("0")
+                    else s.replace(str(oct(v)[2:]), "0" + oct(v)[2:], 1)
+                )
             else:
                 out.append((spec + conv) % v)
         elif conv in "eEfFgGaA":
