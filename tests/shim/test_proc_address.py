@@ -1,0 +1,190 @@
+"""``rgpu_proc_lookup``: cuGetProcAddress semantics of the built shim (research §3.1).
+
+Lookups run in a child process that loads the library with ctypes (its SONAME is libcuda.so.1;
+it must not be loaded into the test process) and reports, for each (name, version, flags), the
+result, the status and which exported symbol the returned address is.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from functools import cache
+from pathlib import Path
+
+import pytest
+
+from rgpu.codegen import cuda
+from rgpu.codegen.shimlib import shim_library_path
+from rgpu.errors import RgpuError
+
+ROOT = Path(__file__).resolve().parents[2]
+GENERATED = ROOT / "interpose" / "generated"
+CUDA_NOT_FOUND = 500
+CUDA_INVALID_VALUE = 1
+SUCCESS, SYMBOL_NOT_FOUND, VERSION_NOT_SUFFICIENT = 0, 1, 2
+PER_THREAD = 2
+
+Query = tuple[str, int, int]  # (symbol, cudaVersion, flags)
+Answer = tuple[int, int, str | None]  # (CUresult, status, name of the returned function)
+
+_CHILD = """
+import ctypes, json, sys
+lib = ctypes.CDLL(sys.argv[1])
+look = lib.rgpu_proc_lookup
+look.restype = ctypes.c_int
+look.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.c_uint64,
+                 ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_int)]
+queries, names = json.load(sys.stdin)
+by_address = {}
+for name in names:
+    by_address.setdefault(ctypes.cast(getattr(lib, name), ctypes.c_void_p).value, name)
+out = []
+for symbol, version, flags in queries:
+    pfn, status = ctypes.c_void_p(12345), ctypes.c_int(-1)
+    rc = look(symbol.encode(), version, flags, ctypes.byref(pfn), ctypes.byref(status))
+    out.append([rc, status.value, None if pfn.value is None else by_address.get(pfn.value, "?")])
+print(json.dumps(out))
+"""
+
+
+def library() -> Path:
+    try:
+        return shim_library_path()
+    except RgpuError as exc:
+        pytest.fail(str(exc))
+
+
+@cache
+def declared() -> tuple[str, ...]:
+    return tuple(cuda.declared_functions((GENERATED / "cuda_api.h").read_text()))
+
+
+def lookup_all(queries: list[Query]) -> list[Answer]:
+    proc = subprocess.run(
+        [sys.executable, "-c", _CHILD, str(library())],
+        input=json.dumps([queries, list(declared())]),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ),
+        check=False,
+    )
+    assert proc.returncode == 0, f"child failed ({proc.returncode}):\n{proc.stderr}"
+    return [(rc, st, name) for rc, st, name in json.loads(proc.stdout)]
+
+
+def lookup(symbol: str, version: int, flags: int = 0) -> Answer:
+    return lookup_all([(symbol, version, flags)])[0]
+
+
+@pytest.mark.parametrize(
+    ("symbol", "version", "flags", "expected"),
+    [
+        ("cuMemAlloc", 3020, 0, "cuMemAlloc_v2"),
+        ("cuMemAlloc", 2000, 0, "cuMemAlloc"),
+        ("cuMemAlloc", 13000, 0, "cuMemAlloc_v2"),
+        ("cuCtxCreate", 12050, 0, "cuCtxCreate_v4"),
+        ("cuCtxCreate", 12049, 0, "cuCtxCreate_v3"),
+        ("cuCtxCreate", 11040, 0, "cuCtxCreate_v3"),
+        ("cuCtxCreate", 3020, 0, "cuCtxCreate_v2"),
+        ("cuGetProcAddress", 12000, 0, "cuGetProcAddress_v2"),
+        ("cuGetProcAddress", 11030, 0, "cuGetProcAddress"),
+        ("cuStreamUpdateCaptureDependencies", 12030, 0, "cuStreamUpdateCaptureDependencies_v2"),
+        ("cuCtxSynchronize", 13000, 0, "cuCtxSynchronize_v2"),
+        ("cuCtxSynchronize", 2000, 0, "cuCtxSynchronize"),
+        ("cuMemcpyHtoD", 7000, PER_THREAD, "cuMemcpyHtoD_v2_ptds"),
+        ("cuMemcpyHtoD", 7000, 0, "cuMemcpyHtoD_v2"),
+        ("cuMemcpyHtoD", 3020, PER_THREAD, "cuMemcpyHtoD_v2"),  # no per-thread variant yet
+        ("cuMemcpyHtoD", 7000, 1, "cuMemcpyHtoD_v2"),  # LEGACY_STREAM
+        ("cuLaunchKernel", 7000, PER_THREAD, "cuLaunchKernel_ptsz"),
+        ("cuLaunchKernel", 4000, 0, "cuLaunchKernel"),
+        ("cuInit", 2000, PER_THREAD, "cuInit"),  # no per-thread variant at all
+        ("cuStreamGetCtx", 12050, PER_THREAD, "cuStreamGetCtx_v2_ptsz"),
+    ],
+)
+def test_resolves_newest_variant_not_newer_than_requested(
+    symbol: str, version: int, flags: int, expected: str
+) -> None:
+    assert lookup(symbol, version, flags) == (0, SUCCESS, expected)
+
+
+def test_unknown_symbol_is_not_found() -> None:
+    assert lookup("cuNoSuchFunction", 13000) == (CUDA_NOT_FOUND, SYMBOL_NOT_FOUND, None)
+    # Only base names are looked up, as by the driver.
+    assert lookup("cuMemAlloc_v2", 13000)[:2] == (CUDA_NOT_FOUND, SYMBOL_NOT_FOUND)
+
+
+def test_version_too_low_is_not_sufficient() -> None:
+    assert lookup("cuMemAlloc", 1000) == (CUDA_NOT_FOUND, VERSION_NOT_SUFFICIENT, None)
+    assert lookup("cuGetProcAddress", 11020) == (CUDA_NOT_FOUND, VERSION_NOT_SUFFICIENT, None)
+
+
+def test_empty_name_is_not_found() -> None:
+    # cudart probes with ("", 0, 0) before anything else.
+    assert lookup("", 0)[:2] == (CUDA_NOT_FOUND, SYMBOL_NOT_FOUND)
+    assert lookup("", 13000, PER_THREAD)[:2] == (CUDA_NOT_FOUND, SYMBOL_NOT_FOUND)
+
+
+def test_unknown_flags_are_invalid() -> None:
+    assert lookup("cuInit", 13000, 4)[0] == CUDA_INVALID_VALUE
+
+
+def test_null_status_and_pfn_are_handled() -> None:
+    script = textwrap.dedent(
+        """
+        import ctypes, json, sys
+        lib = ctypes.CDLL(sys.argv[1])
+        look = lib.rgpu_proc_lookup
+        look.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.c_uint64,
+                         ctypes.c_void_p, ctypes.c_void_p]
+        pfn = ctypes.c_void_p()
+        print(json.dumps([look(b"cuInit", 2000, 0, ctypes.addressof(pfn), None),
+                          pfn.value == ctypes.cast(lib.cuInit, ctypes.c_void_p).value,
+                          look(b"cuInit", 2000, 0, None, None),
+                          look(None, 2000, 0, ctypes.addressof(pfn), None)]))
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script, str(library())], capture_output=True, text=True, check=True
+    )
+    assert json.loads(proc.stdout) == [0, True, CUDA_INVALID_VALUE, CUDA_INVALID_VALUE]
+
+
+# --- the whole table against a reference model of the semantics --------------------------------
+
+
+def _reference(entry: cuda.ProcEntry, version: int, flags: int) -> Answer:
+    def newest(variants: tuple[cuda.Variant, ...]) -> str | None:
+        ok = [v.function for v in variants if v.since <= version]
+        return ok[-1] if ok else None
+
+    found = newest(entry.per_thread) if flags & PER_THREAD else None
+    found = found or newest(entry.default)
+    if found is None:
+        return (CUDA_NOT_FOUND, VERSION_NOT_SUFFICIENT, None)
+    return (0, SUCCESS, found)
+
+
+@pytest.mark.skipif(
+    not (cuda.DEFAULT_INCLUDE / "cudaTypedefs.h").is_file(), reason="CUDA headers not installed"
+)
+def test_every_name_at_every_breakpoint_matches_the_model() -> None:
+    api = cuda.load(cuda.DEFAULT_INCLUDE)
+    queries: list[Query] = []
+    expected: list[Answer] = []
+    for entry in api.proc_entries:
+        versions = {0, 99999}
+        for v in (*entry.default, *entry.per_thread):
+            versions |= {v.since - 1, v.since, v.since + 1}
+        for version in sorted(versions):
+            for flags in (0, 1, PER_THREAD):
+                queries.append((entry.name, version, flags))
+                expected.append(_reference(entry, version, flags))
+    answers = lookup_all(queries)
+    mismatches = [(q, a, e) for q, a, e in zip(queries, answers, expected, strict=True) if a != e]
+    assert not mismatches, mismatches[:10]
+    assert len(queries) > 5000
