@@ -1,0 +1,235 @@
+/* Internal interface of the hand-written core of the rgpu CUDA shim (librgpu_cuda.so).
+ *
+ * The shim replaces libcuda.so.1: driver API calls become CALL/BATCH frames to the rgpu client
+ * daemon over a Unix socket (docs/PROTOCOL.md); device facts, handles, the context stack and
+ * cudart's private export tables live here, in the application's process. */
+#ifndef RGPU_SHIM_H
+#define RGPU_SHIM_H
+
+#if defined(__has_include)
+#if __has_include("cuda_api.h")
+#include "cuda_api.h"
+#define RGPU_HAVE_GENERATED 1
+#endif
+#endif
+#ifndef RGPU_HAVE_GENERATED
+/* Development without the generated headers: the toolkit's cuda.h, every versioned name. */
+#define __CUDA_API_VERSION_INTERNAL 1
+#include <cuda.h>
+#endif
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define RGPU_EXPORT __attribute__((visibility("default")))
+
+/* ---- logging (RGPU_LOG=debug|trace) ------------------------------------------------------ */
+extern int rgpu_log_level; /* 0 silent, 1 debug, 2 trace */
+void rgpu_log_init(void);
+void rgpu_logf(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+#define RGPU_DEBUG(...) do { if (rgpu_log_level >= 1) rgpu_logf(1, __VA_ARGS__); } while (0)
+#define RGPU_TRACE(...) do { if (rgpu_log_level >= 2) rgpu_logf(2, __VA_ARGS__); } while (0)
+
+/* ---- msgpack (msgpack.c) ----------------------------------------------------------------- */
+typedef struct {
+    uint8_t *data;
+    size_t len, cap;
+    int oom;
+} mp_buf;
+
+void mp_init(mp_buf *b);
+void mp_free(mp_buf *b);
+void mp_nil(mp_buf *b);
+void mp_bool(mp_buf *b, int v);
+void mp_int(mp_buf *b, int64_t v);
+void mp_uint(mp_buf *b, uint64_t v);
+void mp_double(mp_buf *b, double v);
+void mp_str(mp_buf *b, const char *s);
+void mp_strn(mp_buf *b, const char *s, size_t n);
+void mp_bin(mp_buf *b, const void *p, size_t n);
+void mp_array(mp_buf *b, uint32_t n);
+void mp_map(mp_buf *b, uint32_t n);
+
+enum mp_type { MP_NIL, MP_BOOL, MP_INT, MP_UINT, MP_FLOAT, MP_STR, MP_BIN, MP_ARRAY, MP_MAP };
+
+typedef struct {
+    enum mp_type type;
+    uint32_t count;   /* array: items; map: pairs; str/bin: bytes */
+    uint32_t next;    /* index of the node after this one and all its children */
+    union {
+        int64_t i;
+        uint64_t u;
+        double f;
+        const uint8_t *p; /* str/bin bytes (point into the decoded buffer) */
+    } v;
+} mp_node;
+
+typedef struct {
+    mp_node *nodes;
+    uint32_t n, cap;
+} mp_doc;
+
+/* Decode one msgpack value covering exactly [data, data+len); 0 on success. */
+int mp_decode(mp_doc *doc, const uint8_t *data, size_t len);
+void mp_doc_free(mp_doc *doc);
+/* Node helpers (index based; -1 = absent). */
+int mp_map_get(const mp_doc *d, int map, const char *key);
+int mp_array_at(const mp_doc *d, int arr, uint32_t i);
+int mp_get_i64(const mp_doc *d, int node, int64_t *out);
+int mp_get_double(const mp_doc *d, int node, double *out);
+/* Copies a str/bin into buf (NUL-terminated, truncated to cap-1); returns its full length. */
+size_t mp_get_str(const mp_doc *d, int node, char *buf, size_t cap);
+int mp_is_str(const mp_doc *d, int node, const char *s);
+
+/* ---- transport (transport.c) ------------------------------------------------------------- */
+enum {
+    RG_HELLO = 1, RG_CHALLENGE, RG_AUTH, RG_AUTH_OK, RG_CALL, RG_REPLY, RG_BATCH, RG_FENCE,
+    RG_ERROR, RG_PING, RG_PONG, RG_CONTROL
+};
+
+/* A decoded reply: REPLY body (doc, root 0) and bulk, or the error mapped to a CUresult. */
+typedef struct {
+    CUresult status;
+    mp_doc doc;
+    uint8_t *doc_src; /* the body bytes the doc's str/bin nodes point into */
+    int has_body;
+    uint8_t *bulk;
+    size_t bulk_len;
+    char code[48];
+    char message[256];
+} rgpu_reply;
+
+void rgpu_reply_free(rgpu_reply *r);
+
+/* Connect lazily (HELLO); CUDA_ERROR_NO_DEVICE (and the one stderr line) without a daemon. */
+CUresult rgpu_connect(void);
+/* CONTROL request on session 0; body must be a complete msgpack map. */
+CUresult rgpu_control(const mp_buf *body, rgpu_reply *out);
+/* A CALL on `session`; body = [fn, [args], (bulk_index)]; waits for the reply.
+ * Applies a pending deferred error of the session when the call itself succeeds. */
+CUresult rgpu_call(uint32_t session, const mp_buf *body, const void *bulk, size_t bulk_len,
+                   rgpu_reply *out);
+/* A BATCH on `session` (queued; errors come back deferred). */
+CUresult rgpu_batch(uint32_t session, const mp_buf *body, const void *bulk, size_t bulk_len);
+/* Take (and clear) the first deferred error seen for `session`, CUDA_SUCCESS if none. */
+CUresult rgpu_take_deferred(uint32_t session);
+void rgpu_flush(void);
+/* The connection mutex: hold it around sequences that must not interleave (set-current + call). */
+void rgpu_lock(void);
+void rgpu_unlock(void);
+int rgpu_connection_dead(void);
+
+/* ---- devices and sessions (device.c) ----------------------------------------------------- */
+typedef struct rgpu_session {
+    uint32_t id;
+    uint64_t current_ctx; /* last context id sent with cuCtxSetCurrent (0 = none sent) */
+} rgpu_session;
+
+typedef struct {
+    int pool_index;
+    int cuda_index;          /* the server's device ordinal */
+    char name[256];
+    uint8_t uuid[16];
+    size_t total_memory;
+    int cc_major, cc_minor;
+    int pci_domain, pci_bus, pci_device;
+    int *attr;               /* indexed by CUdevice_attribute */
+    int attr_count;
+    rgpu_session *session;   /* opened on first use */
+    struct rgpu_ctx *primary;
+    pthread_mutex_t primary_mu;
+} rgpu_device;
+
+extern int rgpu_device_count;
+extern rgpu_device *rgpu_devices;
+extern int rgpu_driver_version;
+extern int rgpu_initialized;
+
+CUresult rgpu_ensure_init(void);
+CUresult rgpu_device_session(int dev, rgpu_session **out);
+uint64_t rgpu_new_id(void);
+
+/* ---- handles (handles.c) ----------------------------------------------------------------- */
+enum rgpu_kind {
+    RK_CTX = 0x52430001, RK_STREAM, RK_EVENT, RK_MODULE, RK_LIBRARY, RK_FUNCTION, RK_KERNEL
+};
+
+typedef struct {
+    int count;      /* -1 unknown */
+    uint32_t *offset;
+    uint32_t *size;
+    size_t total;
+} rgpu_params;
+
+typedef struct rgpu_ctx {
+    uint32_t kind;
+    uint64_t id;
+    int dev;
+    int primary;
+    int refcount;   /* primary: retain count */
+    unsigned flags;
+    int destroyed;
+} rgpu_ctx;
+
+typedef struct rgpu_obj {
+    uint32_t kind;
+    uint64_t id;
+    int dev;
+    rgpu_ctx *ctx;
+    struct rgpu_obj *parent;   /* function -> module, kernel -> library */
+    rgpu_params params;        /* functions and kernels */
+    pthread_mutex_t mu;
+    char *name;
+    unsigned flags;
+    struct rgpu_obj *cached_func; /* kernel: last cuKernelGetFunction result */
+    uint64_t cached_ctx;
+} rgpu_obj;
+
+rgpu_obj *rgpu_obj_new(uint32_t kind, int dev, rgpu_ctx *ctx);
+void rgpu_obj_free(rgpu_obj *o);
+rgpu_obj *rgpu_obj_check(const void *h, uint32_t kind);
+
+/* ---- contexts (context.c) ---------------------------------------------------------------- */
+rgpu_ctx *rgpu_current_ctx(void);
+/* Device of the thread's current context (0 when none, as cudart's primary on device 0). */
+int rgpu_current_dev(void);
+/* Lock the connection, open the device's session and send cuCtxSetCurrent when the session's
+ * current context differs from this thread's. On success the lock is held: call rgpu_unlock. */
+CUresult rgpu_begin(int dev, rgpu_session **sess);
+CUresult rgpu_primary_retain(int dev, rgpu_ctx **out);
+void rgpu_ctx_note_destroyed(rgpu_ctx *c);
+
+/* ---- memory (memory.c) ------------------------------------------------------------------- */
+/* Look up a device allocation containing [p, p+n); returns 1 and its device if found. */
+int rgpu_range_device(uint64_t p, int *dev);
+int rgpu_range_host(const void *p, size_t *base_off, size_t *size);
+
+/* ---- calls: helpers for building bodies (calls.c) ----------------------------------------- */
+/* Starts [fn, [ with `nargs` arguments following. */
+void rgpu_body_begin(mp_buf *b, const char *fn, uint32_t nargs);
+/* Same, with a third element bulk_index (call mp after the args). */
+void rgpu_body_begin_bulk(mp_buf *b, const char *fn, uint32_t nargs);
+
+/* A CALL of the thread's current device; locks, sets context, calls, unlocks. */
+CUresult rgpu_simple_call(int dev, const mp_buf *body, const void *bulk, size_t bulk_len,
+                          rgpu_reply *out);
+CUresult rgpu_simple_batch(int dev, const mp_buf *body, const void *bulk, size_t bulk_len);
+/* A status-only call on `dev` (CALL when `sync`, else BATCH); frees `b`. */
+CUresult rgpu_status_call(int dev, mp_buf *b, int sync);
+/* Result helpers for rgpu_reply bodies. */
+int rgpu_reply_i64(rgpu_reply *r, int64_t *v);
+int rgpu_reply_pair(rgpu_reply *r, int64_t *a, int64_t *b);
+
+/* ---- stream id from a CUstream handle ---------------------------------------------------- */
+uint64_t rgpu_stream_id(CUstream s);
+
+/* ---- export tables (export_tables.c) ----------------------------------------------------- */
+void rgpu_cls_context_destroyed(CUcontext ctx);
+RGPU_EXPORT void rgpu_integrity_mix(uint8_t state[66], const void *data, size_t n, uint8_t mask);
+RGPU_EXPORT void rgpu_integrity_final(uint8_t state[66], uint64_t out[2]);
+
+/* ---- unsupported -------------------------------------------------------------------------- */
+RGPU_EXPORT void rgpu_report_unsupported(const char *name);
+
+#endif

@@ -1,0 +1,770 @@
+/* Memory: device allocations (server addresses, kept in a range table so unified-addressing
+ * copies and pointer attributes can be answered), page-locked host memory (real local memory:
+ * the server never sees it), and copies in every direction. Host data travels as the bulk
+ * segment of its call, in chunks so no message grows without bound. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "rgpu_shim.h"
+
+#define COPY_CHUNK ((size_t)64 << 20)
+
+typedef struct {
+    uint64_t base;
+    size_t size;
+    int dev;
+    rgpu_ctx *ctx;
+    unsigned flags; /* host: cuMemHostAlloc flags; 1<<31 = registered (not ours to free) */
+} range;
+
+typedef struct {
+    range *r;
+    size_t n, cap;
+} range_table;
+
+static pthread_mutex_t ranges_mu = PTHREAD_MUTEX_INITIALIZER;
+static range_table dev_ranges, host_ranges;
+
+#define HOST_REGISTERED (1u << 31)
+
+static int table_add(range_table *t, range r)
+{
+    pthread_mutex_lock(&ranges_mu);
+    if (t->n == t->cap) {
+        size_t cap = t->cap ? t->cap * 2 : 64;
+        range *p = realloc(t->r, cap * sizeof *p);
+        if (!p) {
+            pthread_mutex_unlock(&ranges_mu);
+            return -1;
+        }
+        t->r = p;
+        t->cap = cap;
+    }
+    t->r[t->n++] = r;
+    pthread_mutex_unlock(&ranges_mu);
+    return 0;
+}
+
+/* Find the range containing p; copy it out. */
+static int table_find(range_table *t, uint64_t p, range *out)
+{
+    int found = 0;
+    pthread_mutex_lock(&ranges_mu);
+    for (size_t i = t->n; i-- > 0;) {
+        range *r = &t->r[i];
+        if (p >= r->base && p < r->base + (r->size ? r->size : 1)) {
+            *out = *r;
+            found = 1;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&ranges_mu);
+    return found;
+}
+
+static int table_remove(range_table *t, uint64_t base, range *out)
+{
+    int found = 0;
+    pthread_mutex_lock(&ranges_mu);
+    for (size_t i = 0; i < t->n; i++) {
+        if (t->r[i].base == base) {
+            if (out)
+                *out = t->r[i];
+            t->r[i] = t->r[--t->n];
+            found = 1;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&ranges_mu);
+    return found;
+}
+
+int rgpu_range_device(uint64_t p, int *dev)
+{
+    range r;
+    if (!table_find(&dev_ranges, p, &r))
+        return 0;
+    if (dev)
+        *dev = r.dev;
+    return 1;
+}
+
+int rgpu_range_host(const void *p, size_t *base_off, size_t *size)
+{
+    range r;
+    if (!table_find(&host_ranges, (uint64_t)(uintptr_t)p, &r))
+        return 0;
+    if (base_off)
+        *base_off = (size_t)((uintptr_t)p - r.base);
+    if (size)
+        *size = r.size;
+    return 1;
+}
+
+static int dev_of_ptr(CUdeviceptr p)
+{
+    int dev;
+    return rgpu_range_device(p, &dev) ? dev : rgpu_current_dev();
+}
+
+/* ---- device memory ----------------------------------------------------------------------- */
+
+CUresult cuMemAlloc_v2(CUdeviceptr *dptr, size_t bytesize)
+{
+    if (!dptr)
+        return CUDA_ERROR_INVALID_VALUE;
+    if (bytesize == 0)
+        return CUDA_ERROR_INVALID_VALUE;
+    mp_buf b;
+    rgpu_body_begin(&b, "cuMemAlloc_v2", 1);
+    mp_uint(&b, bytesize);
+    int dev = rgpu_current_dev();
+    rgpu_reply r;
+    CUresult st = rgpu_simple_call(dev, &b, NULL, 0, &r);
+    mp_free(&b);
+    if (st != CUDA_SUCCESS)
+        return st;
+    int64_t v = 0;
+    if (rgpu_reply_i64(&r, &v) != 0)
+        st = CUDA_ERROR_UNKNOWN;
+    rgpu_reply_free(&r);
+    if (st == CUDA_SUCCESS) {
+        *dptr = (CUdeviceptr)v;
+        table_add(&dev_ranges, (range){(uint64_t)v, bytesize, dev, rgpu_current_ctx(), 0});
+    }
+    return st;
+}
+
+CUresult cuMemAllocPitch_v2(CUdeviceptr *dptr, size_t *pPitch, size_t WidthInBytes,
+                            size_t Height, unsigned int ElementSizeBytes)
+{
+    if (!dptr || !pPitch)
+        return CUDA_ERROR_INVALID_VALUE;
+    mp_buf b;
+    rgpu_body_begin(&b, "cuMemAllocPitch_v2", 3);
+    mp_uint(&b, WidthInBytes);
+    mp_uint(&b, Height);
+    mp_uint(&b, ElementSizeBytes);
+    int dev = rgpu_current_dev();
+    rgpu_reply r;
+    CUresult st = rgpu_simple_call(dev, &b, NULL, 0, &r);
+    mp_free(&b);
+    if (st != CUDA_SUCCESS)
+        return st;
+    int64_t p = 0, pitch = 0;
+    if (rgpu_reply_pair(&r, &p, &pitch) != 0)
+        st = CUDA_ERROR_UNKNOWN;
+    rgpu_reply_free(&r);
+    if (st == CUDA_SUCCESS) {
+        *dptr = (CUdeviceptr)p;
+        *pPitch = (size_t)pitch;
+        table_add(&dev_ranges,
+                  (range){(uint64_t)p, (size_t)pitch * Height, dev, rgpu_current_ctx(), 0});
+    }
+    return st;
+}
+
+CUresult cuMemFree_v2(CUdeviceptr dptr)
+{
+    if (dptr == 0)
+        return CUDA_SUCCESS;
+    range r;
+    if (!table_remove(&dev_ranges, dptr, &r))
+        return CUDA_ERROR_INVALID_VALUE;
+    if (rgpu_connection_dead())
+        return CUDA_SUCCESS;
+    mp_buf b;
+    rgpu_body_begin(&b, "cuMemFree_v2", 1);
+    mp_uint(&b, dptr);
+    return rgpu_status_call(r.dev, &b, 0);
+}
+
+CUresult cuMemGetInfo_v2(size_t *free_bytes, size_t *total)
+{
+    mp_buf b;
+    rgpu_body_begin(&b, "cuMemGetInfo_v2", 0);
+    rgpu_reply r;
+    CUresult st = rgpu_simple_call(rgpu_current_dev(), &b, NULL, 0, &r);
+    mp_free(&b);
+    if (st != CUDA_SUCCESS)
+        return st;
+    int64_t f = 0, t = 0;
+    if (rgpu_reply_pair(&r, &f, &t) != 0)
+        st = CUDA_ERROR_UNKNOWN;
+    rgpu_reply_free(&r);
+    if (free_bytes)
+        *free_bytes = (size_t)f;
+    if (total)
+        *total = (size_t)t;
+    return st;
+}
+
+CUresult cuMemGetAddressRange_v2(CUdeviceptr *pbase, size_t *psize, CUdeviceptr dptr)
+{
+    range r;
+    if (!table_find(&dev_ranges, dptr, &r))
+        return CUDA_ERROR_NOT_FOUND;
+    if (pbase)
+        *pbase = r.base;
+    if (psize)
+        *psize = r.size;
+    return CUDA_SUCCESS;
+}
+
+/* ---- copies ------------------------------------------------------------------------------ */
+
+static CUresult htod(CUdeviceptr dst, const void *src, size_t n, CUstream stream, int async)
+{
+    if (n == 0)
+        return CUDA_SUCCESS;
+    if (!src)
+        return CUDA_ERROR_INVALID_VALUE;
+    uint64_t sid = rgpu_stream_id(stream);
+    if (sid == UINT64_MAX)
+        return CUDA_ERROR_INVALID_HANDLE;
+    int dev = dev_of_ptr(dst);
+    CUresult st = CUDA_SUCCESS;
+    for (size_t off = 0; off < n && st == CUDA_SUCCESS; off += COPY_CHUNK) {
+        size_t len = n - off < COPY_CHUNK ? n - off : COPY_CHUNK;
+        int last = off + len >= n;
+        mp_buf b;
+        if (async) {
+            rgpu_body_begin_bulk(&b, "cuMemcpyHtoDAsync_v2", 2);
+            mp_uint(&b, dst + off);
+            mp_uint(&b, sid);
+        } else {
+            rgpu_body_begin_bulk(&b, "cuMemcpyHtoD_v2", 1);
+            mp_uint(&b, dst + off);
+        }
+        mp_uint(&b, 1); /* bulk_index: the data is the second argument */
+        if (last && !async) {
+            rgpu_reply r;
+            st = rgpu_simple_call(dev, &b, (const uint8_t *)src + off, len, &r);
+            if (st == CUDA_SUCCESS)
+                rgpu_reply_free(&r);
+        } else {
+            st = rgpu_simple_batch(dev, &b, (const uint8_t *)src + off, len);
+        }
+        mp_free(&b);
+    }
+    return st;
+}
+
+static CUresult dtoh(void *dst, CUdeviceptr src, size_t n, CUstream stream, int async)
+{
+    if (n == 0)
+        return CUDA_SUCCESS;
+    if (!dst)
+        return CUDA_ERROR_INVALID_VALUE;
+    uint64_t sid = rgpu_stream_id(stream);
+    if (sid == UINT64_MAX)
+        return CUDA_ERROR_INVALID_HANDLE;
+    int dev = dev_of_ptr(src);
+    CUresult st = CUDA_SUCCESS;
+    for (size_t off = 0; off < n && st == CUDA_SUCCESS; off += COPY_CHUNK) {
+        size_t len = n - off < COPY_CHUNK ? n - off : COPY_CHUNK;
+        mp_buf b;
+        if (async) {
+            rgpu_body_begin(&b, "cuMemcpyDtoHAsync_v2", 3);
+            mp_uint(&b, src + off);
+            mp_uint(&b, len);
+            mp_uint(&b, sid);
+        } else {
+            rgpu_body_begin(&b, "cuMemcpyDtoH_v2", 2);
+            mp_uint(&b, src + off);
+            mp_uint(&b, len);
+        }
+        rgpu_reply r;
+        st = rgpu_simple_call(dev, &b, NULL, 0, &r);
+        mp_free(&b);
+        if (st != CUDA_SUCCESS)
+            break;
+        if (r.bulk_len == len) {
+            memcpy((uint8_t *)dst + off, r.bulk, len);
+        } else if (r.has_body && r.doc.nodes[0].type == MP_BIN && r.doc.nodes[0].count == len) {
+            memcpy((uint8_t *)dst + off, r.doc.nodes[0].v.p, len);
+        } else {
+            st = CUDA_ERROR_UNKNOWN;
+        }
+        rgpu_reply_free(&r);
+    }
+    return st;
+}
+
+static CUresult dtod(CUdeviceptr dst, CUdeviceptr src, size_t n, CUstream stream, int async,
+                     const char *fn)
+{
+    if (n == 0)
+        return CUDA_SUCCESS;
+    uint64_t sid = rgpu_stream_id(stream);
+    if (sid == UINT64_MAX)
+        return CUDA_ERROR_INVALID_HANDLE;
+    mp_buf b;
+    rgpu_body_begin(&b, fn, async ? 4 : 3);
+    mp_uint(&b, dst);
+    mp_uint(&b, src);
+    mp_uint(&b, n);
+    if (async)
+        mp_uint(&b, sid);
+    return rgpu_status_call(dev_of_ptr(dst), &b, 0);
+}
+
+CUresult cuMemcpyHtoD_v2(CUdeviceptr dstDevice, const void *srcHost, size_t ByteCount)
+{
+    return htod(dstDevice, srcHost, ByteCount, NULL, 0);
+}
+
+CUresult cuMemcpyDtoH_v2(void *dstHost, CUdeviceptr srcDevice, size_t ByteCount)
+{
+    return dtoh(dstHost, srcDevice, ByteCount, NULL, 0);
+}
+
+CUresult cuMemcpyDtoD_v2(CUdeviceptr dstDevice, CUdeviceptr srcDevice, size_t ByteCount)
+{
+    return dtod(dstDevice, srcDevice, ByteCount, NULL, 0, "cuMemcpyDtoD_v2");
+}
+
+CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr dstDevice, const void *srcHost, size_t ByteCount,
+                              CUstream hStream)
+{
+    return htod(dstDevice, srcHost, ByteCount, hStream, 1);
+}
+
+CUresult cuMemcpyDtoHAsync_v2(void *dstHost, CUdeviceptr srcDevice, size_t ByteCount,
+                              CUstream hStream)
+{
+    return dtoh(dstHost, srcDevice, ByteCount, hStream, 1);
+}
+
+CUresult cuMemcpyDtoDAsync_v2(CUdeviceptr dstDevice, CUdeviceptr srcDevice, size_t ByteCount,
+                              CUstream hStream)
+{
+    return dtod(dstDevice, srcDevice, ByteCount, hStream, 1, "cuMemcpyDtoDAsync_v2");
+}
+
+static CUresult unified_copy(CUdeviceptr dst, CUdeviceptr src, size_t n, CUstream stream,
+                             int async)
+{
+    int d_dev = rgpu_range_device(dst, NULL);
+    int s_dev = rgpu_range_device(src, NULL);
+    if (d_dev && s_dev)
+        return async ? dtod(dst, src, n, stream, 1, "cuMemcpyAsync")
+                     : dtod(dst, src, n, NULL, 0, "cuMemcpy");
+    if (d_dev)
+        return htod(dst, (const void *)(uintptr_t)src, n, stream, async);
+    if (s_dev)
+        return dtoh((void *)(uintptr_t)dst, src, n, stream, async);
+    if (n && (!dst || !src))
+        return CUDA_ERROR_INVALID_VALUE;
+    if (async && stream) {
+        CUresult st = cuStreamSynchronize(stream);
+        if (st != CUDA_SUCCESS)
+            return st;
+    }
+    memmove((void *)(uintptr_t)dst, (const void *)(uintptr_t)src, n);
+    return CUDA_SUCCESS;
+}
+
+CUresult cuMemcpy(CUdeviceptr dst, CUdeviceptr src, size_t ByteCount)
+{
+    return unified_copy(dst, src, ByteCount, NULL, 0);
+}
+
+CUresult cuMemcpyAsync(CUdeviceptr dst, CUdeviceptr src, size_t ByteCount, CUstream hStream)
+{
+    return unified_copy(dst, src, ByteCount, hStream, 1);
+}
+
+/* 2D copies: host sides are packed (WidthInBytes per row) for the server. */
+static CUresult copy2d(const CUDA_MEMCPY2D *c, CUstream stream, int async)
+{
+    if (!c)
+        return CUDA_ERROR_INVALID_VALUE;
+    uint64_t sid = rgpu_stream_id(stream);
+    if (sid == UINT64_MAX)
+        return CUDA_ERROR_INVALID_HANDLE;
+    CUmemorytype st_ = c->srcMemoryType, dt = c->dstMemoryType;
+    if (st_ == CU_MEMORYTYPE_UNIFIED)
+        st_ = rgpu_range_device(c->srcDevice, NULL) ? CU_MEMORYTYPE_DEVICE : CU_MEMORYTYPE_HOST;
+    if (dt == CU_MEMORYTYPE_UNIFIED)
+        dt = rgpu_range_device(c->dstDevice, NULL) ? CU_MEMORYTYPE_DEVICE : CU_MEMORYTYPE_HOST;
+    if (st_ == CU_MEMORYTYPE_ARRAY || dt == CU_MEMORYTYPE_ARRAY) {
+        rgpu_report_unsupported("cuMemcpy2D (CUDA arrays)");
+        return CUDA_ERROR_NOT_SUPPORTED;
+    }
+    size_t w = c->WidthInBytes, h = c->Height;
+    if (w == 0 || h == 0)
+        return CUDA_SUCCESS;
+    const uint8_t *src_host = st_ == CU_MEMORYTYPE_HOST
+                                  ? (const uint8_t *)(c->srcMemoryType == CU_MEMORYTYPE_UNIFIED
+                                                          ? (const void *)(uintptr_t)c->srcDevice
+                                                          : c->srcHost)
+                                  : NULL;
+    uint8_t *dst_host = dt == CU_MEMORYTYPE_HOST
+                            ? (uint8_t *)(c->dstMemoryType == CU_MEMORYTYPE_UNIFIED
+                                              ? (void *)(uintptr_t)c->dstDevice
+                                              : c->dstHost)
+                            : NULL;
+    if (src_host && dst_host) {
+        for (size_t r = 0; r < h; r++)
+            memmove(dst_host + (c->dstY + r) * c->dstPitch + c->dstXInBytes,
+                    src_host + (c->srcY + r) * c->srcPitch + c->srcXInBytes, w);
+        return CUDA_SUCCESS;
+    }
+    uint8_t *packed = NULL;
+    if (src_host) {
+        if (w > SIZE_MAX / h)
+            return CUDA_ERROR_INVALID_VALUE;
+        packed = malloc(w * h);
+        if (!packed)
+            return CUDA_ERROR_OUT_OF_MEMORY;
+        for (size_t r = 0; r < h; r++)
+            memcpy(packed + r * w, src_host + (c->srcY + r) * c->srcPitch + c->srcXInBytes, w);
+    }
+    mp_buf b;
+    const char *fn = async ? "cuMemcpy2DAsync_v2" : "cuMemcpy2D_v2";
+    if (packed)
+        rgpu_body_begin_bulk(&b, fn, async ? 2 : 1);
+    else
+        rgpu_body_begin(&b, fn, async ? 2 : 1);
+    mp_map(&b, 12);
+    mp_str(&b, "srcXInBytes");
+    mp_uint(&b, src_host ? 0 : c->srcXInBytes);
+    mp_str(&b, "srcY");
+    mp_uint(&b, src_host ? 0 : c->srcY);
+    mp_str(&b, "srcMemoryType");
+    mp_uint(&b, st_);
+    mp_str(&b, "srcDevice");
+    mp_uint(&b, src_host ? 0 : c->srcDevice);
+    mp_str(&b, "srcPitch");
+    mp_uint(&b, src_host ? w : c->srcPitch);
+    mp_str(&b, "dstXInBytes");
+    mp_uint(&b, dst_host ? 0 : c->dstXInBytes);
+    mp_str(&b, "dstY");
+    mp_uint(&b, dst_host ? 0 : c->dstY);
+    mp_str(&b, "dstMemoryType");
+    mp_uint(&b, dt);
+    mp_str(&b, "dstDevice");
+    mp_uint(&b, dst_host ? 0 : c->dstDevice);
+    mp_str(&b, "dstPitch");
+    mp_uint(&b, dst_host ? w : c->dstPitch);
+    mp_str(&b, "WidthInBytes");
+    mp_uint(&b, w);
+    mp_str(&b, "Height");
+    mp_uint(&b, h);
+    if (async)
+        mp_uint(&b, sid);
+    if (packed)
+        mp_uint(&b, async ? 2 : 1); /* bulk_index: host_data follows */
+    int dev = rgpu_current_dev();
+    if (!src_host && c->srcDevice)
+        dev = dev_of_ptr(c->srcDevice);
+    else if (!dst_host && c->dstDevice)
+        dev = dev_of_ptr(c->dstDevice);
+    rgpu_reply r;
+    CUresult st;
+    if (dst_host || !async) {
+        st = rgpu_simple_call(dev, &b, packed, packed ? w * h : 0, &r);
+        if (st == CUDA_SUCCESS) {
+            if (dst_host) {
+                if (r.bulk_len != w * h) {
+                    st = CUDA_ERROR_UNKNOWN;
+                } else {
+                    for (size_t row = 0; row < h; row++)
+                        memcpy(dst_host + (c->dstY + row) * c->dstPitch + c->dstXInBytes,
+                               r.bulk + row * w, w);
+                }
+            }
+            rgpu_reply_free(&r);
+        }
+    } else {
+        st = rgpu_simple_batch(dev, &b, packed, packed ? w * h : 0);
+    }
+    mp_free(&b);
+    free(packed);
+    return st;
+}
+
+CUresult cuMemcpy2D_v2(const CUDA_MEMCPY2D *pCopy)
+{
+    return copy2d(pCopy, NULL, 0);
+}
+
+CUresult cuMemcpy2DUnaligned_v2(const CUDA_MEMCPY2D *pCopy)
+{
+    return copy2d(pCopy, NULL, 0);
+}
+
+CUresult cuMemcpy2DAsync_v2(const CUDA_MEMCPY2D *pCopy, CUstream hStream)
+{
+    return copy2d(pCopy, hStream, 1);
+}
+
+/* ---- memset ------------------------------------------------------------------------------ */
+
+static CUresult memset_call(const char *fn, CUdeviceptr dst, unsigned value, size_t count,
+                            CUstream stream, int async)
+{
+    uint64_t sid = rgpu_stream_id(stream);
+    if (sid == UINT64_MAX)
+        return CUDA_ERROR_INVALID_HANDLE;
+    mp_buf b;
+    rgpu_body_begin(&b, fn, async ? 4 : 3);
+    mp_uint(&b, dst);
+    mp_uint(&b, value);
+    mp_uint(&b, count);
+    if (async)
+        mp_uint(&b, sid);
+    return rgpu_status_call(dev_of_ptr(dst), &b, 0);
+}
+
+static CUresult memset2d_call(const char *fn, CUdeviceptr dst, size_t pitch, unsigned value,
+                              size_t w, size_t h)
+{
+    mp_buf b;
+    rgpu_body_begin(&b, fn, 5);
+    mp_uint(&b, dst);
+    mp_uint(&b, pitch);
+    mp_uint(&b, value);
+    mp_uint(&b, w);
+    mp_uint(&b, h);
+    return rgpu_status_call(dev_of_ptr(dst), &b, 0);
+}
+
+CUresult cuMemsetD8_v2(CUdeviceptr d, unsigned char uc, size_t N)
+{
+    return memset_call("cuMemsetD8_v2", d, uc, N, NULL, 0);
+}
+
+CUresult cuMemsetD16_v2(CUdeviceptr d, unsigned short us, size_t N)
+{
+    return memset_call("cuMemsetD16_v2", d, us, N, NULL, 0);
+}
+
+CUresult cuMemsetD32_v2(CUdeviceptr d, unsigned int ui, size_t N)
+{
+    return memset_call("cuMemsetD32_v2", d, ui, N, NULL, 0);
+}
+
+CUresult cuMemsetD8Async(CUdeviceptr d, unsigned char uc, size_t N, CUstream s)
+{
+    return memset_call("cuMemsetD8Async", d, uc, N, s, 1);
+}
+
+CUresult cuMemsetD16Async(CUdeviceptr d, unsigned short us, size_t N, CUstream s)
+{
+    return memset_call("cuMemsetD16Async", d, us, N, s, 1);
+}
+
+CUresult cuMemsetD32Async(CUdeviceptr d, unsigned int ui, size_t N, CUstream s)
+{
+    return memset_call("cuMemsetD32Async", d, ui, N, s, 1);
+}
+
+CUresult cuMemsetD2D8_v2(CUdeviceptr d, size_t pitch, unsigned char uc, size_t w, size_t h)
+{
+    return memset2d_call("cuMemsetD2D8_v2", d, pitch, uc, w, h);
+}
+
+CUresult cuMemsetD2D16_v2(CUdeviceptr d, size_t pitch, unsigned short us, size_t w, size_t h)
+{
+    return memset2d_call("cuMemsetD2D16_v2", d, pitch, us, w, h);
+}
+
+CUresult cuMemsetD2D32_v2(CUdeviceptr d, size_t pitch, unsigned int ui, size_t w, size_t h)
+{
+    return memset2d_call("cuMemsetD2D32_v2", d, pitch, ui, w, h);
+}
+
+/* ---- page-locked host memory: real local memory ------------------------------------------ */
+
+CUresult cuMemHostAlloc(void **pp, size_t bytesize, unsigned int Flags)
+{
+    if (!pp || bytesize == 0)
+        return CUDA_ERROR_INVALID_VALUE;
+    if (!rgpu_initialized)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    void *p = NULL;
+    if (posix_memalign(&p, 4096, bytesize) != 0)
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    if (table_add(&host_ranges, (range){(uint64_t)(uintptr_t)p, bytesize, rgpu_current_dev(),
+                                        rgpu_current_ctx(), Flags}) != 0) {
+        free(p);
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    }
+    *pp = p;
+    return CUDA_SUCCESS;
+}
+
+CUresult cuMemAllocHost_v2(void **pp, size_t bytesize)
+{
+    return cuMemHostAlloc(pp, bytesize, 0);
+}
+
+CUresult cuMemFreeHost(void *p)
+{
+    range r;
+    if (!table_remove(&host_ranges, (uint64_t)(uintptr_t)p, &r) || (r.flags & HOST_REGISTERED))
+        return CUDA_ERROR_INVALID_VALUE;
+    free(p);
+    return CUDA_SUCCESS;
+}
+
+CUresult cuMemHostRegister_v2(void *p, size_t bytesize, unsigned int Flags)
+{
+    if (!p || bytesize == 0)
+        return CUDA_ERROR_INVALID_VALUE;
+    if (!rgpu_initialized)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    if (rgpu_range_host(p, NULL, NULL))
+        return CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED;
+    if (table_add(&host_ranges, (range){(uint64_t)(uintptr_t)p, bytesize, rgpu_current_dev(),
+                                        rgpu_current_ctx(), Flags | HOST_REGISTERED}) != 0)
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    return CUDA_SUCCESS;
+}
+
+CUresult cuMemHostRegister(void *p, size_t bytesize, unsigned int Flags)
+{
+    return cuMemHostRegister_v2(p, bytesize, Flags);
+}
+
+CUresult cuMemHostUnregister(void *p)
+{
+    range r;
+    if (!table_find(&host_ranges, (uint64_t)(uintptr_t)p, &r) || !(r.flags & HOST_REGISTERED) ||
+        r.base != (uint64_t)(uintptr_t)p)
+        return CUDA_ERROR_HOST_MEMORY_NOT_REGISTERED;
+    table_remove(&host_ranges, r.base, NULL);
+    return CUDA_SUCCESS;
+}
+
+CUresult cuMemHostGetFlags(unsigned int *pFlags, void *p)
+{
+    range r;
+    if (!pFlags)
+        return CUDA_ERROR_INVALID_VALUE;
+    if (!table_find(&host_ranges, (uint64_t)(uintptr_t)p, &r))
+        return CUDA_ERROR_INVALID_VALUE;
+    *pFlags = r.flags & ~HOST_REGISTERED;
+    return CUDA_SUCCESS;
+}
+
+CUresult cuMemHostGetDevicePointer_v2(CUdeviceptr *pdptr, void *p, unsigned int Flags)
+{
+    (void)pdptr;
+    (void)p;
+    (void)Flags;
+    /* Mapped (zero-copy) host memory would need the server to see this process's memory. */
+    rgpu_report_unsupported("cuMemHostGetDevicePointer_v2");
+    return CUDA_ERROR_NOT_SUPPORTED;
+}
+
+/* ---- pointer attributes, from the range tables ------------------------------------------- */
+
+static CUresult pointer_attribute(void *data, CUpointer_attribute attribute, CUdeviceptr ptr)
+{
+    range r;
+    int is_dev = table_find(&dev_ranges, ptr, &r);
+    if (!is_dev && !table_find(&host_ranges, ptr, &r))
+        return CUDA_ERROR_INVALID_VALUE;
+    if (!data)
+        return CUDA_ERROR_INVALID_VALUE;
+    switch (attribute) {
+    case CU_POINTER_ATTRIBUTE_CONTEXT:
+        *(CUcontext *)data = (CUcontext)r.ctx;
+        break;
+    case CU_POINTER_ATTRIBUTE_MEMORY_TYPE:
+        *(unsigned int *)data = is_dev ? CU_MEMORYTYPE_DEVICE : CU_MEMORYTYPE_HOST;
+        break;
+    case CU_POINTER_ATTRIBUTE_DEVICE_POINTER:
+        if (!is_dev)
+            return CUDA_ERROR_NOT_SUPPORTED; /* mapped host memory is not offered */
+        *(CUdeviceptr *)data = ptr;
+        break;
+    case CU_POINTER_ATTRIBUTE_HOST_POINTER:
+        if (is_dev)
+            return CUDA_ERROR_INVALID_VALUE;
+        *(void **)data = (void *)(uintptr_t)ptr;
+        break;
+    case CU_POINTER_ATTRIBUTE_SYNC_MEMOPS:
+        *(unsigned int *)data = 1;
+        break;
+    case CU_POINTER_ATTRIBUTE_BUFFER_ID:
+        *(unsigned long long *)data = r.base;
+        break;
+    case CU_POINTER_ATTRIBUTE_IS_MANAGED:
+    case CU_POINTER_ATTRIBUTE_IS_LEGACY_CUDA_IPC_CAPABLE:
+    case CU_POINTER_ATTRIBUTE_IS_GPU_DIRECT_RDMA_CAPABLE:
+        *(unsigned int *)data = 0;
+        break;
+    case CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL:
+        *(int *)data = r.dev;
+        break;
+    case CU_POINTER_ATTRIBUTE_RANGE_START_ADDR:
+        *(void **)data = (void *)(uintptr_t)r.base;
+        break;
+    case CU_POINTER_ATTRIBUTE_RANGE_SIZE:
+        *(size_t *)data = r.size;
+        break;
+    case CU_POINTER_ATTRIBUTE_MAPPED:
+        *(unsigned int *)data = 1;
+        break;
+    case CU_POINTER_ATTRIBUTE_ALLOWED_HANDLE_TYPES:
+        *(unsigned long long *)data = 0;
+        break;
+    case CU_POINTER_ATTRIBUTE_ACCESS_FLAGS:
+        *(unsigned int *)data = 3; /* CU_POINTER_ATTRIBUTE_ACCESS_FLAG_READWRITE */
+        break;
+    case CU_POINTER_ATTRIBUTE_MEMPOOL_HANDLE:
+        *(void **)data = NULL;
+        break;
+    default:
+        return CUDA_ERROR_INVALID_VALUE;
+    }
+    return CUDA_SUCCESS;
+}
+
+CUresult cuPointerGetAttribute(void *data, CUpointer_attribute attribute, CUdeviceptr ptr)
+{
+    if (!rgpu_initialized)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    return pointer_attribute(data, attribute, ptr);
+}
+
+CUresult cuPointerGetAttributes(unsigned int numAttributes, CUpointer_attribute *attributes,
+                                void **data, CUdeviceptr ptr)
+{
+    if (!rgpu_initialized)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    if (!attributes || !data)
+        return CUDA_ERROR_INVALID_VALUE;
+    for (unsigned i = 0; i < numAttributes; i++) {
+        if (!data[i])
+            continue;
+        if (pointer_attribute(data[i], attributes[i], ptr) == CUDA_SUCCESS)
+            continue;
+        /* documented: unknown pointers read as zero values, not an error */
+        switch (attributes[i]) {
+        case CU_POINTER_ATTRIBUTE_CONTEXT:
+        case CU_POINTER_ATTRIBUTE_HOST_POINTER:
+        case CU_POINTER_ATTRIBUTE_RANGE_START_ADDR:
+        case CU_POINTER_ATTRIBUTE_MEMPOOL_HANDLE:
+            *(void **)data[i] = NULL;
+            break;
+        case CU_POINTER_ATTRIBUTE_DEVICE_POINTER:
+        case CU_POINTER_ATTRIBUTE_BUFFER_ID:
+        case CU_POINTER_ATTRIBUTE_ALLOWED_HANDLE_TYPES:
+        case CU_POINTER_ATTRIBUTE_RANGE_SIZE:
+            *(unsigned long long *)data[i] = 0;
+            break;
+        case CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL:
+            *(int *)data[i] = -2;
+            break;
+        default:
+            *(unsigned int *)data[i] = 0;
+            break;
+        }
+    }
+    return CUDA_SUCCESS;
+}

@@ -1,0 +1,923 @@
+/* Modules, libraries, functions, kernels, globals and launches.
+ *
+ * Images are sized from their own headers and shipped whole as the bulk segment of the load
+ * call: a __fatBinC_Wrapper_t is followed to its fatbin, a fatbin is walked container by
+ * container, an ELF is measured by its header tables and sections, PTX is its text and NUL.
+ * Kernel parameters are packed with the layout the server reports (cuFuncGetParamInfo /
+ * cuKernelGetParamInfo), fetched once per function. Launches are BATCH frames. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "rgpu_shim.h"
+
+#define WRAPPER_MAGIC 0x466243B1u
+#define FATBIN_MAGIC 0xBA55ED50u
+#define MAX_IMAGE ((size_t)1 << 30)
+
+static uint32_t rd32(const uint8_t *p)
+{
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+static uint64_t rd64(const uint8_t *p)
+{
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return v;
+}
+
+static size_t fatbin_size(const uint8_t *p)
+{
+    size_t off = 0;
+    for (;;) {
+        uint16_t hs;
+        memcpy(&hs, p + off + 6, 2);
+        uint64_t fat = rd64(p + off + 8);
+        if (hs < 16 || fat > MAX_IMAGE)
+            return 0;
+        size_t end = off + hs + fat;
+        /* a chained container may follow, 8-aligned, after zero padding */
+        size_t next = (end + 7) & ~(size_t)7;
+        size_t scanned = 0;
+        while (rd64(p + next) == 0 && scanned < 64) {
+            next += 8;
+            scanned++;
+        }
+        if (rd32(p + next) != FATBIN_MAGIC)
+            return end;
+        off = next;
+    }
+}
+
+static size_t elf_size(const uint8_t *p)
+{
+    if (p[4] != 2) /* ELF64 only */
+        return 0;
+    uint64_t phoff = rd64(p + 0x20), shoff = rd64(p + 0x28);
+    uint16_t phentsize, phnum, shentsize, shnum;
+    memcpy(&phentsize, p + 0x36, 2);
+    memcpy(&phnum, p + 0x38, 2);
+    memcpy(&shentsize, p + 0x3a, 2);
+    memcpy(&shnum, p + 0x3c, 2);
+    uint64_t end = 64;
+    if (phoff + (uint64_t)phnum * phentsize > end)
+        end = phoff + (uint64_t)phnum * phentsize;
+    if (shoff + (uint64_t)shnum * shentsize > end)
+        end = shoff + (uint64_t)shnum * shentsize;
+    if (end > MAX_IMAGE)
+        return 0;
+    for (unsigned i = 0; i < shnum && shentsize >= 64; i++) {
+        const uint8_t *sh = p + shoff + (uint64_t)i * shentsize;
+        if (rd32(sh + 4) == 8) /* SHT_NOBITS */
+            continue;
+        uint64_t e = rd64(sh + 0x18) + rd64(sh + 0x20);
+        if (e > end && e <= MAX_IMAGE)
+            end = e;
+    }
+    for (unsigned i = 0; i < phnum && phentsize >= 56; i++) {
+        const uint8_t *ph = p + phoff + (uint64_t)i * phentsize;
+        uint64_t e = rd64(ph + 8) + rd64(ph + 0x20);
+        if (e > end && e <= MAX_IMAGE)
+            end = e;
+    }
+    return (size_t)end;
+}
+
+/* The bytes to ship for an image handed to a load call; 0 if it cannot be sized. */
+static size_t image_span(const void *image, const uint8_t **start)
+{
+    const uint8_t *p = image;
+    *start = p;
+    if (!p)
+        return 0;
+    uint32_t magic = rd32(p);
+    if (magic == WRAPPER_MAGIC) {
+        const uint8_t *data = (const uint8_t *)(uintptr_t)rd64(p + 8);
+        if (!data || rd32(data) != FATBIN_MAGIC)
+            return 0;
+        *start = data;
+        return fatbin_size(data);
+    }
+    if (magic == FATBIN_MAGIC)
+        return fatbin_size(p);
+    if (!memcmp(p, "\177ELF", 4))
+        return elf_size(p);
+    return strlen((const char *)p) + 1;
+}
+
+static void put_options(mp_buf *b, unsigned n, const int *keys, void **values)
+{
+    if (!n || !keys || !values) {
+        mp_nil(b);
+        return;
+    }
+    mp_map(b, n);
+    for (unsigned i = 0; i < n; i++) {
+        mp_int(b, keys[i]);
+        mp_uint(b, (uint64_t)(uintptr_t)values[i]);
+    }
+}
+
+/* Load `image` as module or library `o` with function `fn` (options: NULL or maps). */
+static CUresult load_image(rgpu_obj *o, const char *fn, const void *image, int library,
+                           unsigned njit, const int *jit_keys, void **jit_vals, unsigned nlib,
+                           const int *lib_keys, void **lib_vals)
+{
+    const uint8_t *start;
+    size_t n = image_span(image, &start);
+    if (n == 0)
+        return CUDA_ERROR_INVALID_IMAGE;
+    mp_buf b;
+    if (library) {
+        rgpu_body_begin_bulk(&b, fn, 3);
+        mp_uint(&b, o->id);
+        put_options(&b, njit, jit_keys, jit_vals);
+        put_options(&b, nlib, lib_keys, lib_vals);
+    } else if (njit) {
+        rgpu_body_begin_bulk(&b, fn, 2);
+        mp_uint(&b, o->id);
+        put_options(&b, njit, jit_keys, jit_vals);
+    } else {
+        rgpu_body_begin_bulk(&b, fn, 1);
+        mp_uint(&b, o->id);
+    }
+    mp_uint(&b, 1); /* bulk_index: the image is the second argument */
+    rgpu_reply r;
+    CUresult st = rgpu_simple_call(o->dev, &b, start, n, &r);
+    mp_free(&b);
+    if (st == CUDA_SUCCESS)
+        rgpu_reply_free(&r);
+    RGPU_DEBUG("%s: %zu-byte image -> %d", fn, n, (int)st);
+    return st;
+}
+
+static CUresult module_load(CUmodule *module, const void *image, unsigned n, CUjit_option *opts,
+                            void **vals, const char *fn)
+{
+    if (!module || !image)
+        return CUDA_ERROR_INVALID_VALUE;
+    if (!rgpu_initialized)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    rgpu_ctx *ctx = rgpu_current_ctx();
+    rgpu_obj *o = rgpu_obj_new(RK_MODULE, ctx ? ctx->dev : 0, ctx);
+    if (!o)
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    /* JIT options carry output pointers (logs); only plain values are forwarded */
+    CUresult st = load_image(o, fn, image, 0, n, (const int *)opts, vals, 0, NULL, NULL);
+    if (st != CUDA_SUCCESS) {
+        rgpu_obj_free(o);
+        return st;
+    }
+    *module = (CUmodule)o;
+    return CUDA_SUCCESS;
+}
+
+CUresult cuModuleLoadData(CUmodule *module, const void *image)
+{
+    return module_load(module, image, 0, NULL, NULL, "cuModuleLoadData");
+}
+
+CUresult cuModuleLoadDataEx(CUmodule *module, const void *image, unsigned int numOptions,
+                            CUjit_option *options, void **optionValues)
+{
+    (void)numOptions;
+    (void)options;
+    (void)optionValues;
+    /* JIT options mostly name output buffers (logs) of this process: not forwarded */
+    return module_load(module, image, 0, NULL, NULL, "cuModuleLoadData");
+}
+
+CUresult cuModuleLoadFatBinary(CUmodule *module, const void *fatCubin)
+{
+    return module_load(module, fatCubin, 0, NULL, NULL, "cuModuleLoadFatBinary");
+}
+
+CUresult cuModuleUnload(CUmodule hmod)
+{
+    rgpu_obj *o = rgpu_obj_check(hmod, RK_MODULE);
+    if (!o)
+        return CUDA_ERROR_INVALID_HANDLE;
+    CUresult st = CUDA_SUCCESS;
+    if (!rgpu_connection_dead()) {
+        mp_buf b;
+        rgpu_body_begin(&b, "cuModuleUnload", 1);
+        mp_uint(&b, o->id);
+        st = rgpu_status_call(o->dev, &b, 0);
+    }
+    o->kind = 0; /* functions of the module keep pointing at it: leave the memory */
+    return st;
+}
+
+static CUresult bind_function(rgpu_obj *parent, uint32_t kind, const char *fn, const char *name,
+                              rgpu_obj **out)
+{
+    rgpu_obj *f = rgpu_obj_new(kind, parent->dev, rgpu_current_ctx());
+    if (!f)
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    f->parent = parent;
+    f->name = strdup(name);
+    mp_buf b;
+    rgpu_body_begin(&b, fn, 3);
+    mp_uint(&b, f->id);
+    mp_uint(&b, parent->id);
+    mp_str(&b, name);
+    /* a CALL: a missing name must fail here (CUDA_ERROR_NOT_FOUND), not at the launch */
+    rgpu_reply r;
+    CUresult st = rgpu_simple_call(parent->dev, &b, NULL, 0, &r);
+    mp_free(&b);
+    if (st != CUDA_SUCCESS) {
+        rgpu_obj_free(f);
+        return st;
+    }
+    rgpu_reply_free(&r);
+    *out = f;
+    return CUDA_SUCCESS;
+}
+
+CUresult cuModuleGetFunction(CUfunction *hfunc, CUmodule hmod, const char *name)
+{
+    rgpu_obj *m = rgpu_obj_check(hmod, RK_MODULE);
+    if (!m)
+        return CUDA_ERROR_INVALID_HANDLE;
+    if (!hfunc || !name)
+        return CUDA_ERROR_INVALID_VALUE;
+    rgpu_obj *f;
+    CUresult st = bind_function(m, RK_FUNCTION, "cuModuleGetFunction", name, &f);
+    if (st == CUDA_SUCCESS)
+        *hfunc = (CUfunction)f;
+    return st;
+}
+
+static CUresult get_global(rgpu_obj *parent, const char *fn, const char *name, CUdeviceptr *dptr,
+                           size_t *bytes)
+{
+    if (!name)
+        return CUDA_ERROR_INVALID_VALUE;
+    mp_buf b;
+    rgpu_body_begin(&b, fn, 2);
+    mp_uint(&b, parent->id);
+    mp_str(&b, name);
+    rgpu_reply r;
+    CUresult st = rgpu_simple_call(parent->dev, &b, NULL, 0, &r);
+    mp_free(&b);
+    if (st != CUDA_SUCCESS)
+        return st;
+    int64_t p = 0, n = 0;
+    if (rgpu_reply_pair(&r, &p, &n) != 0)
+        st = CUDA_ERROR_UNKNOWN;
+    rgpu_reply_free(&r);
+    if (st == CUDA_SUCCESS) {
+        if (dptr)
+            *dptr = (CUdeviceptr)p;
+        if (bytes)
+            *bytes = (size_t)n;
+    }
+    return st;
+}
+
+CUresult cuModuleGetGlobal_v2(CUdeviceptr *dptr, size_t *bytes, CUmodule hmod, const char *name)
+{
+    rgpu_obj *m = rgpu_obj_check(hmod, RK_MODULE);
+    if (!m)
+        return CUDA_ERROR_INVALID_HANDLE;
+    return get_global(m, "cuModuleGetGlobal_v2", name, dptr, bytes);
+}
+
+/* ---- libraries --------------------------------------------------------------------------- */
+
+CUresult cuLibraryLoadData(CUlibrary *library, const void *code, CUjit_option *jitOptions,
+                           void **jitOptionsValues, unsigned int numJitOptions,
+                           CUlibraryOption *libraryOptions, void **libraryOptionValues,
+                           unsigned int numLibraryOptions)
+{
+    (void)jitOptions;
+    (void)jitOptionsValues;
+    (void)numJitOptions;
+    if (!library || !code)
+        return CUDA_ERROR_INVALID_VALUE;
+    if (!rgpu_initialized)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    rgpu_obj *o = rgpu_obj_new(RK_LIBRARY, rgpu_current_dev(), NULL);
+    if (!o)
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    CUresult st = load_image(o, "cuLibraryLoadData", code, 1, 0, NULL, NULL, numLibraryOptions,
+                             (const int *)libraryOptions, libraryOptionValues);
+    if (st != CUDA_SUCCESS) {
+        rgpu_obj_free(o);
+        return st;
+    }
+    *library = (CUlibrary)o;
+    return CUDA_SUCCESS;
+}
+
+CUresult cuLibraryUnload(CUlibrary library)
+{
+    rgpu_obj *o = rgpu_obj_check(library, RK_LIBRARY);
+    if (!o)
+        return CUDA_ERROR_INVALID_HANDLE;
+    CUresult st = CUDA_SUCCESS;
+    if (!rgpu_connection_dead()) {
+        mp_buf b;
+        rgpu_body_begin(&b, "cuLibraryUnload", 1);
+        mp_uint(&b, o->id);
+        st = rgpu_status_call(o->dev, &b, 0);
+    }
+    o->kind = 0;
+    return st;
+}
+
+CUresult cuLibraryGetKernel(CUkernel *pKernel, CUlibrary library, const char *name)
+{
+    rgpu_obj *l = rgpu_obj_check(library, RK_LIBRARY);
+    if (!l)
+        return CUDA_ERROR_INVALID_HANDLE;
+    if (!pKernel || !name)
+        return CUDA_ERROR_INVALID_VALUE;
+    rgpu_obj *k;
+    CUresult st = bind_function(l, RK_KERNEL, "cuLibraryGetKernel", name, &k);
+    if (st == CUDA_SUCCESS)
+        *pKernel = (CUkernel)k;
+    return st;
+}
+
+CUresult cuLibraryGetModule(CUmodule *pMod, CUlibrary library)
+{
+    rgpu_obj *l = rgpu_obj_check(library, RK_LIBRARY);
+    if (!l)
+        return CUDA_ERROR_INVALID_HANDLE;
+    if (!pMod)
+        return CUDA_ERROR_INVALID_VALUE;
+    rgpu_obj *m = rgpu_obj_new(RK_MODULE, l->dev, rgpu_current_ctx());
+    if (!m)
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    mp_buf b;
+    rgpu_body_begin(&b, "cuLibraryGetModule", 2);
+    mp_uint(&b, m->id);
+    mp_uint(&b, l->id);
+    CUresult st = rgpu_status_call(l->dev, &b, 0);
+    if (st != CUDA_SUCCESS) {
+        rgpu_obj_free(m);
+        return st;
+    }
+    *pMod = (CUmodule)m;
+    return CUDA_SUCCESS;
+}
+
+CUresult cuLibraryGetGlobal(CUdeviceptr *dptr, size_t *bytes, CUlibrary library, const char *name)
+{
+    rgpu_obj *l = rgpu_obj_check(library, RK_LIBRARY);
+    if (!l)
+        return CUDA_ERROR_INVALID_HANDLE;
+    return get_global(l, "cuLibraryGetGlobal", name, dptr, bytes);
+}
+
+CUresult cuLibraryGetKernelCount(unsigned int *count, CUlibrary lib)
+{
+    rgpu_obj *l = rgpu_obj_check(lib, RK_LIBRARY);
+    if (!l)
+        return CUDA_ERROR_INVALID_HANDLE;
+    if (!count)
+        return CUDA_ERROR_INVALID_VALUE;
+    mp_buf b;
+    rgpu_body_begin(&b, "cuLibraryGetKernelCount", 1);
+    mp_uint(&b, l->id);
+    rgpu_reply r;
+    CUresult st = rgpu_simple_call(l->dev, &b, NULL, 0, &r);
+    mp_free(&b);
+    if (st != CUDA_SUCCESS)
+        return st;
+    int64_t v = 0;
+    rgpu_reply_i64(&r, &v);
+    rgpu_reply_free(&r);
+    *count = (unsigned)v;
+    return CUDA_SUCCESS;
+}
+
+CUresult cuKernelGetFunction(CUfunction *pFunc, CUkernel kernel)
+{
+    rgpu_obj *k = rgpu_obj_check(kernel, RK_KERNEL);
+    if (!k)
+        return CUDA_ERROR_INVALID_HANDLE;
+    if (!pFunc)
+        return CUDA_ERROR_INVALID_VALUE;
+    rgpu_ctx *ctx = rgpu_current_ctx();
+    uint64_t cid = ctx ? ctx->id : 0;
+    pthread_mutex_lock(&k->mu);
+    if (k->cached_func && k->cached_ctx == cid) {
+        *pFunc = (CUfunction)k->cached_func;
+        pthread_mutex_unlock(&k->mu);
+        return CUDA_SUCCESS;
+    }
+    pthread_mutex_unlock(&k->mu);
+    rgpu_obj *f = rgpu_obj_new(RK_FUNCTION, k->dev, ctx);
+    if (!f)
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    f->parent = k;
+    f->name = k->name ? strdup(k->name) : NULL;
+    mp_buf b;
+    rgpu_body_begin(&b, "cuKernelGetFunction", 2);
+    mp_uint(&b, f->id);
+    mp_uint(&b, k->id);
+    CUresult st = rgpu_status_call(k->dev, &b, 0);
+    if (st != CUDA_SUCCESS) {
+        rgpu_obj_free(f);
+        return st;
+    }
+    pthread_mutex_lock(&k->mu);
+    k->cached_func = f;
+    k->cached_ctx = cid;
+    pthread_mutex_unlock(&k->mu);
+    *pFunc = (CUfunction)f;
+    return CUDA_SUCCESS;
+}
+
+static rgpu_obj *func_or_kernel(const void *h)
+{
+    rgpu_obj *o = rgpu_obj_check(h, RK_FUNCTION);
+    return o ? o : rgpu_obj_check(h, RK_KERNEL);
+}
+
+static CUresult get_name(rgpu_obj *o, const char **name)
+{
+    if (!name)
+        return CUDA_ERROR_INVALID_VALUE;
+    *name = o->name ? o->name : "";
+    return CUDA_SUCCESS;
+}
+
+CUresult cuKernelGetName(const char **name, CUkernel hfunc)
+{
+    rgpu_obj *o = rgpu_obj_check(hfunc, RK_KERNEL);
+    return o ? get_name(o, name) : CUDA_ERROR_INVALID_HANDLE;
+}
+
+CUresult cuFuncGetName(const char **name, CUfunction hfunc)
+{
+    rgpu_obj *o = func_or_kernel(hfunc);
+    return o ? get_name(o, name) : CUDA_ERROR_INVALID_HANDLE;
+}
+
+CUresult cuFuncGetModule(CUmodule *hmod, CUfunction hfunc)
+{
+    rgpu_obj *o = rgpu_obj_check(hfunc, RK_FUNCTION);
+    if (!o)
+        return CUDA_ERROR_INVALID_HANDLE;
+    if (!hmod)
+        return CUDA_ERROR_INVALID_VALUE;
+    if (!o->parent || o->parent->kind != RK_MODULE)
+        return CUDA_ERROR_NOT_FOUND;
+    *hmod = (CUmodule)o->parent;
+    return CUDA_SUCCESS;
+}
+
+/* ---- parameter layouts ------------------------------------------------------------------- */
+
+static CUresult fetch_params(rgpu_obj *f)
+{
+    if (f->params.count >= 0)
+        return CUDA_SUCCESS;
+    int is_kernel = f->kind == RK_KERNEL;
+    uint32_t cap = 0, n = 0;
+    uint32_t *off = NULL, *size = NULL;
+    size_t total = 0;
+    CUresult st = CUDA_SUCCESS;
+    for (;;) {
+        mp_buf b;
+        rgpu_body_begin(&b, is_kernel ? "cuKernelGetParamInfo" : "cuFuncGetParamInfo", 2);
+        mp_uint(&b, f->id);
+        mp_uint(&b, n);
+        rgpu_reply r;
+        st = rgpu_simple_call(f->dev, &b, NULL, 0, &r);
+        mp_free(&b);
+        if (st == CUDA_ERROR_INVALID_VALUE) { /* past the last parameter */
+            st = CUDA_SUCCESS;
+            break;
+        }
+        if (st != CUDA_SUCCESS)
+            break;
+        int64_t o = 0, s = 0;
+        int bad = rgpu_reply_pair(&r, &o, &s) != 0 || o < 0 || s < 0 || o > (1 << 20) ||
+                  s > (1 << 20);
+        rgpu_reply_free(&r);
+        if (bad) {
+            st = CUDA_ERROR_UNKNOWN;
+            break;
+        }
+        if (n == cap) {
+            cap = cap ? cap * 2 : 8;
+            uint32_t *no = realloc(off, cap * sizeof *no);
+            if (no)
+                off = no;
+            uint32_t *ns = realloc(size, cap * sizeof *ns);
+            if (ns)
+                size = ns;
+            if (!no || !ns) {
+                st = CUDA_ERROR_OUT_OF_MEMORY;
+                break;
+            }
+        }
+        off[n] = (uint32_t)o;
+        size[n] = (uint32_t)s;
+        if ((size_t)(o + s) > total)
+            total = (size_t)(o + s);
+        n++;
+    }
+    if (st != CUDA_SUCCESS) {
+        free(off);
+        free(size);
+        return st;
+    }
+    pthread_mutex_lock(&f->mu);
+    if (f->params.count < 0) {
+        f->params.offset = off;
+        f->params.size = size;
+        f->params.total = total;
+        f->params.count = (int)n;
+        off = size = NULL;
+    }
+    pthread_mutex_unlock(&f->mu);
+    free(off);
+    free(size);
+    RGPU_DEBUG("%s: %d parameter(s), %zu bytes", f->name ? f->name : "?", (int)n, total);
+    return CUDA_SUCCESS;
+}
+
+CUresult cuFuncGetParamInfo(CUfunction func, size_t paramIndex, size_t *paramOffset,
+                            size_t *paramSize)
+{
+    rgpu_obj *f = func_or_kernel(func);
+    if (!f)
+        return CUDA_ERROR_INVALID_HANDLE;
+    CUresult st = fetch_params(f);
+    if (st != CUDA_SUCCESS)
+        return st;
+    if (paramIndex >= (size_t)f->params.count)
+        return CUDA_ERROR_INVALID_VALUE;
+    if (paramOffset)
+        *paramOffset = f->params.offset[paramIndex];
+    if (paramSize)
+        *paramSize = f->params.size[paramIndex];
+    return CUDA_SUCCESS;
+}
+
+CUresult cuKernelGetParamInfo(CUkernel kernel, size_t paramIndex, size_t *paramOffset,
+                              size_t *paramSize)
+{
+    return cuFuncGetParamInfo((CUfunction)kernel, paramIndex, paramOffset, paramSize);
+}
+
+/* Pack kernelParams / extra into the layout's buffer (caller frees *out). */
+static CUresult pack_params(rgpu_obj *f, void **kernelParams, void **extra, uint8_t **out,
+                            size_t *out_len)
+{
+    *out = NULL;
+    *out_len = 0;
+    if (extra) {
+        void *buf = NULL;
+        size_t size = 0;
+        int have_size = 0;
+        for (int i = 0; extra[i] != CU_LAUNCH_PARAM_END; i += 2) {
+            if (extra[i] == CU_LAUNCH_PARAM_BUFFER_POINTER) {
+                buf = extra[i + 1];
+            } else if (extra[i] == CU_LAUNCH_PARAM_BUFFER_SIZE) {
+                size = *(size_t *)extra[i + 1];
+                have_size = 1;
+            } else {
+                return CUDA_ERROR_INVALID_VALUE;
+            }
+        }
+        if (!have_size || (size && !buf))
+            return CUDA_ERROR_INVALID_VALUE;
+        *out = malloc(size ? size : 1);
+        if (!*out)
+            return CUDA_ERROR_OUT_OF_MEMORY;
+        if (size)
+            memcpy(*out, buf, size);
+        *out_len = size;
+        return CUDA_SUCCESS;
+    }
+    CUresult st = fetch_params(f);
+    if (st != CUDA_SUCCESS)
+        return st;
+    size_t total = f->params.total;
+    *out = calloc(1, total ? total : 1);
+    if (!*out)
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    if (f->params.count > 0 && !kernelParams) {
+        free(*out);
+        *out = NULL;
+        return CUDA_ERROR_INVALID_VALUE;
+    }
+    for (int i = 0; i < f->params.count; i++)
+        if (f->params.size[i])
+            memcpy(*out + f->params.offset[i], kernelParams[i], f->params.size[i]);
+    *out_len = total;
+    return CUDA_SUCCESS;
+}
+
+static CUresult launch(const char *fn, CUfunction f, unsigned gx, unsigned gy, unsigned gz,
+                       unsigned bx, unsigned by, unsigned bz, unsigned shmem, CUstream hStream,
+                       void **kernelParams, void **extra)
+{
+    rgpu_obj *o = func_or_kernel(f);
+    if (!o)
+        return CUDA_ERROR_INVALID_HANDLE;
+    uint64_t sid = rgpu_stream_id(hStream);
+    if (sid == UINT64_MAX)
+        return CUDA_ERROR_INVALID_HANDLE;
+    uint8_t *params;
+    size_t plen;
+    CUresult st = pack_params(o, kernelParams, extra, &params, &plen);
+    if (st != CUDA_SUCCESS)
+        return st;
+    mp_buf b;
+    rgpu_body_begin(&b, fn, 10);
+    mp_uint(&b, o->id);
+    mp_uint(&b, gx);
+    mp_uint(&b, gy);
+    mp_uint(&b, gz);
+    mp_uint(&b, bx);
+    mp_uint(&b, by);
+    mp_uint(&b, bz);
+    mp_uint(&b, shmem);
+    mp_uint(&b, sid);
+    mp_bin(&b, params, plen);
+    free(params);
+    /* launches on the session of the current context's device */
+    return rgpu_status_call(rgpu_current_ctx() ? rgpu_current_dev() : o->dev, &b, 0);
+}
+
+CUresult cuLaunchKernel(CUfunction f, unsigned int gridDimX, unsigned int gridDimY,
+                        unsigned int gridDimZ, unsigned int blockDimX, unsigned int blockDimY,
+                        unsigned int blockDimZ, unsigned int sharedMemBytes, CUstream hStream,
+                        void **kernelParams, void **extra)
+{
+    return launch("cuLaunchKernel", f, gridDimX, gridDimY, gridDimZ, blockDimX, blockDimY,
+                  blockDimZ, sharedMemBytes, hStream, kernelParams, extra);
+}
+
+CUresult cuLaunchKernel_ptsz(CUfunction f, unsigned int gridDimX, unsigned int gridDimY,
+                             unsigned int gridDimZ, unsigned int blockDimX, unsigned int blockDimY,
+                             unsigned int blockDimZ, unsigned int sharedMemBytes, CUstream hStream,
+                             void **kernelParams, void **extra)
+{
+    return launch("cuLaunchKernel", f, gridDimX, gridDimY, gridDimZ, blockDimX, blockDimY,
+                  blockDimZ, sharedMemBytes, hStream ? hStream : CU_STREAM_PER_THREAD,
+                  kernelParams, extra);
+}
+
+CUresult cuLaunchCooperativeKernel(CUfunction f, unsigned int gridDimX, unsigned int gridDimY,
+                                   unsigned int gridDimZ, unsigned int blockDimX,
+                                   unsigned int blockDimY, unsigned int blockDimZ,
+                                   unsigned int sharedMemBytes, CUstream hStream,
+                                   void **kernelParams)
+{
+    return launch("cuLaunchCooperativeKernel", f, gridDimX, gridDimY, gridDimZ, blockDimX,
+                  blockDimY, blockDimZ, sharedMemBytes, hStream, kernelParams, NULL);
+}
+
+static CUresult launch_ex(const CUlaunchConfig *config, CUfunction f, void **kernelParams,
+                          void **extra, int per_thread)
+{
+    if (!config)
+        return CUDA_ERROR_INVALID_VALUE;
+    rgpu_obj *o = func_or_kernel(f);
+    if (!o)
+        return CUDA_ERROR_INVALID_HANDLE;
+    CUstream s = config->hStream;
+    if (!s && per_thread)
+        s = CU_STREAM_PER_THREAD;
+    uint64_t sid = rgpu_stream_id(s);
+    if (sid == UINT64_MAX)
+        return CUDA_ERROR_INVALID_HANDLE;
+    uint8_t *params;
+    size_t plen;
+    CUresult st = pack_params(o, kernelParams, extra, &params, &plen);
+    if (st != CUDA_SUCCESS)
+        return st;
+    mp_buf b;
+    rgpu_body_begin(&b, "cuLaunchKernelEx", 3);
+    mp_map(&b, 9);
+    mp_str(&b, "gridDimX");
+    mp_uint(&b, config->gridDimX);
+    mp_str(&b, "gridDimY");
+    mp_uint(&b, config->gridDimY);
+    mp_str(&b, "gridDimZ");
+    mp_uint(&b, config->gridDimZ);
+    mp_str(&b, "blockDimX");
+    mp_uint(&b, config->blockDimX);
+    mp_str(&b, "blockDimY");
+    mp_uint(&b, config->blockDimY);
+    mp_str(&b, "blockDimZ");
+    mp_uint(&b, config->blockDimZ);
+    mp_str(&b, "sharedMemBytes");
+    mp_uint(&b, config->sharedMemBytes);
+    mp_str(&b, "hStream");
+    mp_uint(&b, sid);
+    mp_str(&b, "attrs");
+    unsigned na = config->attrs ? config->numAttrs : 0;
+    mp_array(&b, na);
+    for (unsigned i = 0; i < na; i++) {
+        const CUlaunchAttribute *a = &config->attrs[i];
+        mp_array(&b, 2);
+        mp_int(&b, a->id);
+        switch (a->id) {
+        case CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION:
+            mp_array(&b, 3);
+            mp_uint(&b, a->value.clusterDim.x);
+            mp_uint(&b, a->value.clusterDim.y);
+            mp_uint(&b, a->value.clusterDim.z);
+            break;
+        case CU_LAUNCH_ATTRIBUTE_PRIORITY:
+            mp_int(&b, a->value.priority);
+            break;
+        case CU_LAUNCH_ATTRIBUTE_COOPERATIVE:
+            mp_int(&b, a->value.cooperative);
+            break;
+        default: {
+            int32_t v;
+            memcpy(&v, &a->value, sizeof v);
+            mp_int(&b, v);
+            break;
+        }
+        }
+    }
+    mp_uint(&b, o->id);
+    mp_bin(&b, params, plen);
+    free(params);
+    return rgpu_status_call(rgpu_current_ctx() ? rgpu_current_dev() : o->dev, &b, 0);
+}
+
+CUresult cuLaunchKernelEx(const CUlaunchConfig *config, CUfunction f, void **kernelParams,
+                          void **extra)
+{
+    return launch_ex(config, f, kernelParams, extra, 0);
+}
+
+CUresult cuLaunchKernelEx_ptsz(const CUlaunchConfig *config, CUfunction f, void **kernelParams,
+                               void **extra)
+{
+    return launch_ex(config, f, kernelParams, extra, 1);
+}
+
+/* ---- function attributes ----------------------------------------------------------------- */
+
+CUresult cuFuncGetAttribute(int *pi, CUfunction_attribute attrib, CUfunction hfunc)
+{
+    rgpu_obj *o = func_or_kernel(hfunc);
+    if (!o)
+        return CUDA_ERROR_INVALID_HANDLE;
+    if (!pi)
+        return CUDA_ERROR_INVALID_VALUE;
+    mp_buf b;
+    rgpu_body_begin(&b, "cuFuncGetAttribute", 2);
+    mp_int(&b, attrib);
+    mp_uint(&b, o->id);
+    rgpu_reply r;
+    CUresult st = rgpu_simple_call(o->dev, &b, NULL, 0, &r);
+    mp_free(&b);
+    if (st != CUDA_SUCCESS)
+        return st;
+    int64_t v = 0;
+    rgpu_reply_i64(&r, &v);
+    rgpu_reply_free(&r);
+    *pi = (int)v;
+    return CUDA_SUCCESS;
+}
+
+CUresult cuKernelGetAttribute(int *pi, CUfunction_attribute attrib, CUkernel kernel, CUdevice dev)
+{
+    rgpu_obj *o = rgpu_obj_check(kernel, RK_KERNEL);
+    if (!o)
+        return CUDA_ERROR_INVALID_HANDLE;
+    if (!pi)
+        return CUDA_ERROR_INVALID_VALUE;
+    if (dev < 0 || dev >= rgpu_device_count)
+        return CUDA_ERROR_INVALID_DEVICE;
+    mp_buf b;
+    rgpu_body_begin(&b, "cuKernelGetAttribute", 3);
+    mp_int(&b, attrib);
+    mp_uint(&b, o->id);
+    mp_int(&b, rgpu_devices[dev].cuda_index);
+    rgpu_reply r;
+    CUresult st = rgpu_simple_call(dev, &b, NULL, 0, &r);
+    mp_free(&b);
+    if (st != CUDA_SUCCESS)
+        return st;
+    int64_t v = 0;
+    rgpu_reply_i64(&r, &v);
+    rgpu_reply_free(&r);
+    *pi = (int)v;
+    return CUDA_SUCCESS;
+}
+
+CUresult cuFuncSetAttribute(CUfunction hfunc, CUfunction_attribute attrib, int value)
+{
+    rgpu_obj *o = func_or_kernel(hfunc);
+    if (!o)
+        return CUDA_ERROR_INVALID_HANDLE;
+    mp_buf b;
+    rgpu_body_begin(&b, "cuFuncSetAttribute", 3);
+    mp_uint(&b, o->id);
+    mp_int(&b, attrib);
+    mp_int(&b, value);
+    return rgpu_status_call(o->dev, &b, 1);
+}
+
+CUresult cuKernelSetAttribute(CUfunction_attribute attrib, int val, CUkernel kernel, CUdevice dev)
+{
+    rgpu_obj *o = rgpu_obj_check(kernel, RK_KERNEL);
+    if (!o)
+        return CUDA_ERROR_INVALID_HANDLE;
+    if (dev < 0 || dev >= rgpu_device_count)
+        return CUDA_ERROR_INVALID_DEVICE;
+    mp_buf b;
+    rgpu_body_begin(&b, "cuKernelSetAttribute", 4);
+    mp_int(&b, attrib);
+    mp_int(&b, val);
+    mp_uint(&b, o->id);
+    mp_int(&b, rgpu_devices[dev].cuda_index);
+    return rgpu_status_call(dev, &b, 1);
+}
+
+CUresult cuFuncSetCacheConfig(CUfunction hfunc, CUfunc_cache config)
+{
+    rgpu_obj *o = func_or_kernel(hfunc);
+    if (!o)
+        return CUDA_ERROR_INVALID_HANDLE;
+    mp_buf b;
+    rgpu_body_begin(&b, "cuFuncSetCacheConfig", 2);
+    mp_uint(&b, o->id);
+    mp_int(&b, config);
+    return rgpu_status_call(o->dev, &b, 0);
+}
+
+CUresult cuKernelSetCacheConfig(CUkernel kernel, CUfunc_cache config, CUdevice dev)
+{
+    (void)dev;
+    return cuFuncSetCacheConfig((CUfunction)kernel, config);
+}
+
+CUresult cuFuncGetParamCount(CUfunction func, size_t *paramCount)
+{
+    rgpu_obj *f = func_or_kernel(func);
+    if (!f)
+        return CUDA_ERROR_INVALID_HANDLE;
+    if (!paramCount)
+        return CUDA_ERROR_INVALID_VALUE;
+    CUresult st = fetch_params(f);
+    if (st == CUDA_SUCCESS)
+        *paramCount = (size_t)f->params.count;
+    return st;
+}
+
+CUresult cuFuncIsLoaded(CUfunctionLoadingState *state, CUfunction function)
+{
+    if (!func_or_kernel(function))
+        return CUDA_ERROR_INVALID_HANDLE;
+    if (!state)
+        return CUDA_ERROR_INVALID_VALUE;
+    *state = CU_FUNCTION_LOADING_STATE_LOADED;
+    return CUDA_SUCCESS;
+}
+
+CUresult cuFuncLoad(CUfunction function)
+{
+    return func_or_kernel(function) ? CUDA_SUCCESS : CUDA_ERROR_INVALID_HANDLE;
+}
+
+CUresult cuOccupancyMaxActiveBlocksPerMultiprocessor(int *numBlocks, CUfunction func,
+                                                     int blockSize, size_t dynamicSMemSize)
+{
+    rgpu_obj *o = func_or_kernel(func);
+    if (!o)
+        return CUDA_ERROR_INVALID_HANDLE;
+    if (!numBlocks)
+        return CUDA_ERROR_INVALID_VALUE;
+    mp_buf b;
+    rgpu_body_begin(&b, "cuOccupancyMaxActiveBlocksPerMultiprocessor", 3);
+    mp_uint(&b, o->id);
+    mp_int(&b, blockSize);
+    mp_uint(&b, dynamicSMemSize);
+    rgpu_reply r;
+    CUresult st = rgpu_simple_call(o->dev, &b, NULL, 0, &r);
+    mp_free(&b);
+    if (st != CUDA_SUCCESS)
+        return st;
+    int64_t v = 0;
+    rgpu_reply_i64(&r, &v);
+    rgpu_reply_free(&r);
+    *numBlocks = (int)v;
+    return CUDA_SUCCESS;
+}
+
+CUresult cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(int *numBlocks, CUfunction func,
+                                                              int blockSize, size_t dynamicSMemSize,
+                                                              unsigned int flags)
+{
+    (void)flags;
+    return cuOccupancyMaxActiveBlocksPerMultiprocessor(numBlocks, func, blockSize,
+                                                       dynamicSMemSize);
+}
