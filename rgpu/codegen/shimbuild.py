@@ -84,6 +84,18 @@ def command(root: Path, output: Path, sanitize: str | None = None) -> list[str]:
     return argv
 
 
+def headers_read(root: Path) -> list[Path]:
+    """Every header the build reads (the compiler's ``-M`` listing): none may be a toolkit's."""
+    argv = [*compiler(), *CFLAGS, *shlex.split(os.environ.get(EXTRA_CFLAGS_ENV, ""))]
+    argv += [f"-I{root / d}" for d in INCLUDE_DIRS]
+    argv += ["-M", *(str(p) for p in sources(root))]
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise ShimBuildError(f"listing the CUDA shim's headers failed:\n{proc.stderr.strip()}")
+    words = proc.stdout.replace("\\\n", " ").split()
+    return sorted({Path(w).resolve() for w in words if w.endswith(".h")})
+
+
 def build(
     root: Path,
     out_dir: Path,

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from rgpu.codegen import cuda, shimbuild
+from rgpu.codegen.cheader import HeaderError, Macro, preprocess, strip_comments
 from rgpu.codegen.shimlib import shim_library_dir, shim_library_path
 from rgpu.errors import RgpuError
 
@@ -30,7 +31,9 @@ needs_cuda_headers = pytest.mark.skipif(
     not (CUDA_INCLUDE / "cuda.h").is_file() or not (CUDA_INCLUDE / "cudaTypedefs.h").is_file(),
     reason=f"cuda.h / cudaTypedefs.h not in {CUDA_INCLUDE}",
 )
+# The dynamic loader itself is needed by a library with thread-local variables.
 ALLOWED_NEEDED = {"libc.so.6", "libdl.so.2", "libpthread.so.0", "libm.so.6"}
+ALLOWED_NEEDED |= {"ld-linux-x86-64.so.2", "ld-linux-aarch64.so.1"}
 
 
 def built_library() -> Path:
@@ -171,6 +174,72 @@ def test_header_compiles_standalone(tmp_path: Path) -> None:
         [*cc, *shimbuild.CFLAGS, "-std=c11", f"-I{GENERATED}", "-fsyntax-only", str(probe)],
         check=True,
     )
+
+
+def test_build_reads_no_toolkit_or_python_header() -> None:
+    headers = shimbuild.headers_read(ROOT)
+    assert ROOT / "interpose" / "generated" / "cuda_api.h" in headers
+    foreign = [
+        h
+        for h in headers
+        if h.name in ("cuda.h", "cudaTypedefs.h", "cuda_runtime.h", "Python.h")
+        or "/cuda" in str(h.parent).replace(str(ROOT), "")
+    ]
+    assert not foreign, f"the shim build must not need a CUDA toolkit or Python headers: {foreign}"
+
+
+# --- the preprocessor behind cuda_api.h ---------------------------------------------------------
+
+
+def _renames(macro: Macro) -> bool:
+    return macro.name.startswith("cu") or macro.name.startswith("PT")
+
+
+def test_preprocess_selects_branches_and_applies_only_renames() -> None:
+    text = textwrap.dedent(
+        """\
+        #ifndef GUARD
+        #define GUARD
+        #include <stdlib.h>
+        #if defined(INTERNAL) || defined(OTHER)
+        #define PT(api) api ## _ptds
+        #else
+        #define PT(api) api
+        #endif
+        #define cuCopy PT(cuCopy_v2)  /* renamed */
+        #define LIMIT 16 // kept as a directive
+        #if defined(_WIN32)
+        int windows_only;
+        #elif __STDC_VERSION__ >= 201112L && !defined(NOPE)
+        int c11[LIMIT];
+        #endif
+        int cuCopy(const char *s, /* "x" */ int n);
+        #undef cuCopy
+        int cuCopy(const char *s);
+        char q = '"'; const char *t = "/* not a comment */";
+        #endif
+        """
+    )
+    out = preprocess(text, {"INTERNAL": 1, "__STDC_VERSION__": 201112}, _renames, ["stdlib.h"])
+    assert out.lines == [
+        "#define GUARD",
+        "#define LIMIT 16",
+        "int c11[LIMIT];",
+        "int cuCopy_v2_ptds(const char *s,   int n);",  # a comment is one space
+        "int cuCopy(const char *s);",
+        'char q = \'"\'; const char *t = "/* not a comment */";',
+    ]
+
+
+def test_preprocess_refuses_what_it_cannot_evaluate() -> None:
+    with pytest.raises(HeaderError, match="include"):
+        preprocess("#include <windows.h>\n", {}, _renames)
+    with pytest.raises(HeaderError, match="#error"):
+        preprocess("#if 1\n#error stop\n#endif\n", {}, _renames)
+    with pytest.raises(HeaderError, match="unterminated"):
+        preprocess("#if 1\nint x;\n", {}, _renames)
+    with pytest.raises(HeaderError, match="unterminated"):
+        strip_comments("int x; /* open")
 
 
 # --- the built library ----------------------------------------------------------------------
