@@ -386,3 +386,58 @@ def test_special_registers(dev, threads):
     assert w[:, 1].tolist() == (t % 32).tolist()
     assert w[:, 2].tolist() == (t // 32).tolist()
     assert w[:, 3].tolist() == ((1 << (t % 32)) - 1).tolist()
+
+
+def _serial_atomics(buf, el, opname, vals, cmps):
+    buf = buf.copy()
+    old = []
+    for k, e in enumerate(el):
+        cur = int(buf[e])
+        old.append(cur)
+        x = int(vals[k])
+        if opname == "add":
+            new = cur + x
+        elif opname == "min":
+            new = min(cur, x)
+        elif opname == "max":
+            new = max(cur, x)
+        elif opname == "and":
+            new = cur & x
+        elif opname == "or":
+            new = cur | x
+        elif opname == "xor":
+            new = cur ^ x
+        elif opname == "exch":
+            new = x
+        elif opname == "cas":
+            new = x if cur == int(cmps[k]) else cur
+        elif opname == "inc":
+            new = 0 if cur >= x else cur + 1
+        else:
+            new = x if cur == 0 or cur > x else cur - 1
+        buf[e] = new & 0xFFFFFFFF
+    return buf, np.array(old, np.uint32)
+
+
+@pytest.mark.parametrize(
+    "opname", ["add", "min", "max", "and", "or", "xor", "exch", "cas", "inc", "dec"]
+)
+@pytest.mark.parametrize("spread", [1, 3, 50])
+def test_atomic_update_matches_serial_order(opname, spread):
+    from rgpu.server.cuda.emu.ptx.ops_mem import atomic_update
+
+    rng = np.random.default_rng(spread)
+    n = 300
+    el = rng.integers(0, spread, n)
+    if spread == 3:
+        el[:200] = 1  # one long group next to short ones
+    vals = rng.integers(0, 6, n).astype(np.uint32)
+    if opname in ("inc", "dec") and spread == 1:
+        vals[:] = 4  # the closed form for a uniform bound
+    cmps = rng.integers(0, 3, n).astype(np.uint32)
+    buf = rng.integers(0, 6, spread).astype(np.uint32)
+    ref_buf, ref_old = _serial_atomics(buf, el, opname, vals, cmps)
+    got_buf = buf.copy()
+    old = atomic_update(got_buf, el, opname, np.dtype(np.uint32), vals, cmps)
+    assert np.array_equal(got_buf, ref_buf)
+    assert np.array_equal(old, ref_old)

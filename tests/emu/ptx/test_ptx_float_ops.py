@@ -17,6 +17,8 @@ from hypothesis import strategies as st
 
 from rgpu.server.cuda.emu.ptx import fp
 
+pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
+
 F32 = np.float32
 
 

@@ -293,7 +293,13 @@ def _ufunc(name: str, t: np.dtype):
 
 
 def atomic_update(buf: np.ndarray, el: np.ndarray, opname: str, t: np.dtype, v, c=None):
-    """Apply atomics in lane order; returns the old value seen by each lane."""
+    """Apply atomics in lane order; returns the old value seen by each lane.
+
+    Lanes are grouped by address (a stable sort keeps lane order inside a group). Groups of one
+    lane update directly; associative operations use ``ufunc.accumulate`` over a padded
+    (group, rank) table; long groups of non-associative operations (cas, inc, dec) are
+    simulated group by group with vector searches; short ones in conflict-free rounds.
+    """
     n = el.size
     v = np.broadcast_to(v, (n,)).astype(t, copy=False)
     if c is not None:
@@ -301,6 +307,7 @@ def atomic_update(buf: np.ndarray, el: np.ndarray, opname: str, t: np.dtype, v, 
     order = np.argsort(el, kind="stable")
     se = el[order]
     sv = v[order]
+    sc = None if c is None else c[order]
     start = np.empty(n, BOOL)
     start[0] = True
     np.not_equal(se[1:], se[:-1], out=start[1:])
@@ -313,7 +320,6 @@ def atomic_update(buf: np.ndarray, el: np.ndarray, opname: str, t: np.dtype, v, 
     addrs = se[seg_start]
     init = buf[addrs].copy()
     uf = _ufunc(opname, t)
-    old_sorted = None
     if maxlen == 1:
         old_sorted = init
         if uf is not None:
@@ -321,7 +327,7 @@ def atomic_update(buf: np.ndarray, el: np.ndarray, opname: str, t: np.dtype, v, 
         elif opname == "exch":
             buf[addrs] = sv
         elif opname == "cas":
-            buf[addrs] = np.where(init == c[order], sv, init)  # type: ignore[index]
+            buf[addrs] = np.where(init == sc, sv, init)
         else:
             buf[addrs] = _incdec(opname, init, sv, t)
     elif uf is not None and nseg * (maxlen + 1) <= 8 * n + 4096:
@@ -338,9 +344,16 @@ def atomic_update(buf: np.ndarray, el: np.ndarray, opname: str, t: np.dtype, v, 
         buf[addrs] = sv[seg_start + lens - 1]
     else:
         old_sorted = np.empty(n, t)
-        sc = None if c is None else c[order]
-        for r in range(maxlen):
-            sel = np.flatnonzero(rank == r)
+        long_segs = np.flatnonzero(lens > 16)
+        for g in long_segs:
+            lo, hi = int(seg_start[g]), int(seg_start[g]) + int(lens[g])
+            cg = None if sc is None else sc[lo:hi]
+            old_sorted[lo:hi], buf[addrs[g]] = _sequential(opname, uf, t, init[g], sv[lo:hi], cg)
+        short = lens[seg_id] <= 16
+        for r in range(min(maxlen, 16)):
+            sel = np.flatnonzero(short & (rank == r))
+            if sel.size == 0:
+                break
             a = se[sel]
             cur = buf[a]
             old_sorted[sel] = cur
@@ -354,6 +367,53 @@ def atomic_update(buf: np.ndarray, el: np.ndarray, opname: str, t: np.dtype, v, 
     old = np.empty(n, t)
     old[order] = old_sorted
     return old
+
+
+def _sequential(opname: str, uf, t: np.dtype, init, vals: np.ndarray, cmps):
+    """Old values and final value of one address updated by ``vals`` in order."""
+    n = vals.size
+    if uf is not None:
+        acc = uf.accumulate(np.concatenate([np.array([init], t), vals]))
+        return acc[:-1], acc[-1]
+    old = np.empty(n, t)
+    cur = t.type(init)
+    if opname == "cas":  # jump from one successful compare to the next
+        pos = 0
+        while pos < n:
+            hits = np.flatnonzero(cmps[pos:] == cur)
+            if hits.size == 0:
+                old[pos:] = cur
+                break
+            k = pos + int(hits[0])
+            old[pos : k + 1] = cur
+            cur = vals[k]
+            pos = k + 1
+        return old, cur
+    if (vals == vals[0]).all():  # inc/dec with one bound: a closed form
+        bound = int(vals[0])
+        x = int(cur)
+        first = x
+        if opname == "inc":
+            x0 = x if x <= bound else None
+            seq = np.arange(n, dtype=np.int64)
+            if x0 is None:
+                old[0] = first
+                old[1:] = (seq[:-1] % (bound + 1)).astype(t)
+            else:
+                old[:] = ((x0 + seq) % (bound + 1)).astype(t)
+        else:
+            seq = np.arange(n, dtype=np.int64)
+            if x == 0 or x > bound:
+                old[0] = first
+                old[1:] = ((bound - seq[:-1]) % (bound + 1)).astype(t)
+            else:
+                old[:] = ((x - seq) % (bound + 1)).astype(t)
+        last = _incdec(opname, old[-1:], vals[-1:], t)[0]
+        return old, last
+    for k in range(n):  # general case: one lane at a time
+        old[k] = cur
+        cur = _incdec(opname, np.array([cur], t), vals[k : k + 1], t)[0]
+    return old, cur
 
 
 def _incdec(opname: str, cur, x, t):
