@@ -416,3 +416,32 @@ def test_sessions_run_concurrently(backend, make_gpu, kernels_image):
     for t in threads:
         t.join()
     assert errors == []
+
+
+@pytest.mark.parametrize("form", ["zstd", "lz4", "uncompressed", "wrapper", "ptx", "ptx+nul"])
+@pytest.mark.parametrize("loader", ["cuModuleLoadData", "cuLibraryLoadData"])
+def test_every_image_form_loads_and_runs(gpu, nvcc_build, form, loader):
+    import struct
+
+    from rgpu.server.cuda.fatbin import FATBIN_WRAPPER_MAGIC
+
+    build = {
+        "zstd": ("-fatbin",), "wrapper": ("-fatbin",), "lz4": ("-fatbin", "-compress-mode=speed"),
+        "uncompressed": ("-fatbin", "-compress-mode=none"), "ptx": ("-ptx",), "ptx+nul": ("-ptx",),
+    }[form]
+    image = nvcc_build("small.cu", *build).read_bytes()
+    if form == "wrapper":
+        image = struct.pack("<IIQQ", FATBIN_WRAPPER_MAGIC, 1, 0x7F0000001000, 0) + image
+    elif form == "ptx+nul":
+        image += b"\0"
+    s = gpu.s
+    handle, f = gpu.new_id(), gpu.new_id()
+    getattr(s, loader)(handle, image)
+    if loader == "cuModuleLoadData":
+        s.cuModuleGetFunction(f, handle, "scale")
+    else:
+        s.cuLibraryGetKernel(f, handle, "scale")
+    x = np.arange(300, dtype=np.float32)
+    dx = gpu.put(x)
+    gpu.launch(f, 2, 256, dx, np.float32(-1.5), np.int32(300))
+    np.testing.assert_array_equal(gpu.get(dx, np.float32, 300), x * np.float32(-1.5))
