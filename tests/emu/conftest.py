@@ -41,12 +41,15 @@ def nvcc_build(tmp_path_factory: pytest.TempPathFactory) -> Build:
     cache: dict[tuple[str, tuple[str, ...]], Path] = {}
 
     def build(source: str, *flags: str) -> Path:
+        """Flags that end in `.cu` are further sources (a multi-file program)."""
         key = (source, flags)
         if key in cache:
             return cache[key]
+        sources = [str(PROGRAMS / source)] + [str(PROGRAMS / f) for f in flags if f.endswith(".cu")]
+        flags = tuple(f for f in flags if not f.endswith(".cu"))
         suffix = next((f[1:] for f in flags if f in ("-fatbin", "-cubin", "-ptx")), "exe")
         out = out_dir / f"{Path(source).stem}-{len(cache)}.{suffix}"
-        cmd = [NVCC, *flags, "-o", str(out), str(PROGRAMS / source)]
+        cmd = [NVCC, *flags, "-o", str(out), *sources]
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
         if done.returncode != 0:
             pytest.fail(f"nvcc failed: {' '.join(cmd)}\n{done.stderr}")

@@ -190,3 +190,21 @@ def test_image_size_of_every_shape(nvcc_build):
     assert image_size(ptx + b"\0" + b"more") == len(ptx) + 1
     with pytest.raises(CudaError):
         image_size(struct.pack("<IIQQ", FATBIN_WRAPPER_MAGIC, 1, 0, 0))
+
+
+def test_each_translation_unit_gets_its_own_ptx(nvcc_build, tmp_path):
+    """In a two-file program each wrapper points at its own container, with the other file's
+    container possibly chained after it: the PTX chosen must be the wrapper's own."""
+    exe = nvcc_build("kernels.cu", "small.cu")
+    section = nv_fatbin_section(exe.read_bytes())
+    seen = set()
+    off = 0
+    while off < len(section):
+        _magic, _v, hsize, fsize = struct.unpack_from("<IHHQ", section, off)
+        own = parse_fatbin(section[off : off + hsize + fsize])
+        if any(e.kind == EntryKind.PTX for e in own):
+            text = ptx_from_image(section[off:], 75).text
+            seen.add("scale" if ".entry scale(" in text else "kernels")
+            assert (".entry scale(" in text) != (".entry vectorAdd(" in text)
+        off = (off + hsize + fsize + 7) & ~7
+    assert seen == {"scale", "kernels"}

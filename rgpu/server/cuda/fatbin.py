@@ -396,6 +396,8 @@ def select_ptx(entries: list[FatbinEntry], device_arch: int) -> FatbinEntry | No
     As the driver does, prefer the newest PTX the device can take (arch <= device); a PTX
     interpreter can also run PTX written for a newer arch when nothing else is there, which
     beats refusing the app, so that is the fallback (the lowest such arch: fewest new features).
+    Ties go to the earliest entry: a wrapper's own container comes first, and the containers
+    chained after it may be other translation units' (in an executable's `.nv_fatbin`).
     """
     ptx = [e for e in entries if e.kind == EntryKind.PTX]
     if not ptx:
