@@ -97,6 +97,8 @@ class CompileContext:
     symbols: dict[str, tuple[int, str]]
     functions: dict[str, Any] = field(default_factory=dict)
     local_base: int = 0
+    #: registers never live at a basic-block leader: masked writes may skip the merge
+    block_local: set[int] = field(default_factory=set)
 
     def fault(self, ins: Instruction, kind: str, detail: str) -> EmuFault:
         where = self.kernel
@@ -156,6 +158,20 @@ def writer(op: Operand, dt: np.dtype, cx: CompileContext, ins: Instruction) -> C
         raise cx.fault(ins, "invalid_ptx", f"destination {op!r} is not a register")
     i = op.index
     dst = reg_dtype(op)
+    if i in cx.block_local and ins.guard is None:
+        # no waiting lane can ever read this register's old value: skip the merge (a guard's
+        # mask, by contrast, always needs it)
+        if dst == dt:
+
+            def wl(fr, v, m):
+                fr.regs[i] = v
+
+            return wl
+
+        def wlc(fr, v, m):
+            fr.regs[i] = convert(v, dt, dst)
+
+        return wlc
     if dst == dt:
 
         def w(fr, v, m):

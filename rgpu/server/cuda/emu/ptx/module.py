@@ -40,6 +40,7 @@ from .interp import (
     run_function,
 )
 from .ir import DTYPES, ArgList, Function, Instruction, PtxModule, Reg, Sym
+from .liveness import block_local_registers
 from .memory import DeviceMemory
 from .parser import local_layout, reachable_functions, shared_layout
 from .printf import format_printf, read_cstring
@@ -163,6 +164,7 @@ class LoadedModule:
         for fname in self.module.functions:
             symbols.setdefault(fname, (0, "func"))
         cx = CompileContext(kernel, fn, symbols, compiled, local_base)
+        cx.block_local = block_local_registers(fn)
         fns: list[Callable] = []
         terms: list[Terminator | None] = []
         for ins in fn.instructions:
