@@ -472,6 +472,13 @@ class Runner:
         )
 
 
+#: Per-lane PC encoding while diverged: a runnable lane holds its PC, a lane parked at a barrier
+#: holds ``WAIT + pc``, a lane that returned or exited holds ``DEAD``. One ``min`` then finds the
+#: next block to run and one comparison gives its mask.
+WAIT = np.int32(1 << 28)
+DEAD = np.int32(1 << 30)
+
+
 def run_function(cf: CompiledFunction, L: Batch, ps: dict, init_mask: np.ndarray | None) -> None:
     """Execute ``cf`` for the lanes in ``init_mask`` (None: all lanes of the batch)."""
     fr = Frame(list(cf.reg_init), L, ps)
@@ -481,13 +488,17 @@ def run_function(cf: CompiledFunction, L: Batch, ps: dict, init_mask: np.ndarray
     pc = 0
     pcs: np.ndarray | None = None
     all_alive = init_mask is None
-    alive = np.ones(N, BOOL) if all_alive else init_mask.copy()  # type: ignore[union-attr]
-    waiting: np.ndarray | None = None
+    alive = np.ones(N, BOOL) if all_alive else init_mask.copy()
+    n_alive = N if all_alive else int(np.count_nonzero(alive))
+    if n_alive == 0:
+        return
+    n_waiting = 0
     starve = 0
     p = 0
+    mask: np.ndarray | None = None
     try:
         while True:
-            if pcs is None:  # converged
+            if pcs is None:  # converged: every live lane is at pc
                 if pc >= nprog:
                     return
                 mask = None if all_alive else alive
@@ -501,11 +512,11 @@ def run_function(cf: CompiledFunction, L: Batch, ps: dict, init_mask: np.ndarray
                     pc = end
                     continue
                 t = terms[end]
+                assert t is not None
                 kind = t.kind
                 if kind == BRA:
                     if t.guard is None:
                         pc = t.target
-                        starve = 0
                         continue
                     g = t.guard(fr)
                     if not isinstance(g, np.ndarray):
@@ -513,13 +524,16 @@ def run_function(cf: CompiledFunction, L: Batch, ps: dict, init_mask: np.ndarray
                         continue
                     if mask is not None:
                         g = g & mask
-                    if not g.any():
+                    taken = int(np.count_nonzero(g))
+                    if taken == 0:
                         pc = end + 1
                         continue
-                    if (mask is None and g.all()) or (mask is not None and (g == mask).all()):
+                    if taken == n_alive:
                         pc = t.target
                         continue
                     pcs = np.where(g, np.int32(t.target), np.int32(end + 1))
+                    if mask is not None:
+                        pcs[~mask] = DEAD
                     continue
                 if kind in (RET, EXIT):
                     if t.guard is None:
@@ -538,8 +552,9 @@ def run_function(cf: CompiledFunction, L: Batch, ps: dict, init_mask: np.ndarray
                     if kind == EXIT:
                         _mark_exit(L, dying)
                     alive = alive & ~dying
+                    n_alive = int(np.count_nonzero(alive))
                     all_alive = False
-                    if not alive.any():
+                    if n_alive == 0:
                         return
                     pc = end + 1
                     continue
@@ -549,36 +564,33 @@ def run_function(cf: CompiledFunction, L: Batch, ps: dict, init_mask: np.ndarray
                     pc = end + 1
                     continue
                 if kind == CALL:
-                    t.call(fr, mask)  # type: ignore[misc]
+                    t.call(fr, mask)
                     if L.exited is not None and (L.exited & alive).any():
                         alive = alive & ~L.exited
+                        n_alive = int(np.count_nonzero(alive))
                         all_alive = False
-                        if not alive.any():
+                        if n_alive == 0:
                             return
                     pc = end + 1
                     continue
-                if kind == TRAP:
-                    raise cf.cx.fault(cf.instructions[end], "launch_failed", "trap executed")
-                raise AssertionError(kind)
+                raise cf.cx.fault(cf.instructions[end], "launch_failed", "trap executed")
 
             # diverged: run the basic block at the minimum PC among runnable lanes
-            runnable = alive if waiting is None else alive & ~waiting
-            cand = pcs[runnable]
-            if cand.size == 0:
-                if waiting is not None and waiting.any():
-                    raise _deadlock(cf, pcs, waiting)
+            cur = int(pcs.min())
+            if cur >= WAIT:
+                if cur < DEAD:
+                    raise _deadlock(cf, pcs)
                 return
-            cur = int(cand.min())
             if starve > STARVATION_LIMIT:
-                higher = cand[cand > cur]
-                if higher.size:
-                    cur = int(higher.min())
+                higher = np.where(pcs > cur, pcs, DEAD).min()
+                if higher < WAIT:
+                    cur = int(higher)
                 starve = 0
-            mask = runnable & (pcs == cur)
-            if cur >= nprog:
-                alive = alive & ~mask
-                pcs = np.where(mask, np.int32(nprog), pcs)
-                if not alive.any():
+            mask = pcs == cur
+            if cur >= nprog:  # ran off the end: like ret
+                pcs = np.where(mask, DEAD, pcs)
+                n_alive -= int(np.count_nonzero(mask))
+                if n_alive == 0:
                     return
                 continue
             end, is_term, fns = cf.block(cur)
@@ -586,66 +598,64 @@ def run_function(cf: CompiledFunction, L: Batch, ps: dict, init_mask: np.ndarray
             for f in fns:
                 f(fr, mask)
                 p += 1
-            t = terms[end] if is_term else None
-            if t is None:
-                if end >= nprog:
-                    alive = alive & ~mask
-                    if not alive.any():
-                        return
-                else:
-                    pcs = np.where(mask, np.int32(end), pcs)
+            if not is_term:
+                pcs = np.where(mask, np.int32(end), pcs)
             else:
+                t = terms[end]
+                assert t is not None
                 kind = t.kind
                 if kind == BRA:
                     if t.guard is None:
-                        taken = mask
+                        pcs = np.where(mask, np.int32(t.target), pcs)
                     else:
                         g = t.guard(fr)
-                        taken = (mask & g) if isinstance(g, np.ndarray) else (mask if g else None)
-                    if taken is None:
-                        pcs = np.where(mask, np.int32(end + 1), pcs)
-                    else:
-                        pcs = np.where(taken, np.int32(t.target),
-                                       np.where(mask, np.int32(end + 1), pcs))  # fmt: skip
+                        if isinstance(g, np.ndarray):
+                            dest = np.where(g, np.int32(t.target), np.int32(end + 1))
+                        else:
+                            dest = np.int32(t.target if g else end + 1)
+                        pcs = np.where(mask, dest, pcs)
                     starve = starve + 1 if t.target <= cur else 0
                 elif kind in (RET, EXIT):
                     if t.guard is None:
                         dying = mask
                     else:
                         g = t.guard(fr)
-                        dying = (
-                            (mask & g)
-                            if isinstance(g, np.ndarray)
-                            else (mask if g else mask & False)
-                        )
-                    if kind == EXIT:
-                        _mark_exit(L, dying)
-                    alive = alive & ~dying
-                    pcs = np.where(mask & ~dying, np.int32(end + 1), pcs)
-                    if not alive.any():
-                        return
-                    if waiting is not None and waiting.any():
-                        waiting, pcs = _release(cf, L, fr, waiting, alive, pcs)
-                elif kind == BAR:
-                    waiting = mask.copy() if waiting is None else (waiting | mask)
-                    pcs = np.where(mask, np.int32(end), pcs)
-                    waiting, pcs = _release(cf, L, fr, waiting, alive, pcs)
-                elif kind == CALL:
-                    t.call(fr, mask)  # type: ignore[misc]
-                    if L.exited is not None:
-                        alive = alive & ~L.exited
-                        if not alive.any():
+                        dying = (mask & g) if isinstance(g, np.ndarray) else (mask if g else None)
+                    if dying is None:
+                        pcs = np.where(mask, np.int32(end + 1), pcs)
+                    else:
+                        if kind == EXIT:
+                            _mark_exit(L, dying)
+                        pcs = np.where(dying, DEAD, np.where(mask, np.int32(end + 1), pcs))
+                        n_alive -= int(np.count_nonzero(dying))
+                        if n_alive == 0:
                             return
+                        if n_waiting:
+                            pcs, n_waiting = _release(cf, L, fr, pcs)
+                elif kind == BAR:
+                    pcs = np.where(mask, np.int32(end) + WAIT, pcs)
+                    n_waiting += int(np.count_nonzero(mask))
+                    pcs, n_waiting = _release(cf, L, fr, pcs)
+                elif kind == CALL:
+                    t.call(fr, mask)
                     pcs = np.where(mask, np.int32(end + 1), pcs)
-                elif kind == TRAP:
+                    if L.exited is not None:
+                        gone = L.exited & (pcs < DEAD)
+                        k = int(np.count_nonzero(gone))
+                        if k:
+                            pcs = np.where(gone, DEAD, pcs)
+                            n_alive -= k
+                            if n_alive == 0:
+                                return
+                else:
                     raise cf.cx.fault(cf.instructions[end], "launch_failed", "trap executed")
-            if waiting is None or not waiting.any():
-                waiting = None
-                lp = pcs[alive]
-                if lp.size and (lp == lp[0]).all():
-                    pc = int(lp[0])
+            if n_waiting == 0:
+                lo = int(pcs.min())
+                if lo < WAIT and int(np.count_nonzero(pcs == lo)) == n_alive:
+                    pc = lo
+                    alive = pcs < DEAD
+                    all_alive = n_alive == N
                     pcs = None
-                    all_alive = bool(alive.all())
     except EmuFault:
         raise
     except Exception as exc:  # an interpreter bug must not escape as a raw traceback
@@ -658,53 +668,47 @@ def _mark_exit(L: Batch, lanes: np.ndarray) -> None:
     L.exited |= lanes
 
 
-def _deadlock(cf: CompiledFunction, pcs: np.ndarray, waiting: np.ndarray) -> EmuFault:
-    pc = int(pcs[waiting].min())
+def _deadlock(cf: CompiledFunction, pcs: np.ndarray) -> EmuFault:
+    pc = int(pcs.min() - WAIT)
     ins = cf.instructions[pc]
     return cf.cx.fault(
-        ins, "barrier_divergence",
+        ins,
+        "barrier_divergence",
         "threads wait at this barrier but other threads of their block can never reach it "
         "(barrier in divergent code)",
-    )  # fmt: skip
+    )
 
 
-def _release(cf, L: Batch, fr: Frame, waiting, alive, pcs):
-    """Open the barrier of every block whose live lanes all wait."""
+def _release(cf: CompiledFunction, L: Batch, fr: Frame, pcs: np.ndarray):
+    """Open the barrier of every block whose live lanes all wait; returns (pcs, n_waiting)."""
     nb, bs = L.nb, L.bs
-    w2 = waiting.reshape(nb, bs)
-    a2 = alive.reshape(nb, bs)
-    wc = w2.sum(1)
-    ready = (wc == a2.sum(1)) & (wc > 0)
+    waiting = (pcs >= WAIT) & (pcs < DEAD)
+    w2 = waiting.reshape(nb, bs).sum(1)
+    a2 = (pcs < DEAD).reshape(nb, bs).sum(1)
+    ready = (w2 == a2) & (w2 > 0)
+    n_waiting = int(w2.sum())
     if not ready.any():
-        return waiting, pcs
+        return pcs, n_waiting
     rel = np.repeat(ready, bs) & waiting
-    at = pcs[rel]
+    at = pcs[rel] - WAIT
     lo, hi = int(at.min()), int(at.max())
-    if lo == hi:
-        t = cf.terms[lo]
-        if t is not None and t.bar_red is not None:
-            t.bar_red(fr, rel)
-        return waiting & ~rel, np.where(rel, pcs + np.int32(1), pcs)
     if lo != hi:
-        # check per block: lanes of one block released from different barrier instructions
-        p2 = np.where(rel, pcs, -1).reshape(nb, bs)
+        p2 = np.where(rel, pcs - WAIT, -1).reshape(nb, bs)
         pmax = p2.max(1)
-        pmin = np.where(rel.reshape(nb, bs), pcs.reshape(nb, bs), np.iinfo(np.int32).max).min(1)
-        if ((pmax != pmin) & ready).any():
-            b = int(np.argmax((pmax != pmin) & ready))
-            ins = cf.instructions[int(pmax[b])]
-            raise cf.cx.fault(
-                ins, "barrier_divergence",
-                f"threads of one block wait at different barriers (PTX lines "
-                f"{cf.instructions[int(pmin[b])].line} and {ins.line}): barrier in divergent code",
-            )  # fmt: skip
-    for pcv in np.unique(at):
-        t = cf.terms[int(pcv)]
-        if t is not None and t.bar_red is not None:
-            t.bar_red(fr, rel & (pcs == pcv))
-    pcs = np.where(rel, pcs + np.int32(1), pcs)
-    waiting = waiting & ~rel
-    return waiting, pcs
+        pmin = np.where(rel, pcs - WAIT, np.iinfo(np.int32).max).reshape(nb, bs).min(1)
+        b = int(np.argmax((pmax != pmin) & ready))
+        ins = cf.instructions[int(pmax[b])]
+        raise cf.cx.fault(
+            ins,
+            "barrier_divergence",
+            f"threads of one block wait at different barriers (PTX lines "
+            f"{cf.instructions[int(pmin[b])].line} and {ins.line}): barrier in divergent code",
+        )
+    t = cf.terms[lo]
+    if t is not None and t.bar_red is not None:
+        t.bar_red(fr, rel)
+    pcs = np.where(rel, pcs - WAIT + np.int32(1), pcs)
+    return pcs, n_waiting - int(np.count_nonzero(rel))
 
 
 __all__ = ["Batch", "CompiledFunction", "Frame", "Terminator", "guard_reader", "run_function"]
