@@ -42,6 +42,7 @@ from .memory import DeviceMemory
 STARVATION_LIMIT = 256
 _SHIFT = {1: 0, 2: 1, 4: 2, 8: 3, 16: 4}
 
+
 # terminator kinds
 ORD, BRA, RET, EXIT, BAR, CALL, TRAP = range(7)
 
@@ -194,6 +195,7 @@ class Batch:
         self.exited: np.ndarray | None = None
         self._special: dict[str, Any] = {}
         self._views: dict[tuple[int, np.dtype], np.ndarray] = {}
+        self._elcache: dict[tuple[int, str, int], tuple] = {}
         self.strings = strings
 
     # --- special registers --------------------------------------------------------------------
@@ -281,6 +283,56 @@ class Batch:
         raise EmuFault("not_supported", f"{self.kernel}: special register {name} is not supported")
 
     # --- address resolution -------------------------------------------------------------------
+    def fast_elements(self, space: str, base: Any, off: int, size: int, dt: np.dtype):
+        """(typed buffer, element indices, element shift) for ``[base + off]`` on all lanes.
+
+        Converged code often addresses many elements from one base register (an unrolled
+        loop over a shared tile reads ``[%r9]``, ``[%r9+64]``, ...). The base's element indices,
+        bounds and alignment are computed once per register value and batch; each access is
+        then one gather from a shifted view. Returns None when the access needs the general
+        path (scalar base, misalignment, anything out of bounds), which also reports faults.
+        """
+        if not isinstance(base, np.ndarray) or off % size:
+            return None
+        item = dt.itemsize
+        key = (id(base), space, item)
+        ent = self._elcache.get(key)
+        if ent is None or ent[0] is not base:
+            if len(self._elcache) > 64:
+                self._elcache.clear()
+            ent = self._elcache[key] = self._make_entry(space, base, item)
+        _, el, lo, hi, align, lower, upper = ent
+        if el is None or align < size or lo + off < lower or hi + off + size > upper:
+            return None
+        if space in ("global", "const"):
+            buf = self.mem.typed(dt)
+        else:
+            buf = self.typed(self.shared if space == "shared" else self.local, dt)
+        return buf, el, off // item
+
+    def _make_entry(self, space: str, base: np.ndarray, item: int) -> tuple:
+        """(base, element indices, min, max, common alignment, lower, upper bound)."""
+        v = base.astype(np.int64) if base.dtype != np.int64 else base
+        if space in ("global", "const"):
+            rel = v - self.mem.base
+            lo, hi = int(rel.min()), int(rel.max())
+            starts, ends = self.mem.table()
+            i = int(np.searchsorted(starts, lo, "right")) - 1
+            if i < 0:
+                return (base, None, 0, 0, 0, 0, 0)
+            orv = int(np.bitwise_or.reduce(rel))
+            align = (orv & -orv) if orv else 1 << 30
+            return (base, rel >> _SHIFT[item], lo, hi, align, int(starts[i]), int(ends[i]))
+        if space == "shared":
+            upper, stride, unit = self.shared_limit, self.shsize, self.geo.slot
+        else:
+            upper, stride, unit = self.lsize, self.lsize, self.geo.lane
+        lo, hi = int(v.min()), int(v.max())
+        orv = int(np.bitwise_or.reduce(v))
+        align = (orv & -orv) if orv else 1 << 30
+        el = (unit * stride + v) >> _SHIFT[item]
+        return (base, el, lo, hi, align, 0, upper)
+
     def typed(self, buf: np.ndarray, dt: np.dtype) -> np.ndarray:
         key = (id(buf), dt)
         v = self._views.get(key)

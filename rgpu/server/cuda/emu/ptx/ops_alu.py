@@ -261,8 +261,11 @@ def _mad(ins: Instruction, cx: CompileContext) -> Exec:
                 # exact sum only below float64 precision. Rounding s to float32 is then exact
                 # unless s sits exactly on a float32 rounding tie (low 29 bits 0x10000000) or in
                 # the float32 subnormal range; only those lanes take the exact slow path.
-                p = np.multiply(a, b, dtype=f64)
-                s = p + c
+                if not isinstance(a, np.ndarray) and not isinstance(b, np.ndarray):
+                    return fp.fma(a, b, c, F32, "rn")
+                s = a.astype(f64) if isinstance(a, np.ndarray) else f64.type(a)
+                s = s * b
+                s += c
                 if not isinstance(s, np.ndarray):
                     return fp.fma(a, b, c, F32, "rn")
                 r = s.astype(F32)

@@ -109,8 +109,18 @@ def _ld(ins: Instruction, cx: CompileContext) -> Exec:
     ws_idx = [scatter_writer(d, t, cx, ins) for d in dsts]
     vsize = size * nvec
 
+    fast_reg = src.base.index if isinstance(src.base, Reg) and space in _FAST_SPACES else None
+    const_off = src.offset
+
     def ld(fr, m):
         L = fr.L
+        if fast_reg is not None and m is None:
+            hit = L.fast_elements(space, fr.regs[fast_reg], const_off, vsize, t)
+            if hit is not None:
+                buf, el, k = hit
+                for j in range(nvec):
+                    ws_full[j](fr, buf[k + j :][el], None)
+                return
         a = rd_addr(fr)
         if m is not None and isinstance(a, np.ndarray):
             idx = np.flatnonzero(m)
@@ -141,6 +151,10 @@ def _ld(ins: Instruction, cx: CompileContext) -> Exec:
                 ws_idx[j](fr, out, idx)
 
     return ld
+
+
+#: spaces whose accesses through a register base can use the per-batch element cache
+_FAST_SPACES = frozenset({"global", "const", "shared", "local"})
 
 
 def _fit(v, t: np.dtype):
@@ -196,8 +210,19 @@ def _st(ins: Instruction, cx: CompileContext) -> Exec:
     fault = cx.faulter(ins)
     vsize = size * nvec
 
+    fast_reg = dst.base.index if isinstance(dst.base, Reg) and space in _FAST_SPACES else None
+    const_off = dst.offset
+
     def st(fr, m):
         L = fr.L
+        if fast_reg is not None and m is None:
+            hit = L.fast_elements(space, fr.regs[fast_reg], const_off, vsize, t)
+            if hit is not None:
+                buf, el, k = hit
+                for j, rd in enumerate(readers):
+                    if rd is not None:
+                        buf[k + j :][el] = rd(fr)
+                return
         a = rd_addr(fr)
         idx = None
         if m is not None:
