@@ -17,6 +17,7 @@ from pathlib import Path
 from setuptools import Command, Distribution, setup
 from setuptools.command.bdist_wheel import bdist_wheel
 from setuptools.command.build import build
+from setuptools.command.sdist import sdist
 
 ROOT = Path(__file__).resolve().parent
 SKIP_ENV = "RGPU_SKIP_SHIM"
@@ -83,6 +84,18 @@ class build_with_shim(build):
     sub_commands = [*build.sub_commands, ("build_shim", None)]
 
 
+class sdist_with_shim(sdist):
+    """The shim's C sources travel in the sdist, so a wheel built from it can compile them."""
+
+    def make_release_tree(self, base_dir: str, files: list[str]) -> None:
+        shim_sources = [
+            path.relative_to(ROOT).as_posix()
+            for path in sorted((ROOT / "interpose").rglob("*"))
+            if path.is_file() and (path.suffix in (".c", ".h") or path.name == "Makefile")
+        ]
+        super().make_release_tree(base_dir, [*files, *(f for f in shim_sources if f not in files)])
+
+
 class DistributionWithShim(Distribution):
     """Not pure Python: the wheel carries a native library (installed to platlib)."""
 
@@ -104,5 +117,6 @@ setup(
         "build": build_with_shim,
         "build_shim": build_shim,
         "bdist_wheel": bdist_wheel_platform,
+        "sdist": sdist_with_shim,
     },
 )

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import random
+import re
 import subprocess
 import sys
 import textwrap
@@ -61,6 +63,13 @@ def library() -> Path:
 @cache
 def declared() -> tuple[str, ...]:
     return tuple(cuda.declared_functions((GENERATED / "cuda_api.h").read_text()))
+
+
+@cache
+def table_names() -> tuple[str, ...]:
+    """The names the committed proc_table.c knows (its entry rows)."""
+    text = (GENERATED / "proc_table.c").read_text()
+    return tuple(re.findall(r'^    \{"(cu\w+)", \d+, \d+, \d+, \d+\},$', text, re.MULTILINE))
 
 
 def lookup_all(queries: list[Query]) -> list[Answer]:
@@ -152,6 +161,38 @@ def test_null_status_and_pfn_are_handled() -> None:
         [sys.executable, "-c", script, str(library())], capture_output=True, text=True, check=True
     )
     assert json.loads(proc.stdout) == [0, True, CUDA_INVALID_VALUE, CUDA_INVALID_VALUE]
+
+
+def test_every_table_name_resolves_to_an_exported_function() -> None:
+    names = table_names()
+    assert len(names) > 400 and list(names) == sorted(names, key=str.encode)
+    queries: list[Query] = [(n, 99999, f) for n in names for f in (0, PER_THREAD)]
+    answers = lookup_all(queries)
+    bad = [(q, a) for q, a in zip(queries, answers, strict=True) if a[:2] != (0, SUCCESS)]
+    assert not bad, bad[:10]
+    assert all(a[2] in declared() for a in answers)
+
+
+def test_names_near_real_ones_are_not_found() -> None:
+    """Symbols come from applications: near-misses, prefixes and junk must all miss cleanly."""
+    rng = random.Random(1234)
+    known = set(table_names())
+    queries: list[Query] = []
+    for name in rng.sample(sorted(known), 200):
+        cut = rng.randrange(1, len(name))
+        pos = rng.randrange(len(name))
+        for probe in (
+            name[:cut],
+            name + "_",
+            name + "_v9",
+            name.upper(),
+            name[:pos] + chr(rng.randrange(33, 127)) + name[pos + 1 :],
+            "".join(chr(rng.randrange(1, 256)) for _ in range(rng.randrange(1, 300))),
+        ):
+            if probe not in known:
+                queries.append((probe, rng.choice([0, 2000, 13000, -1, 2**31 - 1]), 0))
+    answers = lookup_all(queries)
+    assert all(a == (CUDA_NOT_FOUND, SYMBOL_NOT_FOUND, None) for a in answers)
 
 
 # --- the whole table against a reference model of the semantics --------------------------------
