@@ -181,3 +181,68 @@ def test_internal_errors_become_launch_failed(dev, monkeypatch):
         run_body(dev, "div.u32 %r1, %r0, 3;")
     assert ei.value.kind == "launch_failed"
     assert "PTX line" in ei.value.message and "div.u32" in ei.value.message
+
+
+def test_hung_kernel_is_reported(dev, monkeypatch):
+    from rgpu.server.cuda.emu.ptx import interp
+
+    monkeypatch.setattr(interp, "STEP_LIMIT", 2000)
+    body = """
+    $Lspin:
+    ld.volatile.global.u32 %r1, [%rd4];
+    setp.eq.u32 %p2, %r1, 0;
+    @%p2 bra $Lspin;
+    """
+    with pytest.raises(EmuFault) as ei:
+        run_body(dev, body, threads=4)
+    assert ei.value.kind == "launch_failed"
+    assert "hung" in ei.value.message and "PTX line" in ei.value.message
+
+
+def test_struct_call_parameter_reassembled_from_bytes(dev):
+    text = (
+        HEAD
+        + """
+    .func (.param .b32 ret) sum2(.param .align 4 .b8 s[8])
+    {
+      .reg .b32 %r<4>;
+      ld.param.b32 %r1, [s];
+      ld.param.b32 %r2, [s+4];
+      add.s32 %r3, %r1, %r2;
+      st.param.b32 [ret], %r3;
+      ret;
+    }
+    .visible .entry k(.param .u64 out)
+    {
+      .reg .b16 %h<4>; .reg .b32 %r<6>; .reg .b64 %rd<4>;
+      mov.u32 %r0, %tid.x;
+      {
+        .param .align 4 .b8 p0[8];
+        .param .b32 r0;
+        st.param.b8 [p0], 1;
+        st.param.b8 [p0+1], 1;
+        st.param.b16 [p0+2], 0;
+        st.param.b32 [p0+4], %r0;
+        call.uni (r0), sum2, (p0);
+        ld.param.b32 %r1, [r0];
+      }
+      ld.param.u64 %rd1, [out];
+      mul.wide.u32 %rd2, %r0, 4;
+      add.s64 %rd3, %rd1, %rd2;
+      st.global.u32 [%rd3], %r1;
+      ret;
+    }
+    """
+    )
+    out = dev.zeros(4, np.uint32)
+    run_ptx(dev, text, "k", pack("Q", out), block=(4, 1, 1))
+    assert dev.get(out, 4, np.uint32).tolist() == [257 + t for t in range(4)]
+
+
+def test_cache_qualifiers_with_double_colons(dev):
+    raw = run_body(
+        dev,
+        "ld.global.L1::no_allocate.L2::128B.u32 %r1, [%rd4]; st.global.u32 [%rd3], %r1;",
+        [np.uint32(41)],
+    )
+    assert int(raw[0, 0]) == 41

@@ -40,6 +40,9 @@ from .ir import Instruction
 from .memory import DeviceMemory
 
 STARVATION_LIMIT = 256
+#: Basic blocks one batch may execute before the launch is declared hung (a GPU watchdog's job);
+#: at the interpreter's speed this is minutes of work, far beyond any test-sized kernel.
+STEP_LIMIT = 5_000_000
 _SHIFT = {1: 0, 2: 1, 4: 2, 8: 3, 16: 4}
 
 
@@ -193,6 +196,7 @@ class Batch:
         self.local = np.zeros(max(local_size * self.N, 16), np.uint8)
         self.printf = printf
         self.exited: np.ndarray | None = None
+        self.steps_left = STEP_LIMIT
         self._special: dict[str, Any] = {}
         self._views: dict[tuple[int, np.dtype], np.ndarray] = {}
         self._elcache: dict[tuple[int, str, int], tuple] = {}
@@ -550,6 +554,14 @@ def run_function(cf: CompiledFunction, L: Batch, ps: dict, init_mask: np.ndarray
     mask: np.ndarray | None = None
     try:
         while True:
+            L.steps_left -= 1
+            if L.steps_left < 0:
+                raise cf.cx.fault(
+                    cf.instructions[min(pc if pcs is None else int(pcs.min()), nprog - 1)],
+                    "launch_failed",
+                    f"more than {STEP_LIMIT} basic blocks executed in one batch: the kernel "
+                    "looks hung (an infinite loop or a spin-wait nobody releases)",
+                )
             if pcs is None:  # converged: every live lane is at pc
                 if pc >= nprog:
                     return

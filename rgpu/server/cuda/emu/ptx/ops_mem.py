@@ -93,8 +93,8 @@ def _ld(ins: Instruction, cx: CompileContext) -> Exec:
                     raise err
                 for j, w in enumerate(ws):
                     v = slots.get(base + j * size)
-                    if v is None:
-                        v = t.type(0)
+                    if v is None or v.dtype.itemsize != size:
+                        v = _param_bytes(slots, base + j * size, t, fr.L.N)
                     elif v.dtype != t:
                         v = _fit(v, t)
                     w(fr, v, m)
@@ -151,6 +151,25 @@ def _ld(ins: Instruction, cx: CompileContext) -> Exec:
                 ws_idx[j](fr, out, idx)
 
     return ld
+
+
+def _param_bytes(slots: dict, off: int, t: np.dtype, n: int):
+    """A call parameter read whose offset or size differs from how it was written (e.g. a
+    struct stored with ``st.param.b8`` and loaded with ``ld.param.b32``): reassemble bytes."""
+    size = t.itemsize
+    uniform = all(not isinstance(v, np.ndarray) for v in slots.values())
+    rows = 1 if uniform else n
+    out = np.zeros((rows, size), np.uint8)
+    for o, v in slots.items():
+        vb = np.asarray(v)
+        k = vb.dtype.itemsize
+        lo, hi = max(o, off), min(o + k, off + size)
+        if lo >= hi:
+            continue
+        b = np.ascontiguousarray(np.broadcast_to(vb, (rows,))).view(np.uint8).reshape(rows, k)
+        out[:, lo - off : hi - off] = b[:, lo - o : hi - o]
+    r = out.view(t).reshape(rows)
+    return r[0] if uniform else r
 
 
 #: spaces whose accesses through a register base can use the per-batch element cache
