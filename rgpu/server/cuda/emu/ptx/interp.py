@@ -176,7 +176,6 @@ class Batch:
         dynamic_shared: int,
         local_size: int,
         printf: Callable[[str], None],
-        strings: dict[str, Any],
     ) -> None:
         self.kernel = kernel
         self.mem = mem
@@ -200,7 +199,6 @@ class Batch:
         self._special: dict[str, Any] = {}
         self._views: dict[tuple[int, np.dtype], np.ndarray] = {}
         self._elcache: dict[tuple[int, str, int], tuple] = {}
-        self.strings = strings
 
     # --- special registers --------------------------------------------------------------------
     def special(self, name: str) -> Any:
@@ -443,8 +441,6 @@ class Batch:
 
     def _resolve_generic(self, addr, size, dt, idx, fault):
         a = np.asarray(addr).astype(U64)
-        win = (a - U64.type(LOCAL_WINDOW)) if a.ndim else None
-        del win
         kinds = np.full(a.shape, 0, np.int8)  # 0 global, 1 shared, 2 local, 3 param
         for k, base in ((1, SHARED_WINDOW), (2, LOCAL_WINDOW), (3, PARAM_WINDOW)):
             inwin = (a >= U64.type(base)) & (a < U64.type(base + WINDOW_SPAN))
@@ -508,24 +504,16 @@ def _param_view(params: np.ndarray, dt: np.dtype, off) -> np.ndarray:
 
 
 # --- the scheduler ----------------------------------------------------------------------
-class Runner:
-    """Runs one compiled function for a set of lanes until they all return or exit."""
-
-    def __init__(self, kernel: str) -> None:
-        self.kernel = kernel
-
-    def fail(self, cf: CompiledFunction, pc: int, exc: BaseException) -> EmuFault:
-        ins = cf.instructions[min(pc, len(cf.instructions) - 1)] if cf.instructions else None
-        if isinstance(exc, EmuFault):
-            return exc
-        where = self.kernel + (f" (in .func {cf.name})" if cf.name != self.kernel else "")
-        if ins is None:
-            return EmuFault("launch_failed", f"{where}: {type(exc).__name__}: {exc}")
-        return EmuFault(
-            "launch_failed",
-            f"{where}: PTX line {ins.line} `{ins.text}`: internal error "
-            f"{type(exc).__name__}: {exc}",
-        )
+def _internal_error(cf: CompiledFunction, kernel: str, pc: int, exc: BaseException) -> EmuFault:
+    """An interpreter bug as ``launch_failed``, still naming the PTX line being executed."""
+    where = kernel + (f" (in .func {cf.name})" if cf.name != kernel else "")
+    if not cf.instructions:
+        return EmuFault("launch_failed", f"{where}: {type(exc).__name__}: {exc}")
+    ins = cf.instructions[min(pc, len(cf.instructions) - 1)]
+    return EmuFault(
+        "launch_failed",
+        f"{where}: PTX line {ins.line} `{ins.text}`: internal error {type(exc).__name__}: {exc}",
+    )
 
 
 #: Per-lane PC encoding while diverged: a runnable lane holds its PC, a lane parked at a barrier
@@ -723,7 +711,7 @@ def run_function(cf: CompiledFunction, L: Batch, ps: dict, init_mask: np.ndarray
     except EmuFault:
         raise
     except Exception as exc:  # an interpreter bug must not escape as a raw traceback
-        raise Runner(L.kernel).fail(cf, p, exc) from exc
+        raise _internal_error(cf, L.kernel, p, exc) from exc
 
 
 def _mark_exit(L: Batch, lanes: np.ndarray) -> None:

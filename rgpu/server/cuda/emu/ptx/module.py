@@ -357,8 +357,10 @@ class LoadedModule:
         with np.errstate(all="ignore"):
             for b0 in range(0, nblocks, per):
                 nb = min(per, nblocks - b0)
-                L = Batch(kernel, self.memory, grid, block, b0, nb, params,  # type: ignore[arg-type]
-                          ck.static_shared, dynamic_shared, ck.local_size, printf, {})  # fmt: skip
+                L = Batch(
+                    kernel, self.memory, grid, block, b0, nb, params,  # type: ignore[arg-type]
+                    ck.static_shared, dynamic_shared, ck.local_size, printf,
+                )  # fmt: skip
                 try:
                     run_function(ck.entry, L, {}, None)
                 except EmuFault:
