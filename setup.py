@@ -13,6 +13,7 @@ import importlib.util
 import os
 import sys
 from pathlib import Path
+from types import ModuleType
 
 from setuptools import Command, Distribution, setup
 from setuptools.command.bdist_wheel import bdist_wheel
@@ -23,7 +24,7 @@ ROOT = Path(__file__).resolve().parent
 SKIP_ENV = "RGPU_SKIP_SHIM"
 
 
-def _load_shimbuild():
+def _load_shimbuild() -> ModuleType:
     # By file path: importing the rgpu package here would need its dependencies.
     spec = importlib.util.spec_from_file_location(
         "_rgpu_shimbuild", ROOT / "rgpu" / "codegen" / "shimbuild.py"

@@ -16,7 +16,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="what", required=True)
     gen = sub.add_parser("cuda", help="regenerate interpose/generated/ from cuda.h")
     gen.add_argument("--include", type=Path, default=None, help="dir with cuda.h, cudaTypedefs.h")
-    gen.add_argument("--out", type=Path, default=ROOT / "interpose" / "generated")
+    gen.add_argument("--out", type=Path, default=None, help="default: interpose/generated")
     bld = sub.add_parser("build", help="compile librgpu_cuda.so (pip install does this too)")
     bld.add_argument(
         "--sanitize",
@@ -26,6 +26,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     bld.add_argument("--out", type=Path, default=None, help="output directory")
     args = parser.parse_args(argv)
+    if not (ROOT / "interpose").is_dir() and (args.what == "build" or args.out is None):
+        print(
+            f"rgpu: error: {ROOT} is not an rgpu source checkout (no interpose/); "
+            "run this from a git clone installed with: pip install -e .",
+            file=sys.stderr,
+        )
+        return 1
 
     if args.what == "cuda":
         from rgpu.codegen import cuda
@@ -38,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 1
-        for path in cuda.generate(include, args.out).values():
+        out = args.out or ROOT / "interpose" / "generated"
+        for path in cuda.generate(include, out).values():
             print(path)
         return 0
 
