@@ -204,6 +204,7 @@ void rgpu_ctx_note_destroyed(rgpu_ctx *c);
 /* Look up a device allocation containing [p, p+n); returns 1 and its device if found. */
 int rgpu_range_device(uint64_t p, int *dev);
 int rgpu_range_host(const void *p, size_t *base_off, size_t *size);
+void rgpu_range_add_global(uint64_t base, size_t size, int dev);
 
 /* ---- calls: helpers for building bodies (calls.c) ----------------------------------------- */
 /* Starts [fn, [ with `nargs` arguments following. */

@@ -26,6 +26,7 @@ static pthread_mutex_t ranges_mu = PTHREAD_MUTEX_INITIALIZER;
 static range_table dev_ranges, host_ranges;
 
 #define HOST_REGISTERED (1u << 31)
+#define RANGE_GLOBAL (1u << 30)
 
 static int table_add(range_table *t, range r)
 {
@@ -101,6 +102,16 @@ int rgpu_range_host(const void *p, size_t *base_off, size_t *size)
     return 1;
 }
 
+void rgpu_range_add_global(uint64_t base, size_t size, int dev)
+{
+    /* module globals take part in unified-addressing copies and pointer queries; they are
+     * not cuMemFree-able (flagged) and stay listed, as their module's addresses stay unused */
+    range r;
+    if (table_find(&dev_ranges, base, &r))
+        return;
+    table_add(&dev_ranges, (range){base, size, dev, rgpu_current_ctx(), RANGE_GLOBAL});
+}
+
 static int dev_of_ptr(CUdeviceptr p)
 {
     int dev;
@@ -169,8 +180,9 @@ CUresult cuMemFree_v2(CUdeviceptr dptr)
     if (dptr == 0)
         return CUDA_SUCCESS;
     range r;
-    if (!table_remove(&dev_ranges, dptr, &r))
+    if (!table_find(&dev_ranges, dptr, &r) || r.base != dptr || (r.flags & RANGE_GLOBAL))
         return CUDA_ERROR_INVALID_VALUE;
+    table_remove(&dev_ranges, dptr, &r);
     if (rgpu_connection_dead())
         return CUDA_SUCCESS;
     mp_buf b;

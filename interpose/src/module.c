@@ -269,6 +269,7 @@ static CUresult get_global(rgpu_obj *parent, const char *fn, const char *name, C
         st = CUDA_ERROR_UNKNOWN;
     rgpu_reply_free(&r);
     if (st == CUDA_SUCCESS) {
+        rgpu_range_add_global((uint64_t)p, (size_t)n, parent->dev);
         if (dptr)
             *dptr = (CUdeviceptr)p;
         if (bytes)

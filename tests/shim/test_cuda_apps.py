@@ -299,7 +299,9 @@ def programs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     for name in CUDA_PROGRAMS:
         src = str(PROGRAMS / f"{name}.cu")
         jobs[name] = [NVCC, "-o", str(out / name), src]
-        jobs[f"{name}-shared"] = [NVCC, "-cudart", "shared", "-o", str(out / f"{name}-shared"), src]
+        if name in CHECKED_PROGRAMS:
+            shared = str(out / f"{name}-shared")
+            jobs[f"{name}-shared"] = [NVCC, "-cudart", "shared", "-o", shared, src]
     for name in ("ptx_driver", "no_daemon"):
         jobs[name] = [
             NVCC,
@@ -372,11 +374,18 @@ def test_illegal_address_is_reported_and_isolated(rig: Rig, programs: dict[str, 
 
 def test_driver_api_ptx(rig: Rig, programs: dict[str, Path]) -> None:
     """A C program on the driver API: PTX through cuModuleLoadData, launches with
-    kernelParams, with `extra` and with cuLaunchKernelEx, address ranges and pointer
-    attributes; it links -lcuda and finds the shim through LD_LIBRARY_PATH alone."""
+    kernelParams, with `extra` and with cuLaunchKernelEx, 20 MiB copies, memset, 2D copies,
+    address ranges and pointer attributes; it links -lcuda and finds the shim through
+    LD_LIBRARY_PATH alone. Its one unsupported call is counted by the daemon."""
     result = rig.run([str(programs["ptx_driver"])], preload=False)
     _assert_passed(result, rig)
     assert "driver 13" in result.stdout
+    assert "big copy mismatches 0 tile mismatches 0" in result.stdout  # MORE frames, 2D
+    # the unsupported call it made was reported to the daemon, by its versioned name
+    status = subprocess.run([*RGPU, "status", "--json", "--socket", str(rig.socket)],
+                            env=rig.env, capture_output=True, text=True, timeout=60)
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["unsupported_calls"].get("cuArrayCreate_v2", 0) >= 1
 
 
 def test_cuda_python_driver_bindings(rig: Rig) -> None:
