@@ -70,6 +70,15 @@ def convert(v: Value, src: np.dtype, dst: np.dtype) -> Value:
     return v.astype(dst) if np.ndim(v) else dst.type(v)
 
 
+def coerce(v: Value, dt: np.dtype) -> Value:
+    """Bring an op result whose dtype drifted (numpy type promotion) back to ``dt``: values of
+    the same kind are cast (integers wrap), others reinterpreted or converted by ``convert``."""
+    src = v.dtype
+    if src.kind == dt.kind or (src.kind in "iu" and dt.kind in "iu"):
+        return v.astype(dt) if np.ndim(v) else dt.type(v)
+    return convert(v, src, dt)
+
+
 def imm_value(value: int | float, bits: int, dt: np.dtype) -> Value:
     """A numpy scalar of ``dt`` for an immediate (``0f``/``0d`` literals are bit patterns)."""
     if bits:
@@ -175,6 +184,8 @@ def writer(op: Operand, dt: np.dtype, cx: CompileContext, ins: Instruction) -> C
     if dst == dt:
 
         def w(fr, v, m):
+            if v.dtype != dst:  # numpy promotion slipped through an op: keep the register's type
+                v = coerce(v, dst)
             if m is None:
                 fr.regs[i] = v
             else:
