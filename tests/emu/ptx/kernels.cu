@@ -149,3 +149,52 @@ extern "C" __global__ void printer(int x, const int* vals) {
     printf("t=%d x=%5d v=%x f=%.3f s=%s c=%c %lld|%-4u|\n", t, x, vals[t], vals[t] * 0.5,
            "ok", 'A' + t, (long long)helper(t, x) << 33, (unsigned)t);
 }
+
+#include <cuda_fp16.h>
+#include <cooperative_groups.h>
+namespace cg = cooperative_groups;
+
+extern "C" __global__ void intrinsics(const unsigned* a, const long long* b, unsigned* out,
+                                      long long* out64, float* outf, int n) {
+  int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  unsigned x = a[i];
+  long long y = b[i];
+  out[8 * i + 0] = __brev(x);
+  out[8 * i + 1] = __ffs(x);
+  out[8 * i + 2] = __clz(x) + __popcll((unsigned long long)y);
+  out[8 * i + 3] = __umulhi(x, 0x9E3779B9u);
+  out[8 * i + 4] = __byte_perm(x, 0x11223344u, 0x5140);
+  out[8 * i + 5] = __funnelshift_l(x, 0xDEADBEEFu, i & 31);
+  out[8 * i + 6] = (x >> (i % 7)) & ((1u << (i % 13)) - 1u);
+  out[8 * i + 7] = __sad((int)x, i * 1000, 7);
+  out64[3 * i + 0] = y / (long long)(i - n / 2 == 0 ? 3 : i - n / 2);
+  out64[3 * i + 1] = y % 1000003;
+  out64[3 * i + 2] = __mul64hi(y, 0x123456789ABCDEFll);
+  __half h = __float2half((float)(x % 1000) / 7.0f);
+  __half h2 = __hadd(h, __float2half(0.5f));
+  outf[4 * i + 0] = __half2float(__hmul(h2, h));
+  outf[4 * i + 1] = __fdividef((float)x, 3.0f);
+  outf[4 * i + 2] = __saturatef((float)(int)(x % 5) - 2.0f);
+  outf[4 * i + 3] = rintf((float)(y % 1000) / 8.0f);
+}
+
+extern "C" __global__ void groups(const int* in, int* out, unsigned* counts) {
+  cg::thread_block block = cg::this_thread_block();
+  cg::thread_block_tile<16> tile = cg::tiled_partition<16>(block);
+  int v = in[blockIdx.x * blockDim.x + threadIdx.x];
+  for (int o = tile.size() / 2; o > 0; o /= 2) v += tile.shfl_down(v, o);
+  if (tile.thread_rank() == 0) out[(blockIdx.x * blockDim.x + threadIdx.x) / 16] = v;
+  int any_neg = __syncthreads_or(in[blockIdx.x * blockDim.x + threadIdx.x] < 0);
+  int cnt = __syncthreads_count(in[blockIdx.x * blockDim.x + threadIdx.x] > 0);
+  int all_small = __syncthreads_and(in[blockIdx.x * blockDim.x + threadIdx.x] < 100000);
+  if (threadIdx.x == 0) {
+    counts[3 * blockIdx.x + 0] = any_neg;
+    counts[3 * blockIdx.x + 1] = cnt;
+    counts[3 * blockIdx.x + 2] = all_small;
+  }
+  unsigned peers = __match_any_sync(0xffffffff, in[blockIdx.x * blockDim.x + threadIdx.x] & 3);
+  if (threadIdx.x == 5) counts[1000 + blockIdx.x] = peers;
+  atomicInc(&counts[2000], 10u);
+  atomicDec(&counts[2001], 7u);
+}

@@ -207,3 +207,81 @@ def test_printf_and_noinline_call(loaded):
             f"{helper << 33}|{t:<4d}|\n"
         )
     assert out == expect
+
+
+def _brev32(x: int) -> int:
+    return int(f"{x:032b}"[::-1], 2)
+
+
+def _byte_perm(x: int, y: int, s: int) -> int:
+    src = x | (y << 32)
+    out = 0
+    for k in range(4):
+        sel = (s >> (4 * k)) & 7
+        out |= ((src >> (8 * sel)) & 0xFF) << (8 * k)
+    return out
+
+
+def test_integer_and_half_intrinsics(loaded):
+    flavour, lm, dev = loaded
+    n = 64
+    a = RNG.integers(0, 2**32, n, dtype=np.uint64).astype(np.uint32)
+    a[:3] = [0, 1, 0x80000000]
+    b = RNG.integers(-(2**62), 2**62, n, dtype=np.int64)
+    pa, pb = dev.put(a), dev.put(b)
+    po, p64, pf = (
+        dev.zeros(8 * n, np.uint32),
+        dev.zeros(3 * n, np.int64),
+        dev.zeros(4 * n, np.float32),
+    )
+    lm.launch("intrinsics", (1, 1, 1), (n, 1, 1), 0, pack("QQQQQi", pa, pb, po, p64, pf, n), print)
+    o = dev.get(po, 8 * n, np.uint32).reshape(n, 8)
+    o64 = dev.get(p64, 3 * n, np.int64).reshape(n, 3)
+    of = dev.get(pf, 4 * n, np.float32).reshape(n, 4)
+    for i in range(n):
+        x, y = int(a[i]), int(b[i])
+        assert o[i, 0] == _brev32(x)
+        assert o[i, 1] == (x & -x).bit_length()
+        assert o[i, 2] == 32 - x.bit_length() + bin(y & (2**64 - 1)).count("1")
+        assert o[i, 3] == (x * 0x9E3779B9) >> 32
+        assert o[i, 4] == _byte_perm(x, 0x11223344, 0x5140)
+        sh = i & 31
+        assert o[i, 5] == ((((0xDEADBEEF << 32) | x) << sh) >> 32) & 0xFFFFFFFF
+        assert o[i, 6] == (x >> (i % 7)) & ((1 << (i % 13)) - 1)
+        sx = x - 2**32 if x >= 2**31 else x
+        assert o[i, 7] == (abs(sx - i * 1000) + 7) & 0xFFFFFFFF
+        d = i - n // 2 if i != n // 2 else 3
+        q = abs(y) // abs(d) * (1 if (y < 0) == (d < 0) else -1)
+        assert o64[i, 0] == q
+        assert o64[i, 1] == (abs(y) % 1000003) * (1 if y >= 0 else -1)
+        assert o64[i, 2] == (y * 0x123456789ABCDEF) >> 64
+        h = np.float16(np.float32(x % 1000) / np.float32(7))
+        h2 = np.float16(np.float32(h) + np.float32(0.5))
+        assert of[i, 0] == np.float32(np.float16(np.float32(h2) * np.float32(h)))
+        assert of[i, 1] == pytest.approx(np.float32(x) / 3, rel=2**-21)
+        assert of[i, 2] == min(max(float(x % 5) - 2, 0.0), 1.0)
+        assert of[i, 3] == np.rint(np.float32(int(np.fmod(y, 1000))) / np.float32(8))
+
+
+def test_cooperative_groups_sync_reductions_and_match(loaded):
+    _, lm, dev = loaded
+    nb, bs = 2, 64
+    v = RNG.integers(-50, 1000, nb * bs, dtype=np.int32)
+    v[:bs] = np.abs(v[:bs])  # block 0 has no negatives
+    pv, po = dev.put(v), dev.zeros(nb * bs // 16, np.int32)
+    pc = dev.zeros(2002, np.uint32)
+    lm.launch("groups", (nb, 1, 1), (bs, 1, 1), 0, pack("QQQ", pv, po, pc), print)
+    assert np.array_equal(dev.get(po, nb * bs // 16, np.int32), v.reshape(-1, 16).sum(1))
+    c = dev.get(pc, 2002, np.uint32)
+    for blk in range(nb):
+        w = v[blk * bs : (blk + 1) * bs]
+        assert c[3 * blk : 3 * blk + 3].tolist() == [int((w < 0).any()), int((w > 0).sum()), 1]
+        warp = v[blk * bs : blk * bs + 32] & 3
+        peers = sum(1 << k for k in range(32) if warp[k] == warp[5])
+        assert c[1000 + blk] == peers
+    total = nb * bs
+    assert c[2000] == total % 11
+    dec = 0
+    for _ in range(total):
+        dec = 7 if dec == 0 or dec > 7 else dec - 1
+    assert c[2001] == dec
