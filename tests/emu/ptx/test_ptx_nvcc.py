@@ -223,7 +223,7 @@ def _byte_perm(x: int, y: int, s: int) -> int:
 
 
 def test_integer_and_half_intrinsics(loaded):
-    flavour, lm, dev = loaded
+    _, lm, dev = loaded
     n = 64
     a = RNG.integers(0, 2**32, n, dtype=np.uint64).astype(np.uint32)
     a[:3] = [0, 1, 0x80000000]
