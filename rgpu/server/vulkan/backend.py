@@ -1,0 +1,720 @@
+"""The server's Vulkan backend: one :class:`VulkanSession` per application session.
+
+Calls arrive as ``(name, wire args)`` on the session's worker thread and run on the host driver
+through the ``vulkan`` package's raw ``ffi``/``lib`` (never its Pythonic wrappers: they raise on
+positive results such as ``VK_INCOMPLETE``). Handles are ids the client chose; the session maps
+them to real handles and refuses ids it did not create, so one session can never name another's
+objects. Closing the session destroys what it still holds, children before parents.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from rgpu.api import vk_generated as schema
+from rgpu.api.vk_schema import Command, Field
+
+from ..session import CallError
+from .codec import MAX_ARRAY, VK_ERROR_UNKNOWN, Codec, HandleMap, bad, eval_len, struct_schema
+
+__all__ = ["VkObject", "VulkanBackend", "VulkanSession"]
+
+log = logging.getLogger("rgpu.server.vulkan")
+
+VK_SUCCESS = 0
+VK_INCOMPLETE = 5
+VK_ERROR_EXTENSION_NOT_PRESENT = -7
+VK_ERROR_MEMORY_MAP_FAILED = -5
+VK_WHOLE_SIZE = 0xFFFFFFFFFFFFFFFF
+SERVER_ID_BIT = 1 << 63  # ids the server assigns (physical devices); clients use the rest
+MAX_OUT_BYTES = 256 << 20
+
+_RESULT_NAMES = {v: k for k, v in schema.ENUMS["VkResult"].items()}
+_DESTROYERS = {v[2]: k for k, v in schema.HANDLES.items() if v[2]}
+_POOL_OWNED = {"VkCommandBuffer", "VkDescriptorSet"}
+_NOT_DESTROYED = {"VkPhysicalDevice", "VkQueue", *_POOL_OWNED}
+
+
+def result_name(code: int) -> str:
+    return _RESULT_NAMES.get(code, f"VkResult {code}")
+
+
+def _wire_index(struct: str, member: str) -> int:
+    fields = [f for f in struct_schema(struct).fields if f.shape != "stype"]
+    return next(i for i, f in enumerate(fields) if f.name == member)
+
+
+@dataclass
+class VkObject:
+    """One object a session created, with what cleanup and routing need."""
+
+    ident: int
+    type: str
+    handle: Any  # cdata of the real handle
+    instance: int  # id of the owning VkInstance
+    device: int = 0  # id of the owning VkDevice (0 for instance-level objects)
+    pool: int = 0  # command/descriptor pool of pool-owned children
+    size: int = 0  # VkDeviceMemory: allocationSize
+    mapped: Any = None  # VkDeviceMemory: the server's persistent mapping (char *)
+
+
+class VulkanBackend:
+    """The host's Vulkan, shared by every session of the server."""
+
+    def __init__(self, vk_raw: Any) -> None:
+        self.ffi = vk_raw.ffi
+        self.lib = vk_raw.lib
+        self._lock = threading.Lock()
+        self.sessions: set[VulkanSession] = set()
+        self.created = 0  # objects created by all sessions (for leak checks)
+        self.destroyed = 0
+
+    def open_session(self, label: str, vulkan_indexes: Sequence[int] | None = None
+                     ) -> VulkanSession:
+        """A session; ``vulkan_indexes`` limits the physical devices it sees (token scope)."""
+        s = VulkanSession(self, label, vulkan_indexes)
+        with self._lock:
+            self.sessions.add(s)
+        return s
+
+    def count(self, created: int = 0, destroyed: int = 0) -> None:
+        with self._lock:
+            self.created += created
+            self.destroyed += destroyed
+
+    @property
+    def live(self) -> int:
+        return self.created - self.destroyed
+
+
+class VulkanSession(HandleMap):
+    """One application's Vulkan objects on this server, and the calls that make them."""
+
+    def __init__(self, backend: VulkanBackend, label: str,
+                 vulkan_indexes: Sequence[int] | None) -> None:
+        self.backend = backend
+        self.ffi = backend.ffi
+        self.lib = backend.lib
+        self.label = label
+        self.visible = None if vulkan_indexes is None else list(vulkan_indexes)
+        self.objects: dict[int, VkObject] = {}
+        self._by_real: dict[tuple[str, int], int] = {}
+        self._next_server_id = SERVER_ID_BIT | 1
+        self._pfns: dict[tuple[int, str], Any] = {}
+        self._instance = 0  # the instance of the call being run (for server-assigned ids)
+        self.codec = Codec(self.ffi, self)
+        self.closed = False
+        self.calls = 0
+        self._special: dict[str, Callable[[Command, str, list[Any]], Any]] = {
+            "vkCreateInstance": self._create_instance,
+            "vkEnumeratePhysicalDevices": self._enumerate_physical_devices,
+            "vkCreateDevice": self._create_device,
+            "vkDestroyInstance": self._destroy_instance_call,
+            "vkDestroyDevice": self._destroy_device_call,
+            "vkMapMemory": self._map_memory_call,
+            "vkUnmapMemory": self._unmap_memory_call,
+        }
+
+    # --- HandleMap -------------------------------------------------------------------------
+
+    def real(self, type_name: str, ident: int) -> Any:
+        obj = self.objects.get(ident)
+        if obj is None:
+            raise CallError("invalid_handle", f"{type_name} {ident:#x} does not exist in this "
+                            "session", vk=VK_ERROR_UNKNOWN)
+        if obj.type != type_name:
+            raise CallError("invalid_handle", f"{ident:#x} is a {obj.type}, not a {type_name}",
+                            vk=VK_ERROR_UNKNOWN)
+        return obj.handle
+
+    def ident(self, type_name: str, handle: Any) -> int:
+        key = (type_name, int(self.ffi.cast("uintptr_t", handle)))
+        found = self._by_real.get(key)
+        if found is not None:
+            return found
+        ident = self._next_server_id
+        self._next_server_id += 1
+        self._register(VkObject(ident, type_name, handle, self._instance))
+        return ident
+
+    def _register(self, obj: VkObject) -> None:
+        self.objects[obj.ident] = obj
+        self._by_real.setdefault((obj.type, int(self.ffi.cast("uintptr_t", obj.handle))),
+                                 obj.ident)
+        if obj.type not in _NOT_DESTROYED:
+            self.backend.count(created=1)
+
+    def _unregister(self, ident: int, destroyed: bool = True) -> None:
+        obj = self.objects.pop(ident, None)
+        if obj is None:
+            return
+        key = (obj.type, int(self.ffi.cast("uintptr_t", obj.handle)))
+        if self._by_real.get(key) == ident:
+            del self._by_real[key]
+        if destroyed and obj.type not in _NOT_DESTROYED:
+            self.backend.count(destroyed=1)
+
+    def _new_id(self, v: Any, type_name: str, path: str) -> int:
+        if not isinstance(v, int) or isinstance(v, bool) or v <= 0 or v & SERVER_ID_BIT \
+                or v >= 1 << 64:
+            raise bad(f"{path}: a new {type_name} needs a client id in 1..2^63-1")
+        if v in self.objects:
+            raise CallError("invalid_handle", f"{path}: id {v:#x} is already in use",
+                            vk=VK_ERROR_UNKNOWN)
+        return v
+
+    def live_objects(self) -> int:
+        return sum(1 for o in self.objects.values() if o.type not in _NOT_DESTROYED)
+
+    # --- entry point -----------------------------------------------------------------------
+
+    def call(self, fn: str, args: list[Any]) -> Any:
+        """Run one call; returns its reply (``[result, outputs...]``, bytes for reads)."""
+        if self.closed:
+            raise CallError("closed", "the Vulkan session is closed", vk=VK_ERROR_UNKNOWN)
+        if not isinstance(args, list):
+            raise bad(f"{fn}: arguments must be an array")
+        self.calls += 1
+        try:
+            private = _PRIVATE.get(fn)
+            if private is not None:
+                return private(self, args)
+            cmd = schema.COMMANDS.get(schema.COMMAND_ALIASES.get(fn, fn))
+            if cmd is None:
+                raise CallError("unsupported", f"{fn} is not supported by this server's Vulkan "
+                                "backend", vk=VK_ERROR_EXTENSION_NOT_PRESENT)
+            special = self._special.get(cmd.name)
+            if special is not None:
+                return special(cmd, fn, args)
+            return self.invoke(cmd, fn, args)
+        except (TypeError, OverflowError, ValueError) as exc:
+            raise bad(f"{fn}: {exc}") from None
+
+    # --- generic invocation ----------------------------------------------------------------
+
+    def _owner(self, cmd: Command, args: list[Any]) -> VkObject | None:
+        if cmd.level == "global":
+            return None
+        first = args[0] if args else None
+        obj = self.objects.get(first) if isinstance(first, int) else None
+        if obj is None or obj.type != cmd.params[0].type:
+            raise CallError("invalid_handle", f"{cmd.name}: {cmd.params[0].type} "
+                            f"{first!r} does not exist in this session", vk=VK_ERROR_UNKNOWN)
+        return obj
+
+    def _pfn(self, cmd: Command, fn: str, owner: VkObject | None) -> Any:
+        ffi, lib = self.ffi, self.lib
+        if owner is None:
+            f = getattr(lib, fn, None)
+            if f is None:
+                raise CallError("unsupported", f"the host loader lacks {fn}",
+                                vk=VK_ERROR_EXTENSION_NOT_PRESENT)
+            return f
+        if cmd.level == "instance":
+            scope = owner.instance
+            get = lambda n: lib.vkGetInstanceProcAddr(  # noqa: E731
+                self.objects[scope].handle, n)
+        else:
+            scope = owner.device if owner.type != "VkDevice" else owner.ident
+            get = lambda n: lib.vkGetDeviceProcAddr(self.objects[scope].handle, n)  # noqa: E731
+        key = (scope, fn)
+        pfn = self._pfns.get(key)
+        if pfn is None:
+            ptr = ffi.NULL
+            for name in dict.fromkeys((fn, cmd.name)):
+                ptr = get(name.encode())
+                if ptr != ffi.NULL:
+                    break
+            if ptr == ffi.NULL:
+                raise CallError("unsupported", f"{fn} is not available on this device or "
+                                "instance (extension not enabled?)",
+                                vk=VK_ERROR_EXTENSION_NOT_PRESENT)
+            pfn = self._pfns[key] = ffi.cast(f"PFN_{cmd.name}", ptr)
+        return pfn
+
+    def invoke(self, cmd: Command, fn: str, args: list[Any],
+               before: Callable[[list[Any]], None] | None = None) -> Any:
+        params = cmd.params
+        if len(args) != len(params):
+            raise bad(f"{fn} takes {len(params)} arguments (got {len(args)})")
+        owner = self._owner(cmd, args)
+        self._instance = owner.instance if owner is not None else 0
+        ffi, codec = self.ffi, self.codec
+        keep: list[Any] = []
+        cargs: list[Any] = [None] * len(params)
+        ctx: dict[str, Any] = {}
+        deferred: list[int] = []
+        outs: list[int] = []
+        for i, f in enumerate(params):
+            v = args[i]
+            path = f"{fn}.{f.name}"
+            if f.shape == "drop":
+                if v is not None and f.dir == "in":
+                    raise bad(f"{path} is not carried; send nil")
+                cargs[i] = ffi.NULL
+            elif f.dir != "in":
+                outs.append(i)
+            elif f.shape == "val":
+                if f.kind in ("s", "u"):
+                    ptr = (codec.new_struct(f.type, v, keep, path))
+                    cargs[i] = ptr[0]
+                else:
+                    cargs[i] = codec.scalar(f, v, path)
+                ctx[f.name] = v if f.kind == "i" else cargs[i]
+            else:
+                deferred.append(i)
+        lookup = ctx.__getitem__
+        for i in deferred:
+            f = params[i]
+            count = eval_len(f.len, lookup) if f.len and f.shape != "ptr" else None
+            cargs[i] = codec.pointer(f, args[i], count, keep, f"{fn}.{f.name}")
+            ctx[f.name] = cargs[i]
+        pair = cmd.pair
+        new_handles: list[tuple[Field, list[int], Any]] = []
+        for i in outs:
+            f = params[i]
+            if pair is not None and i in pair:
+                continue
+            cargs[i] = self._out_buffer(f, args[i], keep, lookup, new_handles, fn)
+            ctx[f.name] = cargs[i]
+        if before is not None:
+            before(cargs)
+        pfn = self._pfn(cmd, fn, owner)
+        if pair is None:
+            ret = pfn(*cargs)
+            items: Any = None
+        else:
+            ret, items = self._enumerate(cmd, fn, pfn, cargs, args, keep)
+        head = self._result(cmd, fn, ret)
+        for f, ids, buf in new_handles:
+            for k, ident in enumerate(ids):
+                if buf[k] != ffi.NULL:
+                    self._adopt(f.type, ident, buf[k], owner, cmd, args)
+        self._after(cmd, args)
+        reply: list[Any] = [head]
+        for i in cmd.reply:
+            if pair is not None and i == pair[0]:
+                reply.append(items)
+            else:
+                reply.append(self._encode_out(params[i], cargs[i], lookup))
+        return reply
+
+    def _out_buffer(self, f: Field, v: Any, keep: list[Any], lookup: Callable[[str], Any],
+                    new_handles: list[tuple[Field, list[int], Any]], fn: str) -> Any:
+        ffi = self.ffi
+        path = f"{fn}.{f.name}"
+        count = 1
+        if f.shape in ("array", "blob"):
+            count = eval_len(f.len or "", lookup)
+            if count < 0 or count > (MAX_OUT_BYTES if f.shape == "blob" else MAX_ARRAY):
+                raise bad(f"{path}: length {count} out of range")
+        if f.kind in ("h", "H"):
+            ids = [v] if f.shape == "ptr" else v
+            if not isinstance(ids, list) or len(ids) != count:
+                raise bad(f"{path}: expected {count} new {f.type} id(s)")
+            ids = [self._new_id(x, f.type, path) for x in ids]
+            if len(set(ids)) != len(ids):
+                raise bad(f"{path}: ids repeat")
+            buf = ffi.new(f"{f.type}[]", max(count, 1))
+            keep.append(buf)
+            new_handles.append((f, ids, buf))
+            return buf
+        if f.kind == "s":
+            return self.codec.out_structs(f.type, count, v, keep, path)
+        if v is not None:
+            raise bad(f"{path} is an output; send nil")
+        if f.shape == "blob":
+            buf = ffi.new("char[]", max(count, 1))
+        elif f.kind in ("i", "f"):
+            buf = ffi.new(f"{f.type}[]", max(count, 1))
+        else:
+            raise bad(f"{path}: unsupported output")
+        keep.append(buf)
+        return buf
+
+    def _encode_out(self, f: Field, buf: Any, lookup: Callable[[str], Any]) -> Any:
+        codec = self.codec
+        count = eval_len(f.len, lookup) if f.len and f.shape in ("array", "blob") else 1
+        if f.shape == "blob":
+            return bytes(self.ffi.buffer(buf, count))
+        items = codec.encode_items(f, buf, count)
+        return items if f.shape == "array" else items[0]
+
+    def _enumerate(self, cmd: Command, fn: str, pfn: Any, cargs: list[Any], args: list[Any],
+                   keep: list[Any]) -> tuple[Any, Any]:
+        """The two-call idiom, collapsed: capacity (or nil for all) in, items out."""
+        ci, ai = cmd.pair or (0, 0)
+        fc, fa = cmd.params[ci], cmd.params[ai]
+        ffi = self.ffi
+        cap, chain = args[ci], args[ai]
+        if fa.kind != "s" and chain is not None:
+            raise bad(f"{fn}.{fa.name}: send nil")
+        count = ffi.new(f"{fc.type} *")
+        keep.append(count)
+        cargs[ci] = count
+
+        def alloc(n: int) -> Any:
+            if fa.kind == "s":
+                return self.codec.out_structs(fa.type, n, chain, keep, f"{fn}.{fa.name}")
+            buf = ffi.new(f"{'char' if fa.kind == 'v' else fa.type}[]", max(n, 1))
+            keep.append(buf)
+            return buf
+
+        if cap is None:
+            for _ in range(8):
+                cargs[ai] = ffi.NULL
+                count[0] = 0
+                ret = pfn(*cargs)
+                if cmd.result == "VkResult" and ret < 0:
+                    return ret, None
+                n = int(count[0])
+                if n > MAX_ARRAY:
+                    raise bad(f"{fn}: the driver reports {n} items")
+                cargs[ai] = alloc(n)
+                ret = pfn(*cargs)
+                if ret != VK_INCOMPLETE:
+                    break
+        else:
+            if not isinstance(cap, int) or isinstance(cap, bool) or not 0 <= cap <= MAX_ARRAY:
+                raise bad(f"{fn}.{fc.name}: a capacity is an integer 0..{MAX_ARRAY} or nil")
+            cargs[ai] = alloc(cap)
+            count[0] = cap
+            ret = pfn(*cargs)
+        if cmd.result == "VkResult" and ret < 0:
+            return ret, None
+        n = int(count[0])
+        if fa.shape == "blob":
+            return ret, bytes(ffi.buffer(cargs[ai], n))
+        return ret, self.codec.encode_items(fa, cargs[ai], n)
+
+    def _result(self, cmd: Command, fn: str, ret: Any) -> Any:
+        if cmd.result == "VkResult":
+            code = int(ret)
+            if code < 0:
+                raise CallError("VkResult", f"{fn} returned {result_name(code)}", vk=code)
+            return code
+        if cmd.result == "void":
+            return None
+        if isinstance(ret, float):
+            return ret
+        return int(ret) if not isinstance(ret, int) else ret
+
+    def _adopt(self, type_name: str, ident: int, handle: Any, owner: VkObject | None,
+               cmd: Command, args: list[Any]) -> None:
+        """Record a handle the driver created under the id the client chose."""
+        instance = owner.instance if owner is not None else ident
+        device = 0
+        if owner is not None:
+            device = owner.ident if owner.type == "VkDevice" else owner.device
+        if type_name == "VkDevice":
+            device = ident
+        pool = 0
+        if type_name in _POOL_OWNED:
+            pool = args[1][1]  # VkCommandBufferAllocateInfo / VkDescriptorSetAllocateInfo
+        obj = VkObject(ident, type_name, handle, instance, device, pool)
+        if type_name == "VkDeviceMemory":
+            obj.size = int(args[1][1])  # VkMemoryAllocateInfo.allocationSize
+        self._register(obj)
+
+    def _after(self, cmd: Command, args: list[Any]) -> None:
+        """Forget what a successful destroy/free call destroyed."""
+        name = cmd.name
+        if name in _DESTROYERS:
+            ident = args[1] if len(args) > 1 and cmd.params[1].type == _DESTROYERS[name] \
+                else args[0]
+            if name in ("vkDestroyCommandPool", "vkDestroyDescriptorPool"):
+                self._forget_pool(ident)
+            if isinstance(ident, int):
+                self._unregister(ident)
+        elif name in ("vkFreeCommandBuffers", "vkFreeDescriptorSets"):
+            for ident in args[3] or ():
+                self._unregister(ident)
+        elif name == "vkResetDescriptorPool":
+            self._forget_pool(args[1])
+
+    def _forget_pool(self, pool: int) -> None:
+        for o in [o for o in self.objects.values() if o.pool == pool and pool]:
+            self._unregister(o.ident)
+
+    # --- special commands ------------------------------------------------------------------
+
+    def _create_instance(self, cmd: Command, fn: str, args: list[Any]) -> Any:
+        if len(args) != 3 or not isinstance(args[0], list):
+            raise bad(f"{fn} takes [pCreateInfo, nil, instance id]")
+        info = list(args[0])
+        struct = "VkInstanceCreateInfo"
+        li, ln = _wire_index(struct, "enabledLayerCount"), _wire_index(struct, "ppEnabledLayerNames")
+        ei = _wire_index(struct, "enabledExtensionCount")
+        en = _wire_index(struct, "ppEnabledExtensionNames")
+        if len(info) > max(li, ln, ei, en):
+            host = {e[0] for e in self._instance_extensions()}
+            wanted = info[en] if isinstance(info[en], list) else []
+            kept = [e for e in wanted if e in host and e in schema.INSTANCE_EXTENSIONS]
+            info[li], info[ln] = 0, None  # the client's layers run on the client
+            info[ei], info[en] = len(kept), kept or None
+        return self.invoke(cmd, fn, [info, *args[1:]])
+
+    def _instance_extensions(self) -> list[list[Any]]:
+        cmd = schema.COMMANDS["vkEnumerateInstanceExtensionProperties"]
+        reply = self.invoke(cmd, cmd.name, [None, None, None])
+        return list(reply[1] or [])
+
+    def _create_device(self, cmd: Command, fn: str, args: list[Any]) -> Any:
+        if len(args) != 4 or not isinstance(args[1], list):
+            raise bad(f"{fn} takes [physicalDevice, pCreateInfo, nil, device id]")
+        info = list(args[1])
+        struct = "VkDeviceCreateInfo"
+        li, ln = _wire_index(struct, "enabledLayerCount"), _wire_index(struct, "ppEnabledLayerNames")
+        ei = _wire_index(struct, "enabledExtensionCount")
+        en = _wire_index(struct, "ppEnabledExtensionNames")
+        if len(info) > max(li, ln, ei, en):
+            wanted = info[en] if isinstance(info[en], list) else []
+            kept = [e for e in wanted if e in schema.DEVICE_EXTENSIONS]
+            dropped = [e for e in wanted if e not in kept]
+            if dropped:
+                log.info("%s: not enabling device extensions %s (not carried by rgpu)",
+                         self.label, ", ".join(map(str, dropped)))
+            info[li], info[ln] = 0, None
+            info[ei], info[en] = len(kept), kept or None
+        return self.invoke(cmd, fn, [args[0], info, *args[2:]])
+
+    def physical_devices(self, instance: VkObject) -> list[int]:
+        """Ids of the instance's physical devices this session may see, in driver order."""
+        ffi = self.ffi
+        count = ffi.new("uint32_t *")
+        r = self.lib.vkEnumeratePhysicalDevices(instance.handle, count, ffi.NULL)
+        if r < 0:
+            raise CallError("VkResult", f"vkEnumeratePhysicalDevices returned "
+                            f"{result_name(r)}", vk=r)
+        arr = ffi.new("VkPhysicalDevice[]", max(int(count[0]), 1))
+        r = self.lib.vkEnumeratePhysicalDevices(instance.handle, count, arr)
+        if r < 0:
+            raise CallError("VkResult", f"vkEnumeratePhysicalDevices returned "
+                            f"{result_name(r)}", vk=r)
+        self._instance = instance.ident
+        ids = [self.ident("VkPhysicalDevice", arr[i]) for i in range(int(count[0]))]
+        if self.visible is not None:
+            ids = [ident for k, ident in enumerate(ids) if k in self.visible]
+        return ids
+
+    def _enumerate_physical_devices(self, cmd: Command, fn: str, args: list[Any]) -> Any:
+        if len(args) != 3:
+            raise bad(f"{fn} takes [instance, capacity or nil, nil]")
+        instance = self.objects.get(args[0]) if isinstance(args[0], int) else None
+        if instance is None or instance.type != "VkInstance":
+            raise CallError("invalid_handle", f"{fn}: VkInstance {args[0]!r} does not exist "
+                            "in this session", vk=VK_ERROR_UNKNOWN)
+        ids = self.physical_devices(instance)
+        cap = args[1]
+        if cap is None or cap >= len(ids):
+            return [VK_SUCCESS, ids]
+        if not isinstance(cap, int) or cap < 0:
+            raise bad(f"{fn}: a capacity is a non-negative integer or nil")
+        return [VK_INCOMPLETE, ids[:cap]]
+
+    def _destroy_instance_call(self, cmd: Command, fn: str, args: list[Any]) -> Any:
+        if len(args) != 2 or args[1] is not None:
+            raise bad(f"{fn} takes [instance, nil]")
+        if args[0]:
+            self.real("VkInstance", args[0])
+            self.destroy_instance(self.objects[args[0]])
+        return [None]
+
+    def _destroy_device_call(self, cmd: Command, fn: str, args: list[Any]) -> Any:
+        if len(args) != 2 or args[1] is not None:
+            raise bad(f"{fn} takes [device, nil]")
+        if args[0]:
+            self.real("VkDevice", args[0])
+            self.destroy_device(self.objects[args[0]])
+        return [None]
+
+    def memory(self, ident: Any) -> VkObject:
+        if not isinstance(ident, int):
+            raise bad("a VkDeviceMemory id is an integer")
+        self.real("VkDeviceMemory", ident)
+        return self.objects[ident]
+
+    def mapping(self, mem: VkObject) -> Any:
+        """The server's persistent mapping of the whole allocation (made on first use)."""
+        if mem.mapped is None:
+            ffi = self.ffi
+            pp = ffi.new("void **")
+            device = self.objects[mem.device].handle
+            r = self.lib.vkMapMemory(device, mem.handle, 0, VK_WHOLE_SIZE, 0, pp)
+            if r < 0:
+                raise CallError("VkResult", f"vkMapMemory returned {result_name(r)} (is the "
+                                "memory host-visible?)", vk=r)
+            mem.mapped = ffi.cast("char *", pp[0])
+        return mem.mapped
+
+    def _map_memory_call(self, cmd: Command, fn: str, args: list[Any]) -> Any:
+        if len(args) != 6:
+            raise bad(f"{fn} takes [device, memory, offset, size, flags, nil]")
+        mem = self.memory(args[1])
+        offset, size = args[2], args[3]
+        if not isinstance(offset, int) or not isinstance(size, int):
+            raise bad(f"{fn}: offset and size are integers")
+        if offset >= mem.size or (size != VK_WHOLE_SIZE and (size == 0
+                                                              or offset + size > mem.size)):
+            raise CallError("VkResult", f"{fn}: range {offset}+{size} outside the allocation "
+                            f"of {mem.size} bytes", vk=VK_ERROR_MEMORY_MAP_FAILED)
+        self.mapping(mem)
+        return [VK_SUCCESS]
+
+    def _unmap_memory_call(self, cmd: Command, fn: str, args: list[Any]) -> Any:
+        if len(args) != 2:
+            raise bad(f"{fn} takes [device, memory]")
+        self.memory(args[1])  # the server keeps its mapping until the memory is freed
+        return [None]
+
+    def _sync_range(self, mem: VkObject, flush: bool) -> None:
+        ffi = self.ffi
+        rng = ffi.new("VkMappedMemoryRange *", {
+            "sType": 6, "memory": mem.handle, "offset": 0, "size": VK_WHOLE_SIZE})
+        device = self.objects[mem.device].handle
+        fn = self.lib.vkFlushMappedMemoryRanges if flush else \
+            self.lib.vkInvalidateMappedMemoryRanges
+        r = fn(device, 1, rng)
+        if r < 0:
+            raise CallError("VkResult", f"mapped range sync returned {result_name(r)}", vk=r)
+
+    def write_memory(self, args: list[Any]) -> Any:
+        if len(args) != 3:
+            raise bad("vkRgpuWriteMemory takes [memory, offset, data]")
+        mem = self.memory(args[0])
+        offset, data = args[1], args[2]
+        if not isinstance(offset, int) or not isinstance(data, (bytes, bytearray, memoryview)):
+            raise bad("vkRgpuWriteMemory: offset is an integer, data is bin")
+        if offset < 0 or offset + len(data) > mem.size:
+            raise bad(f"vkRgpuWriteMemory: {offset}+{len(data)} is outside the allocation of "
+                      f"{mem.size} bytes")
+        base = self.mapping(mem)
+        self.ffi.memmove(base + offset, data, len(data))
+        self._sync_range(mem, flush=True)
+        return [VK_SUCCESS]
+
+    def read_memory(self, args: list[Any]) -> Any:
+        if len(args) != 3:
+            raise bad("vkRgpuReadMemory takes [memory, offset, size]")
+        mem = self.memory(args[0])
+        offset, size = args[1], args[2]
+        if not isinstance(offset, int) or not isinstance(size, int) or offset < 0 or size < 0 \
+                or offset + size > mem.size or size > MAX_OUT_BYTES:
+            raise bad(f"vkRgpuReadMemory: {offset}+{size} is outside the allocation of "
+                      f"{mem.size} bytes")
+        base = self.mapping(mem)
+        self._sync_range(mem, flush=False)
+        return bytes(self.ffi.buffer(base + offset, size))
+
+    def submit_command_buffer(self, args: list[Any]) -> Any:
+        """Replay a recorded stream into the real command buffer, between begin and end."""
+        if len(args) not in (2, 3) or not isinstance(args[1], list):
+            raise bad("vkRgpuSubmitCommandBuffer takes [commandBuffer, [[vkCmd..., [args]], "
+                      "...], pBeginInfo or nil]")
+        cb = args[0]
+        if not isinstance(cb, int):
+            raise bad("vkRgpuSubmitCommandBuffer: commandBuffer is an id")
+        self.real("VkCommandBuffer", cb)
+        begin = args[2] if len(args) == 3 else None
+        self.invoke(schema.COMMANDS["vkBeginCommandBuffer"], "vkBeginCommandBuffer",
+                    [cb, begin if begin is not None else [None, 0, None]])
+        ended = False
+        try:
+            for k, entry in enumerate(args[1]):
+                if not (isinstance(entry, list) and len(entry) == 2
+                        and isinstance(entry[0], str) and isinstance(entry[1], list)):
+                    raise bad(f"recorded command {k}: expected [name, [args]]")
+                name = entry[0]
+                cmd = schema.COMMANDS.get(schema.COMMAND_ALIASES.get(name, name))
+                if cmd is None or not name.startswith("vkCmd"):
+                    raise CallError("unsupported", f"recorded command {k}: {name} is not a "
+                                    "supported vkCmd", vk=VK_ERROR_EXTENSION_NOT_PRESENT)
+                try:
+                    self.invoke(cmd, name, [cb, *entry[1]])
+                except CallError as exc:
+                    raise CallError(exc.code, f"recorded command {k} ({name}): {exc}",
+                                    **exc.extra) from None
+            ended = True
+            return self.invoke(schema.COMMANDS["vkEndCommandBuffer"], "vkEndCommandBuffer",
+                               [cb])
+        finally:
+            if not ended:
+                self.lib.vkEndCommandBuffer(self.objects[cb].handle)
+
+    def facts(self, args: list[Any]) -> Any:
+        from .facts import physical_device_facts
+
+        if len(args) != 1 or not isinstance(args[0], int):
+            raise bad("vkRgpuGetPhysicalDeviceFacts takes [instance]")
+        self.real("VkInstance", args[0])
+        return [VK_SUCCESS, physical_device_facts(self, self.objects[args[0]])]
+
+    # --- destruction -----------------------------------------------------------------------
+
+    def _destroy_object(self, obj: VkObject) -> None:
+        destroy = schema.HANDLES.get(obj.type, (False, None, None))[2]
+        if obj.type in _NOT_DESTROYED or destroy is None:
+            self._unregister(obj.ident, destroyed=False)
+            return
+        device = self.objects[obj.device].handle
+        pfn = self.lib.vkGetDeviceProcAddr(device, destroy.encode())
+        if pfn == self.ffi.NULL:
+            log.warning("%s: cannot destroy %s %#x: no %s", self.label, obj.type, obj.ident,
+                        destroy)
+            self._unregister(obj.ident, destroyed=False)
+            return
+        self.ffi.cast(f"PFN_{destroy}", pfn)(device, obj.handle, self.ffi.NULL)
+        if obj.type in ("VkCommandPool", "VkDescriptorPool"):
+            self._forget_pool(obj.ident)
+        self._unregister(obj.ident)
+
+    def destroy_device(self, dev: VkObject) -> None:
+        """Wait idle, destroy the device's children newest first, then the device."""
+        r = self.lib.vkDeviceWaitIdle(dev.handle)
+        if r < 0:
+            log.warning("%s: vkDeviceWaitIdle returned %s", self.label, result_name(r))
+        for obj in reversed([o for o in self.objects.values()
+                             if o.device == dev.ident and o is not dev]):
+            if obj.ident in self.objects:
+                self._destroy_object(obj)
+        self._pfns = {k: v for k, v in self._pfns.items() if k[0] != dev.ident}
+        self.lib.vkDestroyDevice(dev.handle, self.ffi.NULL)
+        self._unregister(dev.ident)
+
+    def destroy_instance(self, inst: VkObject) -> None:
+        for dev in reversed([o for o in self.objects.values()
+                             if o.type == "VkDevice" and o.instance == inst.ident]):
+            self.destroy_device(dev)
+        for obj in [o for o in self.objects.values()
+                    if o.instance == inst.ident and o is not inst]:
+            self._unregister(obj.ident, destroyed=False)
+        self._pfns = {k: v for k, v in self._pfns.items() if k[0] != inst.ident}
+        self.lib.vkDestroyInstance(inst.handle, self.ffi.NULL)
+        self._unregister(inst.ident)
+
+    def close(self) -> None:
+        """Destroy everything the session still holds (on the session's worker thread)."""
+        if self.closed:
+            return
+        for inst in reversed([o for o in self.objects.values() if o.type == "VkInstance"]):
+            try:
+                self.destroy_instance(inst)
+            except Exception:
+                log.exception("%s: destroying a VkInstance failed", self.label)
+        self.objects.clear()
+        self._by_real.clear()
+        self.closed = True
+        with self.backend._lock:
+            self.backend.sessions.discard(self)
+
+
+_PRIVATE: dict[str, Callable[[VulkanSession, list[Any]], Any]] = {
+    "vkRgpuGetPhysicalDeviceFacts": VulkanSession.facts,
+    "vkRgpuWriteMemory": VulkanSession.write_memory,
+    "vkRgpuReadMemory": VulkanSession.read_memory,
+    "vkRgpuSubmitCommandBuffer": VulkanSession.submit_command_buffer,
+}
