@@ -6,7 +6,7 @@
  * __CUDA_API_VERSION_INTERNAL: cuMemAlloc is the 2.0 ABI, cuMemAlloc_v2 the 3.2 one,
  * no renaming macros). Interface declarations only, needed to interoperate with
  * programs built against the driver API; NVIDIA's documentation comments are not
- * reproduced. Target: Linux, LP64, C11 or later.
+ * reproduced. Target: Linux, LP64; C11 or later, or C++11 or later.
  *
  * Source: cuda.h and cudaTypedefs.h of CUDA 13.0 (CUDA_VERSION 13000),
  * read from /usr/local/cuda/include by default; sha256:
@@ -19,16 +19,16 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#ifdef __cplusplus
-extern "C" {
-#endif
-
 #define __cuda_cuda_h__
 
 typedef uint32_t cuuint32_t;
 typedef uint64_t cuuint64_t;
 
 #define CUDA_VERSION 13000
+
+#ifdef __cplusplus
+extern "C" {
+#endif
 
 typedef unsigned long long CUdeviceptr_v2;
 typedef CUdeviceptr_v2 CUdeviceptr;
@@ -1727,7 +1727,11 @@ typedef CUDA_RESOURCE_VIEW_DESC_v1 CUDA_RESOURCE_VIEW_DESC;
 #define CU_TENSOR_MAP_NUM_QWORDS 16
 
 typedef struct CUtensorMap_st {
+#if defined(__cplusplus) && (__cplusplus >= 201103L)
+    alignas(128)
+#elif __STDC_VERSION__ >= 201112L
     _Alignas(128)
+#endif
     cuuint64_t opaque[CU_TENSOR_MAP_NUM_QWORDS];
 } CUtensorMap;
 

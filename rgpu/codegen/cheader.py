@@ -211,6 +211,7 @@ def preprocess(
     predefined: dict[str, int],
     expand_macro: Callable[[Macro], bool],
     drop_includes: Iterable[str] = (),
+    passthrough: Iterable[str] = (),
 ) -> Preprocessed:
     """Evaluate ``text``'s conditionals and apply the macros ``expand_macro`` selects.
 
@@ -218,14 +219,17 @@ def preprocess(
     macros are applied to the text and their directives dropped; every other directive in the
     active branches is kept, normalised to one space between name and body. ``#include`` of a
     name in ``drop_includes`` is dropped; any other include is an error (the output must be
-    self-contained).
+    self-contained). A conditional whose ``#if`` mentions a ``passthrough`` name (such as
+    ``__cplusplus``) is kept as directives, with all its branches, for the consumer's compiler.
     """
     dropped = set(drop_includes)
+    kept_conditions = set(passthrough)
     text = strip_comments(text.replace("\\\r\n", "").replace("\\\n", ""))
     macros: dict[str, Macro] = {}
     expanded: set[str] = set()
     emitted: set[str] = set()
-    stack: list[tuple[bool, bool, bool]] = []  # (parent active, a branch taken, this active)
+    # (parent active, a branch taken, this active, kept as directives)
+    stack: list[tuple[bool, bool, bool, bool]] = []
     active = True
     out: list[str] = []
     pending: list[str] = []
@@ -247,24 +251,40 @@ def preprocess(
             continue
         directive, rest = m.group(1), m.group(2).strip()
         if directive in ("if", "ifdef", "ifndef"):
+            if active and kept_conditions & set(_IDENT.findall(rest)):
+                flush()
+                out.append(f"#{directive} {rest}")
+                stack.append((active, True, active, True))
+                continue
             if directive == "ifdef":
                 cond = rest in macros or rest in predefined
             elif directive == "ifndef":
                 cond = not (rest in macros or rest in predefined)
             else:
                 cond = active and _eval_condition(rest, macros, predefined)
-            stack.append((active, cond, active and cond))
+            stack.append((active, cond, active and cond, False))
             active = active and cond
             continue
+        if directive in ("elif", "else", "endif") and not stack:
+            raise HeaderError(f"#{directive} without #if")
+        if directive in ("elif", "else", "endif") and stack[-1][3]:
+            parent = stack[-1][0]
+            if parent:
+                flush()
+                out.append(f"#{directive} {rest}".rstrip())
+            if directive == "endif":
+                stack.pop()
+            active = parent
+            continue
         if directive == "elif":
-            parent, taken, _ = stack[-1]
+            parent, taken, _, _ = stack[-1]
             cond = parent and not taken and _eval_condition(rest, macros, predefined)
-            stack[-1] = (parent, taken or cond, cond)
+            stack[-1] = (parent, taken or cond, cond, False)
             active = cond
             continue
         if directive == "else":
-            parent, taken, _ = stack[-1]
-            stack[-1] = (parent, True, parent and not taken)
+            parent, taken, _, _ = stack[-1]
+            stack[-1] = (parent, True, parent and not taken, False)
             active = parent and not taken
             continue
         if directive == "endif":

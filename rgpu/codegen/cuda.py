@@ -117,7 +117,13 @@ def _param_count(params: str) -> int:
 
 
 def parse_cuda_h(text: str) -> tuple[int, list[str], list[Function]]:
-    pre = preprocess(text, _PREDEFINED, _applied, drop_includes=("stdlib.h", "stdint.h"))
+    pre = preprocess(
+        text,
+        _PREDEFINED,
+        _applied,
+        drop_includes=("stdlib.h", "stdint.h"),
+        passthrough=("__cplusplus",),
+    )
     version_macro = pre.macros.get("CUDA_VERSION")
     if version_macro is None:
         raise CodegenError("cuda.h defines no CUDA_VERSION")
@@ -237,7 +243,7 @@ def render_header(api: CudaApi) -> str:
         " * __CUDA_API_VERSION_INTERNAL: cuMemAlloc is the 2.0 ABI, cuMemAlloc_v2 the 3.2 one,\n"
         " * no renaming macros). Interface declarations only, needed to interoperate with\n"
         " * programs built against the driver API; NVIDIA's documentation comments are not\n"
-        " * reproduced. Target: Linux, LP64, C11 or later.",
+        " * reproduced. Target: Linux, LP64; C11 or later, or C++11 or later.",
     )
     lines += [
         "#ifndef RGPU_CUDA_API_H",
@@ -246,15 +252,7 @@ def render_header(api: CudaApi) -> str:
         "#include <stddef.h>",
         "#include <stdint.h>",
         "",
-        "#ifdef __cplusplus",
-        'extern "C" {',
-        "#endif",
-        "",
         *api.header_body,
-        "",
-        "#ifdef __cplusplus",
-        "}",
-        "#endif",
         "",
         "#endif /* RGPU_CUDA_API_H */",
     ]

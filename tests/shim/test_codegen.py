@@ -159,19 +159,39 @@ def test_header_declares_real_names_without_renaming_macros() -> None:
         assert f"#define {constant} " in header
 
 
-def test_header_compiles_standalone(tmp_path: Path) -> None:
-    cc = shimbuild.compiler()
-    probe = tmp_path / "probe.c"
-    probe.write_text(
-        '#include "cuda_api.h"\n#include "proc_table.h"\n'
-        '_Static_assert(sizeof(CUuuid) == 16, "CUuuid");\n'
-        '_Static_assert(CUDA_ERROR_NOT_SUPPORTED == 801, "801");\n'
-        '_Static_assert(sizeof(CUdeviceptr) == 8, "LP64");\n'
-        "int main(void) { CUDA_MEMCPY2D c = {0}; CUlaunchConfig l = {0}; "
-        "return (int)c.Height + (int)l.gridDimX; }\n"
-    )
+_PROBE = """\
+#include "cuda_api.h"
+#include "proc_table.h"
+#include <cuda.h> /* a no-op after cuda_api.h, even where a toolkit is installed */
+static_assert(sizeof(CUuuid) == 16, "CUuuid");
+static_assert(CUDA_ERROR_NOT_SUPPORTED == 801, "801");
+static_assert(sizeof(CUdeviceptr) == 8, "LP64");
+static_assert(sizeof(CUtensorMap) == 128 && alignof(CUtensorMap) == 128, "CUtensorMap");
+int main(void)
+{
+    CUDA_MEMCPY2D c = {};
+    CUlaunchConfig l = {};
+    return (int)c.Height + (int)l.gridDimX;
+}
+"""
+
+
+@pytest.mark.parametrize(
+    ("language", "std"), [("c", "-std=c11"), ("c", "-std=gnu17"), ("c++", "-std=c++17")]
+)
+def test_header_compiles_standalone(tmp_path: Path, language: str, std: str) -> None:
+    cc = shimbuild.compiler() if language == "c" else [shutil.which("c++") or "c++"]
+    if shutil.which(cc[0]) is None:
+        pytest.skip(f"no {language} compiler")
+    probe = tmp_path / f"probe.{'c' if language == 'c' else 'cc'}"
+    header = "#include <assert.h>\n#include <stdalign.h>\n" if language == "c" else ""
+    probe.write_text(header + _PROBE.replace("{}", "{0}" if language == "c" else "{}"))
+    flags = [f for f in shimbuild.CFLAGS if f != "-fvisibility=default"]
+    fake = tmp_path / "fake"  # cuda.h's include guard, failing if cuda_api.h did not set it
+    fake.mkdir()
+    (fake / "cuda.h").write_text("#ifndef __cuda_cuda_h__\n#error cuda.h read twice\n#endif\n")
     subprocess.run(
-        [*cc, *shimbuild.CFLAGS, "-std=c11", f"-I{GENERATED}", "-fsyntax-only", str(probe)],
+        [*cc, *flags, std, f"-I{GENERATED}", f"-I{fake}", "-fsyntax-only", str(probe)],
         check=True,
     )
 
@@ -228,6 +248,24 @@ def test_preprocess_selects_branches_and_applies_only_renames() -> None:
         "int cuCopy_v2_ptds(const char *s,   int n);",  # a comment is one space
         "int cuCopy(const char *s);",
         'char q = \'"\'; const char *t = "/* not a comment */";',
+    ]
+
+
+def test_preprocess_keeps_passthrough_conditionals_for_the_compiler() -> None:
+    text = '#ifdef __cplusplus\nextern "C" {\n#endif\n#if defined(__cplusplus) && X\na\n'
+    text += "#elif defined(WIN)\nb\n#else\n#if defined(WIN)\nc\n#endif\nd\n#endif\n"
+    out = preprocess(text, {}, _renames, passthrough=["__cplusplus"])
+    assert out.lines == [
+        "#ifdef __cplusplus",
+        'extern "C" {',
+        "#endif",
+        "#if defined(__cplusplus) && X",
+        "a",
+        "#elif defined(WIN)",
+        "b",
+        "#else",
+        "d",
+        "#endif",
     ]
 
 
