@@ -1,0 +1,227 @@
+"""Application sessions through a real daemon to real servers, over QUIC and TCP+TLS.
+
+The applications are in-process connections to the daemon's Unix socket, as a shim holds
+them; the daemon and the servers are real processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import re
+import time
+from typing import Any
+
+import pytest
+
+from rgpu.errors import RemoteError
+from rgpu.wire.auth import generate_token
+
+from .procs import (
+    Rig,
+    ServerProc,
+    open_app,
+    run_async,
+    server_info_async,
+    wait_daemon,
+)
+
+pytestmark = pytest.mark.timeout(120)
+
+
+async def _sessions(server: ServerProc) -> int:
+    return int((await server_info_async(server, "tcp"))["sessions"])
+
+
+async def _wait_sessions(server: ServerProc, want: int, timeout: float = 10.0) -> int:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        n = await _sessions(server)
+        if n == want or loop.time() > deadline:
+            return n
+        await asyncio.sleep(0.1)
+
+
+def _closed_line(server: ServerProc, session: int) -> str:
+    m = server.proc.wait_for(rf"session {session} \(.*\) closed after \d+ calls", stream="err",
+                             timeout=10)
+    return m.group(0)
+
+
+def test_sessions_open_on_the_owning_server_route_by_session_and_end_with_the_app(
+        rig: Rig, transport: str) -> None:
+    token = generate_token()
+    a, b = rig.servers([dict(token=token, server_id=11), dict(token=token, server_id=22)])
+    daemon = rig.daemon([a.address, b.address], token=token, transport=transport)
+
+    async def main() -> dict[str, Any]:
+        facts: dict[str, Any] = {}
+        async with open_app(daemon.socket, "app one") as one, \
+                open_app(daemon.socket, "app two") as two:
+            one_b = await one.open_session(1)  # pool GPU 1 is server b's GPU 0
+            assert one.last_open["server_id"] == 22, one.last_open
+            assert one.last_open["gpu"] == 1
+            assert await one.open_session(1) == one_b, "a second session on the same server"
+            on_b = await one.call(one_b, "rgpu.session", [])
+            assert on_b["gpu"] == 0, on_b
+            facts["one_b"] = on_b["session"]
+            assert (await _sessions(a), await _sessions(b)) == (0, 1)
+
+            two_a = await two.open_session(0)
+            assert two.last_open["server_id"] == 11
+            one_a = await one.open_session(0)
+            assert one_a != one_b
+            assert (await _sessions(a), await _sessions(b)) == (2, 1)
+            facts["two_a"] = (await two.call(two_a, "rgpu.session", []))["session"]
+            facts["one_a"] = (await one.call(one_a, "rgpu.session", []))["session"]
+            assert facts["one_a"] != facts["two_a"]
+
+            # Interleaved calls come back to the session (and app) that made them.
+            calls = []
+            for i in range(10):
+                calls.append(one.call(one_a, "rgpu.echo", ["one", i]))
+                calls.append(two.call(two_a, "rgpu.echo", ["two", i]))
+                calls.append(one.call(one_b, "rgpu.session", []))
+            results = await asyncio.gather(*calls)
+            for i in range(10):
+                assert results[3 * i] == ["one", i]
+                assert results[3 * i + 1] == ["two", i]
+                assert results[3 * i + 2]["session"] == facts["one_b"]
+
+            # One session's slow call does not hold up another session's calls.
+            slow = asyncio.ensure_future(one.call(one_a, "rgpu.sleep", [1.5]))
+            await asyncio.sleep(0.1)
+            assert await two.call(two_a, "rgpu.echo", ["quick"]) == ["quick"]
+            assert not slow.done(), "a call waited behind another session's slow call"
+            assert await slow is None
+
+            # Closing the app's session by request ends it on the server.
+            await two.control({"op": "close_session", "session": two_a})
+            facts["after_close"] = await _wait_sessions(a, 1)
+            with pytest.raises(RemoteError) as gone:
+                await two.call(two_a, "rgpu.echo", [])
+            facts["gone_code"] = gone.value.code
+        # Both apps disconnected: every session they had ends on its server.
+        facts["a_left"] = await _wait_sessions(a, 0)
+        facts["b_left"] = await _wait_sessions(b, 0)
+        return facts
+
+    facts = run_async(main())
+    assert facts["after_close"] == 1
+    assert facts["gone_code"] == "unknown_session"
+    assert (facts["a_left"], facts["b_left"]) == (0, 0), facts
+    _closed_line(a, facts["two_a"])
+    _closed_line(a, facts["one_a"])
+    _closed_line(b, facts["one_b"])
+    st = wait_daemon(daemon, lambda st: st["apps"] == 1, "the apps to be forgotten")
+    assert st["sessions"] == 0, st
+    assert "Traceback" not in daemon.proc.stderr + a.proc.stderr + b.proc.stderr
+
+
+def test_bulk_echo_of_20_mib_through_the_daemon(rig: Rig, transport: str) -> None:
+    token = generate_token()
+    server = rig.server(token=token)
+    daemon = rig.daemon([server.address], token=token, transport=transport)
+    payload = os.urandom((20 << 20) + 4099)  # not a multiple of the 8 MiB chunk
+
+    async def main() -> tuple[bytes, float, Any]:
+        async with open_app(daemon.socket) as app:
+            sid = await app.open_session(0)
+            t0 = time.monotonic()
+            echoed = await app.call(sid, "rgpu.echo", [], bulk=payload, timeout=60)
+            took = time.monotonic() - t0
+            small = await app.call(sid, "rgpu.echo", ["still in sync"])
+            return echoed, took, small
+
+    echoed, took, small = run_async(main(), timeout=90)
+    assert isinstance(echoed, bytes)
+    assert len(echoed) == len(payload)
+    assert hashlib.sha256(echoed).digest() == hashlib.sha256(payload).digest()
+    assert small == ["still in sync"]
+    assert took < 60
+
+
+def _server_lost_param(transport: str, how: str) -> Any:
+    marks = []
+    if transport == "quic" and how == "kill":
+        marks.append(pytest.mark.xfail(strict=True, reason=(
+            "bug: a killed QUIC server is noticed only by the daemon's keepalive "
+            "(rgpu/client/daemon.py KEEPALIVE_INTERVAL 15 s + KEEPALIVE_TIMEOUT 10 s), and a "
+            "forwarded CALL has no deadline, so the app waits ~25 s for server_lost")))
+    if transport == "quic" and how == "terminate":
+        marks.append(pytest.mark.xfail(strict=True, reason=(
+            "bug: right after a QUIC server closes (draining period), qh3 refuses sends; "
+            "rgpu/net/quic.py _send_out raises QuicConnectionError out of Peer.send, through "
+            "Daemon._on_app_message into the Unix-socket protocol, and asyncio drops the "
+            "app's connection instead of answering server_lost")))
+    return pytest.param(transport, how, marks=marks, id=f"{transport}-{how}")
+
+
+@pytest.mark.parametrize(("transport", "how"), [
+    _server_lost_param(t, h) for t in ("quic", "tcp") for h in ("kill", "terminate")])
+def test_server_killed_app_gets_server_lost(rig: Rig, transport: str, how: str) -> None:
+    token = generate_token()
+    doomed, spare = rig.servers([dict(token=token, server_id=5), dict(token=token, server_id=6)])
+    daemon = rig.daemon([doomed.address, spare.address], token=token, transport=transport)
+
+    async def main() -> tuple[str, float, Any, Any]:
+        async with open_app(daemon.socket) as app:
+            sid = await app.open_session(0)
+            assert app.last_open["server_id"] == 5
+            assert await app.call(sid, "rgpu.echo", ["before"]) == ["before"]
+            if how == "kill":
+                await asyncio.to_thread(doomed.proc.kill)
+            else:
+                await asyncio.to_thread(doomed.proc.terminate)
+            t0 = time.monotonic()
+            try:
+                await app.call(sid, "rgpu.echo", ["after"], timeout=6)
+            except RemoteError as exc:
+                code = exc.code
+            else:
+                code = "answered"
+            took = time.monotonic() - t0
+            # The daemon keeps serving this app: the pool is the spare server now.
+            status = await app.control({"op": "status"})
+            spare_sid = await app.open_session(0)
+            echoed = await app.call(spare_sid, "rgpu.echo", ["spare"])
+            return code, took, status, echoed
+
+    code, took, status, echoed = run_async(main())
+    assert code == "server_lost", code
+    assert took < 5, f"server_lost took {took:.1f} s"
+    assert echoed == ["spare"]
+    assert [g["server_id"] for g in status["gpus"]] == [6], status
+    lost = next(s for s in status["servers"] if s["address"] == doomed.address)
+    assert lost["state"] != "connected" and lost["error"], lost
+    text = rig.cli("status", "--socket", str(daemon.socket))
+    assert text.returncode == 0, str(text)
+    assert re.search(rf"{re.escape(doomed.address)} \[{transport}\] (backoff|connecting)",
+                     text.stdout), text
+    assert "Traceback" not in daemon.proc.stderr, daemon.proc.describe()
+
+
+@pytest.mark.parametrize("how", ["terminate", "kill"])
+def test_daemon_exit_ends_its_sessions_on_the_server(rig: Rig, how: str) -> None:
+    """The other end: when the daemon goes, the server ends the sessions it held (TCP+TLS;
+    over QUIC a vanished daemon is only noticed at the 60 s idle timeout)."""
+    token = generate_token()
+    server = rig.server(token=token)
+    daemon = rig.daemon([server.address], token=token, transport="tcp")
+    opened: list[int] = []
+
+    async def hold() -> None:
+        async with open_app(daemon.socket) as app:
+            sid = await app.open_session(0)
+            opened.append((await app.call(sid, "rgpu.session", []))["session"])
+            assert await _sessions(server) == 1
+            if how == "kill":
+                await asyncio.to_thread(daemon.proc.kill)
+            else:
+                await asyncio.to_thread(daemon.proc.terminate)
+
+    run_async(hold())
+    assert run_async(_wait_sessions(server, 0)) == 0
+    _closed_line(server, opened[0])
