@@ -463,6 +463,23 @@ def generate(include_dir: Path, out_dir: Path) -> dict[str, Path]:
     return written
 
 
+def recorded_sources(generated_text: str) -> dict[str, str]:
+    """The (file name -> sha256) of the headers a generated file's banner says it came from."""
+    return dict(re.findall(r"^ \*   (\S+)\s+([0-9a-f]{64})$", generated_text, re.MULTILINE))
+
+
+def same_sources(include_dir: Path, generated_text: str) -> bool:
+    """Whether ``include_dir`` holds exactly the headers ``generated_text`` was made from."""
+    recorded = recorded_sources(generated_text)
+    if set(recorded) != {"cuda.h", "cudaTypedefs.h"}:
+        return False
+    for name, digest in recorded.items():
+        path = include_dir / name
+        if not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest() != digest:
+            return False
+    return True
+
+
 _DECLARED = re.compile(r"\bCUresult\s+CUDAAPI\s+(cu[A-Z]\w*)\s*\(")
 
 
