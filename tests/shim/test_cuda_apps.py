@@ -28,10 +28,12 @@ from pathlib import Path
 
 import pytest
 
+from rgpu.codegen.shimbuild import ShimBuildError, build
 from rgpu.codegen.shimlib import shim_library_dir, shim_library_path
 from rgpu.errors import RgpuError
 
 HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
 PROGRAMS = HERE / "programs"
 HOST = "127.0.0.1"
 NVCC = shutil.which("nvcc")
@@ -49,10 +51,11 @@ CUDA_PROGRAMS = (
     "reduction",
     "streams_events",
     "constant_symbol",
+    "threads",
     "out_of_bounds",
     "long_running",
 )
-CHECKED_PROGRAMS = ("vector_add", "reduction", "streams_events", "constant_symbol")
+CHECKED_PROGRAMS = ("vector_add", "reduction", "streams_events", "constant_symbol", "threads")
 
 
 def _library() -> Path:
@@ -346,7 +349,8 @@ def _assert_passed(result: subprocess.CompletedProcess[str], rig: Rig) -> None:
 @pytest.mark.parametrize("name", CHECKED_PROGRAMS)
 def test_runtime_program(rig: Rig, programs: dict[str, Path], name: str, cudart: str) -> None:
     """vectorAdd, a shared-memory reduction, two streams with events and an elapsed time,
-    cudaMemcpyToSymbol into __constant__: each checks its own results."""
+    cudaMemcpyToSymbol into __constant__, six host threads sharing the connection: each
+    checks its own results."""
     exe = programs[name if cudart == "static" else f"{name}-shared"]
     argv = [str(exe)]
     if cudart == "shared":
@@ -382,8 +386,13 @@ def test_driver_api_ptx(rig: Rig, programs: dict[str, Path]) -> None:
     assert "driver 13" in result.stdout
     assert "big copy mismatches 0 tile mismatches 0" in result.stdout  # MORE frames, 2D
     # the unsupported call it made was reported to the daemon, by its versioned name
-    status = subprocess.run([*RGPU, "status", "--json", "--socket", str(rig.socket)],
-                            env=rig.env, capture_output=True, text=True, timeout=60)
+    status = subprocess.run(
+        [*RGPU, "status", "--json", "--socket", str(rig.socket)],
+        env=rig.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert status.returncode == 0, status.stderr
     assert json.loads(status.stdout)["unsupported_calls"].get("cuArrayCreate_v2", 0) >= 1
 
@@ -463,6 +472,50 @@ def test_no_daemon_runtime_app(tmp_path: Path, programs: dict[str, Path]) -> Non
     assert p.returncode != 0
     assert "cudaErrorNoDevice" in p.stdout, p.stdout
     assert len([ln for ln in p.stderr.splitlines() if ln.strip()]) == 1, p.stderr
+
+
+@pytest.fixture(scope="module")
+def sanitized(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    """An AddressSanitizer + UndefinedBehaviorSanitizer build of the shim, as LD_PRELOAD
+    entries (the sanitizer runtimes must come first in a process not built with them)."""
+    runtimes = []
+    for name in ("libasan.so", "libubsan.so"):
+        found = subprocess.run(
+            ["gcc", f"-print-file-name={name}"], capture_output=True, text=True, timeout=30
+        ).stdout.strip()
+        if not found or not Path(found).is_absolute():
+            pytest.skip(f"the C compiler has no {name}")
+        runtimes.append(found)
+    out = tmp_path_factory.mktemp("sanitized")
+    try:
+        lib = build(ROOT, out, sanitize="address,undefined", log=lambda _line: None)
+    except ShimBuildError as exc:
+        pytest.fail(str(exc))
+    return [*runtimes, str(lib)]
+
+
+@pytest.mark.parametrize(
+    "name", ["vector_add", "streams_events", "threads", "out_of_bounds", "ptx_driver"]
+)
+def test_sanitized_shim(
+    rig: Rig, programs: dict[str, Path], sanitized: list[str], name: str
+) -> None:
+    """The same programs on the sanitizer build: no memory error, no undefined behaviour."""
+    env = rig.app_env()
+    env["LD_PRELOAD"] = " ".join(sanitized)
+    env["LD_LIBRARY_PATH"] = str(Path(sanitized[-1]).parent / "cuda")
+    env["ASAN_OPTIONS"] = "detect_leaks=0:halt_on_error=1"
+    env["UBSAN_OPTIONS"] = "halt_on_error=1:print_stacktrace=1"
+    p = subprocess.run(
+        [str(programs[name])],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=APP_TIMEOUT_S,
+        cwd=rig.root,
+    )
+    assert "Sanitizer" not in p.stderr and "runtime error" not in p.stderr, p.stderr
+    assert p.returncode == 0 and "PASSED" in p.stdout, f"{p.stdout}\n{p.stderr}\n{rig.logs()}"
 
 
 # --- the integrity check, against captured vectors -----------------------------------------
