@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import bits_as, pack, run_body, run_ptx
+from ptxkit import bits_as, pack, run_body, run_ptx
 
 HEAD = ".version 8.0\n.target sm_75\n.address_size 64\n"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import pack, run_body, run_ptx
+from ptxkit import pack, run_body, run_ptx
 
 from rgpu.server.cuda.emu.ptx import EmuFault, LoadedModule, parse_ptx
 

@@ -11,9 +11,9 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-from conftest import bits_as, run_body
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from ptxkit import bits_as, run_body
 
 from rgpu.server.cuda.emu.ptx import fp
 

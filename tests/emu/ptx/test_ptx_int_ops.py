@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import bits_as, run_body
+from ptxkit import bits_as, run_body
 
 I32 = np.int32
 U32 = np.uint32

@@ -6,7 +6,7 @@ import struct
 
 import numpy as np
 import pytest
-from conftest import pack
+from ptxkit import pack
 
 RNG = np.random.default_rng(1234)
 

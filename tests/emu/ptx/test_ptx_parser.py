@@ -6,7 +6,7 @@ import struct
 
 import numpy as np
 import pytest
-from conftest import pack, run_ptx
+from ptxkit import pack, run_ptx
 
 from rgpu.server.cuda.emu.ptx import EmuFault, LoadedModule, parse_ptx
 from rgpu.server.cuda.emu.ptx.ir import (
