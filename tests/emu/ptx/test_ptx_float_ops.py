@@ -351,3 +351,25 @@ def test_testp(dev):
     """
     got = _f32(dev, body, np.array([1.0, SUB, np.nan, np.inf], F32), threads=4)
     assert got.tolist() == [1.0, 3.0, 4.0, 0.0]
+
+
+def test_fma_rn_f32_fast_path_on_many_lanes(dev):
+    """The interpreter's vector fma.rn.f32 (tie detection + exact fallback) against rationals,
+    on random lanes plus constructed double-rounding traps and subnormal results."""
+    rng = np.random.default_rng(5)
+    n = 600
+    a = (rng.standard_normal(n) * 10.0 ** rng.integers(-5, 5, n)).astype(F32)
+    b = (rng.standard_normal(n) * 10.0 ** rng.integers(-5, 5, n)).astype(F32)
+    c = (rng.standard_normal(n) * 10.0 ** rng.integers(-5, 5, n)).astype(F32)
+    for k in range(0, 60, 3):  # a*b = 1.5 + 2^-23 + 2^-24 is a float32 tie; c tips it
+        a[k], b[k], c[k] = 1.5, 1 + 2.0**-23, (-1) ** k * 2.0 ** -(40 + k)
+    a[100:110], b[100:110], c[100:110] = 2.0**-70, 2.0**-70, 2.0**-149  # subnormal results
+    body = (
+        "ld.global.f32 %f1, [%rd4]; ld.global.f32 %f2, [%rd4+8]; ld.global.f32 %f3, [%rd4+16];"
+        "fma.rn.f32 %f4, %f1, %f2, %f3; st.global.f32 [%rd3], %f4;"
+    )
+    got = bits_as(run_body(dev, body, [a, b, c], threads=n), F32)[:, 0]
+    for i in range(n):
+        exact = Fraction(float(a[i])) * Fraction(float(b[i])) + Fraction(float(c[i]))
+        ref = round_exact(exact, F32, "rn")
+        assert _same(got[i], ref), (i, a[i], b[i], c[i], got[i], ref)
