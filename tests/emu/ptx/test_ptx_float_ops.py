@@ -373,3 +373,55 @@ def test_fma_rn_f32_fast_path_on_many_lanes(dev):
         exact = Fraction(float(a[i])) * Fraction(float(b[i])) + Fraction(float(c[i]))
         ref = round_exact(exact, F32, "rn")
         assert _same(got[i], ref), (i, a[i], b[i], c[i], got[i], ref)
+
+
+finite64_mid = st.floats(
+    allow_nan=False, allow_infinity=False, min_value=-1e150, max_value=1e150
+).filter(lambda x: x == 0 or abs(x) > 1e-150)
+
+
+@settings(max_examples=300, deadline=None)
+@given(finite64_mid, finite64_mid, modes, st.sampled_from(["add", "mul", "div"]))
+def test_f64_directed_modes(a, b, mode, opname):
+    fa, fb = Fraction(a), Fraction(b)
+    if opname == "div" and b == 0:
+        return
+    exact = {"add": fa + fb, "mul": fa * fb, "div": fa / fb if b else None}[opname]
+    ref = round_exact(exact, np.float64, mode)
+    fn = {"add": fp.add, "mul": fp.mul, "div": fp.div}[opname]
+    got = fn(np.array([a]), np.array([b]), np.dtype(np.float64), mode)
+    assert _same(np.asarray(got)[0], ref), (a, b, mode, opname)
+
+
+def _sqrt_exact(x: Fraction, dt, mode: str):
+    """Correctly rounded square root of a non-negative rational."""
+    dt = np.dtype(dt)
+    r = dt.type(math.sqrt(float(x)))
+    cands = [np.nextafter(r, dt.type(-1)), r, np.nextafter(r, dt.type(np.inf))]
+    down = max(c for c in cands if c >= 0 and Fraction(float(c)) ** 2 <= x)
+    up = np.nextafter(down, dt.type(np.inf))
+    if Fraction(float(down)) ** 2 == x:
+        return down
+    if mode in ("rz", "rm"):
+        return down
+    if mode == "rp":
+        return up
+    mid = (Fraction(float(down)) + Fraction(float(up))) / 2
+    return down if x < mid * mid else up
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.floats(min_value=0, max_value=2.0**127, width=32), modes)
+def test_sqrt_f32_all_modes(x, mode):
+    x = F32(x)
+    ref = _sqrt_exact(Fraction(float(x)), F32, mode)
+    got = fp.sqrt(np.array([x]), np.dtype(F32), mode)
+    assert _same(np.asarray(got, F32)[0], ref), (x, mode)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.floats(min_value=1e-300, max_value=1e300), modes)
+def test_sqrt_f64_all_modes(x, mode):
+    ref = _sqrt_exact(Fraction(x), np.float64, mode)
+    got = fp.sqrt(np.array([x]), np.dtype(np.float64), mode)
+    assert _same(np.asarray(got)[0], ref), (x, mode)
