@@ -305,7 +305,18 @@ def programs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         if name in CHECKED_PROGRAMS:
             shared = str(out / f"{name}-shared")
             jobs[f"{name}-shared"] = [NVCC, "-cudart", "shared", "-o", shared, src]
-    for name in ("ptx_driver", "no_daemon"):
+    kernels = str(PROGRAMS / "kernels.cu")
+    jobs["kernels.fatbin"] = [NVCC, "-fatbin", "-o", str(out / "kernels.fatbin"), kernels]
+    jobs["kernels.cubin"] = [
+        NVCC,
+        "-cubin",
+        "-arch=sm_75",
+        "-o",
+        str(out / "kernels.cubin"),
+        kernels,
+    ]
+    jobs["kernels.ptx"] = [NVCC, "-ptx", "-o", str(out / "kernels.ptx"), kernels]
+    for name in ("ptx_driver", "no_daemon", "module_formats"):
         jobs[name] = [
             NVCC,
             "-cudart",
@@ -395,6 +406,28 @@ def test_driver_api_ptx(rig: Rig, programs: dict[str, Path]) -> None:
     )
     assert status.returncode == 0, status.stderr
     assert json.loads(status.stdout)["unsupported_calls"].get("cuArrayCreate_v2", 0) >= 1
+
+
+def test_module_formats(rig: Rig, programs: dict[str, Path]) -> None:
+    """A fatbin file (cuModuleLoadData and cuModuleLoadFatBinary), PTX and a cubin, each sized
+    from its own headers and shipped whole (the byte counts the shim logs are the files'),
+    plus device queries and error strings answered locally."""
+    images = [programs["kernels.fatbin"], programs["kernels.cubin"], programs["kernels.ptx"]]
+    env = {"RGPU_LOG": "debug"}
+    result = rig.run(
+        [
+            "env",
+            *(f"{k}={v}" for k, v in env.items()),
+            str(programs["module_formats"]),
+            *map(str, images),
+        ],
+        preload=False,
+    )
+    _assert_passed(result, rig)
+    for path, extra in zip(images, (0, 0, 1), strict=True):  # PTX: its text and the NUL
+        size = path.stat().st_size + extra
+        assert f"{size}-byte image" in result.stderr, (path, result.stderr)
+    assert "cubin load 209" in result.stdout or "cubin: mismatches 0" in result.stdout
 
 
 def test_cuda_python_driver_bindings(rig: Rig) -> None:
