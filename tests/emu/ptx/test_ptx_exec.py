@@ -441,3 +441,67 @@ def test_atomic_update_matches_serial_order(opname, spread):
     old = atomic_update(got_buf, el, opname, np.dtype(np.uint32), vals, cmps)
     assert np.array_equal(got_buf, ref_buf)
     assert np.array_equal(old, ref_old)
+
+
+RECURSIVE = (
+    HEAD
+    + """
+.func (.param .b32 ret) fact(.param .b32 n)
+{
+  .reg .pred %p<2>; .reg .b32 %r<6>;
+  ld.param.b32 %r1, [n];
+  setp.le.u32 %p1, %r1, 1;
+  mov.u32 %r5, 1;
+  @%p1 bra $Ldone;
+  sub.u32 %r2, %r1, 1;
+  {
+    .param .b32 a0;
+    .param .b32 r0;
+    st.param.b32 [a0], %r2;
+    call.uni (r0), fact, (a0);
+    ld.param.b32 %r3, [r0];
+  }
+  mul.lo.u32 %r5, %r3, %r1;
+  $Ldone:
+  st.param.b32 [ret], %r5;
+  ret;
+}
+.visible .entry k(.param .u64 out)
+{
+  .reg .b32 %r<4>; .reg .b64 %rd<4>;
+  mov.u32 %r0, %tid.x;
+  {
+    .param .b32 a0;
+    .param .b32 r0;
+    st.param.b32 [a0], %r0;
+    call.uni (r0), fact, (a0);
+    ld.param.b32 %r1, [r0];
+  }
+  ld.param.u64 %rd1, [out];
+  mul.wide.u32 %rd2, %r0, 4;
+  add.s64 %rd3, %rd1, %rd2;
+  st.global.u32 [%rd3], %r1;
+  ret;
+}
+"""
+)
+
+
+def test_recursive_function_with_divergent_depths(dev):
+    out = dev.zeros(8, np.uint32)
+    run_ptx(dev, RECURSIVE, "k", pack("Q", out), block=(8, 1, 1))
+    fact = [1, 1, 2, 6, 24, 120, 720, 5040]
+    assert dev.get(out, 8, np.uint32).tolist() == fact
+
+
+def test_recursion_with_local_frames_is_refused(dev):
+    from rgpu.server.cuda.emu.ptx import EmuFault
+
+    text = RECURSIVE.replace(
+        ".reg .pred %p<2>; .reg .b32 %r<6>;",
+        ".reg .pred %p<2>; .reg .b32 %r<6>; .local .align 4 .b8 depot[4];",
+    )
+    out = dev.zeros(8, np.uint32)
+    with pytest.raises(EmuFault) as ei:
+        run_ptx(dev, text, "k", pack("Q", out), block=(8, 1, 1))
+    assert ei.value.kind == "not_supported" and "recursive" in ei.value.message

@@ -196,6 +196,7 @@ class Batch:
         self.printf = printf
         self.exited: np.ndarray | None = None
         self.steps_left = STEP_LIMIT
+        self.active_frames: set[str] = set()  # .funcs with a .local frame on the call stack
         self._special: dict[str, Any] = {}
         self._views: dict[tuple[int, np.dtype], np.ndarray] = {}
         self._elcache: dict[tuple[int, str, int], tuple] = {}

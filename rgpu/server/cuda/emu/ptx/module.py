@@ -271,6 +271,10 @@ class LoadedModule:
             return self._builtin(ins, cx, callee_name, arg_names, ret_names)
         formals = [p.name for p in callee.params]
         formal_rets = [p.name for p in callee.returns]
+        uses_local = local_layout(callee)[1] > 0
+        recursion_err = cx.fault(
+            ins, "not_supported", f"recursive call of {callee_name}, which uses local memory"
+        )
 
         def call(fr, m):
             ps: dict[str, dict[int, Any]] = {}
@@ -282,7 +286,18 @@ class LoadedModule:
             cf = compiled.get(callee_name)
             if cf is None:
                 raise cx.fault(ins, "not_supported", f"function {callee_name} has no body")
-            run_function(cf, fr.L, ps, m)
+            L = fr.L
+            if uses_local:
+                # each function's .local frame has one fixed place per lane, so a recursive
+                # activation would overwrite its caller's frame: refuse instead of corrupting
+                if callee_name in L.active_frames:
+                    raise recursion_err
+                L.active_frames.add(callee_name)
+            try:
+                run_function(cf, L, ps, m)
+            finally:
+                if uses_local:
+                    L.active_frames.discard(callee_name)
             for rn, formal in zip(ret_names, formal_rets, strict=False):
                 if rn is not None:
                     fr.ps[rn] = ps.get(formal, {})
