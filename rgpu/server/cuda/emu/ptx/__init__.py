@@ -1,9 +1,27 @@
 """The PTX machine of the emulated CUDA device.
 
-``parse_ptx`` turns the PTX text nvcc embeds in every default build into a :class:`PtxModule`;
-:class:`LoadedModule` binds it to a :class:`DeviceMemory` and launches its kernels on a numpy
-SIMT interpreter. Every failure is an :class:`EmuFault` whose ``kind`` the CUDA layer maps to a
-CUresult. See ``docs``/research ``ptx-emulation.md`` for the design and its measured limits.
+nvcc embeds PTX in every default build; this package runs it on the CPU so that CI machines and
+laptops without a GPU still have a CUDA device (see ``research/ptx-emulation.md``).
+
+* :func:`parse_ptx` turns PTX text into a :class:`PtxModule` whose :class:`KernelInfo`/
+  :class:`GlobalVarInfo` answer ``cuFuncGetParamInfo``/``cuFuncGetAttribute``/
+  ``cuModuleGetGlobal`` without running anything;
+* :class:`DeviceMemory` is one device's global memory: a lazily committed numpy arena with a
+  checked allocator, so every stray access becomes ``illegal_address`` instead of corruption;
+* :class:`LoadedModule` allocates a module's globals in that memory and launches its kernels on
+  a numpy SIMT interpreter (``interp.py``): whole batches of blocks as one lane vector,
+  min-PC reconvergence, barriers, atomics serialised in lane order, warp shuffles and votes,
+  ``.func`` calls and ``vprintf``.
+
+Every failure is an :class:`EmuFault` whose ``kind`` the CUDA layer maps to a CUresult.
+
+Known limits, each reported rather than silently wrong where it can be detected: no textures,
+surfaces, tensor-core (``mma``/``wmma``), ``cp.async``/``mbarrier``, cluster or grid-wide sync;
+indirect calls and recursion over ``.local`` frames are ``not_supported``; warp collectives
+executed by only part of their member mask read the non-participating lanes' current values;
+named barriers with thread counts behave as full-block barriers; ``.approx`` instructions are
+more accurate than the hardware (within its documented bounds); ``fma.rn.f64`` is exact except
+when a product overflows the splitting range or underflows (documented in ``fp.py``).
 """
 
 from __future__ import annotations
