@@ -9,10 +9,13 @@ usable Vulkan. The server routes every ``vk*`` call of a session to that session
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from typing import Any
 
-from .backend import VkObject, VulkanBackend, VulkanSession
+from ..session import CallError, Session
+from .backend import VK_ERROR_EXTENSION_NOT_PRESENT, VkObject, VulkanBackend, VulkanSession
 
-__all__ = ["VkObject", "VulkanBackend", "VulkanSession", "open_vulkan_backend"]
+__all__ = ["VkObject", "VulkanBackend", "VulkanSession", "open_vulkan_backend", "vulkan_call"]
 
 log = logging.getLogger("rgpu.server.vulkan")
 
@@ -26,3 +29,22 @@ def open_vulkan_backend() -> VulkanBackend | None:
         log.warning("no Vulkan backend: cannot load the Vulkan loader (%s)", exc)
         return None
     return VulkanBackend(vk_raw)
+
+
+def vulkan_call(backend: VulkanBackend | None, session: Session, fn: str, args: list[Any],
+                vulkan_indexes: Sequence[int] | None = None) -> Any:
+    """Run one ``vk*`` call of a server session (on the session's worker thread).
+
+    The session's :class:`VulkanSession` is made on its first Vulkan call and closed with the
+    session (its cleanup runs on the same worker thread). ``vulkan_indexes`` limits the
+    physical devices the session sees (the token's ``allowed_gpus``, as Vulkan indexes).
+    """
+    if backend is None:
+        raise CallError("unsupported", "this server has no Vulkan backend",
+                        vk=VK_ERROR_EXTENSION_NOT_PRESENT)
+    vs = session.backends.get("vulkan")
+    if vs is None:
+        vs = backend.open_session(session.label, vulkan_indexes)
+        session.backends["vulkan"] = vs
+        session.add_cleanup("Vulkan", vs.close)
+    return vs.call(fn, args)

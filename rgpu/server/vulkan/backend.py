@@ -447,7 +447,8 @@ class VulkanSession(HandleMap):
             raise bad(f"{fn} takes [pCreateInfo, nil, instance id]")
         info = list(args[0])
         struct = "VkInstanceCreateInfo"
-        li, ln = _wire_index(struct, "enabledLayerCount"), _wire_index(struct, "ppEnabledLayerNames")
+        li = _wire_index(struct, "enabledLayerCount")
+        ln = _wire_index(struct, "ppEnabledLayerNames")
         ei = _wire_index(struct, "enabledExtensionCount")
         en = _wire_index(struct, "ppEnabledExtensionNames")
         if len(info) > max(li, ln, ei, en):
@@ -468,7 +469,8 @@ class VulkanSession(HandleMap):
             raise bad(f"{fn} takes [physicalDevice, pCreateInfo, nil, device id]")
         info = list(args[1])
         struct = "VkDeviceCreateInfo"
-        li, ln = _wire_index(struct, "enabledLayerCount"), _wire_index(struct, "ppEnabledLayerNames")
+        li = _wire_index(struct, "enabledLayerCount")
+        ln = _wire_index(struct, "ppEnabledLayerNames")
         ei = _wire_index(struct, "enabledExtensionCount")
         en = _wire_index(struct, "ppEnabledExtensionNames")
         if len(info) > max(li, ln, ei, en):
@@ -700,6 +702,7 @@ class VulkanSession(HandleMap):
         """Destroy everything the session still holds (on the session's worker thread)."""
         if self.closed:
             return
+        before = self.backend.destroyed
         for inst in reversed([o for o in self.objects.values() if o.type == "VkInstance"]):
             try:
                 self.destroy_instance(inst)
@@ -710,6 +713,9 @@ class VulkanSession(HandleMap):
         self.closed = True
         with self.backend._lock:
             self.backend.sessions.discard(self)
+            live = self.backend.live
+        log.info("%s: Vulkan session closed after %d calls; destroyed %d objects, %d live in "
+                 "the backend", self.label, self.calls, self.backend.destroyed - before, live)
 
 
 _PRIVATE: dict[str, Callable[[VulkanSession, list[Any]], Any]] = {

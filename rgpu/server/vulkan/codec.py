@@ -44,7 +44,7 @@ _ALLOWED = (ast.Expression, ast.BinOp, ast.Add, ast.Sub, ast.Mult, ast.Div, ast.
             ast.Name, ast.Attribute, ast.Constant, ast.Load)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _compile_len(expr: str) -> Callable[[Callable[[str], Any]], int]:
     tree = ast.parse(expr.replace("->", "."), mode="eval")
     for node in ast.walk(tree):
@@ -107,6 +107,13 @@ class Codec:
         self.NULL = ffi.NULL
 
     # ..... decoding (wire -> C) ...............................................................
+
+    def decode_struct(self, name: str, value: Any, keep: list[Any]) -> Any:
+        """:meth:`new_struct` for input from outside: every rejection is a CallError."""
+        try:
+            return self.new_struct(name, value, keep)
+        except (TypeError, OverflowError, ValueError) as exc:
+            raise bad(f"{name}: {exc}") from None
 
     def new_struct(self, name: str, value: Any, keep: list[Any], path: str = "",
                    node: bool = False) -> Any:
