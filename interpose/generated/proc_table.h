@@ -2,10 +2,12 @@
 /*
  * Declaration of rgpu_proc_lookup, defined in proc_table.c.
  *
- * Source: cuda.h and cudaTypedefs.h of CUDA 13.0 (CUDA_VERSION 13000),
- * read from /usr/local/cuda/include by default; sha256:
- *   cuda.h          64025f81a9d6d2b10e9e11654f3523e5b046d01b883f0b9ca474e463274b80d4
- *   cudaTypedefs.h  da2352ecb06115c252394c9ba72472d1dc525569d30f9c83e2da300fce788f2f
+ * Sources, CUDA 13.0 (CUDA_VERSION 13000), read from
+ * /usr/local/cuda/include by default; sha256:
+ *   cuda.h                 64025f81a9d6d2b10e9e11654f3523e5b046d01b883f0b9ca474e463274b80d4
+ *   cudaTypedefs.h         da2352ecb06115c252394c9ba72472d1dc525569d30f9c83e2da300fce788f2f
+ *   cudaProfiler.h         b9c9fa71341b693f9f0b0ea8071e12a0869ac99afe669345a02145163867560d
+ *   cudaProfilerTypedefs.h c742524d5819763cb9501a98557b4b11afdd8b182067a6a89861950e34addeba
  */
 #ifndef RGPU_PROC_TABLE_H
 #define RGPU_PROC_TABLE_H

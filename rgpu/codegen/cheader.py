@@ -124,8 +124,14 @@ def expand(
         out.append(text[pos : m.start()])
         inner_hidden = hidden | {name}
         if macro.params is None:
-            out.append(expand(macro.body, macros, allowed, inner_hidden))
+            replacement = expand(macro.body, macros, allowed, inner_hidden)
+            out.append(replacement)
             pos = m.end()
+            line_start = text.rfind("\n", 0, m.start()) + 1
+            if not replacement and not text[line_start : m.start()].strip():
+                # An attribute macro that vanishes at the start of a line takes its space along.
+                while pos < len(text) and text[pos] in " \t":
+                    pos += 1
             continue
         j = m.end()
         while j < len(text) and text[j].isspace():

@@ -26,6 +26,9 @@ from rgpu.codegen.cheader import Macro, preprocess, strip_comments
 COMMAND = "python -m rgpu.codegen cuda"
 DEFAULT_INCLUDE = Path("/usr/local/cuda/include")
 OUTPUT_FILES = ("cuda_api.h", "cuda_stubs.c", "proc_table.c", "proc_table.h")
+# Driver APIs declared outside cuda.h that need no foreign types (OpenGL, EGL and VDPAU interop
+# do), with their PFN typedefs: used when present beside cuda.h.
+OPTIONAL_HEADERS = (("cudaProfiler.h", "cudaProfilerTypedefs.h"),)
 
 # The target the generated header describes: the driver's own view on Linux LP64, C11.
 _PREDEFINED = {
@@ -116,21 +119,16 @@ def _param_count(params: str) -> int:
     return count
 
 
-def parse_cuda_h(text: str) -> tuple[int, list[str], list[Function]]:
+def _preprocess(text: str, drop_includes: tuple[str, ...]) -> tuple[list[str], dict[str, Macro]]:
     pre = preprocess(
-        text,
-        _PREDEFINED,
-        _applied,
-        drop_includes=("stdlib.h", "stdint.h"),
-        passthrough=("__cplusplus",),
+        text, _PREDEFINED, _applied, drop_includes=drop_includes, passthrough=("__cplusplus",)
     )
-    version_macro = pre.macros.get("CUDA_VERSION")
-    if version_macro is None:
-        raise CodegenError("cuda.h defines no CUDA_VERSION")
-    body = "\n".join(pre.lines)
+    return pre.lines, pre.macros
+
+
+def _prototypes(lines: list[str], seen: dict[str, Function]) -> list[Function]:
     functions: list[Function] = []
-    seen: dict[str, Function] = {}
-    for ret, name, params in _PROTOTYPE.findall(body):
+    for ret, name, params in _PROTOTYPE.findall("\n".join(lines)):
         if ret != "CUresult":
             raise CodegenError(f"{name} returns {ret}, not CUresult")
         fn = Function(name, _normalise(params))
@@ -140,9 +138,18 @@ def parse_cuda_h(text: str) -> tuple[int, list[str], list[Function]]:
             continue
         seen[name] = fn
         functions.append(fn)
+    return functions
+
+
+def parse_cuda_h(text: str) -> tuple[int, list[str], list[Function]]:
+    lines, macros = _preprocess(text, ("stdlib.h", "stdint.h"))
+    version_macro = macros.get("CUDA_VERSION")
+    if version_macro is None:
+        raise CodegenError("cuda.h defines no CUDA_VERSION")
+    functions = _prototypes(lines, {})
     if not functions:
         raise CodegenError("no CUDAAPI prototypes found in cuda.h")
-    return int(version_macro.body), pre.lines, functions
+    return int(version_macro.body), lines, functions
 
 
 def _variant_number(name: str, base: str) -> int | None:
@@ -203,15 +210,26 @@ def build_proc_entries(typedefs_text: str, functions: Iterable[Function]) -> lis
 
 
 def load(include_dir: Path = DEFAULT_INCLUDE) -> CudaApi:
-    cuda_h = (include_dir / "cuda.h").read_bytes()
-    typedefs_h = (include_dir / "cudaTypedefs.h").read_bytes()
-    version, body, functions = parse_cuda_h(cuda_h.decode("utf-8"))
-    entries = build_proc_entries(typedefs_h.decode("utf-8"), functions)
-    sources = (
-        ("cuda.h", hashlib.sha256(cuda_h).hexdigest()),
-        ("cudaTypedefs.h", hashlib.sha256(typedefs_h).hexdigest()),
-    )
-    return CudaApi(version, body, tuple(functions), tuple(entries), sources)
+    """Read cuda.h, cudaTypedefs.h and, where present, the profiler API (cudaProfiler.h)."""
+    sources: list[tuple[str, str]] = []
+
+    def read(name: str) -> str:
+        data = (include_dir / name).read_bytes()
+        sources.append((name, hashlib.sha256(data).hexdigest()))
+        return data.decode("utf-8")
+
+    version, body, functions = parse_cuda_h(read("cuda.h"))
+    typedefs = read("cudaTypedefs.h")
+    seen = {f.name: f for f in functions}
+    for header, header_typedefs in OPTIONAL_HEADERS:
+        if not (include_dir / header).is_file() or not (include_dir / header_typedefs).is_file():
+            continue
+        lines, _ = _preprocess(read(header), ("cuda.h",))
+        functions += _prototypes(lines, seen)
+        body = [*body, "", *lines]
+        typedefs += "\n" + read(header_typedefs)
+    entries = build_proc_entries(typedefs, functions)
+    return CudaApi(version, body, tuple(functions), tuple(entries), tuple(sources))
 
 
 def _version_text(version: int) -> str:
@@ -225,11 +243,10 @@ def _banner(api: CudaApi, what: str) -> list[str]:
         "/*",
         f" * {what}",
         " *",
-        f" * Source: cuda.h and cudaTypedefs.h of CUDA {_version_text(api.version)} "
-        f"(CUDA_VERSION {api.version}),",
-        " * read from /usr/local/cuda/include by default; sha256:",
+        f" * Sources, CUDA {_version_text(api.version)} (CUDA_VERSION {api.version}), read from",
+        " * /usr/local/cuda/include by default; sha256:",
     ]
-    lines += [f" *   {name:<15} {digest}" for name, digest in api.sources]
+    lines += [f" *   {name:<22} {digest}" for name, digest in api.sources]
     lines.append(" */")
     return lines
 
@@ -336,7 +353,7 @@ def render_proc_table(api: CudaApi) -> str:
     lines = _banner(
         api,
         f"cuGetProcAddress table: {len(api.proc_entries)} names, {n_variants} variants, "
-        "version\n * breakpoints from cudaTypedefs.h's PFN_* typedefs.",
+        "version\n * breakpoints from the PFN_* typedefs of the *Typedefs.h headers.",
     )
     lines += [
         "#include <stddef.h>",
@@ -471,7 +488,11 @@ def recorded_sources(generated_text: str) -> dict[str, str]:
 def same_sources(include_dir: Path, generated_text: str) -> bool:
     """Whether ``include_dir`` holds exactly the headers ``generated_text`` was made from."""
     recorded = recorded_sources(generated_text)
-    if set(recorded) != {"cuda.h", "cudaTypedefs.h"}:
+    would_read = {"cuda.h", "cudaTypedefs.h"}
+    for pair in OPTIONAL_HEADERS:
+        if all((include_dir / name).is_file() for name in pair):
+            would_read.update(pair)
+    if set(recorded) != would_read:
         return False
     for name, digest in recorded.items():
         path = include_dir / name

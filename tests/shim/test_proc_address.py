@@ -11,6 +11,7 @@ import json
 import os
 import random
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -113,6 +114,7 @@ def lookup(symbol: str, version: int, flags: int = 0) -> Answer:
         ("cuLaunchKernel", 4000, 0, "cuLaunchKernel"),
         ("cuInit", 2000, PER_THREAD, "cuInit"),  # no per-thread variant at all
         ("cuStreamGetCtx", 12050, PER_THREAD, "cuStreamGetCtx_v2_ptsz"),
+        ("cuProfilerStart", 4000, 0, "cuProfilerStart"),  # cudaProfiler.h
     ],
 )
 def test_resolves_newest_variant_not_newer_than_requested(
@@ -233,3 +235,114 @@ def test_every_name_at_every_breakpoint_matches_the_model() -> None:
     mismatches = [(q, a, e) for q, a, e in zip(queries, answers, expected, strict=True) if a != e]
     assert not mismatches, mismatches[:10]
     assert len(queries) > 5000
+
+
+# --- what a real cudart asks for ----------------------------------------------------------------
+
+# A libcuda.so.1 that records each cuGetProcAddress lookup of cudart and answers it with the
+# shim's rgpu_proc_lookup (the shim itself is loaded by path from $REAL_SHIM). It hands out its own
+# cuGetProcAddress(_v2) so that cudart's later lookups come back through it.
+_RECORDER_C = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+typedef int CUresult;
+CUresult cuGetProcAddress(const char *s, void **pfn, int v, uint64_t f);
+static void *shim;
+typedef CUresult (*lookup_fn)(const char *, int, uint64_t, void **, int *);
+static lookup_fn lookup;
+static CUresult (*export_table)(const void **, const void *);
+static void load(void)
+{
+    if (shim)
+        return;
+    shim = dlopen(getenv("REAL_SHIM"), RTLD_NOW | RTLD_LOCAL);
+    if (!shim)
+        exit(97);
+    lookup = (lookup_fn)dlsym(shim, "rgpu_proc_lookup");
+    export_table = (CUresult (*)(const void **, const void *))dlsym(shim, "cuGetExportTable");
+}
+CUresult cuGetProcAddress_v2(const char *s, void **pfn, int v, uint64_t f, int *st)
+{
+    load();
+    int status = -1;
+    CUresult rc = lookup(s, v, f, pfn, &status);
+    Dl_info info = {0};
+    const char *got = (*pfn && dladdr(*pfn, &info) && info.dli_sname) ? info.dli_sname : "-";
+    fprintf(stderr, "GPA\t%s\t%d\t%llu\t%d\t%d\t%s\n", s, v, (unsigned long long)f, rc,
+            status, got);
+    if (rc == 0 && !strcmp(s, "cuGetProcAddress"))
+        *pfn = v >= 12000 ? (void *)cuGetProcAddress_v2 : (void *)cuGetProcAddress;
+    if (st)
+        *st = status;
+    return rc;
+}
+CUresult cuGetProcAddress(const char *s, void **pfn, int v, uint64_t f)
+{
+    return cuGetProcAddress_v2(s, pfn, v, f, NULL);
+}
+CUresult cuGetExportTable(const void **table, const void *id)
+{
+    load();
+    return export_table(table, id);
+}
+"""
+
+_PROGRAM_CU = r"""
+#include <cstdio>
+int main()
+{
+    int n = -1;
+    cudaError_t e = cudaGetDeviceCount(&n);
+    std::printf("cudaGetDeviceCount %d %d\n", (int)e, n);
+    return 0;
+}
+"""
+
+# Graphics interop lives in cudaGL.h / cudaEGL.h / cudaVDPAU.h, outside the generated surface.
+_INTEROP = re.compile(
+    r"cu(GL|EGL|VDPAU|Graphics(GL|EGL|VDPAU))\w*|cuGraphicsResourceGetMappedEglFrame"
+)
+
+
+def test_static_cudart_finds_every_driver_function_it_asks_for(tmp_path: Path) -> None:
+    nvcc = shutil.which("nvcc") or "/usr/local/cuda/bin/nvcc"
+    if not os.path.exists(nvcc):
+        pytest.skip("nvcc not installed")
+    recorder_dir = tmp_path / "recorder"
+    recorder_dir.mkdir()
+    (tmp_path / "recorder.c").write_text(_RECORDER_C)
+    (tmp_path / "program.cu").write_text(_PROGRAM_CU)
+    subprocess.run(
+        ["cc", "-shared", "-fPIC", "-O1", "-Wl,-soname,libcuda.so.1", "-o",
+         str(recorder_dir / "libcuda.so.1"), str(tmp_path / "recorder.c"), "-ldl"],
+        check=True,
+    )  # fmt: skip
+    program = tmp_path / "program"
+    subprocess.run([nvcc, "-o", str(program), str(tmp_path / "program.cu")], check=True)
+    run = subprocess.run(
+        [str(program)],
+        env={
+            **os.environ,
+            "LD_LIBRARY_PATH": str(recorder_dir),
+            "REAL_SHIM": str(library()),
+            "RGPU_SOCKET": str(tmp_path / "no-daemon"),
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    lookups = [line.split("\t")[1:] for line in run.stderr.splitlines() if line.startswith("GPA")]
+    assert len(lookups) > 400, run.stderr[-2000:]
+    failed = [x for x in lookups if x[3] != "0" and x[0] and not _INTEROP.fullmatch(x[0])]
+    assert not failed, failed[:10]
+    for name, _version, _flags, rc, status, got in lookups:
+        if rc == "0":
+            assert status == "0" and got.startswith(name), (name, got)
+    per_thread = [got for _n, _v, flags, rc, _s, got in lookups if flags == "2" and rc == "0"]
+    assert sum(got.endswith(("_ptds", "_ptsz")) for got in per_thread) > 50
+    assert ["", "0", "0", "500", "1", "-"] in lookups  # cudart's probe
