@@ -505,3 +505,22 @@ def test_recursion_with_local_frames_is_refused(dev):
     with pytest.raises(EmuFault) as ei:
         run_ptx(dev, text, "k", pack("Q", out), block=(8, 1, 1))
     assert ei.value.kind == "not_supported" and "recursive" in ei.value.message
+
+
+def test_brx_idx_jump_table(dev):
+    body = """
+    and.b32 %r1, %r0, 3;
+    $Ltab: .branchtargets $L0, $L1, $L2, $L3;
+    brx.idx %r1, $Ltab;
+    $L0: mov.u32 %r2, 100; bra.uni $Lend;
+    $L1: mov.u32 %r2, 200; bra.uni $Lend;
+    $L2: mov.u32 %r2, 300; bra.uni $Lend;
+    $L3: mov.u32 %r2, 400;
+    $Lend:
+    add.u32 %r2, %r2, %r0;
+    st.global.u32 [%rd3], %r2;
+    """
+    raw = run_body(dev, body, threads=8)
+    assert (raw[:, 0] & np.uint64(0xFFFFFFFF)).tolist() == [100 * (t % 4 + 1) + t for t in range(8)]
+    raw = run_body(dev, body.replace("and.b32 %r1, %r0, 3;", "mov.u32 %r1, 2;"), threads=4)
+    assert (raw[:, 0] & np.uint64(0xFFFFFFFF)).tolist() == [300 + t for t in range(4)]

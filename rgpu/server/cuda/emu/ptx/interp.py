@@ -47,7 +47,7 @@ _SHIFT = {1: 0, 2: 1, 4: 2, 8: 3, 16: 4}
 
 
 # terminator kinds
-ORD, BRA, RET, EXIT, BAR, CALL, TRAP = range(7)
+ORD, BRA, RET, EXIT, BAR, CALL, TRAP, BRX = range(8)
 
 
 @dataclass
@@ -59,6 +59,8 @@ class Terminator:
     guard: Callable | None = None
     call: Callable | None = None
     bar_red: Callable | None = None  # bar.red: (frame, lanes mask) -> None
+    table: np.ndarray | None = None  # brx.idx: target PCs
+    index: Callable | None = None  # brx.idx: frame -> index value
 
 
 class CompiledFunction:
@@ -84,6 +86,8 @@ class CompiledFunction:
         for t in terms:
             if t is not None and t.kind == BRA:
                 leaders.add(t.target)
+            if t is not None and t.kind == BRX and t.table is not None:
+                leaders.update(int(x) for x in t.table)
         for i, t in enumerate(terms):
             if t is not None:
                 leaders.add(i + 1)
@@ -588,6 +592,15 @@ def run_function(cf: CompiledFunction, L: Batch, ps: dict, init_mask: np.ndarray
                     if mask is not None:
                         pcs[~mask] = DEAD
                     continue
+                if kind == BRX:
+                    dest = _brx_targets(cf, t, fr, end)
+                    if not isinstance(dest, np.ndarray):
+                        pc = int(dest)
+                        continue
+                    if mask is not None:
+                        dest = np.where(mask, dest, DEAD)
+                    pcs = dest.astype(np.int32)
+                    continue
                 if kind in (RET, EXIT):
                     if t.guard is None:
                         if kind == EXIT:
@@ -668,6 +681,8 @@ def run_function(cf: CompiledFunction, L: Batch, ps: dict, init_mask: np.ndarray
                             dest = np.int32(t.target if g else end + 1)
                         pcs = np.where(mask, dest, pcs)
                     starve = starve + 1 if t.target <= cur else 0
+                elif kind == BRX:
+                    pcs = np.where(mask, _brx_targets(cf, t, fr, end), pcs).astype(np.int32)
                 elif kind in (RET, EXIT):
                     if t.guard is None:
                         dying = mask
@@ -713,6 +728,19 @@ def run_function(cf: CompiledFunction, L: Batch, ps: dict, init_mask: np.ndarray
         raise
     except Exception as exc:  # an interpreter bug must not escape as a raw traceback
         raise _internal_error(cf, L.kernel, p, exc) from exc
+
+
+def _brx_targets(cf: CompiledFunction, t: Terminator, fr: Frame, end: int):
+    """Per-lane (or uniform) target PCs of ``brx.idx``; an index past the table faults."""
+    idx = t.index(fr)  # type: ignore[misc]
+    table = t.table
+    assert table is not None
+    bad = (idx >= table.size) if isinstance(idx, np.ndarray) else int(idx) >= table.size
+    if np.any(bad):
+        raise cf.cx.fault(
+            cf.instructions[end], "launch_failed", f"brx.idx index out of its {table.size} targets"
+        )
+    return table[idx] if isinstance(idx, np.ndarray) else table[int(idx)]
 
 
 def _mark_exit(L: Batch, lanes: np.ndarray) -> None:

@@ -175,6 +175,8 @@ class Function:
     shared: list[VarDecl] = field(default_factory=list)
     instructions: list[Instruction] = field(default_factory=list)
     labels: dict[str, int] = field(default_factory=dict)
+    #: ``L: .branchtargets a, b, c;`` tables used by ``brx.idx``
+    branch_tables: dict[str, list[str]] = field(default_factory=dict)
     has_body: bool = False
     maxntid: tuple[int, ...] | None = None
     reqntid: tuple[int, ...] | None = None

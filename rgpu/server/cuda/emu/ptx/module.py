@@ -30,6 +30,7 @@ from .errors import EmuFault
 from .interp import (
     BAR,
     BRA,
+    BRX,
     CALL,
     EXIT,
     RET,
@@ -213,6 +214,13 @@ class LoadedModule:
             if not isinstance(target, Sym) or target.name not in fn.labels:
                 raise cx.fault(ins, "invalid_ptx", "branch to an unknown label")
             return Terminator(BRA, fn.labels[target.name], guard_reader(ins))
+        if opc == "brx":
+            tab = ins.operands[1] if len(ins.operands) > 1 else None
+            names = fn.branch_tables.get(getattr(tab, "name", ""))
+            if names is None or any(x not in fn.labels for x in names) or ins.guard is not None:
+                raise cx.fault(ins, "invalid_ptx", "brx.idx needs a .branchtargets table")
+            targets = np.array([fn.labels[x] for x in names], np.int32)
+            return Terminator(BRX, table=targets, index=reader(ins.operands[0], U32, cx, ins))
         if opc in ("ret", "exit"):
             return Terminator(RET if opc == "ret" else EXIT, guard=guard_reader(ins))
         if opc == "trap":

@@ -537,6 +537,15 @@ class _BodyParser:
                 p.next()
                 if p.at(".callprototype"):
                     p.skip_to_semicolon()
+                elif p.at(".branchtargets"):
+                    p.next()
+                    names = []
+                    while not p.at(";"):
+                        tok = p.next()
+                        if tok.text != ",":
+                            names.append(tok.text)
+                    p.next()
+                    fn.branch_tables[s] = names
                 else:
                     fn.labels[s] = len(fn.instructions)
             elif s == "@" or (t.kind == "id" and not s.startswith((".", "%"))):
