@@ -11,6 +11,9 @@ Outputs (``interpose/generated/``):
 - ``proc_table.c`` / ``proc_table.h``: ``rgpu_proc_lookup``, the ``cuGetProcAddress`` resolution
   by (name, per-symbol version, flags), with the version breakpoints taken from the ``PFN_*``
   typedefs of cudaTypedefs.h (``PFN_cuMemAlloc_v3020`` is ``cuMemAlloc_v2``).
+
+The profiler API (cudaProfiler.h, cudaProfilerTypedefs.h) is included where present; the
+graphics interop headers are not (they need OpenGL, EGL and VDPAU types).
 """
 
 from __future__ import annotations
