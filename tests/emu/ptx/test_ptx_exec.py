@@ -524,3 +524,42 @@ def test_brx_idx_jump_table(dev):
     assert (raw[:, 0] & np.uint64(0xFFFFFFFF)).tolist() == [100 * (t % 4 + 1) + t for t in range(8)]
     raw = run_body(dev, body.replace("and.b32 %r1, %r0, 3;", "mov.u32 %r1, 2;"), threads=4)
     assert (raw[:, 0] & np.uint64(0xFFFFFFFF)).tolist() == [300 + t for t in range(4)]
+
+
+def test_indirect_call_through_function_pointers(dev):
+    text = (
+        HEAD
+        + """
+    .func (.param .b32 ret) twice(.param .b32 a)
+    { .reg .b32 %r<3>; ld.param.b32 %r1, [a]; add.s32 %r2, %r1, %r1; st.param.b32 [ret], %r2; ret; }
+    .func (.param .b32 ret) square(.param .b32 a)
+    { .reg .b32 %r<3>; ld.param.b32 %r1, [a]; mul.lo.s32 %r2, %r1, %r1; st.param.b32 [ret], %r2;
+      ret; }
+    .visible .entry k(.param .u64 out)
+    {
+      .reg .pred %p<2>; .reg .b32 %r<4>; .reg .b64 %rd<8>;
+      mov.u32 %r0, %tid.x;
+      mov.u64 %rd4, twice;
+      mov.u64 %rd5, square;
+      and.b32 %r2, %r0, 1;
+      setp.eq.u32 %p1, %r2, 1;
+      selp.b64 %rd6, %rd5, %rd4, %p1;
+      {
+        .param .b32 a0;
+        .param .b32 r0;
+        st.param.b32 [a0], %r0;
+        prototype_0 : .callprototype (.param .b32 _) _ (.param .b32 _);
+        call (r0), %rd6, (a0), prototype_0;
+        ld.param.b32 %r1, [r0];
+      }
+      ld.param.u64 %rd1, [out];
+      mul.wide.u32 %rd2, %r0, 4;
+      add.s64 %rd3, %rd1, %rd2;
+      st.global.u32 [%rd3], %r1;
+      ret;
+    }
+    """
+    )
+    out = dev.zeros(8, np.uint32)
+    run_ptx(dev, text, "k", pack("Q", out), block=(8, 1, 1))
+    assert dev.get(out, 8, np.uint32).tolist() == [t * t if t % 2 else 2 * t for t in range(8)]

@@ -17,7 +17,7 @@ Every failure is an :class:`EmuFault` whose ``kind`` the CUDA layer maps to a CU
 
 Known limits, each reported rather than silently wrong where it can be detected: no textures,
 surfaces, tensor-core (``mma``/``wmma``), ``cp.async``/``mbarrier``, cluster or grid-wide sync;
-indirect calls and recursion over ``.local`` frames are ``not_supported``; warp collectives
+recursion over ``.local`` frames is ``not_supported``; warp collectives
 executed by only part of their member mask read the non-participating lanes' current values;
 named barriers with thread counts behave as full-block barriers; ``.approx`` instructions are
 more accurate than the hardware (within its documented bounds); ``fma.rn.f64`` is exact except

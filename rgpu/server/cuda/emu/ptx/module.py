@@ -51,6 +51,8 @@ TARGET_LANES = 1 << 16
 MAX_THREADS_PER_BLOCK = 1024
 MAX_SHARED_PER_BLOCK = 227 * 1024
 MAX_GRID = (2**31 - 1, 65535, 65535)
+#: Function "addresses" (``mov.u64 %rd, func``) live in their own window, 16 bytes apart.
+FUNC_WINDOW = 0x7B00_0000_0000
 
 
 _ALLOCATOR_TUNED = False
@@ -188,8 +190,9 @@ class LoadedModule:
         if fn.is_entry:
             for p in fn.params:
                 symbols[p.name] = (p.offset, "param")
+        fidx = {name: k for k, name in enumerate(self.module.functions)}
         for fname in self.module.functions:
-            symbols.setdefault(fname, (0, "func"))
+            symbols.setdefault(fname, (FUNC_WINDOW + 16 * fidx[fname], "func"))
         cx = CompileContext(kernel, fn, symbols, compiled, local_base)
         cx.block_local = block_local_registers(fn)
         fns: list[Callable] = []
@@ -263,20 +266,26 @@ class LoadedModule:
         rets: list[Any] = []
         if ops_ and isinstance(ops_[0], ArgList):
             rets = list(ops_.pop(0).items)
-        if not ops_ or not isinstance(ops_[0], Sym):
-            return _raiser(cx.fault(ins, "not_supported", "indirect calls through a register"))
-        callee_name = ops_[0].name
+        if not ops_ or not isinstance(ops_[0], (Sym, Reg)):
+            raise cx.fault(ins, "invalid_ptx", "call needs a function name or register")
         args = list(ops_[1].items) if len(ops_) > 1 and isinstance(ops_[1], ArgList) else []
-        callee = self.module.functions.get(callee_name)
-        if callee is None:
-            raise cx.fault(ins, "invalid_ptx", f"call to undeclared function {callee_name!r}")
         arg_names = [a.name if isinstance(a, Sym) else None for a in args]
         arg_regs = [
             reader(a, DTYPES[a.type], cx, ins) if isinstance(a, Reg) else None for a in args
         ]
         ret_names = [r.name if isinstance(r, Sym) else None for r in rets]
+        if isinstance(ops_[0], Reg):
+            return self._indirect_call(ins, cx, compiled, ops_[0], arg_names, arg_regs, ret_names)
+        callee_name = ops_[0].name
+        callee = self.module.functions.get(callee_name)
+        if callee is None:
+            raise cx.fault(ins, "invalid_ptx", f"call to undeclared function {callee_name!r}")
         if not callee.has_body:
             return self._builtin(ins, cx, callee_name, arg_names, ret_names)
+        return self._direct_call(ins, cx, compiled, callee, arg_names, arg_regs, ret_names)
+
+    def _direct_call(self, ins, cx, compiled, callee: Function, arg_names, arg_regs, ret_names):
+        callee_name = callee.name
         formals = [p.name for p in callee.params]
         formal_rets = [p.name for p in callee.returns]
         uses_local = local_layout(callee)[1] > 0
@@ -311,6 +320,48 @@ class LoadedModule:
                     fr.ps[rn] = ps.get(formal, {})
 
         return call
+
+    def _indirect_call(self, ins, cx, compiled, reg: Reg, arg_names, arg_regs, ret_names):
+        """``call (r), %rd, (args), proto``: run each distinct target for the lanes naming it,
+        then merge the per-target return values lane by lane."""
+        by_addr = {FUNC_WINDOW + 16 * k: name for k, name in enumerate(self.module.functions)}
+        rd = reader(reg, U64, cx, ins)
+        calls: dict[str, Callable] = {}
+
+        def target(name: str) -> Callable:
+            c = calls.get(name)
+            if c is None:
+                fn = self.module.functions[name]
+                if not fn.has_body:
+                    c = self._builtin(ins, cx, name, arg_names, ret_names)
+                else:
+                    c = self._direct_call(ins, cx, compiled, fn, arg_names, arg_regs, ret_names)
+                calls[name] = c
+            return c
+
+        def icall(fr, m):
+            addrs = rd(fr)
+            lanes = np.ones(fr.L.N, BOOL) if m is None else m
+            uniq = np.unique(addrs[lanes]) if isinstance(addrs, np.ndarray) else [addrs]
+            merged: dict[str, dict[int, Any]] = {}
+            for av in uniq:
+                name = by_addr.get(int(av))
+                if name is None:
+                    raise cx.fault(
+                        ins, "illegal_address", f"call through {int(av):#x}: no function"
+                    )
+                sub = lanes & (addrs == av) if isinstance(addrs, np.ndarray) else m
+                target(name)(fr, sub)
+                for rn in ret_names:
+                    if rn is None or rn not in fr.ps:
+                        continue
+                    slots = merged.setdefault(rn, {})
+                    for off, v in fr.ps[rn].items():
+                        old = slots.get(off)
+                        slots[off] = v if old is None or sub is None else np.where(sub, v, old)
+            fr.ps.update(merged)
+
+        return icall
 
     def _builtin(self, ins, cx, name, arg_names, ret_names) -> Callable:
         if name == "vprintf":
