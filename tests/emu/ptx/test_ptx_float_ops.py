@@ -425,3 +425,22 @@ def test_sqrt_f64_all_modes(x, mode):
     ref = _sqrt_exact(Fraction(x), np.float64, mode)
     got = fp.sqrt(np.array([x]), np.dtype(np.float64), mode)
     assert _same(np.asarray(got)[0], ref), (x, mode)
+
+
+def test_cvt_pack_half2_and_bf16(dev):
+    body = """
+    ld.global.f32 %f1, [%rd4]; ld.global.f32 %f2, [%rd4+8];
+    cvt.rn.f16x2.f32 %r1, %f1, %f2;
+    cvt.rn.bf16.f32 %h1, %f1;
+    cvt.f32.bf16 %f3, %h1;
+    cvt.rz.bf16.f32 %h2, %f2;
+    cvt.u32.u16 %r2, %h2;
+    st.global.u32 [%rd3], %r1; st.global.f32 [%rd3+8], %f3; st.global.u32 [%rd3+16], %r2;
+    """
+    a, b = F32(1.0 + 2.0**-8 + 2.0**-9), F32(-3.3)
+    raw = run_body(dev, body, [a, b], nout=3)
+    packed = np.array([int(raw[0, 0]) & 0xFFFFFFFF], np.uint32).view(np.float16)
+    assert packed.tolist() == [float(np.float16(b)), float(np.float16(a))]  # low half is b
+    # bf16 keeps 8 significant bits: 1 + 2^-8 + 2^-9 rounds (nearest, above the tie) up
+    assert bits_as(raw, F32)[0, 1] == F32(1.0 + 2.0**-7)
+    assert int(raw[0, 2]) & 0xFFFF == int(np.array([b], F32).view(np.uint32)[0]) >> 16
