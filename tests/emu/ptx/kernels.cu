@@ -198,3 +198,18 @@ extern "C" __global__ void groups(const int* in, int* out, unsigned* counts) {
   atomicInc(&counts[2000], 10u);
   atomicDec(&counts[2001], 7u);
 }
+
+#include <cuda_bf16.h>
+
+extern "C" __global__ void halves(const float* x, float* out, int n) {
+  int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  __half2 h = __floats2half2_rn(x[i], 2.0f * x[i]);
+  __half2 g = __hfma2(h, h, __float2half2_rn(0.25f));
+  __half2 k = __hmul2(__hadd2(g, h), __hsub2(g, h));
+  out[4 * i + 0] = __low2float(k);
+  out[4 * i + 1] = __high2float(k);
+  out[4 * i + 2] = __hlt(__low2half(h), __high2half(h)) ? 1.0f : 0.0f;
+  __nv_bfloat16 b = __float2bfloat16(x[i]);
+  out[4 * i + 3] = __bfloat162float(b) * 2.0f;
+}

@@ -285,3 +285,29 @@ def test_cooperative_groups_sync_reductions_and_match(loaded):
     for _ in range(total):
         dec = 7 if dec == 0 or dec > 7 else dec - 1
     assert c[2001] == dec
+
+
+def test_half2_and_bfloat16(loaded):
+    _, lm, dev = loaded
+    n = 50
+    x = RNG.uniform(-4, 4, n).astype(np.float32)
+    px, po = dev.put(x), dev.zeros(4 * n, np.float32)
+    lm.launch("halves", (1, 1, 1), (64, 1, 1), 0, pack("QQi", px, po, n), print)
+    o = dev.get(po, 4 * n, np.float32).reshape(n, 4)
+    f16 = np.float16
+    for i in range(n):
+        lo, hi = f16(x[i]), f16(np.float32(2) * x[i])
+
+        def hf(v):
+            return f16(np.float32(v))
+
+        g = [f16(np.float64(v) * np.float64(v) + 0.25) for v in (lo, hi)]
+        k = []
+        for gg, v in zip(g, (lo, hi), strict=True):
+            s_, d_ = hf(np.float32(gg) + np.float32(v)), hf(np.float32(gg) - np.float32(v))
+            k.append(hf(np.float32(s_) * np.float32(d_)))
+        assert o[i, 0] == np.float32(k[0]) and o[i, 1] == np.float32(k[1])
+        assert o[i, 2] == float(lo < hi)
+        bits = int(np.array([x[i]], np.float32).view(np.uint32)[0])
+        rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16 << 16  # round to nearest even
+        assert o[i, 3] == np.array([rounded], np.uint32).view(np.float32)[0] * 2
