@@ -305,6 +305,9 @@ def programs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         if name in CHECKED_PROGRAMS:
             shared = str(out / f"{name}-shared")
             jobs[f"{name}-shared"] = [NVCC, "-cudart", "shared", "-o", shared, src]
+            per_thread = str(out / f"{name}-per-thread")
+            jobs[f"{name}-per-thread"] = [NVCC, "-default-stream", "per-thread", "-o",
+                                          per_thread, src]
     kernels = str(PROGRAMS / "kernels.cu")
     jobs["kernels.fatbin"] = [NVCC, "-fatbin", "-o", str(out / "kernels.fatbin"), kernels]
     jobs["kernels.cubin"] = [
@@ -356,13 +359,14 @@ def _assert_passed(result: subprocess.CompletedProcess[str], rig: Rig) -> None:
 # --- the programs ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("cudart", ["static", "shared"])
+@pytest.mark.parametrize("cudart", ["static", "shared", "per-thread"])
 @pytest.mark.parametrize("name", CHECKED_PROGRAMS)
 def test_runtime_program(rig: Rig, programs: dict[str, Path], name: str, cudart: str) -> None:
     """vectorAdd, a shared-memory reduction, two streams with events and an elapsed time,
     cudaMemcpyToSymbol into __constant__, six host threads sharing the connection: each
-    checks its own results."""
-    exe = programs[name if cudart == "static" else f"{name}-shared"]
+    checks its own results. Built with static cudart, shared cudart, and with the per-thread
+    default stream (the _ptds/_ptsz entry points)."""
+    exe = programs[name if cudart == "static" else f"{name}-{cudart}"]
     argv = [str(exe)]
     if cudart == "shared":
         path = ":".join(p for p in (str(_library_dir()), _shared_cudart_dir()) if p)

@@ -16,6 +16,11 @@ __global__ void add(const float *a, float *b, int n)
         b[i] += a[i];
 }
 
+static void CUDART_CB mark(void *flag)
+{
+    *(int *)flag = 1;
+}
+
 int main()
 {
     const int n = 4096;
@@ -50,11 +55,20 @@ int main()
     CHECK(cudaEventSynchronize(stop));
     float ms = -1;
     CHECK(cudaEventElapsedTime(&ms, start, stop));
-    CHECK(cudaStreamQuery(s1));
     int bad = 0;
     for (int i = 0; i < n; i++)
         if (hb[i] != 2.0f * i + 1.0f)
             bad++;
+    CHECK(cudaStreamQuery(s1));
+    // stream-ordered allocation and a host function in stream order
+    int *tmp, host_ran = 0;
+    CHECK(cudaMallocAsync(&tmp, 1024, s1));
+    CHECK(cudaMemsetAsync(tmp, 0, 1024, s1));
+    CHECK(cudaLaunchHostFunc(s1, mark, &host_ran));
+    CHECK(cudaFreeAsync(tmp, s1));
+    CHECK(cudaStreamSynchronize(s1));
+    if (!host_ran)
+        bad++;
     printf("streams mismatches %d elapsed_ms_nonnegative %d\n", bad, ms >= 0.0f);
     CHECK(cudaEventDestroy(start));
     CHECK(cudaEventDestroy(stop));
