@@ -1,6 +1,7 @@
 """The NVIDIA backend on a real GPU: device facts, memory, nvcc-built modules and libraries,
 launches in every form, streams and events, sticky faults, per-session isolation, and that a
-closed session gives every byte of device memory back (measured with cuMemGetInfo).
+closed session gives every byte of device memory back (measured with cuMemGetInfo). The fault
+test comes last: should a fault ever reach beyond its context, the other results still stand.
 
 Skipped as a whole where cuInit finds no usable driver and GPU; the tests that load nvcc
 output also need nvcc (one PTX test does not: the driver compiles the PTX itself).
@@ -499,49 +500,6 @@ def test_contexts(session: NvidiaSession) -> None:
         assert code_of(bad) == R.CUDA_ERROR_INVALID_HANDLE
 
 
-def test_illegal_address_is_sticky_and_stays_in_its_session(
-    backend: NvidiaBackend, fatbin: bytes
-) -> None:
-    bad, good = backend.open_session("faulty"), backend.open_session("bystander")
-    try:
-        for s in (bad, good):
-            s.cuDevicePrimaryCtxRetain(1, 0)
-            s.cuModuleLoadData(20, fatbin)
-        bad.cuModuleGetFunction(30, 20, "writeAt")
-        bad.cuMemAlloc_v2(MiB)
-        bad.cuLaunchKernel(30, 1, 1, 1, 1, 1, 1, 0, 0, struct.pack("<Qi", 0x10, 1))
-        assert code_of(bad.cuCtxSynchronize) == R.CUDA_ERROR_ILLEGAL_ADDRESS
-        assert code_of(bad.cuMemAlloc_v2, 16) == R.CUDA_ERROR_ILLEGAL_ADDRESS
-        assert code_of(bad.cuCtxSynchronize) == R.CUDA_ERROR_ILLEGAL_ADDRESS
-
-        good.cuModuleGetFunction(30, 20, "vectorAdd")
-        v = VectorAdd(good)
-        good.cuLaunchKernel(30, v.blocks, 1, 1, 256, 1, 1, 0, 0, v.params)
-        v.check()
-
-        bad.cuDevicePrimaryCtxReset_v2(0)  # clears the sticky error, frees everything
-        assert code_of(bad.cuLaunchKernel, 30, 1, 1, 1, 1, 1, 1, 0, 0, b"") \
-            == R.CUDA_ERROR_INVALID_HANDLE
-        ptr = bad.cuMemAlloc_v2(64)
-        bad.cuMemcpyHtoD_v2(ptr, b"ok")
-        assert bad.cuMemcpyDtoH_v2(ptr, 2) == b"ok"
-
-        bad.cuModuleLoadData(21, fatbin)
-        bad.cuModuleGetFunction(31, 21, "writeAt")
-        bad.cuLaunchKernel(31, 1, 1, 1, 1, 1, 1, 0, 0, struct.pack("<Qi", 0x10, 1))
-        with pytest.raises(CudaError) as info:
-            bad.cuCtxSynchronize()
-        assert info.value.code == R.CUDA_ERROR_ILLEGAL_ADDRESS
-        assert "cuCtxSynchronize" in str(info.value)
-        free_before = good.cuMemGetInfo_v2()[0]
-        bad.close()  # a poisoned context is still released, without raising
-        assert good.cuMemGetInfo_v2()[0] >= free_before
-        assert code_of(bad.cuCtxGetCurrent) == R.CUDA_ERROR_DEINITIALIZED
-    finally:
-        bad.close()
-        good.close()
-
-
 def test_close_gives_all_device_memory_back(backend: NvidiaBackend, fatbin: bytes) -> None:
     probe = backend.open_session("probe")
     try:
@@ -636,3 +594,46 @@ def test_module_image_forms_refused_plainly(session: NvidiaSession, fatbin: byte
     assert code_of(s.cuModuleLoadData, 22, "text") == R.CUDA_ERROR_INVALID_VALUE
     s.cuModuleLoadData(23, fatbin)
     assert code_of(s.cuModuleLoadData, 23, fatbin) == R.CUDA_ERROR_INVALID_VALUE  # id in use
+
+
+def test_illegal_address_is_sticky_and_stays_in_its_session(
+    backend: NvidiaBackend, fatbin: bytes
+) -> None:
+    bad, good = backend.open_session("faulty"), backend.open_session("bystander")
+    try:
+        for s in (bad, good):
+            s.cuDevicePrimaryCtxRetain(1, 0)
+            s.cuModuleLoadData(20, fatbin)
+        bad.cuModuleGetFunction(30, 20, "writeAt")
+        bad.cuMemAlloc_v2(MiB)
+        bad.cuLaunchKernel(30, 1, 1, 1, 1, 1, 1, 0, 0, struct.pack("<Qi", 0x10, 1))
+        assert code_of(bad.cuCtxSynchronize) == R.CUDA_ERROR_ILLEGAL_ADDRESS
+        assert code_of(bad.cuMemAlloc_v2, 16) == R.CUDA_ERROR_ILLEGAL_ADDRESS
+        assert code_of(bad.cuCtxSynchronize) == R.CUDA_ERROR_ILLEGAL_ADDRESS
+
+        good.cuModuleGetFunction(30, 20, "vectorAdd")
+        v = VectorAdd(good)
+        good.cuLaunchKernel(30, v.blocks, 1, 1, 256, 1, 1, 0, 0, v.params)
+        v.check()
+
+        bad.cuDevicePrimaryCtxReset_v2(0)  # clears the sticky error, frees everything
+        assert code_of(bad.cuLaunchKernel, 30, 1, 1, 1, 1, 1, 1, 0, 0, b"") \
+            == R.CUDA_ERROR_INVALID_HANDLE
+        ptr = bad.cuMemAlloc_v2(64)
+        bad.cuMemcpyHtoD_v2(ptr, b"ok")
+        assert bad.cuMemcpyDtoH_v2(ptr, 2) == b"ok"
+
+        bad.cuModuleLoadData(21, fatbin)
+        bad.cuModuleGetFunction(31, 21, "writeAt")
+        bad.cuLaunchKernel(31, 1, 1, 1, 1, 1, 1, 0, 0, struct.pack("<Qi", 0x10, 1))
+        with pytest.raises(CudaError) as info:
+            bad.cuCtxSynchronize()
+        assert info.value.code == R.CUDA_ERROR_ILLEGAL_ADDRESS
+        assert "cuCtxSynchronize" in str(info.value)
+        free_before = good.cuMemGetInfo_v2()[0]
+        bad.close()  # a poisoned context is still released, without raising
+        assert good.cuMemGetInfo_v2()[0] >= free_before
+        assert code_of(bad.cuCtxGetCurrent) == R.CUDA_ERROR_DEINITIALIZED
+    finally:
+        bad.close()
+        good.close()

@@ -31,7 +31,6 @@ def test_interface_complete_and_no_driver_is_one_line() -> None:
     with pytest.raises(CudaError) as info:
         NvidiaBackend()
     message = str(info.value)
-    assert "\n" not in message and message
-    assert info.value.code in (CUresult.CUDA_ERROR_NO_DEVICE,
-                               CUresult.CUDA_ERROR_NOT_INITIALIZED)
-    assert "--cuda emu" in message
+    assert "\n" not in message and message.startswith("CUDA_ERROR_")
+    assert info.value.code != CUresult.CUDA_SUCCESS
+    assert "--cuda emu" in message  # the fix, not only the cause

@@ -28,6 +28,9 @@ Choices that differ from calling the driver directly, and why:
   `cuFuncGetParamInfo` reports.
 - Sticky errors are the driver's own: a faulted context answers its error until it is destroyed
   or reset; `close()` still releases everything (failures are logged, never raised).
+- Left to the driver: kernel `printf` output goes to the server's stdout (it is not forwarded),
+  and a library is loaded into every context of the process that uses one of its kernels, as
+  `cuLibraryLoadData` does (lazily by default), until the session unloads it.
 """
 
 from __future__ import annotations
@@ -249,17 +252,25 @@ class NvidiaBackend(CudaBackend):
 
     def __init__(self) -> None:
         self.driver = _load_driver()
-        d = self.driver
+        self._sessions: set[NvidiaSession] = set()
+        self._sessions_lock = threading.Lock()
         try:
-            (err,) = d.cuInit(0)
-        except Exception as exc:  # no libcuda.so.1, broken install ...
+            self._start()
+        except CudaError as exc:
+            if "--cuda emu" in exc.message:
+                raise
+            raise CudaError(exc.code, f"{exc.message}; fix the NVIDIA driver installation or "
+                            "run the server with --cuda emu") from None
+        except Exception as exc:  # no libcuda.so.1, a broken install ...
             raise CudaError(
                 R.CUDA_ERROR_NO_DEVICE,
                 f"the NVIDIA driver is not usable ({_one_line(exc)}); install the NVIDIA "
                 "driver or run the server with --cuda emu",
             ) from None
-        if int(err) != 0:
-            raise _error(int(err), "cuInit", "is the NVIDIA driver loaded and a GPU visible?")
+
+    def _start(self) -> None:
+        d = self.driver
+        _check(d.cuInit(0), "cuInit")
         count = int(_check(d.cuDeviceGetCount(), "cuDeviceGetCount"))
         if count < 1:
             raise CudaError(R.CUDA_ERROR_NO_DEVICE, "the NVIDIA driver reports no GPU; run the "
@@ -267,8 +278,6 @@ class NvidiaBackend(CudaBackend):
         self.devices = [_check(d.cuDeviceGet(i), "cuDeviceGet") for i in range(count)]
         self._version = int(_check(d.cuDriverGetVersion(), "cuDriverGetVersion"))
         self._facts = [self._read_facts(i) for i in range(count)]
-        self._sessions: set[NvidiaSession] = set()
-        self._sessions_lock = threading.Lock()
 
     def _read_facts(self, ordinal: int) -> CudaDeviceFacts:
         d, dev = self.driver, self.devices[ordinal]
