@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -111,6 +112,20 @@ def test_results_pass_through_unchanged(vk_session: Any) -> None:
     wait = struct("VkSemaphoreWaitInfo", pSemaphores=[timeline], pValues=[9])
     assert call("vkWaitSemaphores", [device, wait, 1_000_000_000]) == [0]
     assert call("vkGetSemaphoreCounterValue", [device, timeline, None]) == [0, 9]
+    slot = ids()
+    assert call("vkCreatePrivateDataSlot", [device, struct("VkPrivateDataSlotCreateInfo"), None,
+                                            slot]) == [0]
+    assert call("vkSetPrivateData", [device, 7, fence, slot, 42]) == [0]  # VK_OBJECT_TYPE_FENCE
+    assert call("vkGetPrivateData", [device, 7, fence, slot, None]) == [None, 42]
+    with pytest.raises(CallError, match="does not exist"):
+        call("vkSetPrivateData", [device, 7, 0xDEAD, slot, 1])
+    vk_session.backend.max_wait_ns = 200_000_000
+    try:
+        t0 = time.monotonic()
+        assert call("vkWaitForFences", [device, 1, [fence], 1, 2**64 - 1]) == [VK_TIMEOUT]
+        assert 0.15 < time.monotonic() - t0 < 10  # capped: a session's close is never held
+    finally:
+        vk_session.backend.max_wait_ns = 5_000_000_000
     with pytest.raises(CallError) as err:
         call("vkAllocateMemory", [device, struct("VkMemoryAllocateInfo",
                                                  allocationSize=1 << 62), None, ids()])

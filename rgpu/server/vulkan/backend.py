@@ -30,6 +30,7 @@ VK_INCOMPLETE = 5
 VK_ERROR_EXTENSION_NOT_PRESENT = -7
 VK_ERROR_MEMORY_MAP_FAILED = -5
 VK_WHOLE_SIZE = 0xFFFFFFFFFFFFFFFF
+MAX_WAIT_NS = 5_000_000_000  # one wait holds the session's worker at most this long
 SERVER_ID_BIT = 1 << 63  # ids the server assigns (physical devices); clients use the rest
 MAX_OUT_BYTES = 256 << 20
 
@@ -70,6 +71,7 @@ class VulkanBackend:
         self.lib = vk_raw.lib
         self._lock = threading.Lock()
         self.sessions: set[VulkanSession] = set()
+        self.max_wait_ns = MAX_WAIT_NS
         self.created = 0  # objects created by all sessions (for leak checks)
         self.destroyed = 0
 
@@ -117,6 +119,10 @@ class VulkanSession(HandleMap):
             "vkDestroyDevice": self._destroy_device_call,
             "vkMapMemory": self._map_memory_call,
             "vkUnmapMemory": self._unmap_memory_call,
+            "vkWaitForFences": self._bounded_wait,
+            "vkWaitSemaphores": self._bounded_wait,
+            "vkSetPrivateData": self._private_data,
+            "vkGetPrivateData": self._private_data,
         }
 
     # --- HandleMap -------------------------------------------------------------------------
@@ -483,6 +489,29 @@ class VulkanSession(HandleMap):
             info[li], info[ln] = 0, None
             info[ei], info[en] = len(kept), kept or None
         return self.invoke(cmd, fn, [args[0], info, *args[2:]])
+
+    def _bounded_wait(self, cmd: Command, fn: str, args: list[Any]) -> Any:
+        """Cap a blocking wait, so a session's worker (and its close) is never held forever.
+
+        A capped wait that times out replies VK_TIMEOUT; the ICD repeats it with the time the
+        application has left.
+        """
+        index = next(i for i, f in enumerate(cmd.params) if f.name == "timeout")
+        if len(args) == len(cmd.params) and isinstance(args[index], int):
+            args = list(args)
+            args[index] = max(0, min(args[index], self.backend.max_wait_ns))
+        return self.invoke(cmd, fn, args)
+
+    def _private_data(self, cmd: Command, fn: str, args: list[Any]) -> Any:
+        """``objectHandle`` is a raw uint64 in vk.xml: translate the client's id."""
+        if len(args) == len(cmd.params) and isinstance(args[2], int) and args[2]:
+            obj = self.objects.get(args[2])
+            if obj is None:
+                raise CallError("invalid_handle", f"{fn}: object {args[2]:#x} does not exist "
+                                "in this session", vk=VK_ERROR_UNKNOWN)
+            args = list(args)
+            args[2] = int(self.ffi.cast("uintptr_t", obj.handle))
+        return self.invoke(cmd, fn, args)
 
     def physical_devices(self, instance: VkObject) -> list[int]:
         """Ids of the instance's physical devices this session may see, in driver order."""
