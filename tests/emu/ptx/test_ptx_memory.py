@@ -153,3 +153,13 @@ def test_kernel_side_check_reports_first_bad_lane():
     with pytest.raises(EmuFault) as ei:
         m.check(np.array([a, a + 6], np.uint64), 4, fault)
     assert ei.value.kind == "misaligned_address"
+
+
+def test_large_free_returns_zeroed_pages():
+    m = DeviceMemory(64 << 20)
+    a = m.alloc(8 << 20)
+    m.view(a, 8 << 20)[::1000] = 9
+    m.free(a)
+    b = m.alloc(8 << 20)
+    assert b == a
+    assert not m.view(b, 8 << 20).any()

@@ -1,7 +1,9 @@
 """Global memory of one emulated device: a numpy byte arena with a checked allocator.
 
-Device pointers are ``base + offset`` into one ``np.zeros`` arena. ``np.zeros`` maps fresh
-pages lazily, so a device of several GiB costs only what kernels touch. Every access made by a
+Device pointers are ``base + offset`` into one anonymous ``mmap`` arena viewed by numpy. Pages
+are committed only when touched, so a device of several GiB costs only what kernels use, and
+freeing an allocation hands its whole pages back to the OS (``MADV_DONTNEED``), which also
+zero-fills them for the next allocation. Every access made by a
 kernel or by a memcpy must lie inside one live allocation: that turns the emulator into a free
 memcheck, and it is what lets the layer above return ``CUDA_ERROR_ILLEGAL_ADDRESS`` instead of
 corrupting a neighbour buffer as a real GPU would.
@@ -10,6 +12,7 @@ corrupting a neighbour buffer as a real GPU would.
 from __future__ import annotations
 
 import bisect
+import mmap
 import threading
 from collections.abc import Callable
 
@@ -39,7 +42,8 @@ class DeviceMemory:
         self.base = ARENA_BASE
         self.total = size
         self.used = 0
-        self.arena = np.zeros(size, np.uint8)
+        self._map = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        self.arena = np.frombuffer(self._map, np.uint8)
         self._lock = threading.Lock()
         self._starts: list[int] = []  # sorted arena offsets of live allocations
         self._sizes: dict[int, int] = {}  # offset -> requested size
@@ -95,7 +99,19 @@ class DeviceMemory:
             del self._sizes[off]
             self.used -= reserve
             self._snapshot = None
-        self.arena[off : off + reserve] = 0
+        self._zero(off, reserve)
+
+    def _zero(self, off: int, n: int) -> None:
+        """Zero a freed range: whole pages go back to the OS, partial pages are cleared."""
+        page = mmap.PAGESIZE
+        lo = (off + page - 1) // page * page
+        hi = (off + n) // page * page
+        if hi - lo >= 16 * page and hasattr(self._map, "madvise"):
+            self.arena[off:lo] = 0
+            self.arena[hi : off + n] = 0
+            self._map.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+        else:
+            self.arena[off : off + n] = 0
 
     def allocation_of(self, addr: int) -> tuple[int, int] | None:
         """(start address, size) of the live allocation containing ``addr``, else None."""
