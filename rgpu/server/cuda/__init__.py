@@ -63,15 +63,14 @@ def open_cuda_backend(kind: str = "auto", emu_memory: int = 4 << 30) -> CudaBack
     if kind in ("auto", "nvidia"):
         count, why = nvidia_driver_device_count()
         if count:
-            # The cuda-python backend is a later issue; until then a GPU box serves the
-            # emulated device only when asked for it explicitly.
-            message = (
-                f"found {count} NVIDIA GPU(s), but the NVIDIA CUDA backend is not built yet; "
-                "run the server with --cuda emu to serve the emulated device"
-            )
-            if kind == "nvidia":
-                raise CudaError(CUresult.CUDA_ERROR_NOT_SUPPORTED, message)
-            log.warning("%s; falling back to the emulated CUDA device", message)
+            from rgpu.server.cuda.nvidia import NvidiaBackend
+
+            try:
+                return NvidiaBackend()
+            except CudaError as exc:
+                if kind == "nvidia":
+                    raise
+                log.warning("%s; falling back to the emulated CUDA device", exc)
         elif kind == "nvidia":
             raise CudaError(
                 CUresult.CUDA_ERROR_NO_DEVICE,
