@@ -563,3 +563,21 @@ def test_indirect_call_through_function_pointers(dev):
     out = dev.zeros(8, np.uint32)
     run_ptx(dev, text, "k", pack("Q", out), block=(8, 1, 1))
     assert dev.get(out, 8, np.uint32).tolist() == [t * t if t % 2 else 2 * t for t in range(8)]
+
+
+def test_match_any_and_all(dev):
+    body = """
+    and.b32 %r1, %r0, 3;
+    match.any.sync.b32 %r2, %r1, -1;
+    match.all.sync.b32 %r3|%p1, %r1, -1;
+    shr.u32 %r4, %r0, 5;
+    match.all.sync.b32 %r5|%p2, %r4, -1;
+    selp.u32 %r6, 1, 0, %p2;
+    st.global.v4.u32 [%rd3], {%r2, %r3, %r5, %r6};
+    """
+    raw = run_body(dev, body, nout=2, threads=32)
+    w = np.ascontiguousarray(raw).view(np.uint32).reshape(32, 4)
+    for t in range(32):
+        assert w[t, 0] == sum(1 << k for k in range(32) if k % 4 == t % 4)
+        assert w[t, 1] == 0
+        assert w[t, 2] == 0xFFFFFFFF and w[t, 3] == 1

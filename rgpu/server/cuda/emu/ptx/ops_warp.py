@@ -164,12 +164,19 @@ def _redux(ins: Instruction, cx: CompileContext) -> Exec:
 
 @op("match")
 def _match(ins: Instruction, cx: CompileContext) -> Exec:
-    if "any" not in ins.mods:
+    """match.any: mask of active lanes holding the same value; match.all: the active mask if
+    every active lane holds the same value, else 0 (with an optional predicate result)."""
+    mode = "all" if "all" in ins.mods else "any" if "any" in ins.mods else None
+    if mode is None:
         return unsupported(ins, cx)
     t = last_type(ins, cx)
     o = ins.operands
+    d = o[0]
+    if isinstance(d, Pair):
+        w, wp = writer(d.first, U32, cx, ins), writer(d.second, BOOL, cx, ins)
+    else:
+        w, wp = writer(d, U32, cx, ins), None
     ra = reader(o[1], t, cx, ins)
-    w = writer(o[0], U32, cx, ins)
 
     def f(fr, m):
         L = fr.L
@@ -177,20 +184,21 @@ def _match(ins: Instruction, cx: CompileContext) -> Exec:
         n = L.N
         x = _per_lane(ra(fr), n)
         act = np.ones(n, BOOL) if m is None else m
-        out = np.zeros(n, U32)
-        lane = g.laneid.astype(np.int64)
+        out = np.zeros(n, np.uint64)
         for k in range(32):  # compare with lane k of the same warp
             src = g.warp_first + k
             valid = src < n
             src = np.minimum(src, n - 1)
             same = valid & (x[src] == x) & act[src] & (g.warp[src] == g.warp)
-            out |= (same.astype(np.uint64) << np.uint64(k)).astype(U32)
-        del lane
-        w(fr, out, m)
+            out |= same.astype(np.uint64) << np.uint64(k)
+        out32 = out.astype(U32)
+        if mode == "any":
+            w(fr, out32, m)
+            return
+        full = _ballot(L, act)
+        ok = out32 == full
+        w(fr, np.where(ok, full, U32.type(0)), m)
+        if wp is not None:
+            wp(fr, ok, m)
 
     return f
-
-
-@op("bar.warp")
-def _never(ins: Instruction, cx: CompileContext) -> Exec:  # pragma: no cover - placeholder
-    return lambda fr, m: None
