@@ -266,3 +266,47 @@ def test_fuzzed_calls_only_raise_call_error(vk_backend: Any, fn: str, args: list
         pass
     finally:
         s.close()
+
+
+# --- driver-level leak check --------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def validated_backend(vk_backend: Any) -> Any:
+    from rgpu.server.vulkan import open_vulkan_backend
+
+    try:
+        return open_vulkan_backend(validation=True)
+    except RuntimeError as exc:
+        pytest.skip(str(exc))
+
+
+def test_validation_layer_sees_no_leak_after_close(validated_backend: Any,
+                                                   add_spirv: bytes) -> None:
+    validation = validated_backend.validation
+    s = validated_backend.open_session("validated")
+    r = vector_add(s.call, add_spirv, n=4096)  # leaves everything alive
+    np.testing.assert_array_equal(r.c, r.expected)
+    s.close()
+    assert validation.errors == [], "\n".join(validation.errors)
+    assert s.calls > 30
+
+
+def test_validation_layer_catches_a_leak(validated_backend: Any) -> None:
+    """The check above can fail: a device destroyed with a buffer alive is reported."""
+    validation = validated_backend.validation
+    s = validated_backend.open_session("leaky")
+    ids = Ids()
+    _, _, device = _device(s.call, ids)
+    s.call("vkCreateBuffer", [device, struct("VkBufferCreateInfo", size=64, usage=0x20), None,
+                              ids()])
+    dev = s.objects[device]
+    errors_before = len(validation.errors)
+    s.lib.vkDestroyDevice(dev.handle, s.ffi.NULL)  # behind the session's back
+    s._unregister(device)
+    for o in [o for o in s.objects.values() if o.device == device]:
+        s._unregister(o.ident)
+    s.close()
+    new = validation.errors[errors_before:]
+    validation.errors[errors_before:] = []
+    assert any("VkBuffer" in e and "has not been destroyed" in e for e in new), new

@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 import struct as pystruct
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,9 +51,31 @@ def _clear(r: float, g: float, b: float, a: float) -> bytes:
     return pystruct.pack("<4f", r, g, b, a)
 
 
+@pytest.fixture(scope="module")
+def backend(vk_backend: Any) -> Any:
+    """Validated where the Khronos layer is installed: the encoding must yield valid usage."""
+    from rgpu.server.vulkan import open_vulkan_backend
+
+    try:
+        return open_vulkan_backend(validation=True)
+    except RuntimeError:
+        return vk_backend
+
+
+@pytest.fixture
+def session(backend: Any) -> Iterator[Any]:
+    s = backend.open_session("graphics")
+    try:
+        yield s
+    finally:
+        s.close()
+    if backend.validation is not None:
+        assert backend.validation.errors == [], "\n".join(backend.validation.errors)
+
+
 @pytest.mark.parametrize("mode", ["render_pass", "dynamic_rendering"])
-def test_draw_and_clear(vk_session: Any, shaders: dict[str, bytes], mode: str) -> None:
-    call, ids = vk_session.call, Ids()
+def test_draw_and_clear(session: Any, shaders: dict[str, bytes], mode: str) -> None:
+    call, ids = session.call, Ids()
     instance = create_instance(call, ids)
     facts = call("vkRgpuGetPhysicalDeviceFacts", [instance])[1]
     dev = facts["physical_devices"][0]

@@ -20,7 +20,9 @@ __all__ = ["VkObject", "VulkanBackend", "VulkanSession", "open_vulkan_backend", 
 log = logging.getLogger("rgpu.server.vulkan")
 
 
-def open_vulkan_backend() -> VulkanBackend | None:
+def open_vulkan_backend(*, validation: bool = False) -> VulkanBackend | None:
+    """The host's Vulkan backend, or None; ``validation`` enables Khronos validation on the
+    server's own instances (rgpu/server/vulkan/validation.py), for tests and debugging."""
     try:
         from ..vkloader import import_pinned_vulkan
 
@@ -28,7 +30,7 @@ def open_vulkan_backend() -> VulkanBackend | None:
     except (ImportError, OSError) as exc:
         log.warning("no Vulkan backend: cannot load the Vulkan loader (%s)", exc)
         return None
-    return VulkanBackend(vk_raw)
+    return VulkanBackend(vk_raw, validation=validation)
 
 
 def vulkan_call(backend: VulkanBackend | None, session: Session, fn: str, args: list[Any],

@@ -20,6 +20,7 @@ from rgpu.api.vk_schema import Command, Field
 
 from ..session import CallError
 from .codec import MAX_ARRAY, VK_ERROR_UNKNOWN, Codec, HandleMap, bad, eval_len, struct_schema
+from .validation import LAYER, Validation
 
 __all__ = ["VkObject", "VulkanBackend", "VulkanSession"]
 
@@ -66,9 +67,15 @@ class VkObject:
 class VulkanBackend:
     """The host's Vulkan, shared by every session of the server."""
 
-    def __init__(self, vk_raw: Any) -> None:
+    def __init__(self, vk_raw: Any, *, validation: bool = False) -> None:
         self.ffi = vk_raw.ffi
         self.lib = vk_raw.lib
+        self.validation: Validation | None = None
+        if validation:
+            self.validation = Validation(self.ffi, self.lib)
+            if not self.validation.available():
+                raise RuntimeError(f"{LAYER} is not installed (apt-get install "
+                                   "vulkan-validationlayers)")
         self._lock = threading.Lock()
         self.sessions: set[VulkanSession] = set()
         self.max_wait_ns = MAX_WAIT_NS
@@ -107,6 +114,7 @@ class VulkanSession(HandleMap):
         self._by_real: dict[tuple[str, int], int] = {}
         self._next_server_id = SERVER_ID_BIT | 1
         self._pfns: dict[tuple[int, str], Any] = {}
+        self._messengers: dict[int, Any] = {}  # validation messengers by instance id
         self._instance = 0  # the instance of the call being run (for server-assigned ids)
         self.codec = Codec(self.ffi, self)
         self.closed = False
@@ -463,7 +471,14 @@ class VulkanSession(HandleMap):
             kept = [e for e in wanted if e in host and e in schema.INSTANCE_EXTENSIONS]
             info[li], info[ln] = 0, None  # the client's layers run on the client
             info[ei], info[en] = len(kept), kept or None
-        return self.invoke(cmd, fn, [info, *args[1:]])
+        validation = self.backend.validation
+        if validation is None:
+            return self.invoke(cmd, fn, [info, *args[1:]])
+        keep: list[Any] = []
+        reply = self.invoke(cmd, fn, [info, *args[1:]],
+                            before=lambda cargs: validation.patch_instance_info(cargs[0], keep))
+        self._messengers[args[2]] = validation.attach(self.objects[args[2]].handle)
+        return reply
 
     def _instance_extensions(self) -> list[list[Any]]:
         cmd = schema.COMMANDS["vkEnumerateInstanceExtensionProperties"]
@@ -724,6 +739,9 @@ class VulkanSession(HandleMap):
                     if o.instance == inst.ident and o is not inst]:
             self._unregister(obj.ident, destroyed=False)
         self._pfns = {k: v for k, v in self._pfns.items() if k[0] != inst.ident}
+        messenger = self._messengers.pop(inst.ident, None)
+        if messenger is not None and self.backend.validation is not None:
+            self.backend.validation.detach(inst.handle, messenger)
         self.lib.vkDestroyInstance(inst.handle, self.ffi.NULL)
         self._unregister(inst.ident)
 
