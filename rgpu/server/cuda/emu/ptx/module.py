@@ -48,6 +48,9 @@ from .printf import format_printf, read_cstring
 
 #: Lanes per batch (see module docstring; measured on vectorAdd/reduction, see benchmarks).
 TARGET_LANES = 1 << 16
+#: Bytes the registers of one batch may occupy (each register can hold an 8-byte array per
+#: lane); kernels with thousands of registers (big CUB kernels) get smaller batches.
+REGISTER_BUDGET = 512 << 20
 MAX_THREADS_PER_BLOCK = 1024
 MAX_SHARED_PER_BLOCK = 227 * 1024
 MAX_GRID = (2**31 - 1, 65535, 65535)
@@ -425,7 +428,8 @@ class LoadedModule:
             )
         tune_allocator()
         nblocks = grid[0] * grid[1] * grid[2]
-        per = max(1, TARGET_LANES // bs)
+        lanes = min(TARGET_LANES, REGISTER_BUDGET // (8 * max(1, len(ck.entry.reg_init))))
+        per = max(1, lanes // bs)
         if ck.local_size:
             per = max(1, min(per, (64 << 20) // max(1, ck.local_size * bs)))
         with np.errstate(all="ignore"):
