@@ -581,3 +581,41 @@ def test_match_any_and_all(dev):
         assert w[t, 0] == sum(1 << k for k in range(32) if k % 4 == t % 4)
         assert w[t, 1] == 0
         assert w[t, 2] == 0xFFFFFFFF and w[t, 3] == 1
+
+
+def test_blocks_of_one_batch_may_wait_at_different_barriers(dev):
+    text = (
+        HEAD
+        + """
+    .visible .entry k(.param .u64 out)
+    {
+      .reg .pred %p<4>; .reg .b32 %r<8>; .reg .b64 %rd<6>;
+      .shared .align 4 .b8 sm[4];
+      mov.u32 %r0, %tid.x;
+      mov.u32 %r1, %ctaid.x;
+      setp.eq.u32 %p1, %r0, 0;
+      @%p1 st.shared.u32 [sm], %r1;
+      setp.eq.u32 %p2, %r1, 0;
+      @%p2 bra $Lzero;
+      add.u32 %r2, %r0, 1000;
+      bar.sync 0;
+      bra.uni $Ljoin;
+      $Lzero:
+      add.u32 %r2, %r0, 2000;
+      bar.sync 0;
+      $Ljoin:
+      ld.shared.u32 %r3, [sm];
+      add.u32 %r2, %r2, %r3;
+      ld.param.u64 %rd1, [out];
+      mad.lo.u32 %r4, %r1, 8, %r0;
+      mul.wide.u32 %rd2, %r4, 4;
+      add.s64 %rd3, %rd1, %rd2;
+      st.global.u32 [%rd3], %r2;
+      ret;
+    }
+    """
+    )
+    out = dev.zeros(16, np.uint32)
+    run_ptx(dev, text, "k", pack("Q", out), grid=(2, 1, 1), block=(8, 1, 1))
+    got = dev.get(out, 16, np.uint32).tolist()
+    assert got == [2000 + t for t in range(8)] + [1000 + t + 1 for t in range(8)]

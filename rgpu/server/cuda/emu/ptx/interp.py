@@ -777,17 +777,25 @@ def _release(cf: CompiledFunction, L: Batch, fr: Frame, pcs: np.ndarray):
         p2 = np.where(rel, pcs - WAIT, -1).reshape(nb, bs)
         pmax = p2.max(1)
         pmin = np.where(rel, pcs - WAIT, np.iinfo(np.int32).max).reshape(nb, bs).min(1)
-        b = int(np.argmax((pmax != pmin) & ready))
-        ins = cf.instructions[int(pmax[b])]
-        raise cf.cx.fault(
-            ins,
-            "barrier_divergence",
-            f"threads of one block wait at different barriers (PTX lines "
-            f"{cf.instructions[int(pmin[b])].line} and {ins.line}): barrier in divergent code",
-        )
-    t = cf.terms[lo]
-    if t is not None and t.bar_red is not None:
-        t.bar_red(fr, rel)
+        split = (pmax != pmin) & ready
+        if split.any():
+            b = int(np.argmax(split))
+            ins = cf.instructions[int(pmax[b])]
+            raise cf.cx.fault(
+                ins,
+                "barrier_divergence",
+                f"threads of one block wait at different barriers (PTX lines "
+                f"{cf.instructions[int(pmin[b])].line} and {ins.line}): barrier in divergent code",
+            )
+        # different blocks released from different barriers: fine, each with its own bar.red
+        for pcv in np.unique(at):
+            t = cf.terms[int(pcv)]
+            if t is not None and t.bar_red is not None:
+                t.bar_red(fr, rel & (pcs == pcv + WAIT))
+    else:
+        t = cf.terms[lo]
+        if t is not None and t.bar_red is not None:
+            t.bar_red(fr, rel)
     pcs = np.where(rel, pcs - WAIT + np.int32(1), pcs)
     return pcs, n_waiting - int(np.count_nonzero(rel))
 
