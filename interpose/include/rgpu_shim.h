@@ -184,6 +184,13 @@ typedef struct rgpu_obj {
     unsigned flags;
     struct rgpu_obj *cached_func; /* kernel: last cuKernelGetFunction result */
     uint64_t cached_ctx;
+    /* libraries are context-independent: the image is kept to load it into each session
+     * (server) a device of the pool needs it on; kernels are bound per session the same way */
+    uint8_t *image;
+    size_t image_len;
+    mp_buf load_opts; /* the encoded jit and library option arguments */
+    uint32_t sessions[16];
+    int nsessions;
 } rgpu_obj;
 
 rgpu_obj *rgpu_obj_new(uint32_t kind, int dev, rgpu_ctx *ctx);

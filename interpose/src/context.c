@@ -59,6 +59,8 @@ void rgpu_obj_free(rgpu_obj *o)
     free(o->params.offset);
     free(o->params.size);
     free(o->name);
+    free(o->image);
+    mp_free(&o->load_opts);
     pthread_mutex_destroy(&o->mu);
     free(o);
 }

@@ -94,7 +94,7 @@ static CUresult fetch_facts(rgpu_device *dev)
         dev->attr[CU_DEVICE_ATTRIBUTE_PCI_DEVICE_ID] = dev->pci_device;
     }
     rgpu_reply_free(&r);
-    RGPU_DEBUG("device %d: %s, sm_%d%d, %zu bytes", dev->cuda_index, dev->name, dev->cc_major,
+    RGPU_DEBUG("pool GPU %d: %s, sm_%d%d, %zu bytes", dev->pool_index, dev->name, dev->cc_major,
                dev->cc_minor, dev->total_memory);
     return CUDA_SUCCESS;
 }

@@ -46,35 +46,44 @@ static int table_add(range_table *t, range r)
     return 0;
 }
 
-/* Find the range containing p; copy it out. */
-static int table_find(range_table *t, uint64_t p, range *out)
+/* The index of the range containing p, -1 if none. Different servers of a pool may hand out
+ * the same addresses, so a range of the calling thread's current device wins over others. */
+static long table_index(range_table *t, uint64_t p)
 {
-    int found = 0;
-    pthread_mutex_lock(&ranges_mu);
+    rgpu_ctx *c = rgpu_current_ctx();
+    long any = -1;
     for (size_t i = t->n; i-- > 0;) {
         range *r = &t->r[i];
         if (p >= r->base && p < r->base + (r->size ? r->size : 1)) {
-            *out = *r;
-            found = 1;
-            break;
+            if (!c || r->dev == c->dev)
+                return (long)i;
+            if (any < 0)
+                any = (long)i;
         }
     }
+    return any;
+}
+
+/* Find the range containing p; copy it out. */
+static int table_find(range_table *t, uint64_t p, range *out)
+{
+    pthread_mutex_lock(&ranges_mu);
+    long i = table_index(t, p);
+    if (i >= 0)
+        *out = t->r[i];
     pthread_mutex_unlock(&ranges_mu);
-    return found;
+    return i >= 0;
 }
 
 static int table_remove(range_table *t, uint64_t base, range *out)
 {
-    int found = 0;
     pthread_mutex_lock(&ranges_mu);
-    for (size_t i = 0; i < t->n; i++) {
-        if (t->r[i].base == base) {
-            if (out)
-                *out = t->r[i];
-            t->r[i] = t->r[--t->n];
-            found = 1;
-            break;
-        }
+    long i = table_index(t, base);
+    int found = i >= 0 && t->r[i].base == base;
+    if (found) {
+        if (out)
+            *out = t->r[i];
+        t->r[i] = t->r[--t->n];
     }
     pthread_mutex_unlock(&ranges_mu);
     return found;
@@ -107,7 +116,7 @@ void rgpu_range_add_global(uint64_t base, size_t size, int dev)
     /* module globals take part in unified-addressing copies and pointer queries; they are
      * not cuMemFree-able (flagged) and stay listed, as their module's addresses stay unused */
     range r;
-    if (table_find(&dev_ranges, base, &r))
+    if (table_find(&dev_ranges, base, &r) && r.dev == dev)
         return;
     table_add(&dev_ranges, (range){base, size, dev, rgpu_current_ctx(), RANGE_GLOBAL});
 }

@@ -146,10 +146,91 @@ static CUresult load_image(rgpu_obj *o, const char *fn, const void *image, int l
     mp_uint(&b, 1); /* bulk_index: the image is the second argument */
     rgpu_reply r;
     CUresult st = rgpu_simple_call(o->dev, &b, start, n, &r);
-    mp_free(&b);
     if (st == CUDA_SUCCESS)
         rgpu_reply_free(&r);
     RGPU_DEBUG("%s: %zu-byte image -> %d", fn, n, (int)st);
+    if (st == CUDA_SUCCESS && library) {
+        rgpu_session *s;
+        o->image = malloc(n);
+        if (!o->image || rgpu_device_session(o->dev, &s) != CUDA_SUCCESS) {
+            mp_free(&b);
+            return CUDA_ERROR_OUT_OF_MEMORY;
+        }
+        memcpy(o->image, start, n);
+        o->image_len = n;
+        o->load_opts = b; /* reused to load the same image into another session */
+        o->sessions[o->nsessions++] = s->id;
+        return st;
+    }
+    mp_free(&b);
+    return st;
+}
+
+static int on_session(rgpu_obj *o, uint32_t sid)
+{
+    for (int i = 0; i < o->nsessions; i++)
+        if (o->sessions[i] == sid)
+            return 1;
+    return 0;
+}
+
+/* Make library `l` exist on the session of device `dev` (same id: ids are per session). */
+static CUresult library_on(rgpu_obj *l, int dev)
+{
+    rgpu_session *s;
+    CUresult st = rgpu_device_session(dev, &s);
+    if (st != CUDA_SUCCESS)
+        return st;
+    pthread_mutex_lock(&l->mu);
+    if (on_session(l, s->id)) {
+        pthread_mutex_unlock(&l->mu);
+        return CUDA_SUCCESS;
+    }
+    if (l->nsessions >= (int)(sizeof l->sessions / sizeof l->sessions[0]) || !l->image) {
+        pthread_mutex_unlock(&l->mu);
+        return CUDA_ERROR_NOT_SUPPORTED;
+    }
+    rgpu_reply r;
+    st = rgpu_simple_call(dev, &l->load_opts, l->image, l->image_len, &r);
+    if (st == CUDA_SUCCESS) {
+        rgpu_reply_free(&r);
+        l->sessions[l->nsessions++] = s->id;
+    }
+    RGPU_DEBUG("library %llu loaded on session %u -> %d", (unsigned long long)l->id,
+               (unsigned)s->id, (int)st);
+    pthread_mutex_unlock(&l->mu);
+    return st;
+}
+
+/* Make kernel `k` (and its library) exist on the session of device `dev`. */
+static CUresult kernel_on(rgpu_obj *k, int dev)
+{
+    rgpu_session *s;
+    CUresult st = rgpu_device_session(dev, &s);
+    if (st != CUDA_SUCCESS)
+        return st;
+    pthread_mutex_lock(&k->mu);
+    int bound = on_session(k, s->id);
+    pthread_mutex_unlock(&k->mu);
+    if (bound)
+        return CUDA_SUCCESS;
+    if (!k->parent || k->parent->kind != RK_LIBRARY)
+        return CUDA_ERROR_INVALID_HANDLE;
+    st = library_on(k->parent, dev);
+    if (st != CUDA_SUCCESS)
+        return st;
+    mp_buf b;
+    rgpu_body_begin(&b, "cuLibraryGetKernel", 3);
+    mp_uint(&b, k->id);
+    mp_uint(&b, k->parent->id);
+    mp_str(&b, k->name ? k->name : "");
+    st = rgpu_status_call(dev, &b, 1);
+    if (st == CUDA_SUCCESS) {
+        pthread_mutex_lock(&k->mu);
+        if (!on_session(k, s->id) && k->nsessions < (int)(sizeof k->sessions / sizeof k->sessions[0]))
+            k->sessions[k->nsessions++] = s->id;
+        pthread_mutex_unlock(&k->mu);
+    }
     return st;
 }
 
@@ -232,6 +313,9 @@ static CUresult bind_function(rgpu_obj *parent, uint32_t kind, const char *fn, c
         return st;
     }
     rgpu_reply_free(&r);
+    rgpu_session *s;
+    if (rgpu_device_session(parent->dev, &s) == CUDA_SUCCESS)
+        f->sessions[f->nsessions++] = s->id;
     *out = f;
     return CUDA_SUCCESS;
 }
@@ -250,17 +334,17 @@ CUresult cuModuleGetFunction(CUfunction *hfunc, CUmodule hmod, const char *name)
     return st;
 }
 
-static CUresult get_global(rgpu_obj *parent, const char *fn, const char *name, CUdeviceptr *dptr,
-                           size_t *bytes)
+static CUresult get_global(uint64_t parent_id, int dev, const char *fn, const char *name,
+                           CUdeviceptr *dptr, size_t *bytes)
 {
     if (!name)
         return CUDA_ERROR_INVALID_VALUE;
     mp_buf b;
     rgpu_body_begin(&b, fn, 2);
-    mp_uint(&b, parent->id);
+    mp_uint(&b, parent_id);
     mp_str(&b, name);
     rgpu_reply r;
-    CUresult st = rgpu_simple_call(parent->dev, &b, NULL, 0, &r);
+    CUresult st = rgpu_simple_call(dev, &b, NULL, 0, &r);
     mp_free(&b);
     if (st != CUDA_SUCCESS)
         return st;
@@ -269,7 +353,7 @@ static CUresult get_global(rgpu_obj *parent, const char *fn, const char *name, C
         st = CUDA_ERROR_UNKNOWN;
     rgpu_reply_free(&r);
     if (st == CUDA_SUCCESS) {
-        rgpu_range_add_global((uint64_t)p, (size_t)n, parent->dev);
+        rgpu_range_add_global((uint64_t)p, (size_t)n, dev);
         if (dptr)
             *dptr = (CUdeviceptr)p;
         if (bytes)
@@ -283,7 +367,7 @@ CUresult cuModuleGetGlobal_v2(CUdeviceptr *dptr, size_t *bytes, CUmodule hmod, c
     rgpu_obj *m = rgpu_obj_check(hmod, RK_MODULE);
     if (!m)
         return CUDA_ERROR_INVALID_HANDLE;
-    return get_global(m, "cuModuleGetGlobal_v2", name, dptr, bytes);
+    return get_global(m->id, m->dev, "cuModuleGetGlobal_v2", name, dptr, bytes);
 }
 
 /* ---- libraries --------------------------------------------------------------------------- */
@@ -350,14 +434,18 @@ CUresult cuLibraryGetModule(CUmodule *pMod, CUlibrary library)
         return CUDA_ERROR_INVALID_HANDLE;
     if (!pMod)
         return CUDA_ERROR_INVALID_VALUE;
-    rgpu_obj *m = rgpu_obj_new(RK_MODULE, l->dev, rgpu_current_ctx());
+    int dev = rgpu_current_ctx() ? rgpu_current_dev() : l->dev;
+    CUresult st = library_on(l, dev);
+    if (st != CUDA_SUCCESS)
+        return st;
+    rgpu_obj *m = rgpu_obj_new(RK_MODULE, dev, rgpu_current_ctx());
     if (!m)
         return CUDA_ERROR_OUT_OF_MEMORY;
     mp_buf b;
     rgpu_body_begin(&b, "cuLibraryGetModule", 2);
     mp_uint(&b, m->id);
     mp_uint(&b, l->id);
-    CUresult st = rgpu_status_call(l->dev, &b, 0);
+    st = rgpu_status_call(dev, &b, 0);
     if (st != CUDA_SUCCESS) {
         rgpu_obj_free(m);
         return st;
@@ -371,7 +459,11 @@ CUresult cuLibraryGetGlobal(CUdeviceptr *dptr, size_t *bytes, CUlibrary library,
     rgpu_obj *l = rgpu_obj_check(library, RK_LIBRARY);
     if (!l)
         return CUDA_ERROR_INVALID_HANDLE;
-    return get_global(l, "cuLibraryGetGlobal", name, dptr, bytes);
+    int dev = rgpu_current_ctx() ? rgpu_current_dev() : l->dev;
+    CUresult st = library_on(l, dev);
+    if (st != CUDA_SUCCESS)
+        return st;
+    return get_global(l->id, dev, "cuLibraryGetGlobal", name, dptr, bytes);
 }
 
 CUresult cuLibraryGetKernelCount(unsigned int *count, CUlibrary lib)
@@ -412,7 +504,11 @@ CUresult cuKernelGetFunction(CUfunction *pFunc, CUkernel kernel)
         return CUDA_SUCCESS;
     }
     pthread_mutex_unlock(&k->mu);
-    rgpu_obj *f = rgpu_obj_new(RK_FUNCTION, k->dev, ctx);
+    int dev = ctx ? ctx->dev : k->dev;
+    CUresult st = kernel_on(k, dev);
+    if (st != CUDA_SUCCESS)
+        return st;
+    rgpu_obj *f = rgpu_obj_new(RK_FUNCTION, dev, ctx);
     if (!f)
         return CUDA_ERROR_OUT_OF_MEMORY;
     f->parent = k;
@@ -421,7 +517,7 @@ CUresult cuKernelGetFunction(CUfunction *pFunc, CUkernel kernel)
     rgpu_body_begin(&b, "cuKernelGetFunction", 2);
     mp_uint(&b, f->id);
     mp_uint(&b, k->id);
-    CUresult st = rgpu_status_call(k->dev, &b, 0);
+    st = rgpu_status_call(dev, &b, 0);
     if (st != CUDA_SUCCESS) {
         rgpu_obj_free(f);
         return st;
@@ -628,6 +724,12 @@ static CUresult launch(const char *fn, CUfunction f, unsigned gx, unsigned gy, u
     uint64_t sid = rgpu_stream_id(hStream);
     if (sid == UINT64_MAX)
         return CUDA_ERROR_INVALID_HANDLE;
+    int dev = rgpu_current_ctx() ? rgpu_current_dev() : o->dev;
+    if (o->kind == RK_KERNEL) {
+        CUresult kst = kernel_on(o, dev);
+        if (kst != CUDA_SUCCESS)
+            return kst;
+    }
     uint8_t *params;
     size_t plen;
     CUresult st = pack_params(o, kernelParams, extra, &params, &plen);
@@ -647,7 +749,7 @@ static CUresult launch(const char *fn, CUfunction f, unsigned gx, unsigned gy, u
     mp_bin(&b, params, plen);
     free(params);
     /* launches on the session of the current context's device */
-    return rgpu_status_call(rgpu_current_ctx() ? rgpu_current_dev() : o->dev, &b, 0);
+    return rgpu_status_call(dev, &b, 0);
 }
 
 CUresult cuLaunchKernel(CUfunction f, unsigned int gridDimX, unsigned int gridDimY,
@@ -687,6 +789,12 @@ static CUresult launch_ex(const CUlaunchConfig *config, CUfunction f, void **ker
     rgpu_obj *o = func_or_kernel(f);
     if (!o)
         return CUDA_ERROR_INVALID_HANDLE;
+    int dev = rgpu_current_ctx() ? rgpu_current_dev() : o->dev;
+    if (o->kind == RK_KERNEL) {
+        CUresult kst = kernel_on(o, dev);
+        if (kst != CUDA_SUCCESS)
+            return kst;
+    }
     CUstream s = config->hStream;
     if (!s && per_thread)
         s = CU_STREAM_PER_THREAD;
@@ -748,7 +856,7 @@ static CUresult launch_ex(const CUlaunchConfig *config, CUfunction f, void **ker
     mp_uint(&b, o->id);
     mp_bin(&b, params, plen);
     free(params);
-    return rgpu_status_call(rgpu_current_ctx() ? rgpu_current_dev() : o->dev, &b, 0);
+    return rgpu_status_call(dev, &b, 0);
 }
 
 CUresult cuLaunchKernelEx(const CUlaunchConfig *config, CUfunction f, void **kernelParams,
@@ -797,6 +905,9 @@ CUresult cuKernelGetAttribute(int *pi, CUfunction_attribute attrib, CUkernel ker
         return CUDA_ERROR_INVALID_VALUE;
     if (dev < 0 || dev >= rgpu_device_count)
         return CUDA_ERROR_INVALID_DEVICE;
+    CUresult kst = kernel_on(o, dev);
+    if (kst != CUDA_SUCCESS)
+        return kst;
     mp_buf b;
     rgpu_body_begin(&b, "cuKernelGetAttribute", 3);
     mp_int(&b, attrib);
@@ -834,6 +945,9 @@ CUresult cuKernelSetAttribute(CUfunction_attribute attrib, int val, CUkernel ker
         return CUDA_ERROR_INVALID_HANDLE;
     if (dev < 0 || dev >= rgpu_device_count)
         return CUDA_ERROR_INVALID_DEVICE;
+    CUresult kst = kernel_on(o, dev);
+    if (kst != CUDA_SUCCESS)
+        return kst;
     mp_buf b;
     rgpu_body_begin(&b, "cuKernelSetAttribute", 4);
     mp_int(&b, attrib);

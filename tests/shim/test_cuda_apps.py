@@ -52,6 +52,7 @@ CUDA_PROGRAMS = (
     "streams_events",
     "constant_symbol",
     "threads",
+    "multi_device",
     "out_of_bounds",
     "long_running",
 )
@@ -167,6 +168,7 @@ class Rig:
     daemon: Proc
     socket: Path
     env: dict[str, str]
+    more_servers: list[Proc]
 
     def app_env(self, preload: bool = True) -> dict[str, str]:
         env = dict(self.env)
@@ -209,69 +211,44 @@ class Rig:
 
     def stop(self) -> None:
         self.daemon.stop()
-        self.server.stop()
+        for server in [self.server, *self.more_servers]:
+            server.stop()
 
 
-def start_rig(root: Path, transport: str) -> Rig:
+def start_rig(root: Path, transport: str, servers: int = 1) -> Rig:
+    """`servers` emulated-GPU servers (distinct server ids) and one daemon pooling them."""
     root.mkdir(parents=True, exist_ok=True)
     env = _base_env(root)
-    port = _free_port()
-    server = Proc(
-        "server",
-        [
-            *RGPU,
-            "server",
-            "--bind",
-            HOST,
-            "--port",
-            str(port),
-            "--transport",
-            transport,
-            "--cuda",
-            "emu",
-            "--state-dir",
-            str(root / "server-state"),
-            "--token",
-            TOKEN,
-        ],
-        env,
-        root,
-    )
+    procs: list[Proc] = []
     try:
-        server.wait_for(r"rgpu server listening on ")
+        addresses = []
+        for k in range(servers):
+            port = _free_port()
+            argv = [*RGPU, "server", "--bind", HOST, "--port", str(port), "--transport",
+                    transport, "--cuda", "emu", "--state-dir", str(root / f"server-state-{k}"),
+                    "--server-id", str(100 + k), "--token", TOKEN]
+            procs.append(Proc(f"server{k or ''}", argv, env, root))
+            addresses.append(f"{HOST}:{port}")
+        for proc in procs:
+            proc.wait_for(r"rgpu server listening on ")
         sock = root / "daemon" / "rgpu.sock"
-        daemon = Proc(
-            "daemon",
-            [
-                *RGPU,
-                "client",
-                "--server",
-                f"{HOST}:{port}",
-                "--token",
-                TOKEN,
-                "--transport",
-                transport,
-                "--socket",
-                str(sock),
-                "--known-servers",
-                str(root / "known_servers"),
-                "--no-local-gpus",
-                "--reconnect-max-delay",
-                "1",
-            ],
-            env,
-            root,
-        )
+        argv = [*RGPU, "client", "--token", TOKEN, "--transport", transport, "--socket",
+                str(sock), "--known-servers", str(root / "known_servers"), "--no-local-gpus",
+                "--reconnect-max-delay", "1"]
+        for address in addresses:
+            argv += ["--server", address]
+        daemon = Proc("daemon", argv, env, root)
+        procs.append(daemon)
+        deadline = time.monotonic() + 30
+        while len(re.findall(r"connected to 127\.0\.0\.1", daemon.text())) < servers:
+            if time.monotonic() > deadline or daemon.popen.poll() is not None:
+                raise AssertionError(f"the daemon did not connect:\n{daemon.text()}")
+            time.sleep(0.05)
     except BaseException:
-        server.stop()
+        for proc in procs:
+            proc.stop()
         raise
-    try:
-        daemon.wait_for(r"connected to 127\.0\.0\.1")
-    except BaseException:
-        daemon.stop()
-        server.stop()
-        raise
-    return Rig(root, transport, server, daemon, sock, env)
+    return Rig(root, transport, procs[0], daemon, sock, env, procs[1:-1])
 
 
 @pytest.fixture(scope="module", params=["tcp", "quic"])
@@ -432,6 +409,19 @@ def test_module_formats(rig: Rig, programs: dict[str, Path]) -> None:
         size = path.stat().st_size + extra
         assert f"{size}-byte image" in result.stderr, (path, result.stderr)
     assert "cubin load 209" in result.stdout or "cubin: mismatches 0" in result.stdout
+
+
+def test_pool_of_two_servers(tmp_path: Path, programs: dict[str, Path]) -> None:
+    """Two servers pooled by one daemon are devices 0 and 1 of one app: the runtime's library is
+    loaded into each server's session as a device needs it, and device pointers (which two
+    servers may hand out alike) are told apart by the device they were made on."""
+    r = start_rig(tmp_path / "rig", "tcp", servers=2)
+    try:
+        result = r.run([str(programs["multi_device"])])
+        _assert_passed(result, r)
+        assert "devices 2 mismatches 0" in result.stdout
+    finally:
+        r.stop()
 
 
 def test_cuda_python_driver_bindings(rig: Rig) -> None:
