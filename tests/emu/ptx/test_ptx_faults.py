@@ -246,3 +246,49 @@ def test_cache_qualifiers_with_double_colons(dev):
         [np.uint32(41)],
     )
     assert int(raw[0, 0]) == 41
+
+
+def test_bad_launch_argument_types_are_invalid_value(dev):
+    lm = LoadedModule(parse_ptx(OOB), dev.mem)
+    for args in [
+        (("x", 1, 1), (1, 1, 1), 0, bytes(8)),
+        ((1, 1), (1, 1, 1), 0, bytes(8)),
+        ((1, 1, 1), (1, 1, 1), 0, 12.5),
+    ]:
+        with pytest.raises(EmuFault) as ei:
+            lm.launch("oob", *args, print)
+        assert ei.value.kind == "invalid_value"
+
+
+def test_printf_callback_failure_is_launch_failed(dev):
+    def boom(text):
+        raise RuntimeError("sink closed")
+
+    text = (
+        HEAD
+        + """
+    .extern .func (.param .b32 func_retval0) vprintf (.param .b64 a, .param .b64 b);
+    .global .align 1 .b8 fmt[4] = {104, 105, 10, 0};
+    .visible .entry k()
+    {
+      .reg .b64 %rd<3>; .reg .b32 %r<2>;
+      mov.u64 %rd1, fmt;
+      cvta.global.u64 %rd2, %rd1;
+      {
+        .param .b64 p0; .param .b64 p1; .param .b32 r0;
+        st.param.b64 [p0], %rd2;
+        st.param.b64 [p1], 0;
+        call.uni (r0), vprintf, (p0, p1);
+        ld.param.b32 %r1, [r0];
+      }
+      ret;
+    }
+    """
+    )
+    lm = LoadedModule(parse_ptx(text), dev.mem)
+    got: list[str] = []
+    lm.launch("k", (1, 1, 1), (2, 1, 1), 0, b"", got.append)
+    assert got == ["hi\n", "hi\n"]
+    with pytest.raises(EmuFault) as ei:
+        lm.launch("k", (1, 1, 1), (2, 1, 1), 0, b"", boom)
+    assert ei.value.kind == "launch_failed"

@@ -384,6 +384,24 @@ class LoadedModule:
         printf: Callable[[str], None],
     ) -> None:
         """Run ``kernel`` to completion; raises :class:`EmuFault` and nothing else."""
+        try:
+            self._launch(kernel, grid, block, dynamic_shared, params, printf)
+        except EmuFault:
+            raise
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise EmuFault("invalid_value", f"{kernel}: bad launch arguments: {exc}") from exc
+        except Exception as exc:
+            raise EmuFault("launch_failed", f"{kernel}: {type(exc).__name__}: {exc}") from exc
+
+    def _launch(
+        self,
+        kernel: str,
+        grid: tuple[int, int, int],
+        block: tuple[int, int, int],
+        dynamic_shared: int,
+        params: bytes,
+        printf: Callable[[str], None],
+    ) -> None:
         if not self._loaded:
             raise EmuFault("invalid_value", f"{kernel}: module was unloaded")
         info = self.module.kernels.get(kernel)
