@@ -1512,6 +1512,50 @@ ENUMS: dict[str, dict[str, int]] = {
         'VK_IMAGE_TILING_LINEAR': 1,
         'VK_IMAGE_TILING_DRM_FORMAT_MODIFIER_EXT': 1000158000,
     },
+    'VkFormatFeatureFlagBits': {
+        'VK_FORMAT_FEATURE_SAMPLED_IMAGE_BIT': 1,
+        'VK_FORMAT_FEATURE_STORAGE_IMAGE_BIT': 2,
+        'VK_FORMAT_FEATURE_STORAGE_IMAGE_ATOMIC_BIT': 4,
+        'VK_FORMAT_FEATURE_UNIFORM_TEXEL_BUFFER_BIT': 8,
+        'VK_FORMAT_FEATURE_STORAGE_TEXEL_BUFFER_BIT': 16,
+        'VK_FORMAT_FEATURE_STORAGE_TEXEL_BUFFER_ATOMIC_BIT': 32,
+        'VK_FORMAT_FEATURE_VERTEX_BUFFER_BIT': 64,
+        'VK_FORMAT_FEATURE_COLOR_ATTACHMENT_BIT': 128,
+        'VK_FORMAT_FEATURE_COLOR_ATTACHMENT_BLEND_BIT': 256,
+        'VK_FORMAT_FEATURE_DEPTH_STENCIL_ATTACHMENT_BIT': 512,
+        'VK_FORMAT_FEATURE_BLIT_SRC_BIT': 1024,
+        'VK_FORMAT_FEATURE_BLIT_DST_BIT': 2048,
+        'VK_FORMAT_FEATURE_SAMPLED_IMAGE_FILTER_LINEAR_BIT': 4096,
+        'VK_FORMAT_FEATURE_SAMPLED_IMAGE_FILTER_CUBIC_BIT_EXT': 8192,
+        'VK_FORMAT_FEATURE_SAMPLED_IMAGE_FILTER_CUBIC_BIT_IMG': 8192,
+        'VK_FORMAT_FEATURE_TRANSFER_SRC_BIT': 16384,
+        'VK_FORMAT_FEATURE_TRANSFER_SRC_BIT_KHR': 16384,
+        'VK_FORMAT_FEATURE_TRANSFER_DST_BIT': 32768,
+        'VK_FORMAT_FEATURE_TRANSFER_DST_BIT_KHR': 32768,
+        'VK_FORMAT_FEATURE_SAMPLED_IMAGE_FILTER_MINMAX_BIT': 65536,
+        'VK_FORMAT_FEATURE_SAMPLED_IMAGE_FILTER_MINMAX_BIT_EXT': 65536,
+        'VK_FORMAT_FEATURE_MIDPOINT_CHROMA_SAMPLES_BIT': 131072,
+        'VK_FORMAT_FEATURE_MIDPOINT_CHROMA_SAMPLES_BIT_KHR': 131072,
+        'VK_FORMAT_FEATURE_SAMPLED_IMAGE_YCBCR_CONVERSION_LINEAR_FILTER_BIT': 262144,
+        'VK_FORMAT_FEATURE_SAMPLED_IMAGE_YCBCR_CONVERSION_LINEAR_FILTER_BIT_KHR': 262144,
+        'VK_FORMAT_FEATURE_SAMPLED_IMAGE_YCBCR_CONVERSION_SEPARATE_RECONSTRUCTION_FILTER_BIT': 524288,
+        'VK_FORMAT_FEATURE_SAMPLED_IMAGE_YCBCR_CONVERSION_SEPARATE_RECONSTRUCTION_FILTER_BIT_KHR': 524288,
+        'VK_FORMAT_FEATURE_SAMPLED_IMAGE_YCBCR_CONVERSION_CHROMA_RECONSTRUCTION_EXPLICIT_BIT': 1048576,
+        'VK_FORMAT_FEATURE_SAMPLED_IMAGE_YCBCR_CONVERSION_CHROMA_RECONSTRUCTION_EXPLICIT_BIT_KHR': 1048576,
+        'VK_FORMAT_FEATURE_SAMPLED_IMAGE_YCBCR_CONVERSION_CHROMA_RECONSTRUCTION_EXPLICIT_FORCEABLE_BIT': 2097152,
+        'VK_FORMAT_FEATURE_SAMPLED_IMAGE_YCBCR_CONVERSION_CHROMA_RECONSTRUCTION_EXPLICIT_FORCEABLE_BIT_KHR': 2097152,
+        'VK_FORMAT_FEATURE_DISJOINT_BIT': 4194304,
+        'VK_FORMAT_FEATURE_DISJOINT_BIT_KHR': 4194304,
+        'VK_FORMAT_FEATURE_COSITED_CHROMA_SAMPLES_BIT': 8388608,
+        'VK_FORMAT_FEATURE_COSITED_CHROMA_SAMPLES_BIT_KHR': 8388608,
+        'VK_FORMAT_FEATURE_FRAGMENT_DENSITY_MAP_BIT_EXT': 16777216,
+        'VK_FORMAT_FEATURE_VIDEO_DECODE_OUTPUT_BIT_KHR': 33554432,
+        'VK_FORMAT_FEATURE_VIDEO_DECODE_DPB_BIT_KHR': 67108864,
+        'VK_FORMAT_FEATURE_VIDEO_ENCODE_INPUT_BIT_KHR': 134217728,
+        'VK_FORMAT_FEATURE_VIDEO_ENCODE_DPB_BIT_KHR': 268435456,
+        'VK_FORMAT_FEATURE_ACCELERATION_STRUCTURE_VERTEX_BUFFER_BIT_KHR': 536870912,
+        'VK_FORMAT_FEATURE_FRAGMENT_SHADING_RATE_ATTACHMENT_BIT_KHR': 1073741824,
+    },
 }
 
 #: handle type -> (dispatchable, parent type, destroy command)
@@ -2291,6 +2335,28 @@ STRUCTS['VkDrawMeshTasksIndirectCommandEXT'] = S('VkDrawMeshTasksIndirectCommand
         F('groupCountY', 'uint32_t', 'i', 'val'),
         F('groupCountZ', 'uint32_t', 'i', 'val'),
     ), (), False, False)
+STRUCTS['VkDrmFormatModifierProperties2EXT'] = S('VkDrmFormatModifierProperties2EXT', None, (
+        F('drmFormatModifier', 'uint64_t', 'i', 'val'),
+        F('drmFormatModifierPlaneCount', 'uint32_t', 'i', 'val'),
+        F('drmFormatModifierTilingFeatures', 'VkFormatFeatureFlags2', 'i', 'val'),
+    ), (), False, True)
+STRUCTS['VkDrmFormatModifierPropertiesEXT'] = S('VkDrmFormatModifierPropertiesEXT', None, (
+        F('drmFormatModifier', 'uint64_t', 'i', 'val'),
+        F('drmFormatModifierPlaneCount', 'uint32_t', 'i', 'val'),
+        F('drmFormatModifierTilingFeatures', 'VkFormatFeatureFlags', 'i', 'val'),
+    ), (), False, True)
+STRUCTS['VkDrmFormatModifierPropertiesList2EXT'] = S('VkDrmFormatModifierPropertiesList2EXT', 1000158006, (
+        F('sType', 'VkStructureType', 'i', 'stype'),
+        F('pNext', 'void', 'v', 'pnext', optional=True),
+        F('drmFormatModifierCount', 'uint32_t', 'i', 'val'),
+        F('pDrmFormatModifierProperties', 'VkDrmFormatModifierProperties2EXT', 's', 'array', len='drmFormatModifierCount', optional=True),
+    ), ('VkFormatProperties2',), False, True)
+STRUCTS['VkDrmFormatModifierPropertiesListEXT'] = S('VkDrmFormatModifierPropertiesListEXT', 1000158000, (
+        F('sType', 'VkStructureType', 'i', 'stype'),
+        F('pNext', 'void', 'v', 'pnext', optional=True),
+        F('drmFormatModifierCount', 'uint32_t', 'i', 'val'),
+        F('pDrmFormatModifierProperties', 'VkDrmFormatModifierPropertiesEXT', 's', 'array', len='drmFormatModifierCount', optional=True),
+    ), ('VkFormatProperties2',), False, True)
 STRUCTS['VkEventCreateInfo'] = S('VkEventCreateInfo', 10, (
         F('sType', 'VkStructureType', 'i', 'stype'),
         F('pNext', 'void', 'v', 'pnext', optional=True),
@@ -2848,6 +2914,16 @@ STRUCTS['VkPhysicalDeviceAccelerationStructurePropertiesKHR'] = S('VkPhysicalDev
         F('maxDescriptorSetUpdateAfterBindAccelerationStructures', 'uint32_t', 'i', 'val'),
         F('minAccelerationStructureScratchOffsetAlignment', 'uint32_t', 'i', 'val'),
     ), ('VkPhysicalDeviceProperties2',), False, True)
+STRUCTS['VkPhysicalDeviceAddressBindingReportFeaturesEXT'] = S('VkPhysicalDeviceAddressBindingReportFeaturesEXT', 1000354000, (
+        F('sType', 'VkStructureType', 'i', 'stype'),
+        F('pNext', 'void', 'v', 'pnext', optional=True),
+        F('reportAddressBinding', 'VkBool32', 'i', 'val'),
+    ), ('VkPhysicalDeviceFeatures2', 'VkDeviceCreateInfo'), False, False)
+STRUCTS['VkPhysicalDeviceAmigoProfilingFeaturesSEC'] = S('VkPhysicalDeviceAmigoProfilingFeaturesSEC', 1000485000, (
+        F('sType', 'VkStructureType', 'i', 'stype'),
+        F('pNext', 'void', 'v', 'pnext', optional=True),
+        F('amigoProfiling', 'VkBool32', 'i', 'val'),
+    ), ('VkPhysicalDeviceFeatures2', 'VkDeviceCreateInfo'), False, False)
 STRUCTS['VkPhysicalDeviceAttachmentFeedbackLoopLayoutFeaturesEXT'] = S('VkPhysicalDeviceAttachmentFeedbackLoopLayoutFeaturesEXT', 1000339000, (
         F('sType', 'VkStructureType', 'i', 'stype'),
         F('pNext', 'void', 'v', 'pnext', optional=True),
@@ -2888,10 +2964,34 @@ STRUCTS['VkPhysicalDeviceBufferDeviceAddressFeaturesEXT'] = S('VkPhysicalDeviceB
         F('bufferDeviceAddressCaptureReplay', 'VkBool32', 'i', 'val'),
         F('bufferDeviceAddressMultiDevice', 'VkBool32', 'i', 'val'),
     ), ('VkPhysicalDeviceFeatures2', 'VkDeviceCreateInfo'), False, False)
+STRUCTS['VkPhysicalDeviceClusterCullingShaderFeaturesHUAWEI'] = S('VkPhysicalDeviceClusterCullingShaderFeaturesHUAWEI', 1000404000, (
+        F('sType', 'VkStructureType', 'i', 'stype'),
+        F('pNext', 'void', 'v', 'pnext', optional=True),
+        F('clustercullingShader', 'VkBool32', 'i', 'val'),
+        F('multiviewClusterCullingShader', 'VkBool32', 'i', 'val'),
+    ), ('VkPhysicalDeviceFeatures2', 'VkDeviceCreateInfo'), False, False)
+STRUCTS['VkPhysicalDeviceClusterCullingShaderPropertiesHUAWEI'] = S('VkPhysicalDeviceClusterCullingShaderPropertiesHUAWEI', 1000404001, (
+        F('sType', 'VkStructureType', 'i', 'stype'),
+        F('pNext', 'void', 'v', 'pnext', optional=True),
+        F('maxWorkGroupCount', 'uint32_t', 'i', 'fixed', size=3),
+        F('maxWorkGroupSize', 'uint32_t', 'i', 'fixed', size=3),
+        F('maxOutputClusterCount', 'uint32_t', 'i', 'val'),
+    ), ('VkPhysicalDeviceProperties2',), False, True)
+STRUCTS['VkPhysicalDeviceCoherentMemoryFeaturesAMD'] = S('VkPhysicalDeviceCoherentMemoryFeaturesAMD', 1000229000, (
+        F('sType', 'VkStructureType', 'i', 'stype'),
+        F('pNext', 'void', 'v', 'pnext', optional=True),
+        F('deviceCoherentMemory', 'VkBool32', 'i', 'val'),
+    ), ('VkPhysicalDeviceFeatures2', 'VkDeviceCreateInfo'), False, False)
 STRUCTS['VkPhysicalDeviceColorWriteEnableFeaturesEXT'] = S('VkPhysicalDeviceColorWriteEnableFeaturesEXT', 1000381000, (
         F('sType', 'VkStructureType', 'i', 'stype'),
         F('pNext', 'void', 'v', 'pnext', optional=True),
         F('colorWriteEnable', 'VkBool32', 'i', 'val'),
+    ), ('VkPhysicalDeviceFeatures2', 'VkDeviceCreateInfo'), False, False)
+STRUCTS['VkPhysicalDeviceComputeShaderDerivativesFeaturesNV'] = S('VkPhysicalDeviceComputeShaderDerivativesFeaturesNV', 1000201000, (
+        F('sType', 'VkStructureType', 'i', 'stype'),
+        F('pNext', 'void', 'v', 'pnext', optional=True),
+        F('computeDerivativeGroupQuads', 'VkBool32', 'i', 'val'),
+        F('computeDerivativeGroupLinear', 'VkBool32', 'i', 'val'),
     ), ('VkPhysicalDeviceFeatures2', 'VkDeviceCreateInfo'), False, False)
 STRUCTS['VkPhysicalDeviceConditionalRenderingFeaturesEXT'] = S('VkPhysicalDeviceConditionalRenderingFeaturesEXT', 1000081001, (
         F('sType', 'VkStructureType', 'i', 'stype'),
@@ -2912,6 +3012,37 @@ STRUCTS['VkPhysicalDeviceConservativeRasterizationPropertiesEXT'] = S('VkPhysica
         F('fullyCoveredFragmentShaderInputVariable', 'VkBool32', 'i', 'val'),
         F('conservativeRasterizationPostDepthCoverage', 'VkBool32', 'i', 'val'),
     ), ('VkPhysicalDeviceProperties2',), False, True)
+STRUCTS['VkPhysicalDeviceCooperativeMatrixFeaturesNV'] = S('VkPhysicalDeviceCooperativeMatrixFeaturesNV', 1000249000, (
+        F('sType', 'VkStructureType', 'i', 'stype'),
+        F('pNext', 'void', 'v', 'pnext', optional=True),
+        F('cooperativeMatrix', 'VkBool32', 'i', 'val'),
+        F('cooperativeMatrixRobustBufferAccess', 'VkBool32', 'i', 'val'),
+    ), ('VkPhysicalDeviceFeatures2', 'VkDeviceCreateInfo'), False, False)
+STRUCTS['VkPhysicalDeviceCooperativeMatrixPropertiesNV'] = S('VkPhysicalDeviceCooperativeMatrixPropertiesNV', 1000249002, (
+        F('sType', 'VkStructureType', 'i', 'stype'),
+        F('pNext', 'void', 'v', 'pnext', optional=True),
+        F('cooperativeMatrixSupportedStages', 'VkShaderStageFlags', 'i', 'val'),
+    ), ('VkPhysicalDeviceProperties2',), False, True)
+STRUCTS['VkPhysicalDeviceCopyMemoryIndirectFeaturesNV'] = S('VkPhysicalDeviceCopyMemoryIndirectFeaturesNV', 1000426000, (
+        F('sType', 'VkStructureType', 'i', 'stype'),
+        F('pNext', 'void', 'v', 'pnext', optional=True),
+        F('indirectCopy', 'VkBool32', 'i', 'val'),
+    ), ('VkPhysicalDeviceFeatures2', 'VkDeviceCreateInfo'), False, False)
+STRUCTS['VkPhysicalDeviceCopyMemoryIndirectPropertiesNV'] = S('VkPhysicalDeviceCopyMemoryIndirectPropertiesNV', 1000426001, (
+        F('sType', 'VkStructureType', 'i', 'stype'),
+        F('pNext', 'void', 'v', 'pnext', optional=True),
+        F('supportedQueues', 'VkQueueFlags', 'i', 'val'),
+    ), ('VkPhysicalDeviceProperties2',), False, True)
+STRUCTS['VkPhysicalDeviceCornerSampledImageFeaturesNV'] = S('VkPhysicalDeviceCornerSampledImageFeaturesNV', 1000050000, (
+        F('sType', 'VkStructureType', 'i', 'stype'),
+        F('pNext', 'void', 'v', 'pnext', optional=True),
+        F('cornerSampledImage', 'VkBool32', 'i', 'val'),
+    ), ('VkPhysicalDeviceFeatures2', 'VkDeviceCreateInfo'), False, False)
+STRUCTS['VkPhysicalDeviceCoverageReductionModeFeaturesNV'] = S('VkPhysicalDeviceCoverageReductionModeFeaturesNV', 1000250000, (
+        F('sType', 'VkStructureType', 'i', 'stype'),
+        F('pNext', 'void', 'v', 'pnext', optional=True),
+        F('coverageReductionMode', 'VkBool32', 'i', 'val'),
+    ), ('VkPhysicalDeviceFeatures2', 'VkDeviceCreateInfo'), False, False)
 STRUCTS['VkPhysicalDeviceCustomBorderColorFeaturesEXT'] = S('VkPhysicalDeviceCustomBorderColorFeaturesEXT', 1000287002, (
         F('sType', 'VkStructureType', 'i', 'stype'),
         F('pNext', 'void', 'v', 'pnext', optional=True),
@@ -2923,6 +3054,11 @@ STRUCTS['VkPhysicalDeviceCustomBorderColorPropertiesEXT'] = S('VkPhysicalDeviceC
         F('pNext', 'void', 'v', 'pnext', optional=True),
         F('maxCustomBorderColorSamplers', 'uint32_t', 'i', 'val'),
     ), ('VkPhysicalDeviceProperties2',), False, True)
+STRUCTS['VkPhysicalDeviceDedicatedAllocationImageAliasingFeaturesNV'] = S('VkPhysicalDeviceDedicatedAllocationImageAliasingFeaturesNV', 1000240000, (
+        F('sType', 'VkStructureType', 'i', 'stype'),
+        F('pNext', 'void', 'v', 'pnext', optional=True),
+        F('dedicatedAllocationImageAliasing', 'VkBool32', 'i', 'val'),
+    ), ('VkPhysicalDeviceFeatures2', 'VkDeviceCreateInfo'), False, False)
 STRUCTS['VkPhysicalDeviceDepthClampZeroOneFeaturesEXT'] = S('VkPhysicalDeviceDepthClampZeroOneFeaturesEXT', 1000421000, (
         F('sType', 'VkStructureType', 'i', 'stype'),
         F('pNext', 'void', 'v', 'pnext', optional=True),
@@ -2945,6 +3081,56 @@ STRUCTS['VkPhysicalDeviceDepthStencilResolveProperties'] = S('VkPhysicalDeviceDe
         F('supportedStencilResolveModes', 'VkResolveModeFlags', 'i', 'val'),
         F('independentResolveNone', 'VkBool32', 'i', 'val'),
         F('independentResolve', 'VkBool32', 'i', 'val'),
+    ), ('VkPhysicalDeviceProperties2',), False, True)
+STRUCTS['VkPhysicalDeviceDescriptorBufferDensityMapPropertiesEXT'] = S('VkPhysicalDeviceDescriptorBufferDensityMapPropertiesEXT', 1000316001, (
+        F('sType', 'VkStructureType', 'i', 'stype'),
+        F('pNext', 'void', 'v', 'pnext', optional=True),
+        F('combinedImageSamplerDensityMapDescriptorSize', 'size_t', 'i', 'val'),
+    ), ('VkPhysicalDeviceProperties2',), False, True)
+STRUCTS['VkPhysicalDeviceDescriptorBufferFeaturesEXT'] = S('VkPhysicalDeviceDescriptorBufferFeaturesEXT', 1000316002, (
+        F('sType', 'VkStructureType', 'i', 'stype'),
+        F('pNext', 'void', 'v', 'pnext', optional=True),
+        F('descriptorBuffer', 'VkBool32', 'i', 'val'),
+        F('descriptorBufferCaptureReplay', 'VkBool32', 'i', 'val'),
+        F('descriptorBufferImageLayoutIgnored', 'VkBool32', 'i', 'val'),
+        F('descriptorBufferPushDescriptors', 'VkBool32', 'i', 'val'),
+    ), ('VkPhysicalDeviceFeatures2', 'VkDeviceCreateInfo'), False, False)
+STRUCTS['VkPhysicalDeviceDescriptorBufferPropertiesEXT'] = S('VkPhysicalDeviceDescriptorBufferPropertiesEXT', 1000316000, (
+        F('sType', 'VkStructureType', 'i', 'stype'),
+        F('pNext', 'void', 'v', 'pnext', optional=True),
+        F('combinedImageSamplerDescriptorSingleArray', 'VkBool32', 'i', 'val'),
+        F('bufferlessPushDescriptors', 'VkBool32', 'i', 'val'),
+        F('allowSamplerImageViewPostSubmitCreation', 'VkBool32', 'i', 'val'),
+        F('descriptorBufferOffsetAlignment', 'VkDeviceSize', 'i', 'val'),
+        F('maxDescriptorBufferBindings', 'uint32_t', 'i', 'val'),
+        F('maxResourceDescriptorBufferBindings', 'uint32_t', 'i', 'val'),
+        F('maxSamplerDescriptorBufferBindings', 'uint32_t', 'i', 'val'),
+        F('maxEmbeddedImmutableSamplerBindings', 'uint32_t', 'i', 'val'),
+        F('maxEmbeddedImmutableSamplers', 'uint32_t', 'i', 'val'),
+        F('bufferCaptureReplayDescriptorDataSize', 'size_t', 'i', 'val'),
+        F('imageCaptureReplayDescriptorDataSize', 'size_t', 'i', 'val'),
+        F('imageViewCaptureReplayDescriptorDataSize', 'size_t', 'i', 'val'),
+        F('samplerCaptureReplayDescriptorDataSize', 'size_t', 'i', 'val'),
+        F('accelerationStructureCaptureReplayDescriptorDataSize', 'size_t', 'i', 'val'),
+        F('samplerDescriptorSize', 'size_t', 'i', 'val'),
+        F('combinedImageSamplerDescriptorSize', 'size_t', 'i', 'val'),
+        F('sampledImageDescriptorSize', 'size_t', 'i', 'val'),
+        F('storageImageDescriptorSize', 'size_t', 'i', 'val'),
+        F('uniformTexelBufferDescriptorSize', 'size_t', 'i', 'val'),
+        F('robustUniformTexelBufferDescriptorSize', 'size_t', 'i', 'val'),
+        F('storageTexelBufferDescriptorSize', 'size_t', 'i', 'val'),
+        F('robustStorageTexelBufferDescriptorSize', 'size_t', 'i', 'val'),
+        F('uniformBufferDescriptorSize', 'size_t', 'i', 'val'),
+        F('robustUniformBufferDescriptorSize', 'size_t', 'i', 'val'),
+        F('storageBufferDescriptorSize', 'size_t', 'i', 'val'),
+        F('robustStorageBufferDescriptorSize', 'size_t', 'i', 'val'),
+        F('inputAttachmentDescriptorSize', 'size_t', 'i', 'val'),
+        F('accelerationStructureDescriptorSize', 'size_t', 'i', 'val'),
+        F('maxSamplerDescriptorBufferRange', 'VkDeviceSize', 'i', 'val'),
+        F('maxResourceDescriptorBufferRange', 'VkDeviceSize', 'i', 'val'),
+        F('samplerDescriptorBufferAddressSpaceSize', 'VkDeviceSize', 'i', 'val'),
+        F('resourceDescriptorBufferAddressSpaceSize', 'VkDeviceSize', 'i', 'val'),
+        F('descriptorBufferAddressSpaceSize', 'VkDeviceSize', 'i', 'val'),
     ), ('VkPhysicalDeviceProperties2',), False, True)
 STRUCTS['VkPhysicalDeviceDescriptorIndexingFeatures'] = S('VkPhysicalDeviceDescriptorIndexingFeatures', 1000161001, (
         F('sType', 'VkStructureType', 'i', 'stype'),
@@ -2997,6 +3183,39 @@ STRUCTS['VkPhysicalDeviceDescriptorIndexingProperties'] = S('VkPhysicalDeviceDes
         F('maxDescriptorSetUpdateAfterBindStorageImages', 'uint32_t', 'i', 'val'),
         F('maxDescriptorSetUpdateAfterBindInputAttachments', 'uint32_t', 'i', 'val'),
     ), ('VkPhysicalDeviceProperties2',), False, True)
+STRUCTS['VkPhysicalDeviceDescriptorSetHostMappingFeaturesVALVE'] = S('VkPhysicalDeviceDescriptorSetHostMappingFeaturesVALVE', 1000420000, (
+        F('sType', 'VkStructureType', 'i', 'stype'),
+        F('pNext', 'void', 'v', 'pnext', optional=True),
+        F('descriptorSetHostMapping', 'VkBool32', 'i', 'val'),
+    ), ('VkPhysicalDeviceFeatures2', 'VkDeviceCreateInfo'), False, False)
+STRUCTS['VkPhysicalDeviceDeviceGeneratedCommandsFeaturesNV'] = S('VkPhysicalDeviceDeviceGeneratedCommandsFeaturesNV', 1000277007, (
+        F('sType', 'VkStructureType', 'i', 'stype'),
+        F('pNext', 'void', 'v', 'pnext', optional=True),
+        F('deviceGeneratedCommands', 'VkBool32', 'i', 'val'),
+    ), ('VkPhysicalDeviceFeatures2', 'VkDeviceCreateInfo'), False, False)
+STRUCTS['VkPhysicalDeviceDeviceGeneratedCommandsPropertiesNV'] = S('VkPhysicalDeviceDeviceGeneratedCommandsPropertiesNV', 1000277000, (
+        F('sType', 'VkStructureType', 'i', 'stype'),
+        F('pNext', 'void', 'v', 'pnext', optional=True),
+        F('maxGraphicsShaderGroupCount', 'uint32_t', 'i', 'val'),
+        F('maxIndirectSequenceCount', 'uint32_t', 'i', 'val'),
+        F('maxIndirectCommandsTokenCount', 'uint32_t', 'i', 'val'),
+        F('maxIndirectCommandsStreamCount', 'uint32_t', 'i', 'val'),
+        F('maxIndirectCommandsTokenOffset', 'uint32_t', 'i', 'val'),
+        F('maxIndirectCommandsStreamStride', 'uint32_t', 'i', 'val'),
+        F('minSequencesCountBufferOffsetAlignment', 'uint32_t', 'i', 'val'),
+        F('minSequencesIndexBufferOffsetAlignment', 'uint32_t', 'i', 'val'),
+        F('minIndirectCommandsBufferOffsetAlignment', 'uint32_t', 'i', 'val'),
+    ), ('VkPhysicalDeviceProperties2',), False, True)
+STRUCTS['VkPhysicalDeviceDeviceMemoryReportFeaturesEXT'] = S('VkPhysicalDeviceDeviceMemoryReportFeaturesEXT', 1000284000, (
+        F('sType', 'VkStructureType', 'i', 'stype'),
+        F('pNext', 'void', 'v', 'pnext', optional=True),
+        F('deviceMemoryReport', 'VkBool32', 'i', 'val'),
+    ), ('VkPhysicalDeviceFeatures2', 'VkDeviceCreateInfo'), False, False)
+STRUCTS['VkPhysicalDeviceDiagnosticsConfigFeaturesNV'] = S('VkPhysicalDeviceDiagnosticsConfigFeaturesNV', 1000300000, (
+        F('sType', 'VkStructureType', 'i', 'stype'),
+        F('pNext', 'void', 'v', 'pnext', optional=True),
+        F('diagnosticsConfig', 'VkBool32', 'i', 'val'),
+    ), ('VkPhysicalDeviceFeatures2', 'VkDeviceCreateInfo'), False, False)
 STRUCTS['VkPhysicalDeviceDiscardRectanglePropertiesEXT'] = S('VkPhysicalDeviceDiscardRectanglePropertiesEXT', 1000099000, (
         F('sType', 'VkStructureType', 'i', 'stype'),
         F('pNext', 'void', 'v', 'pnext', optional=True),
@@ -3010,10 +3229,25 @@ STRUCTS['VkPhysicalDeviceDriverProperties'] = S('VkPhysicalDeviceDriverPropertie
         F('driverInfo', 'char', 'c', 'chars', size=256),
         F('conformanceVersion', 'VkConformanceVersion', 's', 'val'),
     ), ('VkPhysicalDeviceProperties2',), False, True)
+STRUCTS['VkPhysicalDeviceDrmPropertiesEXT'] = S('VkPhysicalDeviceDrmPropertiesEXT', 1000353000, (
+        F('sType', 'VkStructureType', 'i', 'stype'),
+        F('pNext', 'void', 'v', 'pnext', optional=True),
+        F('hasPrimary', 'VkBool32', 'i', 'val'),
+        F('hasRender', 'VkBool32', 'i', 'val'),
+        F('primaryMajor', 'int64_t', 'i', 'val'),
+        F('primaryMinor', 'int64_t', 'i', 'val'),
+        F('renderMajor', 'int64_t', 'i', 'val'),
+        F('renderMinor', 'int64_t', 'i', 'val'),
+    ), ('VkPhysicalDeviceProperties2',), False, True)
 STRUCTS['VkPhysicalDeviceDynamicRenderingFeatures'] = S('VkPhysicalDeviceDynamicRenderingFeatures', 1000044003, (
         F('sType', 'VkStructureType', 'i', 'stype'),
         F('pNext', 'void', 'v', 'pnext', optional=True),
         F('dynamicRendering', 'VkBool32', 'i', 'val'),
+    ), ('VkPhysicalDeviceFeatures2', 'VkDeviceCreateInfo'), False, False)
+STRUCTS['VkPhysicalDeviceExclusiveScissorFeaturesNV'] = S('VkPhysicalDeviceExclusiveScissorFeaturesNV', 1000205002, (
+        F('sType', 'VkStructureType', 'i', 'stype'),
+        F('pNext', 'void', 'v', 'pnext', optional=True),
+        F('exclusiveScissor', 'VkBool32', 'i', 'val'),
     ), ('VkPhysicalDeviceFeatures2', 'VkDeviceCreateInfo'), False, False)
 STRUCTS['VkPhysicalDeviceExtendedDynamicState2FeaturesEXT'] = S('VkPhysicalDeviceExtendedDynamicState2FeaturesEXT', 1000377000, (
         F('sType', 'VkStructureType', 'i', 'stype'),
@@ -3084,11 +3318,27 @@ STRUCTS['VkPhysicalDeviceExternalImageFormatInfo'] = S('VkPhysicalDeviceExternal
         F('pNext', 'void', 'v', 'pnext', optional=True),
         F('handleType', 'VkExternalMemoryHandleTypeFlagBits', 'i', 'val'),
     ), ('VkPhysicalDeviceImageFormatInfo2',), False, False)
+STRUCTS['VkPhysicalDeviceExternalMemoryHostPropertiesEXT'] = S('VkPhysicalDeviceExternalMemoryHostPropertiesEXT', 1000178002, (
+        F('sType', 'VkStructureType', 'i', 'stype'),
+        F('pNext', 'void', 'v', 'pnext', optional=True),
+        F('minImportedHostPointerAlignment', 'VkDeviceSize', 'i', 'val'),
+    ), ('VkPhysicalDeviceProperties2',), False, True)
+STRUCTS['VkPhysicalDeviceExternalMemoryRDMAFeaturesNV'] = S('VkPhysicalDeviceExternalMemoryRDMAFeaturesNV', 1000371001, (
+        F('sType', 'VkStructureType', 'i', 'stype'),
+        F('pNext', 'void', 'v', 'pnext', optional=True),
+        F('externalMemoryRDMA', 'VkBool32', 'i', 'val'),
+    ), ('VkPhysicalDeviceFeatures2', 'VkDeviceCreateInfo'), False, False)
 STRUCTS['VkPhysicalDeviceExternalSemaphoreInfo'] = S('VkPhysicalDeviceExternalSemaphoreInfo', 1000076000, (
         F('sType', 'VkStructureType', 'i', 'stype'),
         F('pNext', 'void', 'v', 'pnext', optional=True),
         F('handleType', 'VkExternalSemaphoreHandleTypeFlagBits', 'i', 'val'),
     ), (), False, False)
+STRUCTS['VkPhysicalDeviceFaultFeaturesEXT'] = S('VkPhysicalDeviceFaultFeaturesEXT', 1000341000, (
+        F('sType', 'VkStructureType', 'i', 'stype'),
+        F('pNext', 'void', 'v', 'pnext', optional=True),
+        F('deviceFault', 'VkBool32', 'i', 'val'),
+        F('deviceFaultVendorBinary', 'VkBool32', 'i', 'val'),
+    ), ('VkPhysicalDeviceFeatures2', 'VkDeviceCreateInfo'), False, False)
 STRUCTS['VkPhysicalDeviceFeatures'] = S('VkPhysicalDeviceFeatures', None, (
         F('robustBufferAccess', 'VkBool32', 'i', 'val'),
         F('fullDrawIndexUint32', 'VkBool32', 'i', 'val'),
@@ -3192,6 +3442,16 @@ STRUCTS['VkPhysicalDeviceFragmentDensityMapFeaturesEXT'] = S('VkPhysicalDeviceFr
         F('fragmentDensityMapDynamic', 'VkBool32', 'i', 'val'),
         F('fragmentDensityMapNonSubsampledImages', 'VkBool32', 'i', 'val'),
     ), ('VkPhysicalDeviceFeatures2', 'VkDeviceCreateInfo'), False, False)
+STRUCTS['VkPhysicalDeviceFragmentDensityMapOffsetFeaturesQCOM'] = S('VkPhysicalDeviceFragmentDensityMapOffsetFeaturesQCOM', 1000425000, (
+        F('sType', 'VkStructureType', 'i', 'stype'),
+        F('pNext', 'void', 'v', 'pnext', optional=True),
+        F('fragmentDensityMapOffset', 'VkBool32', 'i', 'val'),
+    ), ('VkPhysicalDeviceFeatures2', 'VkDeviceCreateInfo'), False, False)
+STRUCTS['VkPhysicalDeviceFragmentDensityMapOffsetPropertiesQCOM'] = S('VkPhysicalDeviceFragmentDensityMapOffsetPropertiesQCOM', 1000425001, (
+        F('sType', 'VkStructureType', 'i', 'stype'),
+        F('pNext', 'void', 'v', 'pnext', optional=True),
+        F('fragmentDensityOffsetGranularity', 'VkExtent2D', 's', 'val'),
+    ), ('VkPhysicalDeviceProperties2',), False, True)
 STRUCTS['VkPhysicalDeviceFragmentDensityMapPropertiesEXT'] = S('VkPhysicalDeviceFragmentDensityMapPropertiesEXT', 1000218001, (
         F('sType', 'VkStructureType', 'i', 'stype'),
         F('pNext', 'void', 'v', 'pnext', optional=True),
@@ -3216,6 +3476,18 @@ STRUCTS['VkPhysicalDeviceFragmentShaderInterlockFeaturesEXT'] = S('VkPhysicalDev
         F('fragmentShaderPixelInterlock', 'VkBool32', 'i', 'val'),
         F('fragmentShaderShadingRateInterlock', 'VkBool32', 'i', 'val'),
     ), ('VkPhysicalDeviceFeatures2', 'VkDeviceCreateInfo'), False, False)
+STRUCTS['VkPhysicalDeviceFragmentShadingRateEnumsFeaturesNV'] = S('VkPhysicalDeviceFragmentShadingRateEnumsFeaturesNV', 1000326001, (
+        F('sType', 'VkStructureType', 'i', 'stype'),
+        F('pNext', 'void', 'v', 'pnext', optional=True),
+        F('fragmentShadingRateEnums', 'VkBool32', 'i', 'val'),
+        F('supersampleFragmentShadingRates', 'VkBool32', 'i', 'val'),
+        F('noInvocationFragmentShadingRates', 'VkBool32', 'i', 'val'),
+    ), ('VkPhysicalDeviceFeatures2', 'VkDeviceCreateInfo'), False, False)
+STRUCTS['VkPhysicalDeviceFragmentShadingRateEnumsPropertiesNV'] = S('VkPhysicalDeviceFragmentShadingRateEnumsPropertiesNV', 1000326000, (
+        F('sType', 'VkStructureType', 'i', 'stype'),
+        F('pNext', 'void', 'v', 'pnext', optional=True),
+        F('maxFragmentShadingRateInvocationCount', 'VkSampleCountFlagBits', 'i', 'val'),
+    ), ('VkPhysicalDeviceProperties2',), False, False)
 STRUCTS['VkPhysicalDeviceFragmentShadingRateFeaturesKHR'] = S('VkPhysicalDeviceFragmentShadingRateFeaturesKHR', 1000226003, (
         F('sType', 'VkStructureType', 'i', 'stype'),
         F('pNext', 'void', 'v', 'pnext', optional=True),
@@ -3298,6 +3570,11 @@ STRUCTS['VkPhysicalDeviceImageCompressionControlFeaturesEXT'] = S('VkPhysicalDev
         F('pNext', 'void', 'v', 'pnext', optional=True),
         F('imageCompressionControl', 'VkBool32', 'i', 'val'),
     ), ('VkPhysicalDeviceFeatures2', 'VkDeviceCreateInfo'), False, False)
+STRUCTS['VkPhysicalDeviceImageCompressionControlSwapchainFeaturesEXT'] = S('VkPhysicalDeviceImageCompressionControlSwapchainFeaturesEXT', 1000437000, (
+        F('sType', 'VkStructureType', 'i', 'stype'),
+        F('pNext', 'void', 'v', 'pnext', optional=True),
+        F('imageCompressionControlSwapchain', 'VkBool32', 'i', 'val'),
+    ), ('VkPhysicalDeviceFeatures2', 'VkDeviceCreateInfo'), False, False)
 STRUCTS['VkPhysicalDeviceImageFormatInfo2'] = S('VkPhysicalDeviceImageFormatInfo2', 1000059004, (
         F('sType', 'VkStructureType', 'i', 'stype'),
         F('pNext', 'void', 'v', 'pnext', optional=True),
@@ -3307,6 +3584,21 @@ STRUCTS['VkPhysicalDeviceImageFormatInfo2'] = S('VkPhysicalDeviceImageFormatInfo
         F('usage', 'VkImageUsageFlags', 'i', 'val'),
         F('flags', 'VkImageCreateFlags', 'i', 'val'),
     ), (), False, False)
+STRUCTS['VkPhysicalDeviceImageProcessingFeaturesQCOM'] = S('VkPhysicalDeviceImageProcessingFeaturesQCOM', 1000440000, (
+        F('sType', 'VkStructureType', 'i', 'stype'),
+        F('pNext', 'void', 'v', 'pnext', optional=True),
+        F('textureSampleWeighted', 'VkBool32', 'i', 'val'),
+        F('textureBoxFilter', 'VkBool32', 'i', 'val'),
+        F('textureBlockMatch', 'VkBool32', 'i', 'val'),
+    ), ('VkPhysicalDeviceFeatures2', 'VkDeviceCreateInfo'), False, False)
+STRUCTS['VkPhysicalDeviceImageProcessingPropertiesQCOM'] = S('VkPhysicalDeviceImageProcessingPropertiesQCOM', 1000440001, (
+        F('sType', 'VkStructureType', 'i', 'stype'),
+        F('pNext', 'void', 'v', 'pnext', optional=True),
+        F('maxWeightFilterPhases', 'uint32_t', 'i', 'val'),
+        F('maxWeightFilterDimension', 'VkExtent2D', 's', 'val'),
+        F('maxBlockMatchRegion', 'VkExtent2D', 's', 'val'),
+        F('maxBoxFilterBlockSize', 'VkExtent2D', 's', 'val'),
+    ), ('VkPhysicalDeviceProperties2',), False, True)
 STRUCTS['VkPhysicalDeviceImageRobustnessFeatures'] = S('VkPhysicalDeviceImageRobustnessFeatures', 1000335000, (
         F('sType', 'VkStructureType', 'i', 'stype'),
         F('pNext', 'void', 'v', 'pnext', optional=True),
@@ -3332,6 +3624,11 @@ STRUCTS['VkPhysicalDeviceIndexTypeUint8FeaturesEXT'] = S('VkPhysicalDeviceIndexT
         F('pNext', 'void', 'v', 'pnext', optional=True),
         F('indexTypeUint8', 'VkBool32', 'i', 'val'),
     ), ('VkPhysicalDeviceFeatures2', 'VkDeviceCreateInfo'), False, False)
+STRUCTS['VkPhysicalDeviceInheritedViewportScissorFeaturesNV'] = S('VkPhysicalDeviceInheritedViewportScissorFeaturesNV', 1000278000, (
+        F('sType', 'VkStructureType', 'i', 'stype'),
+        F('pNext', 'void', 'v', 'pnext', optional=True),
+        F('inheritedViewportScissor2D', 'VkBool32', 'i', 'val'),
+    ), ('VkPhysicalDeviceFeatures2', 'VkDeviceCreateInfo'), False, False)
 STRUCTS['VkPhysicalDeviceInlineUniformBlockFeatures'] = S('VkPhysicalDeviceInlineUniformBlockFeatures', 1000138000, (
         F('sType', 'VkStructureType', 'i', 'stype'),
         F('pNext', 'void', 'v', 'pnext', optional=True),
@@ -3347,6 +3644,11 @@ STRUCTS['VkPhysicalDeviceInlineUniformBlockProperties'] = S('VkPhysicalDeviceInl
         F('maxDescriptorSetInlineUniformBlocks', 'uint32_t', 'i', 'val'),
         F('maxDescriptorSetUpdateAfterBindInlineUniformBlocks', 'uint32_t', 'i', 'val'),
     ), ('VkPhysicalDeviceProperties2',), False, True)
+STRUCTS['VkPhysicalDeviceInvocationMaskFeaturesHUAWEI'] = S('VkPhysicalDeviceInvocationMaskFeaturesHUAWEI', 1000370000, (
+        F('sType', 'VkStructureType', 'i', 'stype'),
+        F('pNext', 'void', 'v', 'pnext', optional=True),
+        F('invocationMask', 'VkBool32', 'i', 'val'),
+    ), ('VkPhysicalDeviceFeatures2', 'VkDeviceCreateInfo'), False, False)
 STRUCTS['VkPhysicalDeviceLegacyDitheringFeaturesEXT'] = S('VkPhysicalDeviceLegacyDitheringFeaturesEXT', 1000465000, (
         F('sType', 'VkStructureType', 'i', 'stype'),
         F('pNext', 'void', 'v', 'pnext', optional=True),
@@ -3475,6 +3777,11 @@ STRUCTS['VkPhysicalDeviceLineRasterizationPropertiesEXT'] = S('VkPhysicalDeviceL
         F('pNext', 'void', 'v', 'pnext', optional=True),
         F('lineSubPixelPrecisionBits', 'uint32_t', 'i', 'val'),
     ), ('VkPhysicalDeviceProperties2',), False, True)
+STRUCTS['VkPhysicalDeviceLinearColorAttachmentFeaturesNV'] = S('VkPhysicalDeviceLinearColorAttachmentFeaturesNV', 1000430000, (
+        F('sType', 'VkStructureType', 'i', 'stype'),
+        F('pNext', 'void', 'v', 'pnext', optional=True),
+        F('linearColorAttachment', 'VkBool32', 'i', 'val'),
+    ), ('VkPhysicalDeviceFeatures2', 'VkDeviceCreateInfo'), False, False)
 STRUCTS['VkPhysicalDeviceMaintenance3Properties'] = S('VkPhysicalDeviceMaintenance3Properties', 1000168000, (
         F('sType', 'VkStructureType', 'i', 'stype'),
         F('pNext', 'void', 'v', 'pnext', optional=True),
@@ -3497,6 +3804,17 @@ STRUCTS['VkPhysicalDeviceMemoryBudgetPropertiesEXT'] = S('VkPhysicalDeviceMemory
         F('heapBudget', 'VkDeviceSize', 'i', 'fixed', size=16),
         F('heapUsage', 'VkDeviceSize', 'i', 'fixed', size=16),
     ), ('VkPhysicalDeviceMemoryProperties2',), False, True)
+STRUCTS['VkPhysicalDeviceMemoryDecompressionFeaturesNV'] = S('VkPhysicalDeviceMemoryDecompressionFeaturesNV', 1000427000, (
+        F('sType', 'VkStructureType', 'i', 'stype'),
+        F('pNext', 'void', 'v', 'pnext', optional=True),
+        F('memoryDecompression', 'VkBool32', 'i', 'val'),
+    ), ('VkPhysicalDeviceFeatures2', 'VkDeviceCreateInfo'), False, False)
+STRUCTS['VkPhysicalDeviceMemoryDecompressionPropertiesNV'] = S('VkPhysicalDeviceMemoryDecompressionPropertiesNV', 1000427001, (
+        F('sType', 'VkStructureType', 'i', 'stype'),
+        F('pNext', 'void', 'v', 'pnext', optional=True),
+        F('decompressionMethods', 'VkMemoryDecompressionMethodFlagsNV', 'i', 'val'),
+        F('maxDecompressionIndirectCount', 'uint64_t', 'i', 'val'),
+    ), ('VkPhysicalDeviceProperties2',), False, True)
 STRUCTS['VkPhysicalDeviceMemoryPriorityFeaturesEXT'] = S('VkPhysicalDeviceMemoryPriorityFeaturesEXT', 1000238000, (
         F('sType', 'VkStructureType', 'i', 'stype'),
         F('pNext', 'void', 'v', 'pnext', optional=True),
@@ -3521,6 +3839,12 @@ STRUCTS['VkPhysicalDeviceMeshShaderFeaturesEXT'] = S('VkPhysicalDeviceMeshShader
         F('multiviewMeshShader', 'VkBool32', 'i', 'val'),
         F('primitiveFragmentShadingRateMeshShader', 'VkBool32', 'i', 'val'),
         F('meshShaderQueries', 'VkBool32', 'i', 'val'),
+    ), ('VkPhysicalDeviceFeatures2', 'VkDeviceCreateInfo'), False, False)
+STRUCTS['VkPhysicalDeviceMeshShaderFeaturesNV'] = S('VkPhysicalDeviceMeshShaderFeaturesNV', 1000202000, (
+        F('sType', 'VkStructureType', 'i', 'stype'),
+        F('pNext', 'void', 'v', 'pnext', optional=True),
+        F('taskShader', 'VkBool32', 'i', 'val'),
+        F('meshShader', 'VkBool32', 'i', 'val'),
     ), ('VkPhysicalDeviceFeatures2', 'VkDeviceCreateInfo'), False, False)
 STRUCTS['VkPhysicalDeviceMeshShaderPropertiesEXT'] = S('VkPhysicalDeviceMeshShaderPropertiesEXT', 1000328001, (
         F('sType', 'VkStructureType', 'i', 'stype'),
@@ -3554,6 +3878,23 @@ STRUCTS['VkPhysicalDeviceMeshShaderPropertiesEXT'] = S('VkPhysicalDeviceMeshShad
         F('prefersCompactVertexOutput', 'VkBool32', 'i', 'val'),
         F('prefersCompactPrimitiveOutput', 'VkBool32', 'i', 'val'),
     ), ('VkPhysicalDeviceProperties2',), False, True)
+STRUCTS['VkPhysicalDeviceMeshShaderPropertiesNV'] = S('VkPhysicalDeviceMeshShaderPropertiesNV', 1000202001, (
+        F('sType', 'VkStructureType', 'i', 'stype'),
+        F('pNext', 'void', 'v', 'pnext', optional=True),
+        F('maxDrawMeshTasksCount', 'uint32_t', 'i', 'val'),
+        F('maxTaskWorkGroupInvocations', 'uint32_t', 'i', 'val'),
+        F('maxTaskWorkGroupSize', 'uint32_t', 'i', 'fixed', size=3),
+        F('maxTaskTotalMemorySize', 'uint32_t', 'i', 'val'),
+        F('maxTaskOutputCount', 'uint32_t', 'i', 'val'),
+        F('maxMeshWorkGroupInvocations', 'uint32_t', 'i', 'val'),
+        F('maxMeshWorkGroupSize', 'uint32_t', 'i', 'fixed', size=3),
+        F('maxMeshTotalMemorySize', 'uint32_t', 'i', 'val'),
+        F('maxMeshOutputVertices', 'uint32_t', 'i', 'val'),
+        F('maxMeshOutputPrimitives', 'uint32_t', 'i', 'val'),
+        F('maxMeshMultiviewViewCount', 'uint32_t', 'i', 'val'),
+        F('meshOutputPerVertexGranularity', 'uint32_t', 'i', 'val'),
+        F('meshOutputPerPrimitiveGranularity', 'uint32_t', 'i', 'val'),
+    ), ('VkPhysicalDeviceProperties2',), False, True)
 STRUCTS['VkPhysicalDeviceMultiDrawFeaturesEXT'] = S('VkPhysicalDeviceMultiDrawFeaturesEXT', 1000392000, (
         F('sType', 'VkStructureType', 'i', 'stype'),
         F('pNext', 'void', 'v', 'pnext', optional=True),
@@ -3576,6 +3917,16 @@ STRUCTS['VkPhysicalDeviceMultiviewFeatures'] = S('VkPhysicalDeviceMultiviewFeatu
         F('multiviewGeometryShader', 'VkBool32', 'i', 'val'),
         F('multiviewTessellationShader', 'VkBool32', 'i', 'val'),
     ), ('VkPhysicalDeviceFeatures2', 'VkDeviceCreateInfo'), False, False)
+STRUCTS['VkPhysicalDeviceMultiviewPerViewAttributesPropertiesNVX'] = S('VkPhysicalDeviceMultiviewPerViewAttributesPropertiesNVX', 1000097000, (
+        F('sType', 'VkStructureType', 'i', 'stype'),
+        F('pNext', 'void', 'v', 'pnext', optional=True),
+        F('perViewPositionAllComponents', 'VkBool32', 'i', 'val'),
+    ), ('VkPhysicalDeviceProperties2',), False, True)
+STRUCTS['VkPhysicalDeviceMultiviewPerViewViewportsFeaturesQCOM'] = S('VkPhysicalDeviceMultiviewPerViewViewportsFeaturesQCOM', 1000488000, (
+        F('sType', 'VkStructureType', 'i', 'stype'),
+        F('pNext', 'void', 'v', 'pnext', optional=True),
+        F('multiviewPerViewViewports', 'VkBool32', 'i', 'val'),
+    ), ('VkPhysicalDeviceFeatures2', 'VkDeviceCreateInfo'), False, False)
 STRUCTS['VkPhysicalDeviceMultiviewProperties'] = S('VkPhysicalDeviceMultiviewProperties', 1000053002, (
         F('sType', 'VkStructureType', 'i', 'stype'),
         F('pNext', 'void', 'v', 'pnext', optional=True),
@@ -3592,6 +3943,39 @@ STRUCTS['VkPhysicalDeviceNonSeamlessCubeMapFeaturesEXT'] = S('VkPhysicalDeviceNo
         F('pNext', 'void', 'v', 'pnext', optional=True),
         F('nonSeamlessCubeMap', 'VkBool32', 'i', 'val'),
     ), ('VkPhysicalDeviceFeatures2', 'VkDeviceCreateInfo'), False, False)
+STRUCTS['VkPhysicalDeviceOpacityMicromapFeaturesEXT'] = S('VkPhysicalDeviceOpacityMicromapFeaturesEXT', 1000396005, (
+        F('sType', 'VkStructureType', 'i', 'stype'),
+        F('pNext', 'void', 'v', 'pnext', optional=True),
+        F('micromap', 'VkBool32', 'i', 'val'),
+        F('micromapCaptureReplay', 'VkBool32', 'i', 'val'),
+        F('micromapHostCommands', 'VkBool32', 'i', 'val'),
+    ), ('VkPhysicalDeviceFeatures2', 'VkDeviceCreateInfo'), False, False)
+STRUCTS['VkPhysicalDeviceOpacityMicromapPropertiesEXT'] = S('VkPhysicalDeviceOpacityMicromapPropertiesEXT', 1000396006, (
+        F('sType', 'VkStructureType', 'i', 'stype'),
+        F('pNext', 'void', 'v', 'pnext', optional=True),
+        F('maxOpacity2StateSubdivisionLevel', 'uint32_t', 'i', 'val'),
+        F('maxOpacity4StateSubdivisionLevel', 'uint32_t', 'i', 'val'),
+    ), ('VkPhysicalDeviceProperties2',), False, True)
+STRUCTS['VkPhysicalDeviceOpticalFlowFeaturesNV'] = S('VkPhysicalDeviceOpticalFlowFeaturesNV', 1000464000, (
+        F('sType', 'VkStructureType', 'i', 'stype'),
+        F('pNext', 'void', 'v', 'pnext', optional=True),
+        F('opticalFlow', 'VkBool32', 'i', 'val'),
+    ), ('VkPhysicalDeviceFeatures2', 'VkDeviceCreateInfo'), False, False)
+STRUCTS['VkPhysicalDeviceOpticalFlowPropertiesNV'] = S('VkPhysicalDeviceOpticalFlowPropertiesNV', 1000464001, (
+        F('sType', 'VkStructureType', 'i', 'stype'),
+        F('pNext', 'void', 'v', 'pnext', optional=True),
+        F('supportedOutputGridSizes', 'VkOpticalFlowGridSizeFlagsNV', 'i', 'val'),
+        F('supportedHintGridSizes', 'VkOpticalFlowGridSizeFlagsNV', 'i', 'val'),
+        F('hintSupported', 'VkBool32', 'i', 'val'),
+        F('costSupported', 'VkBool32', 'i', 'val'),
+        F('bidirectionalFlowSupported', 'VkBool32', 'i', 'val'),
+        F('globalFlowSupported', 'VkBool32', 'i', 'val'),
+        F('minWidth', 'uint32_t', 'i', 'val'),
+        F('minHeight', 'uint32_t', 'i', 'val'),
+        F('maxWidth', 'uint32_t', 'i', 'val'),
+        F('maxHeight', 'uint32_t', 'i', 'val'),
+        F('maxNumRegionsOfInterest', 'uint32_t', 'i', 'val'),
+    ), ('VkPhysicalDeviceProperties2',), False, True)
 STRUCTS['VkPhysicalDevicePCIBusInfoPropertiesEXT'] = S('VkPhysicalDevicePCIBusInfoPropertiesEXT', 1000212000, (
         F('sType', 'VkStructureType', 'i', 'stype'),
         F('pNext', 'void', 'v', 'pnext', optional=True),
@@ -3626,6 +4010,11 @@ STRUCTS['VkPhysicalDevicePipelineExecutablePropertiesFeaturesKHR'] = S('VkPhysic
         F('pNext', 'void', 'v', 'pnext', optional=True),
         F('pipelineExecutableInfo', 'VkBool32', 'i', 'val'),
     ), ('VkPhysicalDeviceFeatures2', 'VkDeviceCreateInfo'), False, False)
+STRUCTS['VkPhysicalDevicePipelinePropertiesFeaturesEXT'] = S('VkPhysicalDevicePipelinePropertiesFeaturesEXT', 1000372001, (
+        F('sType', 'VkStructureType', 'i', 'stype'),
+        F('pNext', 'void', 'v', 'pnext', optional=True),
+        F('pipelinePropertiesIdentifier', 'VkBool32', 'i', 'val'),
+    ), ('VkPhysicalDeviceFeatures2', 'VkDeviceCreateInfo'), False, False)
 STRUCTS['VkPhysicalDevicePipelineProtectedAccessFeaturesEXT'] = S('VkPhysicalDevicePipelineProtectedAccessFeaturesEXT', 1000466000, (
         F('sType', 'VkStructureType', 'i', 'stype'),
         F('pNext', 'void', 'v', 'pnext', optional=True),
@@ -3649,6 +4038,21 @@ STRUCTS['VkPhysicalDevicePointClippingProperties'] = S('VkPhysicalDevicePointCli
         F('pNext', 'void', 'v', 'pnext', optional=True),
         F('pointClippingBehavior', 'VkPointClippingBehavior', 'i', 'val'),
     ), ('VkPhysicalDeviceProperties2',), False, True)
+STRUCTS['VkPhysicalDevicePresentBarrierFeaturesNV'] = S('VkPhysicalDevicePresentBarrierFeaturesNV', 1000292000, (
+        F('sType', 'VkStructureType', 'i', 'stype'),
+        F('pNext', 'void', 'v', 'pnext', optional=True),
+        F('presentBarrier', 'VkBool32', 'i', 'val'),
+    ), ('VkPhysicalDeviceFeatures2', 'VkDeviceCreateInfo'), False, False)
+STRUCTS['VkPhysicalDevicePresentIdFeaturesKHR'] = S('VkPhysicalDevicePresentIdFeaturesKHR', 1000294001, (
+        F('sType', 'VkStructureType', 'i', 'stype'),
+        F('pNext', 'void', 'v', 'pnext', optional=True),
+        F('presentId', 'VkBool32', 'i', 'val'),
+    ), ('VkPhysicalDeviceFeatures2', 'VkDeviceCreateInfo'), False, False)
+STRUCTS['VkPhysicalDevicePresentWaitFeaturesKHR'] = S('VkPhysicalDevicePresentWaitFeaturesKHR', 1000248000, (
+        F('sType', 'VkStructureType', 'i', 'stype'),
+        F('pNext', 'void', 'v', 'pnext', optional=True),
+        F('presentWait', 'VkBool32', 'i', 'val'),
+    ), ('VkPhysicalDeviceFeatures2', 'VkDeviceCreateInfo'), False, False)
 STRUCTS['VkPhysicalDevicePrimitiveTopologyListRestartFeaturesEXT'] = S('VkPhysicalDevicePrimitiveTopologyListRestartFeaturesEXT', 1000356000, (
         F('sType', 'VkStructureType', 'i', 'stype'),
         F('pNext', 'void', 'v', 'pnext', optional=True),
@@ -3727,11 +4131,27 @@ STRUCTS['VkPhysicalDeviceRayQueryFeaturesKHR'] = S('VkPhysicalDeviceRayQueryFeat
         F('pNext', 'void', 'v', 'pnext', optional=True),
         F('rayQuery', 'VkBool32', 'i', 'val'),
     ), ('VkPhysicalDeviceFeatures2', 'VkDeviceCreateInfo'), False, False)
+STRUCTS['VkPhysicalDeviceRayTracingInvocationReorderFeaturesNV'] = S('VkPhysicalDeviceRayTracingInvocationReorderFeaturesNV', 1000490000, (
+        F('sType', 'VkStructureType', 'i', 'stype'),
+        F('pNext', 'void', 'v', 'pnext', optional=True),
+        F('rayTracingInvocationReorder', 'VkBool32', 'i', 'val'),
+    ), ('VkPhysicalDeviceFeatures2', 'VkDeviceCreateInfo'), False, False)
+STRUCTS['VkPhysicalDeviceRayTracingInvocationReorderPropertiesNV'] = S('VkPhysicalDeviceRayTracingInvocationReorderPropertiesNV', 1000490001, (
+        F('sType', 'VkStructureType', 'i', 'stype'),
+        F('pNext', 'void', 'v', 'pnext', optional=True),
+        F('rayTracingInvocationReorderReorderingHint', 'VkRayTracingInvocationReorderModeNV', 'i', 'val'),
+    ), ('VkPhysicalDeviceProperties2',), False, True)
 STRUCTS['VkPhysicalDeviceRayTracingMaintenance1FeaturesKHR'] = S('VkPhysicalDeviceRayTracingMaintenance1FeaturesKHR', 1000386000, (
         F('sType', 'VkStructureType', 'i', 'stype'),
         F('pNext', 'void', 'v', 'pnext', optional=True),
         F('rayTracingMaintenance1', 'VkBool32', 'i', 'val'),
         F('rayTracingPipelineTraceRaysIndirect2', 'VkBool32', 'i', 'val'),
+    ), ('VkPhysicalDeviceFeatures2', 'VkDeviceCreateInfo'), False, False)
+STRUCTS['VkPhysicalDeviceRayTracingMotionBlurFeaturesNV'] = S('VkPhysicalDeviceRayTracingMotionBlurFeaturesNV', 1000327001, (
+        F('sType', 'VkStructureType', 'i', 'stype'),
+        F('pNext', 'void', 'v', 'pnext', optional=True),
+        F('rayTracingMotionBlur', 'VkBool32', 'i', 'val'),
+        F('rayTracingMotionBlurPipelineTraceRaysIndirect', 'VkBool32', 'i', 'val'),
     ), ('VkPhysicalDeviceFeatures2', 'VkDeviceCreateInfo'), False, False)
 STRUCTS['VkPhysicalDeviceRayTracingPipelineFeaturesKHR'] = S('VkPhysicalDeviceRayTracingPipelineFeaturesKHR', 1000347000, (
         F('sType', 'VkStructureType', 'i', 'stype'),
@@ -3754,6 +4174,23 @@ STRUCTS['VkPhysicalDeviceRayTracingPipelinePropertiesKHR'] = S('VkPhysicalDevice
         F('shaderGroupHandleAlignment', 'uint32_t', 'i', 'val'),
         F('maxRayHitAttributeSize', 'uint32_t', 'i', 'val'),
     ), ('VkPhysicalDeviceProperties2',), False, True)
+STRUCTS['VkPhysicalDeviceRayTracingPropertiesNV'] = S('VkPhysicalDeviceRayTracingPropertiesNV', 1000165009, (
+        F('sType', 'VkStructureType', 'i', 'stype'),
+        F('pNext', 'void', 'v', 'pnext', optional=True),
+        F('shaderGroupHandleSize', 'uint32_t', 'i', 'val'),
+        F('maxRecursionDepth', 'uint32_t', 'i', 'val'),
+        F('maxShaderGroupStride', 'uint32_t', 'i', 'val'),
+        F('shaderGroupBaseAlignment', 'uint32_t', 'i', 'val'),
+        F('maxGeometryCount', 'uint64_t', 'i', 'val'),
+        F('maxInstanceCount', 'uint64_t', 'i', 'val'),
+        F('maxTriangleCount', 'uint64_t', 'i', 'val'),
+        F('maxDescriptorSetAccelerationStructures', 'uint32_t', 'i', 'val'),
+    ), ('VkPhysicalDeviceProperties2',), False, True)
+STRUCTS['VkPhysicalDeviceRepresentativeFragmentTestFeaturesNV'] = S('VkPhysicalDeviceRepresentativeFragmentTestFeaturesNV', 1000166000, (
+        F('sType', 'VkStructureType', 'i', 'stype'),
+        F('pNext', 'void', 'v', 'pnext', optional=True),
+        F('representativeFragmentTest', 'VkBool32', 'i', 'val'),
+    ), ('VkPhysicalDeviceFeatures2', 'VkDeviceCreateInfo'), False, False)
 STRUCTS['VkPhysicalDeviceRobustness2FeaturesEXT'] = S('VkPhysicalDeviceRobustness2FeaturesEXT', 1000286000, (
         F('sType', 'VkStructureType', 'i', 'stype'),
         F('pNext', 'void', 'v', 'pnext', optional=True),
@@ -3841,6 +4278,42 @@ STRUCTS['VkPhysicalDeviceShaderClockFeaturesKHR'] = S('VkPhysicalDeviceShaderClo
         F('shaderSubgroupClock', 'VkBool32', 'i', 'val'),
         F('shaderDeviceClock', 'VkBool32', 'i', 'val'),
     ), ('VkPhysicalDeviceFeatures2', 'VkDeviceCreateInfo'), False, False)
+STRUCTS['VkPhysicalDeviceShaderCoreBuiltinsFeaturesARM'] = S('VkPhysicalDeviceShaderCoreBuiltinsFeaturesARM', 1000497000, (
+        F('sType', 'VkStructureType', 'i', 'stype'),
+        F('pNext', 'void', 'v', 'pnext', optional=True),
+        F('shaderCoreBuiltins', 'VkBool32', 'i', 'val'),
+    ), ('VkPhysicalDeviceFeatures2', 'VkDeviceCreateInfo'), False, False)
+STRUCTS['VkPhysicalDeviceShaderCoreBuiltinsPropertiesARM'] = S('VkPhysicalDeviceShaderCoreBuiltinsPropertiesARM', 1000497001, (
+        F('sType', 'VkStructureType', 'i', 'stype'),
+        F('pNext', 'void', 'v', 'pnext', optional=True),
+        F('shaderCoreMask', 'uint64_t', 'i', 'val'),
+        F('shaderCoreCount', 'uint32_t', 'i', 'val'),
+        F('shaderWarpsPerCore', 'uint32_t', 'i', 'val'),
+    ), ('VkPhysicalDeviceProperties2',), False, True)
+STRUCTS['VkPhysicalDeviceShaderCoreProperties2AMD'] = S('VkPhysicalDeviceShaderCoreProperties2AMD', 1000227000, (
+        F('sType', 'VkStructureType', 'i', 'stype'),
+        F('pNext', 'void', 'v', 'pnext', optional=True),
+        F('shaderCoreFeatures', 'VkShaderCorePropertiesFlagsAMD', 'i', 'val'),
+        F('activeComputeUnitCount', 'uint32_t', 'i', 'val'),
+    ), ('VkPhysicalDeviceProperties2',), False, True)
+STRUCTS['VkPhysicalDeviceShaderCorePropertiesAMD'] = S('VkPhysicalDeviceShaderCorePropertiesAMD', 1000185000, (
+        F('sType', 'VkStructureType', 'i', 'stype'),
+        F('pNext', 'void', 'v', 'pnext', optional=True),
+        F('shaderEngineCount', 'uint32_t', 'i', 'val'),
+        F('shaderArraysPerEngineCount', 'uint32_t', 'i', 'val'),
+        F('computeUnitsPerShaderArray', 'uint32_t', 'i', 'val'),
+        F('simdPerComputeUnit', 'uint32_t', 'i', 'val'),
+        F('wavefrontsPerSimd', 'uint32_t', 'i', 'val'),
+        F('wavefrontSize', 'uint32_t', 'i', 'val'),
+        F('sgprsPerSimd', 'uint32_t', 'i', 'val'),
+        F('minSgprAllocation', 'uint32_t', 'i', 'val'),
+        F('maxSgprAllocation', 'uint32_t', 'i', 'val'),
+        F('sgprAllocationGranularity', 'uint32_t', 'i', 'val'),
+        F('vgprsPerSimd', 'uint32_t', 'i', 'val'),
+        F('minVgprAllocation', 'uint32_t', 'i', 'val'),
+        F('maxVgprAllocation', 'uint32_t', 'i', 'val'),
+        F('vgprAllocationGranularity', 'uint32_t', 'i', 'val'),
+    ), ('VkPhysicalDeviceProperties2',), False, True)
 STRUCTS['VkPhysicalDeviceShaderDemoteToHelperInvocationFeatures'] = S('VkPhysicalDeviceShaderDemoteToHelperInvocationFeatures', 1000276000, (
         F('sType', 'VkStructureType', 'i', 'stype'),
         F('pNext', 'void', 'v', 'pnext', optional=True),
@@ -3850,6 +4323,11 @@ STRUCTS['VkPhysicalDeviceShaderDrawParametersFeatures'] = S('VkPhysicalDeviceSha
         F('sType', 'VkStructureType', 'i', 'stype'),
         F('pNext', 'void', 'v', 'pnext', optional=True),
         F('shaderDrawParameters', 'VkBool32', 'i', 'val'),
+    ), ('VkPhysicalDeviceFeatures2', 'VkDeviceCreateInfo'), False, False)
+STRUCTS['VkPhysicalDeviceShaderEarlyAndLateFragmentTestsFeaturesAMD'] = S('VkPhysicalDeviceShaderEarlyAndLateFragmentTestsFeaturesAMD', 1000321000, (
+        F('sType', 'VkStructureType', 'i', 'stype'),
+        F('pNext', 'void', 'v', 'pnext', optional=True),
+        F('shaderEarlyAndLateFragmentTests', 'VkBool32', 'i', 'val'),
     ), ('VkPhysicalDeviceFeatures2', 'VkDeviceCreateInfo'), False, False)
 STRUCTS['VkPhysicalDeviceShaderFloat16Int8Features'] = S('VkPhysicalDeviceShaderFloat16Int8Features', 1000082000, (
         F('sType', 'VkStructureType', 'i', 'stype'),
@@ -3862,6 +4340,11 @@ STRUCTS['VkPhysicalDeviceShaderImageAtomicInt64FeaturesEXT'] = S('VkPhysicalDevi
         F('pNext', 'void', 'v', 'pnext', optional=True),
         F('shaderImageInt64Atomics', 'VkBool32', 'i', 'val'),
         F('sparseImageInt64Atomics', 'VkBool32', 'i', 'val'),
+    ), ('VkPhysicalDeviceFeatures2', 'VkDeviceCreateInfo'), False, False)
+STRUCTS['VkPhysicalDeviceShaderImageFootprintFeaturesNV'] = S('VkPhysicalDeviceShaderImageFootprintFeaturesNV', 1000204000, (
+        F('sType', 'VkStructureType', 'i', 'stype'),
+        F('pNext', 'void', 'v', 'pnext', optional=True),
+        F('imageFootprint', 'VkBool32', 'i', 'val'),
     ), ('VkPhysicalDeviceFeatures2', 'VkDeviceCreateInfo'), False, False)
 STRUCTS['VkPhysicalDeviceShaderIntegerDotProductFeatures'] = S('VkPhysicalDeviceShaderIntegerDotProductFeatures', 1000280000, (
         F('sType', 'VkStructureType', 'i', 'stype'),
@@ -3902,6 +4385,32 @@ STRUCTS['VkPhysicalDeviceShaderIntegerDotProductProperties'] = S('VkPhysicalDevi
         F('integerDotProductAccumulatingSaturating64BitSignedAccelerated', 'VkBool32', 'i', 'val'),
         F('integerDotProductAccumulatingSaturating64BitMixedSignednessAccelerated', 'VkBool32', 'i', 'val'),
     ), ('VkPhysicalDeviceProperties2',), False, True)
+STRUCTS['VkPhysicalDeviceShaderIntegerFunctions2FeaturesINTEL'] = S('VkPhysicalDeviceShaderIntegerFunctions2FeaturesINTEL', 1000209000, (
+        F('sType', 'VkStructureType', 'i', 'stype'),
+        F('pNext', 'void', 'v', 'pnext', optional=True),
+        F('shaderIntegerFunctions2', 'VkBool32', 'i', 'val'),
+    ), ('VkPhysicalDeviceFeatures2', 'VkDeviceCreateInfo'), False, False)
+STRUCTS['VkPhysicalDeviceShaderModuleIdentifierFeaturesEXT'] = S('VkPhysicalDeviceShaderModuleIdentifierFeaturesEXT', 1000462000, (
+        F('sType', 'VkStructureType', 'i', 'stype'),
+        F('pNext', 'void', 'v', 'pnext', optional=True),
+        F('shaderModuleIdentifier', 'VkBool32', 'i', 'val'),
+    ), ('VkPhysicalDeviceFeatures2', 'VkDeviceCreateInfo'), False, False)
+STRUCTS['VkPhysicalDeviceShaderModuleIdentifierPropertiesEXT'] = S('VkPhysicalDeviceShaderModuleIdentifierPropertiesEXT', 1000462001, (
+        F('sType', 'VkStructureType', 'i', 'stype'),
+        F('pNext', 'void', 'v', 'pnext', optional=True),
+        F('shaderModuleIdentifierAlgorithmUUID', 'uint8_t', 'i', 'fixed', size=16),
+    ), ('VkPhysicalDeviceProperties2',), False, True)
+STRUCTS['VkPhysicalDeviceShaderSMBuiltinsFeaturesNV'] = S('VkPhysicalDeviceShaderSMBuiltinsFeaturesNV', 1000154000, (
+        F('sType', 'VkStructureType', 'i', 'stype'),
+        F('pNext', 'void', 'v', 'pnext', optional=True),
+        F('shaderSMBuiltins', 'VkBool32', 'i', 'val'),
+    ), ('VkPhysicalDeviceFeatures2', 'VkDeviceCreateInfo'), False, False)
+STRUCTS['VkPhysicalDeviceShaderSMBuiltinsPropertiesNV'] = S('VkPhysicalDeviceShaderSMBuiltinsPropertiesNV', 1000154001, (
+        F('sType', 'VkStructureType', 'i', 'stype'),
+        F('pNext', 'void', 'v', 'pnext', optional=True),
+        F('shaderSMCount', 'uint32_t', 'i', 'val'),
+        F('shaderWarpsPerSM', 'uint32_t', 'i', 'val'),
+    ), ('VkPhysicalDeviceProperties2',), False, True)
 STRUCTS['VkPhysicalDeviceShaderSubgroupExtendedTypesFeatures'] = S('VkPhysicalDeviceShaderSubgroupExtendedTypesFeatures', 1000175000, (
         F('sType', 'VkStructureType', 'i', 'stype'),
         F('pNext', 'void', 'v', 'pnext', optional=True),
@@ -3917,6 +4426,19 @@ STRUCTS['VkPhysicalDeviceShaderTerminateInvocationFeatures'] = S('VkPhysicalDevi
         F('pNext', 'void', 'v', 'pnext', optional=True),
         F('shaderTerminateInvocation', 'VkBool32', 'i', 'val'),
     ), ('VkPhysicalDeviceFeatures2', 'VkDeviceCreateInfo'), False, False)
+STRUCTS['VkPhysicalDeviceShadingRateImageFeaturesNV'] = S('VkPhysicalDeviceShadingRateImageFeaturesNV', 1000164001, (
+        F('sType', 'VkStructureType', 'i', 'stype'),
+        F('pNext', 'void', 'v', 'pnext', optional=True),
+        F('shadingRateImage', 'VkBool32', 'i', 'val'),
+        F('shadingRateCoarseSampleOrder', 'VkBool32', 'i', 'val'),
+    ), ('VkPhysicalDeviceFeatures2', 'VkDeviceCreateInfo'), False, False)
+STRUCTS['VkPhysicalDeviceShadingRateImagePropertiesNV'] = S('VkPhysicalDeviceShadingRateImagePropertiesNV', 1000164002, (
+        F('sType', 'VkStructureType', 'i', 'stype'),
+        F('pNext', 'void', 'v', 'pnext', optional=True),
+        F('shadingRateTexelSize', 'VkExtent2D', 's', 'val'),
+        F('shadingRatePaletteSize', 'uint32_t', 'i', 'val'),
+        F('shadingRateMaxCoarseSamples', 'uint32_t', 'i', 'val'),
+    ), ('VkPhysicalDeviceProperties2',), False, True)
 STRUCTS['VkPhysicalDeviceSparseImageFormatInfo2'] = S('VkPhysicalDeviceSparseImageFormatInfo2', 1000059008, (
         F('sType', 'VkStructureType', 'i', 'stype'),
         F('pNext', 'void', 'v', 'pnext', optional=True),
@@ -3960,6 +4482,21 @@ STRUCTS['VkPhysicalDeviceSubpassMergeFeedbackFeaturesEXT'] = S('VkPhysicalDevice
         F('pNext', 'void', 'v', 'pnext', optional=True),
         F('subpassMergeFeedback', 'VkBool32', 'i', 'val'),
     ), ('VkPhysicalDeviceFeatures2', 'VkDeviceCreateInfo'), False, False)
+STRUCTS['VkPhysicalDeviceSubpassShadingFeaturesHUAWEI'] = S('VkPhysicalDeviceSubpassShadingFeaturesHUAWEI', 1000369001, (
+        F('sType', 'VkStructureType', 'i', 'stype'),
+        F('pNext', 'void', 'v', 'pnext', optional=True),
+        F('subpassShading', 'VkBool32', 'i', 'val'),
+    ), ('VkPhysicalDeviceFeatures2', 'VkDeviceCreateInfo'), False, False)
+STRUCTS['VkPhysicalDeviceSubpassShadingPropertiesHUAWEI'] = S('VkPhysicalDeviceSubpassShadingPropertiesHUAWEI', 1000369002, (
+        F('sType', 'VkStructureType', 'i', 'stype'),
+        F('pNext', 'void', 'v', 'pnext', optional=True),
+        F('maxSubpassShadingWorkgroupSizeAspectRatio', 'uint32_t', 'i', 'val'),
+    ), ('VkPhysicalDeviceProperties2',), False, True)
+STRUCTS['VkPhysicalDeviceSwapchainMaintenance1FeaturesEXT'] = S('VkPhysicalDeviceSwapchainMaintenance1FeaturesEXT', 1000275000, (
+        F('sType', 'VkStructureType', 'i', 'stype'),
+        F('pNext', 'void', 'v', 'pnext', optional=True),
+        F('swapchainMaintenance1', 'VkBool32', 'i', 'val'),
+    ), ('VkPhysicalDeviceFeatures2', 'VkDeviceCreateInfo'), False, False)
 STRUCTS['VkPhysicalDeviceSynchronization2Features'] = S('VkPhysicalDeviceSynchronization2Features', 1000314007, (
         F('sType', 'VkStructureType', 'i', 'stype'),
         F('pNext', 'void', 'v', 'pnext', optional=True),
@@ -3982,6 +4519,11 @@ STRUCTS['VkPhysicalDeviceTextureCompressionASTCHDRFeatures'] = S('VkPhysicalDevi
         F('sType', 'VkStructureType', 'i', 'stype'),
         F('pNext', 'void', 'v', 'pnext', optional=True),
         F('textureCompressionASTC_HDR', 'VkBool32', 'i', 'val'),
+    ), ('VkPhysicalDeviceFeatures2', 'VkDeviceCreateInfo'), False, False)
+STRUCTS['VkPhysicalDeviceTilePropertiesFeaturesQCOM'] = S('VkPhysicalDeviceTilePropertiesFeaturesQCOM', 1000484000, (
+        F('sType', 'VkStructureType', 'i', 'stype'),
+        F('pNext', 'void', 'v', 'pnext', optional=True),
+        F('tileProperties', 'VkBool32', 'i', 'val'),
     ), ('VkPhysicalDeviceFeatures2', 'VkDeviceCreateInfo'), False, False)
 STRUCTS['VkPhysicalDeviceTimelineSemaphoreFeatures'] = S('VkPhysicalDeviceTimelineSemaphoreFeatures', 1000207000, (
         F('sType', 'VkStructureType', 'i', 'stype'),
@@ -4611,6 +5153,11 @@ STRUCTS['VkQueryPoolPerformanceCreateInfoKHR'] = S('VkQueryPoolPerformanceCreate
         F('counterIndexCount', 'uint32_t', 'i', 'val'),
         F('pCounterIndices', 'uint32_t', 'i', 'array', len='counterIndexCount'),
     ), ('VkQueryPoolCreateInfo',), False, False)
+STRUCTS['VkQueueFamilyCheckpointPropertiesNV'] = S('VkQueueFamilyCheckpointPropertiesNV', 1000206001, (
+        F('sType', 'VkStructureType', 'i', 'stype'),
+        F('pNext', 'void', 'v', 'pnext', optional=True),
+        F('checkpointExecutionStageMask', 'VkPipelineStageFlags', 'i', 'val'),
+    ), ('VkQueueFamilyProperties2',), False, True)
 STRUCTS['VkQueueFamilyGlobalPriorityPropertiesKHR'] = S('VkQueueFamilyGlobalPriorityPropertiesKHR', 1000388001, (
         F('sType', 'VkStructureType', 'i', 'stype'),
         F('pNext', 'void', 'v', 'pnext', optional=True),
@@ -4628,6 +5175,16 @@ STRUCTS['VkQueueFamilyProperties2'] = S('VkQueueFamilyProperties2', 1000059005, 
         F('pNext', 'void', 'v', 'pnext', optional=True),
         F('queueFamilyProperties', 'VkQueueFamilyProperties', 's', 'val'),
     ), (), False, True)
+STRUCTS['VkQueueFamilyQueryResultStatusPropertiesKHR'] = S('VkQueueFamilyQueryResultStatusPropertiesKHR', 1000023016, (
+        F('sType', 'VkStructureType', 'i', 'stype'),
+        F('pNext', 'void', 'v', 'pnext', optional=True),
+        F('queryResultStatusSupport', 'VkBool32', 'i', 'val'),
+    ), ('VkQueueFamilyProperties2',), False, True)
+STRUCTS['VkQueueFamilyVideoPropertiesKHR'] = S('VkQueueFamilyVideoPropertiesKHR', 1000023012, (
+        F('sType', 'VkStructureType', 'i', 'stype'),
+        F('pNext', 'void', 'v', 'pnext', optional=True),
+        F('videoCodecOperations', 'VkVideoCodecOperationFlagsKHR', 'i', 'val'),
+    ), ('VkQueueFamilyProperties2',), False, True)
 STRUCTS['VkRayTracingPipelineCreateInfoKHR'] = S('VkRayTracingPipelineCreateInfoKHR', 1000150015, (
         F('sType', 'VkStructureType', 'i', 'stype'),
         F('pNext', 'void', 'v', 'pnext', optional=True),
@@ -5331,6 +5888,8 @@ STRUCT_ORIGINS: dict[str, tuple[str, ...]] = {
     'VkDrawIndexedIndirectCommand': ('VK_VERSION_1_0',),
     'VkDrawIndirectCommand': ('VK_VERSION_1_0',),
     'VkDrawMeshTasksIndirectCommandEXT': ('VK_EXT_mesh_shader',),
+    'VkDrmFormatModifierPropertiesList2EXT': ('VK_EXT_image_drm_format_modifier',),
+    'VkDrmFormatModifierPropertiesListEXT': ('VK_EXT_image_drm_format_modifier',),
     'VkEventCreateInfo': ('VK_VERSION_1_0',),
     'VkExportFenceCreateInfo': ('VK_VERSION_1_1', 'VK_KHR_external_fence'),
     'VkExportMemoryAllocateInfo': ('VK_VERSION_1_1', 'VK_KHR_external_memory'),
@@ -5416,26 +5975,49 @@ STRUCT_ORIGINS: dict[str, tuple[str, ...]] = {
     'VkPhysicalDeviceASTCDecodeFeaturesEXT': ('VK_EXT_astc_decode_mode',),
     'VkPhysicalDeviceAccelerationStructureFeaturesKHR': ('VK_KHR_acceleration_structure',),
     'VkPhysicalDeviceAccelerationStructurePropertiesKHR': ('VK_KHR_acceleration_structure',),
+    'VkPhysicalDeviceAddressBindingReportFeaturesEXT': ('VK_EXT_device_address_binding_report',),
+    'VkPhysicalDeviceAmigoProfilingFeaturesSEC': ('VK_SEC_amigo_profiling',),
     'VkPhysicalDeviceAttachmentFeedbackLoopLayoutFeaturesEXT': ('VK_EXT_attachment_feedback_loop_layout',),
     'VkPhysicalDeviceBlendOperationAdvancedFeaturesEXT': ('VK_EXT_blend_operation_advanced',),
     'VkPhysicalDeviceBlendOperationAdvancedPropertiesEXT': ('VK_EXT_blend_operation_advanced',),
     'VkPhysicalDeviceBorderColorSwizzleFeaturesEXT': ('VK_EXT_border_color_swizzle',),
     'VkPhysicalDeviceBufferDeviceAddressFeatures': ('VK_VERSION_1_2', 'VK_KHR_buffer_device_address'),
     'VkPhysicalDeviceBufferDeviceAddressFeaturesEXT': ('VK_EXT_buffer_device_address',),
+    'VkPhysicalDeviceClusterCullingShaderFeaturesHUAWEI': ('VK_HUAWEI_cluster_culling_shader',),
+    'VkPhysicalDeviceClusterCullingShaderPropertiesHUAWEI': ('VK_HUAWEI_cluster_culling_shader',),
+    'VkPhysicalDeviceCoherentMemoryFeaturesAMD': ('VK_AMD_device_coherent_memory',),
     'VkPhysicalDeviceColorWriteEnableFeaturesEXT': ('VK_EXT_color_write_enable',),
+    'VkPhysicalDeviceComputeShaderDerivativesFeaturesNV': ('VK_NV_compute_shader_derivatives',),
     'VkPhysicalDeviceConditionalRenderingFeaturesEXT': ('VK_EXT_conditional_rendering',),
     'VkPhysicalDeviceConservativeRasterizationPropertiesEXT': ('VK_EXT_conservative_rasterization',),
+    'VkPhysicalDeviceCooperativeMatrixFeaturesNV': ('VK_NV_cooperative_matrix',),
+    'VkPhysicalDeviceCooperativeMatrixPropertiesNV': ('VK_NV_cooperative_matrix',),
+    'VkPhysicalDeviceCopyMemoryIndirectFeaturesNV': ('VK_NV_copy_memory_indirect',),
+    'VkPhysicalDeviceCopyMemoryIndirectPropertiesNV': ('VK_NV_copy_memory_indirect',),
+    'VkPhysicalDeviceCornerSampledImageFeaturesNV': ('VK_NV_corner_sampled_image',),
+    'VkPhysicalDeviceCoverageReductionModeFeaturesNV': ('VK_NV_coverage_reduction_mode',),
     'VkPhysicalDeviceCustomBorderColorFeaturesEXT': ('VK_EXT_custom_border_color',),
     'VkPhysicalDeviceCustomBorderColorPropertiesEXT': ('VK_EXT_custom_border_color',),
+    'VkPhysicalDeviceDedicatedAllocationImageAliasingFeaturesNV': ('VK_NV_dedicated_allocation_image_aliasing',),
     'VkPhysicalDeviceDepthClampZeroOneFeaturesEXT': ('VK_EXT_depth_clamp_zero_one',),
     'VkPhysicalDeviceDepthClipControlFeaturesEXT': ('VK_EXT_depth_clip_control',),
     'VkPhysicalDeviceDepthClipEnableFeaturesEXT': ('VK_EXT_depth_clip_enable',),
     'VkPhysicalDeviceDepthStencilResolveProperties': ('VK_VERSION_1_2', 'VK_KHR_depth_stencil_resolve'),
+    'VkPhysicalDeviceDescriptorBufferDensityMapPropertiesEXT': ('VK_EXT_descriptor_buffer',),
+    'VkPhysicalDeviceDescriptorBufferFeaturesEXT': ('VK_EXT_descriptor_buffer',),
+    'VkPhysicalDeviceDescriptorBufferPropertiesEXT': ('VK_EXT_descriptor_buffer',),
     'VkPhysicalDeviceDescriptorIndexingFeatures': ('VK_VERSION_1_2', 'VK_EXT_descriptor_indexing'),
     'VkPhysicalDeviceDescriptorIndexingProperties': ('VK_VERSION_1_2', 'VK_EXT_descriptor_indexing'),
+    'VkPhysicalDeviceDescriptorSetHostMappingFeaturesVALVE': ('VK_VALVE_descriptor_set_host_mapping',),
+    'VkPhysicalDeviceDeviceGeneratedCommandsFeaturesNV': ('VK_NV_device_generated_commands',),
+    'VkPhysicalDeviceDeviceGeneratedCommandsPropertiesNV': ('VK_NV_device_generated_commands',),
+    'VkPhysicalDeviceDeviceMemoryReportFeaturesEXT': ('VK_EXT_device_memory_report',),
+    'VkPhysicalDeviceDiagnosticsConfigFeaturesNV': ('VK_NV_device_diagnostics_config',),
     'VkPhysicalDeviceDiscardRectanglePropertiesEXT': ('VK_EXT_discard_rectangles',),
     'VkPhysicalDeviceDriverProperties': ('VK_VERSION_1_2', 'VK_KHR_driver_properties'),
+    'VkPhysicalDeviceDrmPropertiesEXT': ('VK_EXT_physical_device_drm',),
     'VkPhysicalDeviceDynamicRenderingFeatures': ('VK_VERSION_1_3', 'VK_KHR_dynamic_rendering'),
+    'VkPhysicalDeviceExclusiveScissorFeaturesNV': ('VK_NV_scissor_exclusive',),
     'VkPhysicalDeviceExtendedDynamicState2FeaturesEXT': ('VK_EXT_extended_dynamic_state2',),
     'VkPhysicalDeviceExtendedDynamicState3FeaturesEXT': ('VK_EXT_extended_dynamic_state3',),
     'VkPhysicalDeviceExtendedDynamicState3PropertiesEXT': ('VK_EXT_extended_dynamic_state3',),
@@ -5443,17 +6025,24 @@ STRUCT_ORIGINS: dict[str, tuple[str, ...]] = {
     'VkPhysicalDeviceExternalBufferInfo': ('VK_VERSION_1_1', 'VK_KHR_external_memory_capabilities'),
     'VkPhysicalDeviceExternalFenceInfo': ('VK_VERSION_1_1', 'VK_KHR_external_fence_capabilities'),
     'VkPhysicalDeviceExternalImageFormatInfo': ('VK_VERSION_1_1', 'VK_KHR_external_memory_capabilities'),
+    'VkPhysicalDeviceExternalMemoryHostPropertiesEXT': ('VK_EXT_external_memory_host',),
+    'VkPhysicalDeviceExternalMemoryRDMAFeaturesNV': ('VK_NV_external_memory_rdma',),
     'VkPhysicalDeviceExternalSemaphoreInfo': ('VK_VERSION_1_1', 'VK_KHR_external_semaphore_capabilities'),
+    'VkPhysicalDeviceFaultFeaturesEXT': ('VK_EXT_device_fault',),
     'VkPhysicalDeviceFeatures': ('VK_VERSION_1_0',),
     'VkPhysicalDeviceFeatures2': ('VK_VERSION_1_1', 'VK_KHR_get_physical_device_properties2'),
     'VkPhysicalDeviceFloatControlsProperties': ('VK_VERSION_1_2', 'VK_KHR_shader_float_controls'),
     'VkPhysicalDeviceFragmentDensityMap2FeaturesEXT': ('VK_EXT_fragment_density_map2',),
     'VkPhysicalDeviceFragmentDensityMap2PropertiesEXT': ('VK_EXT_fragment_density_map2',),
     'VkPhysicalDeviceFragmentDensityMapFeaturesEXT': ('VK_EXT_fragment_density_map',),
+    'VkPhysicalDeviceFragmentDensityMapOffsetFeaturesQCOM': ('VK_QCOM_fragment_density_map_offset',),
+    'VkPhysicalDeviceFragmentDensityMapOffsetPropertiesQCOM': ('VK_QCOM_fragment_density_map_offset',),
     'VkPhysicalDeviceFragmentDensityMapPropertiesEXT': ('VK_EXT_fragment_density_map',),
-    'VkPhysicalDeviceFragmentShaderBarycentricFeaturesKHR': ('VK_KHR_fragment_shader_barycentric',),
+    'VkPhysicalDeviceFragmentShaderBarycentricFeaturesKHR': ('VK_KHR_fragment_shader_barycentric', 'VK_NV_fragment_shader_barycentric'),
     'VkPhysicalDeviceFragmentShaderBarycentricPropertiesKHR': ('VK_KHR_fragment_shader_barycentric',),
     'VkPhysicalDeviceFragmentShaderInterlockFeaturesEXT': ('VK_EXT_fragment_shader_interlock',),
+    'VkPhysicalDeviceFragmentShadingRateEnumsFeaturesNV': ('VK_NV_fragment_shading_rate_enums',),
+    'VkPhysicalDeviceFragmentShadingRateEnumsPropertiesNV': ('VK_NV_fragment_shading_rate_enums',),
     'VkPhysicalDeviceFragmentShadingRateFeaturesKHR': ('VK_KHR_fragment_shading_rate',),
     'VkPhysicalDeviceFragmentShadingRateKHR': ('VK_KHR_fragment_shading_rate',),
     'VkPhysicalDeviceFragmentShadingRatePropertiesKHR': ('VK_KHR_fragment_shading_rate',),
@@ -5465,44 +6054,64 @@ STRUCT_ORIGINS: dict[str, tuple[str, ...]] = {
     'VkPhysicalDeviceIDProperties': ('VK_VERSION_1_1', 'VK_KHR_external_memory_capabilities', 'VK_KHR_external_semaphore_capabilities', 'VK_KHR_external_fence_capabilities'),
     'VkPhysicalDeviceImage2DViewOf3DFeaturesEXT': ('VK_EXT_image_2d_view_of_3d',),
     'VkPhysicalDeviceImageCompressionControlFeaturesEXT': ('VK_EXT_image_compression_control',),
+    'VkPhysicalDeviceImageCompressionControlSwapchainFeaturesEXT': ('VK_EXT_image_compression_control_swapchain',),
     'VkPhysicalDeviceImageFormatInfo2': ('VK_VERSION_1_1', 'VK_KHR_get_physical_device_properties2'),
+    'VkPhysicalDeviceImageProcessingFeaturesQCOM': ('VK_QCOM_image_processing',),
+    'VkPhysicalDeviceImageProcessingPropertiesQCOM': ('VK_QCOM_image_processing',),
     'VkPhysicalDeviceImageRobustnessFeatures': ('VK_VERSION_1_3', 'VK_EXT_image_robustness'),
     'VkPhysicalDeviceImageViewImageFormatInfoEXT': ('VK_EXT_filter_cubic',),
     'VkPhysicalDeviceImageViewMinLodFeaturesEXT': ('VK_EXT_image_view_min_lod',),
     'VkPhysicalDeviceImagelessFramebufferFeatures': ('VK_VERSION_1_2', 'VK_KHR_imageless_framebuffer'),
     'VkPhysicalDeviceIndexTypeUint8FeaturesEXT': ('VK_EXT_index_type_uint8',),
+    'VkPhysicalDeviceInheritedViewportScissorFeaturesNV': ('VK_NV_inherited_viewport_scissor',),
     'VkPhysicalDeviceInlineUniformBlockFeatures': ('VK_VERSION_1_3', 'VK_EXT_inline_uniform_block'),
     'VkPhysicalDeviceInlineUniformBlockProperties': ('VK_VERSION_1_3', 'VK_EXT_inline_uniform_block'),
+    'VkPhysicalDeviceInvocationMaskFeaturesHUAWEI': ('VK_HUAWEI_invocation_mask',),
     'VkPhysicalDeviceLegacyDitheringFeaturesEXT': ('VK_EXT_legacy_dithering',),
     'VkPhysicalDeviceLimits': ('VK_VERSION_1_0',),
     'VkPhysicalDeviceLineRasterizationFeaturesEXT': ('VK_EXT_line_rasterization',),
     'VkPhysicalDeviceLineRasterizationPropertiesEXT': ('VK_EXT_line_rasterization',),
+    'VkPhysicalDeviceLinearColorAttachmentFeaturesNV': ('VK_NV_linear_color_attachment',),
     'VkPhysicalDeviceMaintenance3Properties': ('VK_VERSION_1_1', 'VK_KHR_maintenance3'),
     'VkPhysicalDeviceMaintenance4Features': ('VK_VERSION_1_3', 'VK_KHR_maintenance4'),
     'VkPhysicalDeviceMaintenance4Properties': ('VK_VERSION_1_3', 'VK_KHR_maintenance4'),
     'VkPhysicalDeviceMemoryBudgetPropertiesEXT': ('VK_EXT_memory_budget',),
+    'VkPhysicalDeviceMemoryDecompressionFeaturesNV': ('VK_NV_memory_decompression',),
+    'VkPhysicalDeviceMemoryDecompressionPropertiesNV': ('VK_NV_memory_decompression',),
     'VkPhysicalDeviceMemoryPriorityFeaturesEXT': ('VK_EXT_memory_priority',),
     'VkPhysicalDeviceMemoryProperties': ('VK_VERSION_1_0',),
     'VkPhysicalDeviceMemoryProperties2': ('VK_VERSION_1_1', 'VK_KHR_get_physical_device_properties2'),
     'VkPhysicalDeviceMeshShaderFeaturesEXT': ('VK_EXT_mesh_shader',),
+    'VkPhysicalDeviceMeshShaderFeaturesNV': ('VK_NV_mesh_shader',),
     'VkPhysicalDeviceMeshShaderPropertiesEXT': ('VK_EXT_mesh_shader',),
+    'VkPhysicalDeviceMeshShaderPropertiesNV': ('VK_NV_mesh_shader',),
     'VkPhysicalDeviceMultiDrawFeaturesEXT': ('VK_EXT_multi_draw',),
     'VkPhysicalDeviceMultiDrawPropertiesEXT': ('VK_EXT_multi_draw',),
     'VkPhysicalDeviceMultisampledRenderToSingleSampledFeaturesEXT': ('VK_EXT_multisampled_render_to_single_sampled',),
     'VkPhysicalDeviceMultiviewFeatures': ('VK_VERSION_1_1', 'VK_KHR_multiview'),
+    'VkPhysicalDeviceMultiviewPerViewAttributesPropertiesNVX': ('VK_NVX_multiview_per_view_attributes',),
+    'VkPhysicalDeviceMultiviewPerViewViewportsFeaturesQCOM': ('VK_QCOM_multiview_per_view_viewports',),
     'VkPhysicalDeviceMultiviewProperties': ('VK_VERSION_1_1', 'VK_KHR_multiview'),
-    'VkPhysicalDeviceMutableDescriptorTypeFeaturesEXT': ('VK_EXT_mutable_descriptor_type',),
+    'VkPhysicalDeviceMutableDescriptorTypeFeaturesEXT': ('VK_EXT_mutable_descriptor_type', 'VK_VALVE_mutable_descriptor_type'),
     'VkPhysicalDeviceNonSeamlessCubeMapFeaturesEXT': ('VK_EXT_non_seamless_cube_map',),
+    'VkPhysicalDeviceOpacityMicromapFeaturesEXT': ('VK_EXT_opacity_micromap',),
+    'VkPhysicalDeviceOpacityMicromapPropertiesEXT': ('VK_EXT_opacity_micromap',),
+    'VkPhysicalDeviceOpticalFlowFeaturesNV': ('VK_NV_optical_flow',),
+    'VkPhysicalDeviceOpticalFlowPropertiesNV': ('VK_NV_optical_flow',),
     'VkPhysicalDevicePCIBusInfoPropertiesEXT': ('VK_EXT_pci_bus_info',),
     'VkPhysicalDevicePageableDeviceLocalMemoryFeaturesEXT': ('VK_EXT_pageable_device_local_memory',),
     'VkPhysicalDevicePerformanceQueryFeaturesKHR': ('VK_KHR_performance_query',),
     'VkPhysicalDevicePerformanceQueryPropertiesKHR': ('VK_KHR_performance_query',),
     'VkPhysicalDevicePipelineCreationCacheControlFeatures': ('VK_VERSION_1_3', 'VK_EXT_pipeline_creation_cache_control'),
     'VkPhysicalDevicePipelineExecutablePropertiesFeaturesKHR': ('VK_KHR_pipeline_executable_properties',),
+    'VkPhysicalDevicePipelinePropertiesFeaturesEXT': ('VK_EXT_pipeline_properties',),
     'VkPhysicalDevicePipelineProtectedAccessFeaturesEXT': ('VK_EXT_pipeline_protected_access',),
     'VkPhysicalDevicePipelineRobustnessFeaturesEXT': ('VK_EXT_pipeline_robustness',),
     'VkPhysicalDevicePipelineRobustnessPropertiesEXT': ('VK_EXT_pipeline_robustness',),
     'VkPhysicalDevicePointClippingProperties': ('VK_VERSION_1_1', 'VK_KHR_maintenance2'),
+    'VkPhysicalDevicePresentBarrierFeaturesNV': ('VK_NV_present_barrier',),
+    'VkPhysicalDevicePresentIdFeaturesKHR': ('VK_KHR_present_id',),
+    'VkPhysicalDevicePresentWaitFeaturesKHR': ('VK_KHR_present_wait',),
     'VkPhysicalDevicePrimitiveTopologyListRestartFeaturesEXT': ('VK_EXT_primitive_topology_list_restart',),
     'VkPhysicalDevicePrimitivesGeneratedQueryFeaturesEXT': ('VK_EXT_primitives_generated_query',),
     'VkPhysicalDevicePrivateDataFeatures': ('VK_VERSION_1_3', 'VK_EXT_private_data'),
@@ -5514,11 +6123,16 @@ STRUCT_ORIGINS: dict[str, tuple[str, ...]] = {
     'VkPhysicalDeviceProvokingVertexPropertiesEXT': ('VK_EXT_provoking_vertex',),
     'VkPhysicalDevicePushDescriptorPropertiesKHR': ('VK_KHR_push_descriptor',),
     'VkPhysicalDeviceRGBA10X6FormatsFeaturesEXT': ('VK_EXT_rgba10x6_formats',),
-    'VkPhysicalDeviceRasterizationOrderAttachmentAccessFeaturesEXT': ('VK_EXT_rasterization_order_attachment_access',),
+    'VkPhysicalDeviceRasterizationOrderAttachmentAccessFeaturesEXT': ('VK_EXT_rasterization_order_attachment_access', 'VK_ARM_rasterization_order_attachment_access'),
     'VkPhysicalDeviceRayQueryFeaturesKHR': ('VK_KHR_ray_query',),
+    'VkPhysicalDeviceRayTracingInvocationReorderFeaturesNV': ('VK_NV_ray_tracing_invocation_reorder',),
+    'VkPhysicalDeviceRayTracingInvocationReorderPropertiesNV': ('VK_NV_ray_tracing_invocation_reorder',),
     'VkPhysicalDeviceRayTracingMaintenance1FeaturesKHR': ('VK_KHR_ray_tracing_maintenance1',),
+    'VkPhysicalDeviceRayTracingMotionBlurFeaturesNV': ('VK_NV_ray_tracing_motion_blur',),
     'VkPhysicalDeviceRayTracingPipelineFeaturesKHR': ('VK_KHR_ray_tracing_pipeline',),
     'VkPhysicalDeviceRayTracingPipelinePropertiesKHR': ('VK_KHR_ray_tracing_pipeline',),
+    'VkPhysicalDeviceRayTracingPropertiesNV': ('VK_NV_ray_tracing',),
+    'VkPhysicalDeviceRepresentativeFragmentTestFeaturesNV': ('VK_NV_representative_fragment_test',),
     'VkPhysicalDeviceRobustness2FeaturesEXT': ('VK_EXT_robustness2',),
     'VkPhysicalDeviceRobustness2PropertiesEXT': ('VK_EXT_robustness2',),
     'VkPhysicalDeviceSampleLocationsPropertiesEXT': ('VK_EXT_sample_locations',),
@@ -5530,25 +6144,42 @@ STRUCT_ORIGINS: dict[str, tuple[str, ...]] = {
     'VkPhysicalDeviceShaderAtomicFloatFeaturesEXT': ('VK_EXT_shader_atomic_float',),
     'VkPhysicalDeviceShaderAtomicInt64Features': ('VK_VERSION_1_2', 'VK_KHR_shader_atomic_int64'),
     'VkPhysicalDeviceShaderClockFeaturesKHR': ('VK_KHR_shader_clock',),
+    'VkPhysicalDeviceShaderCoreBuiltinsFeaturesARM': ('VK_ARM_shader_core_builtins',),
+    'VkPhysicalDeviceShaderCoreBuiltinsPropertiesARM': ('VK_ARM_shader_core_builtins',),
+    'VkPhysicalDeviceShaderCoreProperties2AMD': ('VK_AMD_shader_core_properties2',),
+    'VkPhysicalDeviceShaderCorePropertiesAMD': ('VK_AMD_shader_core_properties',),
     'VkPhysicalDeviceShaderDemoteToHelperInvocationFeatures': ('VK_VERSION_1_3', 'VK_EXT_shader_demote_to_helper_invocation'),
     'VkPhysicalDeviceShaderDrawParametersFeatures': ('VK_VERSION_1_1',),
+    'VkPhysicalDeviceShaderEarlyAndLateFragmentTestsFeaturesAMD': ('VK_AMD_shader_early_and_late_fragment_tests',),
     'VkPhysicalDeviceShaderFloat16Int8Features': ('VK_VERSION_1_2', 'VK_KHR_shader_float16_int8'),
     'VkPhysicalDeviceShaderImageAtomicInt64FeaturesEXT': ('VK_EXT_shader_image_atomic_int64',),
+    'VkPhysicalDeviceShaderImageFootprintFeaturesNV': ('VK_NV_shader_image_footprint',),
     'VkPhysicalDeviceShaderIntegerDotProductFeatures': ('VK_VERSION_1_3', 'VK_KHR_shader_integer_dot_product'),
     'VkPhysicalDeviceShaderIntegerDotProductProperties': ('VK_VERSION_1_3', 'VK_KHR_shader_integer_dot_product'),
+    'VkPhysicalDeviceShaderIntegerFunctions2FeaturesINTEL': ('VK_INTEL_shader_integer_functions2',),
+    'VkPhysicalDeviceShaderModuleIdentifierFeaturesEXT': ('VK_EXT_shader_module_identifier',),
+    'VkPhysicalDeviceShaderModuleIdentifierPropertiesEXT': ('VK_EXT_shader_module_identifier',),
+    'VkPhysicalDeviceShaderSMBuiltinsFeaturesNV': ('VK_NV_shader_sm_builtins',),
+    'VkPhysicalDeviceShaderSMBuiltinsPropertiesNV': ('VK_NV_shader_sm_builtins',),
     'VkPhysicalDeviceShaderSubgroupExtendedTypesFeatures': ('VK_VERSION_1_2', 'VK_KHR_shader_subgroup_extended_types'),
     'VkPhysicalDeviceShaderSubgroupUniformControlFlowFeaturesKHR': ('VK_KHR_shader_subgroup_uniform_control_flow',),
     'VkPhysicalDeviceShaderTerminateInvocationFeatures': ('VK_VERSION_1_3', 'VK_KHR_shader_terminate_invocation'),
+    'VkPhysicalDeviceShadingRateImageFeaturesNV': ('VK_NV_shading_rate_image',),
+    'VkPhysicalDeviceShadingRateImagePropertiesNV': ('VK_NV_shading_rate_image',),
     'VkPhysicalDeviceSparseImageFormatInfo2': ('VK_VERSION_1_1', 'VK_KHR_get_physical_device_properties2'),
     'VkPhysicalDeviceSparseProperties': ('VK_VERSION_1_0',),
     'VkPhysicalDeviceSubgroupProperties': ('VK_VERSION_1_1',),
     'VkPhysicalDeviceSubgroupSizeControlFeatures': ('VK_VERSION_1_3', 'VK_EXT_subgroup_size_control'),
     'VkPhysicalDeviceSubgroupSizeControlProperties': ('VK_VERSION_1_3', 'VK_EXT_subgroup_size_control'),
     'VkPhysicalDeviceSubpassMergeFeedbackFeaturesEXT': ('VK_EXT_subpass_merge_feedback',),
+    'VkPhysicalDeviceSubpassShadingFeaturesHUAWEI': ('VK_HUAWEI_subpass_shading',),
+    'VkPhysicalDeviceSubpassShadingPropertiesHUAWEI': ('VK_HUAWEI_subpass_shading',),
+    'VkPhysicalDeviceSwapchainMaintenance1FeaturesEXT': ('VK_EXT_swapchain_maintenance1',),
     'VkPhysicalDeviceSynchronization2Features': ('VK_VERSION_1_3', 'VK_KHR_synchronization2'),
     'VkPhysicalDeviceTexelBufferAlignmentFeaturesEXT': ('VK_EXT_texel_buffer_alignment',),
     'VkPhysicalDeviceTexelBufferAlignmentProperties': ('VK_VERSION_1_3', 'VK_EXT_texel_buffer_alignment'),
     'VkPhysicalDeviceTextureCompressionASTCHDRFeatures': ('VK_VERSION_1_3', 'VK_EXT_texture_compression_astc_hdr'),
+    'VkPhysicalDeviceTilePropertiesFeaturesQCOM': ('VK_QCOM_tile_properties',),
     'VkPhysicalDeviceTimelineSemaphoreFeatures': ('VK_VERSION_1_2', 'VK_KHR_timeline_semaphore'),
     'VkPhysicalDeviceTimelineSemaphoreProperties': ('VK_VERSION_1_2', 'VK_KHR_timeline_semaphore'),
     'VkPhysicalDeviceToolProperties': ('VK_VERSION_1_3', 'VK_EXT_tooling_info'),
@@ -5614,9 +6245,12 @@ STRUCT_ORIGINS: dict[str, tuple[str, ...]] = {
     'VkPushConstantRange': ('VK_VERSION_1_0',),
     'VkQueryPoolCreateInfo': ('VK_VERSION_1_0',),
     'VkQueryPoolPerformanceCreateInfoKHR': ('VK_KHR_performance_query',),
+    'VkQueueFamilyCheckpointPropertiesNV': ('VK_NV_device_diagnostic_checkpoints',),
     'VkQueueFamilyGlobalPriorityPropertiesKHR': ('VK_KHR_global_priority', 'VK_EXT_global_priority_query'),
     'VkQueueFamilyProperties': ('VK_VERSION_1_0',),
     'VkQueueFamilyProperties2': ('VK_VERSION_1_1', 'VK_KHR_get_physical_device_properties2'),
+    'VkQueueFamilyQueryResultStatusPropertiesKHR': ('VK_KHR_video_queue',),
+    'VkQueueFamilyVideoPropertiesKHR': ('VK_KHR_video_queue',),
     'VkRayTracingPipelineCreateInfoKHR': ('VK_KHR_ray_tracing_pipeline',),
     'VkRayTracingPipelineInterfaceCreateInfoKHR': ('VK_KHR_ray_tracing_pipeline',),
     'VkRayTracingShaderGroupCreateInfoKHR': ('VK_KHR_ray_tracing_pipeline',),
@@ -5820,6 +6454,7 @@ STRUCT_ALIASES: dict[str, str] = {
     'VkPhysicalDeviceFeatures2KHR': 'VkPhysicalDeviceFeatures2',
     'VkPhysicalDeviceFloat16Int8FeaturesKHR': 'VkPhysicalDeviceShaderFloat16Int8Features',
     'VkPhysicalDeviceFloatControlsPropertiesKHR': 'VkPhysicalDeviceFloatControlsProperties',
+    'VkPhysicalDeviceFragmentShaderBarycentricFeaturesNV': 'VkPhysicalDeviceFragmentShaderBarycentricFeaturesKHR',
     'VkPhysicalDeviceGlobalPriorityQueryFeaturesEXT': 'VkPhysicalDeviceGlobalPriorityQueryFeaturesKHR',
     'VkPhysicalDeviceGroupPropertiesKHR': 'VkPhysicalDeviceGroupProperties',
     'VkPhysicalDeviceHostQueryResetFeaturesEXT': 'VkPhysicalDeviceHostQueryResetFeatures',
@@ -5835,10 +6470,12 @@ STRUCT_ALIASES: dict[str, str] = {
     'VkPhysicalDeviceMemoryProperties2KHR': 'VkPhysicalDeviceMemoryProperties2',
     'VkPhysicalDeviceMultiviewFeaturesKHR': 'VkPhysicalDeviceMultiviewFeatures',
     'VkPhysicalDeviceMultiviewPropertiesKHR': 'VkPhysicalDeviceMultiviewProperties',
+    'VkPhysicalDeviceMutableDescriptorTypeFeaturesVALVE': 'VkPhysicalDeviceMutableDescriptorTypeFeaturesEXT',
     'VkPhysicalDevicePipelineCreationCacheControlFeaturesEXT': 'VkPhysicalDevicePipelineCreationCacheControlFeatures',
     'VkPhysicalDevicePointClippingPropertiesKHR': 'VkPhysicalDevicePointClippingProperties',
     'VkPhysicalDevicePrivateDataFeaturesEXT': 'VkPhysicalDevicePrivateDataFeatures',
     'VkPhysicalDeviceProperties2KHR': 'VkPhysicalDeviceProperties2',
+    'VkPhysicalDeviceRasterizationOrderAttachmentAccessFeaturesARM': 'VkPhysicalDeviceRasterizationOrderAttachmentAccessFeaturesEXT',
     'VkPhysicalDeviceSamplerFilterMinmaxPropertiesEXT': 'VkPhysicalDeviceSamplerFilterMinmaxProperties',
     'VkPhysicalDeviceSamplerYcbcrConversionFeaturesKHR': 'VkPhysicalDeviceSamplerYcbcrConversionFeatures',
     'VkPhysicalDeviceScalarBlockLayoutFeaturesEXT': 'VkPhysicalDeviceScalarBlockLayoutFeatures',

@@ -40,8 +40,13 @@ EXCLUDED_FRAGMENTS = (
     "opacity_micromap", "device_address_commands", "device_memory_report",
 )
 
+#: Query structs whose extension structs are all in the schema (for the facts reply).
+FACT_PARENTS = ("VkPhysicalDeviceProperties2", "VkPhysicalDeviceFeatures2",
+                "VkPhysicalDeviceMemoryProperties2", "VkQueueFamilyProperties2",
+                "VkFormatProperties2")
+
 ENUMS_KEPT = ("VkResult", "VkStructureType", "VkFormat", "VkObjectType", "VkImageType",
-              "VkImageTiling")
+              "VkImageTiling", "VkFormatFeatureFlagBits")
 
 _INT_ALIASES = {"VkBool32", "VkDeviceSize", "VkDeviceAddress", "VkSampleMask", "VkFlags",
                 "VkFlags64"}
@@ -210,6 +215,23 @@ def select(reg: Registry) -> tuple[dict[str, Struct], dict[str, Command], dict[s
                 if origin not in origins.setdefault(target, []):
                     origins[target].append(origin)
         cmd_names += [c for c, dep in cmds if dep is None or dep in included]
+    # Query structs of every other extension too (vendor ones included): the facts reply
+    # carries whatever the device reports, whether or not rgpu forwards the extension's calls.
+    chosen = {e.name for e in extensions}
+    for ext in reg.extensions:
+        if ext.name in chosen or "vulkan" not in ext.supported or ext.platform \
+                or ext.provisional:
+            continue
+        for t, _dep in ext.types:
+            td = reg.types.get(t)
+            target = td.alias if td is not None and td.alias else t
+            tdef = reg.types.get(target)
+            if tdef is None or tdef.category != "struct" or \
+                    not set(tdef.extends) & set(FACT_PARENTS):
+                continue
+            type_names.append(t)
+            if ext.name not in origins.setdefault(target, []):
+                origins[target].append(ext.name)
 
     structs: dict[str, Struct] = {}
     struct_aliases: dict[str, str] = {}
