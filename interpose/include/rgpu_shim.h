@@ -144,7 +144,7 @@ typedef struct {
 extern int rgpu_device_count;
 extern rgpu_device *rgpu_devices;
 extern int rgpu_driver_version;
-extern int rgpu_initialized;
+extern _Atomic int rgpu_initialized;
 
 CUresult rgpu_ensure_init(void);
 CUresult rgpu_device_session(int dev, rgpu_session **out);

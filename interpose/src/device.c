@@ -15,7 +15,7 @@
 int rgpu_device_count;
 rgpu_device *rgpu_devices;
 int rgpu_driver_version = MIN_DRIVER_VERSION;
-int rgpu_initialized;
+_Atomic int rgpu_initialized;
 
 static pthread_mutex_t init_mu = PTHREAD_MUTEX_INITIALIZER;
 static CUresult init_status = CUDA_ERROR_NOT_INITIALIZED;
@@ -143,6 +143,9 @@ static CUresult do_init(void)
     }
     rgpu_device_count = count;
     RGPU_DEBUG("%d CUDA device(s) in the pool, driver version %d", count, rgpu_driver_version);
+    if (!count)
+        fprintf(stderr, "rgpu: the rgpu daemon's pool has no CUDA GPU (is its server connected? "
+                        "see rgpu status); add one with rgpu client -s HOST:PORT -t TOKEN\n");
     return count ? CUDA_SUCCESS : CUDA_ERROR_NO_DEVICE;
 }
 
