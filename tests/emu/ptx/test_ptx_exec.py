@@ -619,3 +619,15 @@ def test_blocks_of_one_batch_may_wait_at_different_barriers(dev):
     run_ptx(dev, text, "k", pack("Q", out), grid=(2, 1, 1), block=(8, 1, 1))
     got = dev.get(out, 16, np.uint32).tolist()
     assert got == [2000 + t for t in range(8)] + [1000 + t + 1 for t in range(8)]
+
+
+def test_syncwarp_and_bar_arrive_are_accepted(dev):
+    body = """
+    bar.warp.sync -1;
+    setp.lt.u32 %p1, %r0, 8;
+    @%p1 bar.warp.sync 255;
+    barrier.sync.aligned 0;
+    st.global.u32 [%rd3], 3;
+    """
+    raw = run_body(dev, body, threads=32)
+    assert (raw[:, 0] == 3).all()

@@ -303,6 +303,7 @@ def unsupported(ins: Instruction, cx: CompileContext, what: str | None = None) -
     def f(fr, m):
         raise err
 
+    f.unsupported = err  # type: ignore[attr-defined]  (lets coverage tools list these)
     return f
 
 
@@ -319,6 +320,7 @@ def compile_instruction(ins: Instruction, cx: CompileContext) -> Exec:
         def raiser(fr, m):
             raise err
 
+        raiser.unsupported = err  # type: ignore[attr-defined]
         fn = raiser
     except (KeyError, IndexError, ValueError, TypeError) as e:
         raise cx.fault(ins, "invalid_ptx", f"malformed instruction ({e})") from e

@@ -202,3 +202,14 @@ def _match(ins: Instruction, cx: CompileContext) -> Exec:
             wp(fr, ok, m)
 
     return f
+
+
+@op("bar", "barrier")
+def _warp_barrier(ins: Instruction, cx: CompileContext) -> Exec:
+    """``bar.warp.sync`` and ``bar.arrive`` (block barriers proper are scheduler terminators).
+
+    A warp's lanes execute in lockstep here, so ``__syncwarp`` has nothing to wait for;
+    ``bar.arrive`` signals without waiting, which needs no action when waiters are released by
+    counting live lanes.
+    """
+    return lambda fr, m: None
