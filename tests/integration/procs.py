@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 T = TypeVar("T")
 
 HOST = "127.0.0.1"
-PROCESS_LIMIT_S = 240  # no process a test starts outlives this, whatever happens to pytest
+PROCESS_LIMIT_S = 900  # no process a test starts outlives this, whatever happens to pytest
 START_TIMEOUT_S = 20.0
 CLI_TIMEOUT_S = 40.0
 
@@ -316,7 +316,9 @@ class Rig:
 
     def daemon(self, servers: Sequence[str], *, token: str, transport: str,
                args: Sequence[str] = (), env: dict[str, str] | None = None,
-               wait_connected: bool = True) -> DaemonProc:
+               wait_connected: bool = True, expect: int | None = None) -> DaemonProc:
+        """Start `rgpu client` for ``servers`` (and those of a ``--config`` in ``args``); wait
+        for its "listening" line and, unless told not to, for ``expect`` servers connected."""
         sock = self.path("daemon") / "rgpu.sock"
         known = self.path("known") / "known_servers"
         argv = ["client", "--transport", transport, "--token", token, "--socket", str(sock),
@@ -327,10 +329,10 @@ class Rig:
         m = proc.wait_for(DAEMON_READY)
         assert m.group(1) == str(sock), proc.describe()
         daemon = DaemonProc(proc, sock, known)
-        if wait_connected and servers:
-            wait_daemon(daemon, lambda st: all(s["state"] == "connected"
-                                               for s in st["servers"]),
-                        "every server connected")
+        expect = len(servers) if expect is None else expect
+        if wait_connected and expect:
+            wait_daemon(daemon, lambda st: len(st["servers"]) == expect and all(
+                s["state"] == "connected" for s in st["servers"]), "every server connected")
         return daemon
 
     def cli(self, *args: str, env: dict[str, str] | None = None,

@@ -13,6 +13,7 @@ from .procs import (
     Rig,
     assert_one_line_error,
     daemon_status,
+    free_port,
     open_app,
     run_async,
     wait_daemon,
@@ -31,10 +32,18 @@ def _gpus(st: dict) -> list[tuple[int, str, int]]:
 
 def test_daemon_pools_two_servers_in_configured_order(rig: Rig, transport: str) -> None:
     token = generate_token()
-    first, second = rig.servers([dict(token=token, server_id=101),
-                                 dict(token=token, server_id=202)])
-    # Configured order is the reverse of start order (and of port order, whatever it is).
-    daemon = rig.daemon([second.address, first.address], token=token, transport=transport)
+    low, high = sorted(free_port() for _ in range(2))
+    first, second = rig.servers([dict(token=token, server_id=101, port=low),
+                                 dict(token=token, server_id=202, port=high)])
+    # The configured order (a config file, each entry pinning its server's certificate) is
+    # neither start order, nor port order, nor server_id order.
+    config = rig.root / "pool.toml"
+    config.write_text("[client]\ninclude_local_gpus = false\n" + "".join(
+        f'\n[[client.servers]]\naddress = "{srv.address}"\ntoken = "{token}"\n'
+        f'transport = "{transport}"\nfingerprint = "{srv.fingerprint}"\n'
+        for srv in (second, first)))
+    daemon = rig.daemon([], token=generate_token(), transport="tcp",
+                        args=["--config", str(config)], expect=2)
     st = daemon_status(daemon)
     assert _servers(st) == [(second.address, "connected", 202),
                             (first.address, "connected", 101)], st

@@ -76,7 +76,8 @@ def test_info_lists_lavapipe(shared_server: ServerProc, module_rig: Rig, transpo
     info = json.loads(as_json.stdout)
     assert info["server_id"] == shared_server.server_id
     assert info["fingerprint"] == shared_server.fingerprint_hex
-    assert info["transport"] == ("tcp+tls" if transport == "tcp" else "quic/qh3"), info
+    used = "tcp+tls" if transport == "tcp" else "quic/"  # quic/qh3 or quic/aioquic
+    assert info["transport"].startswith(used), info
     lavapipe = [g for g in info["gpus"] if "llvmpipe" in g["name"]]
     assert lavapipe, info["gpus"]
     assert lavapipe[0]["vulkan"] is True
@@ -89,18 +90,6 @@ def test_wrong_token_is_refused_with_a_clear_message(shared_server: ServerProc, 
                                                 token=generate_token()))
     assert_one_line_error(result, "token refused by the server", "[[security.tokens]]",
                           shared_server.address, rc=1)
-
-
-def test_wrong_token_is_refused_before_any_call(shared_server: ServerProc,
-                                                transport: str) -> None:
-    """A refused client gets no session: the refusal comes before the handshake completes."""
-
-    async def main() -> None:
-        with pytest.raises(RgpuError):
-            await connect_server(HOST, shared_server.port, token=generate_token(),
-                                 transport=transport, fingerprint=shared_server.fingerprint)
-
-    run_async(main())
 
 
 @pytest.mark.parametrize("transport", [
@@ -332,12 +321,7 @@ def test_insecure_plain_tcp_works_and_warns(rig: Rig) -> None:
 
     daemon = rig.daemon([server.address], token=token, transport="tcp", args=["--insecure"])
     assert "NOT encrypted" in daemon.proc.stderr
-
-    quic_server = rig.cli("server", "--insecure", "--transport", "quic", "--token", token,
-                          "--state-dir", str(rig.path("state")))
-    assert_one_line_error(quic_server, "--insecure", "QUIC", rc=2)
-    quic_info = rig.cli("info", "-s", server.address, "-t", token, "--insecure")
-    assert_one_line_error(quic_info, "--insecure", "QUIC")
+    # --insecure with QUIC is refused: see test_cli_errors.py.
 
 
 # --- trust on first use ---------------------------------------------------------------------
