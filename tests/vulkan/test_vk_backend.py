@@ -353,3 +353,41 @@ def test_pipeline_cache_semaphores_and_idle(vk_session: Any, add_spirv: bytes) -
     with pytest.raises(CallError, match="2 elements, but waitSemaphoreCount is 1"):
         call("vkQueueSubmit", [queue, 1, [struct("VkSubmitInfo", pWaitSemaphores=[sem],
                                                  pWaitDstStageMask=[1, 1])], 0])
+
+
+class FakeQuota:
+    def __init__(self, limit: int) -> None:
+        self.limit, self.used = limit, 0
+
+    def reserve(self, nbytes: int) -> None:
+        if self.used + nbytes > self.limit:
+            raise CallError("quota", f"max_memory exceeded: {self.used} + {nbytes} > "
+                            f"{self.limit}", cuda=2)
+        self.used += nbytes
+
+    def release(self, nbytes: int) -> None:
+        self.used -= nbytes
+
+
+def test_memory_quota_of_the_token(vk_backend: Any) -> None:
+    quota = FakeQuota(1 << 20)
+    s = vk_backend.open_session("quota", quota=quota)
+    try:
+        call, ids = s.call, Ids()
+        _, _, device = _device(call, ids)
+        a, b = ids(), ids()
+        assert call("vkAllocateMemory", [device, struct("VkMemoryAllocateInfo",
+                                                        allocationSize=600 << 10), None, a]) == [0]
+        with pytest.raises(CallError, match="max_memory") as err:
+            call("vkAllocateMemory", [device, struct("VkMemoryAllocateInfo",
+                                                     allocationSize=600 << 10), None, b])
+        assert err.value.extra["vk"] == -2  # VK_ERROR_OUT_OF_DEVICE_MEMORY
+        assert quota.used == 600 << 10
+        call("vkFreeMemory", [device, a, None])
+        assert quota.used == 0
+        assert call("vkAllocateMemory", [device, struct("VkMemoryAllocateInfo",
+                                                        allocationSize=600 << 10), None, b]) == [0]
+        assert quota.used == 600 << 10
+    finally:
+        s.close()
+    assert quota.used == 0

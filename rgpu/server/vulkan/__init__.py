@@ -13,9 +13,16 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..session import CallError, Session
-from .backend import VK_ERROR_EXTENSION_NOT_PRESENT, VkObject, VulkanBackend, VulkanSession
+from .backend import (
+    VK_ERROR_EXTENSION_NOT_PRESENT,
+    Quota,
+    VkObject,
+    VulkanBackend,
+    VulkanSession,
+)
 
-__all__ = ["VkObject", "VulkanBackend", "VulkanSession", "open_vulkan_backend", "vulkan_call"]
+__all__ = ["Quota", "VkObject", "VulkanBackend", "VulkanSession", "open_vulkan_backend",
+           "vulkan_call"]
 
 log = logging.getLogger("rgpu.server.vulkan")
 
@@ -34,19 +41,21 @@ def open_vulkan_backend(*, validation: bool = False) -> VulkanBackend | None:
 
 
 def vulkan_call(backend: VulkanBackend | None, session: Session, fn: str, args: list[Any],
-                vulkan_indexes: Sequence[int] | None = None) -> Any:
+                vulkan_indexes: Sequence[int] | None = None, quota: Quota | None = None) -> Any:
     """Run one ``vk*`` call of a server session (on the session's worker thread).
 
     The session's :class:`VulkanSession` is made on its first Vulkan call and closed with the
     session (its cleanup runs on the same worker thread). ``vulkan_indexes`` limits the
-    physical devices the session sees (the token's ``allowed_gpus``, as Vulkan indexes).
+    physical devices the session sees (the token's ``allowed_gpus``, as Vulkan indexes);
+    ``quota`` (the server's ``MemoryQuota`` of the token) accounts ``vkAllocateMemory``.
+    Both are read on the session's first Vulkan call.
     """
     if backend is None:
         raise CallError("unsupported", "this server has no Vulkan backend",
                         vk=VK_ERROR_EXTENSION_NOT_PRESENT)
     vs = session.backends.get("vulkan")
     if vs is None:
-        vs = backend.open_session(session.label, vulkan_indexes)
+        vs = backend.open_session(session.label, vulkan_indexes, quota)
         session.backends["vulkan"] = vs
         session.add_cleanup("Vulkan", vs.close)
     return vs.call(fn, args)

@@ -13,7 +13,7 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from rgpu.api import vk_generated as schema
 from rgpu.api.vk_schema import Command, Field
@@ -34,6 +34,17 @@ VK_WHOLE_SIZE = 0xFFFFFFFFFFFFFFFF
 MAX_WAIT_NS = 5_000_000_000  # one wait holds the session's worker at most this long
 SERVER_ID_BIT = 1 << 63  # ids the server assigns (physical devices); clients use the rest
 MAX_OUT_BYTES = 256 << 20
+
+VK_ERROR_OUT_OF_DEVICE_MEMORY = -2
+
+
+class Quota(Protocol):
+    """Device memory accounting of a token (the server's ``MemoryQuota``)."""
+
+    def reserve(self, nbytes: int) -> None: ...  # raises CallError when over the limit
+
+    def release(self, nbytes: int) -> None: ...
+
 
 _RESULT_NAMES = {v: k for k, v in schema.ENUMS["VkResult"].items()}
 _DESTROYERS = {v[2]: k for k, v in schema.HANDLES.items() if v[2]}
@@ -82,10 +93,11 @@ class VulkanBackend:
         self.created = 0  # objects created by all sessions (for leak checks)
         self.destroyed = 0
 
-    def open_session(self, label: str, vulkan_indexes: Sequence[int] | None = None
-                     ) -> VulkanSession:
-        """A session; ``vulkan_indexes`` limits the physical devices it sees (token scope)."""
-        s = VulkanSession(self, label, vulkan_indexes)
+    def open_session(self, label: str, vulkan_indexes: Sequence[int] | None = None,
+                     quota: Quota | None = None) -> VulkanSession:
+        """A session; ``vulkan_indexes`` limits the physical devices it sees and ``quota``
+        accounts its device memory (both from its token)."""
+        s = VulkanSession(self, label, vulkan_indexes, quota)
         with self._lock:
             self.sessions.add(s)
         return s
@@ -104,8 +116,9 @@ class VulkanSession(HandleMap):
     """One application's Vulkan objects on this server, and the calls that make them."""
 
     def __init__(self, backend: VulkanBackend, label: str,
-                 vulkan_indexes: Sequence[int] | None) -> None:
+                 vulkan_indexes: Sequence[int] | None, quota: Quota | None = None) -> None:
         self.backend = backend
+        self.quota = quota
         self.ffi = backend.ffi
         self.lib = backend.lib
         self.label = label
@@ -127,6 +140,7 @@ class VulkanSession(HandleMap):
             "vkDestroyDevice": self._destroy_device_call,
             "vkMapMemory": self._map_memory_call,
             "vkUnmapMemory": self._unmap_memory_call,
+            "vkAllocateMemory": self._allocate_memory,
             "vkWaitForFences": self._bounded_wait,
             "vkWaitSemaphores": self._bounded_wait,
             "vkSetPrivateData": self._private_data,
@@ -171,6 +185,8 @@ class VulkanSession(HandleMap):
             del self._by_real[key]
         if destroyed and obj.type not in _NOT_DESTROYED:
             self.backend.count(destroyed=1)
+        if obj.type == "VkDeviceMemory" and self.quota is not None and obj.size:
+            self.quota.release(obj.size)
 
     def _new_id(self, v: Any, type_name: str, path: str) -> int:
         if not isinstance(v, int) or isinstance(v, bool) or v <= 0 or v & SERVER_ID_BIT \
@@ -504,6 +520,27 @@ class VulkanSession(HandleMap):
             info[li], info[ln] = 0, None
             info[ei], info[en] = len(kept), kept or None
         return self.invoke(cmd, fn, [args[0], info, *args[2:]])
+
+    def _allocate_memory(self, cmd: Command, fn: str, args: list[Any]) -> Any:
+        """Account the allocation against the token's ``max_memory`` before the driver sees
+        it; given back when the memory is freed or the session ends."""
+        quota = self.quota
+        if quota is None:
+            return self.invoke(cmd, fn, args)
+        try:
+            size = int(args[1][1])  # VkMemoryAllocateInfo.allocationSize
+        except (IndexError, TypeError, ValueError):
+            raise bad(f"{fn} takes [device, VkMemoryAllocateInfo, nil, memory id]") from None
+        try:
+            quota.reserve(size)
+        except CallError as exc:
+            raise CallError(exc.code, str(exc), **{**exc.extra,
+                                                   "vk": VK_ERROR_OUT_OF_DEVICE_MEMORY}) from None
+        try:
+            return self.invoke(cmd, fn, args)
+        except BaseException:
+            quota.release(size)
+            raise
 
     def _bounded_wait(self, cmd: Command, fn: str, args: list[Any]) -> Any:
         """Cap a blocking wait, so a session's worker (and its close) is never held forever.
