@@ -13,7 +13,7 @@ from typing import Any
 from . import vk_generated as schema
 from .vk_schema import Field
 
-__all__ = ["chain", "default", "node", "stype", "struct", "unpack"]
+__all__ = ["chain", "default", "node", "struct", "stype", "unpack"]
 
 
 def _struct(name: str) -> Any:
