@@ -1,0 +1,39 @@
+"""CUB's BlockReduce, BlockScan and WarpReduce, built by nvcc, on the PTX machine."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ptxkit import pack
+
+from rgpu.server.cuda.emu.ptx import LoadedModule, parse_ptx
+
+
+@pytest.fixture(scope="module")
+def cub_module(tmp_path_factory):
+    nvcc = shutil.which("nvcc")
+    if nvcc is None:
+        pytest.skip("nvcc is not installed")
+    out = tmp_path_factory.mktemp("cub") / "cub.ptx"
+    src = Path(__file__).with_name("cub_kernels.cu")
+    subprocess.run([nvcc, "-ptx", str(src), "-o", str(out)], check=True, capture_output=True)
+    return parse_ptx(out.read_text())
+
+
+def test_cub_block_reduce_scan_and_warp_reduce(cub_module, dev):
+    lm = LoadedModule(cub_module, dev.mem)
+    nb = 5
+    v = np.random.default_rng(3).integers(-1000, 1000, nb * 128).astype(np.int32)
+    pv = dev.put(v)
+    ps, pc, pw = dev.zeros(nb, np.int32), dev.zeros(nb * 128, np.int32), dev.zeros(4 * nb, np.int32)
+    lm.launch("cubBlock", (nb, 1, 1), (128, 1, 1), 0, pack("QQQQ", pv, ps, pc, pw), print)
+    blocks = v.reshape(nb, 128)
+    assert np.array_equal(dev.get(ps, nb, np.int32), blocks.sum(1))
+    assert np.array_equal(
+        dev.get(pc, nb * 128, np.int32).reshape(nb, 128), np.cumsum(blocks, 1) - blocks
+    )
+    assert np.array_equal(dev.get(pw, 4 * nb, np.int32), v.reshape(-1, 32).sum(1))
