@@ -7,11 +7,19 @@ from pathlib import Path
 
 import pytest
 
+from rgpu.server.vkloader import icd_search_dirs
 from rgpu.wire.auth import generate_token
 
 from .procs import TRANSPORTS, Rig, ServerProc
 
-# --- fixtures -------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session", autouse=True)
+def lavapipe() -> None:
+    """The servers' GPU here is Mesa lavapipe (Vulkan on the CPU); without a Vulkan driver a
+    server has no GPU to pool, open sessions on or list."""
+    if not any(d.is_dir() and any(d.glob("lvp_icd*.json")) for d in icd_search_dirs()):
+        pytest.skip("Mesa lavapipe is not installed (no lvp_icd*.json Vulkan driver manifest; "
+                    "Debian/Ubuntu: apt install mesa-vulkan-drivers)")
 
 
 @pytest.fixture(params=TRANSPORTS)
@@ -27,11 +35,6 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
         yield r
     finally:
         r.close()
-
-
-@pytest.fixture
-def token() -> str:
-    return generate_token()
 
 
 @pytest.fixture(scope="module")
