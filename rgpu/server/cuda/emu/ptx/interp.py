@@ -33,7 +33,6 @@ from .compiler import (
     U64,
     WINDOW_SPAN,
     CompileContext,
-    guard_reader,
 )
 from .errors import EmuFault
 from .ir import Instruction
@@ -800,4 +799,4 @@ def _release(cf: CompiledFunction, L: Batch, fr: Frame, pcs: np.ndarray):
     return pcs, n_waiting - int(np.count_nonzero(rel))
 
 
-__all__ = ["Batch", "CompiledFunction", "Frame", "Terminator", "guard_reader", "run_function"]
+__all__ = ["Batch", "CompiledFunction", "Frame", "Terminator", "run_function"]

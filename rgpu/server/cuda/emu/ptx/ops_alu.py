@@ -26,7 +26,6 @@ from .compiler import (
     UINT,
     CompileContext,
     Exec,
-    convert,
     last_type,
     op,
     reader,
@@ -904,4 +903,4 @@ def _f16(ins: Instruction, cx: CompileContext, kind: str) -> Exec:
     return f
 
 
-__all__ = ["bit_length", "comparison", "convert", "int_div", "mulhi"]
+__all__ = ["bit_length", "comparison", "int_div", "mulhi"]

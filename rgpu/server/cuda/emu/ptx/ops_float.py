@@ -358,4 +358,3 @@ def _testp(ins: Instruction, cx: CompileContext) -> Exec:
     return lambda fr, m: w(fr, fn(ra(fr)), m)
 
 
-__all__ = ["F16", "U32", "U64"]

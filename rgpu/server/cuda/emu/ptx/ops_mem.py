@@ -15,11 +15,9 @@ import numpy as np
 
 from .compiler import (
     BOOL,
-    F64,
     LOCAL_WINDOW,
     PARAM_WINDOW,
     SHARED_WINDOW,
-    U32,
     U64,
     UINT,
     WINDOW_SPAN,
@@ -538,4 +536,4 @@ def _atom(ins: Instruction, cx: CompileContext) -> Exec:
     return atom
 
 
-__all__ = ["F64", "U32", "Reg", "atomic_update"]
+__all__ = ["atomic_update"]
