@@ -37,3 +37,28 @@ def test_cub_block_reduce_scan_and_warp_reduce(cub_module, dev):
         dev.get(pc, nb * 128, np.int32).reshape(nb, 128), np.cumsum(blocks, 1) - blocks
     )
     assert np.array_equal(dev.get(pw, 4 * nb, np.int32), v.reshape(-1, 32).sum(1))
+
+
+@pytest.mark.parametrize("flags", [["-G"], ["-lineinfo"]])
+def test_debug_and_lineinfo_builds(flags, dev, tmp_path):
+    """-G PTX (generic stack accesses, debug sections) and -lineinfo (.loc with inlined_at)."""
+    nvcc = shutil.which("nvcc")
+    if nvcc is None:
+        pytest.skip("nvcc is not installed")
+    out = tmp_path / "k.ptx"
+    src = Path(__file__).with_name("kernels.cu")
+    subprocess.run(
+        [nvcc, "-ptx", *flags, str(src), "-o", str(out)], check=True, capture_output=True
+    )
+    lm = LoadedModule(parse_ptx(out.read_text()), dev.mem)
+    n = 700
+    rng = np.random.default_rng(0)
+    a, b = rng.random(n, np.float32), rng.random(n, np.float32)
+    pa, pb, pc = dev.put(a), dev.put(b), dev.zeros(n, np.float32)
+    lm.launch("vectorAdd", (3, 1, 1), (256, 1, 1), 0, pack("QQQi", pa, pb, pc, n), print)
+    assert np.array_equal(dev.get(pc, n, np.float32), a + b)
+    vals = np.arange(6, dtype=np.int32)
+    printed: list[str] = []
+    lm.launch("printer", (1, 1, 1), (3, 1, 1), 0, pack("i4xQ", 5, dev.put(vals)), printed.append)
+    assert printed[0] == "t=0 x=    5 v=0 f=0.000 s=ok c=A 42949672960|0   |\n"
+    assert len(printed) == 2
