@@ -14,18 +14,23 @@ from typing import Any
 
 def install_route() -> None:
     from rgpu.server import server as server_module
-    from rgpu.server.vulkan import VulkanBackend, open_vulkan_backend, vulkan_call
+    from rgpu.server.vulkan import (
+        IsolatedBackend,
+        VulkanBackend,
+        open_vulkan_backend,
+        vulkan_call,
+    )
 
     server_class: Any = server_module.RgpuServer
     if "vulkan" in inspect.getsource(server_class._execute):
         return
     original = server_class._execute
-    opened: dict[str, VulkanBackend | None] = {}
+    opened: dict[str, VulkanBackend | IsolatedBackend | None] = {}
 
     def _execute(self: Any, session: Any, fn: str, args: list[Any]) -> Any:
         if fn.startswith("vk"):
             if "backend" not in opened:
-                opened["backend"] = open_vulkan_backend()
+                opened["backend"] = open_vulkan_backend(isolate=True)
             return vulkan_call(opened["backend"], session, fn, args)
         return original(self, session, fn, args)
 

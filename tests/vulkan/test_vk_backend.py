@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from vkapp import Ids, create_instance, vector_add
+from vkapp import FakeQuota, Ids, create_instance, make_device, vector_add
 
 from rgpu.api import vk_generated as schema
 from rgpu.api.vk_wire import node, struct, unpack
@@ -80,21 +80,9 @@ def test_enumeration_capacity_reproduces_incomplete(vk_session: Any) -> None:
     assert result is None and families[0][0] & 0x2  # compute
 
 
-def _device(call: Any, ids: Ids) -> tuple[int, int, int]:
-    instance = create_instance(call, ids)
-    pd = call("vkEnumeratePhysicalDevices", [instance, None, None])[1][0]
-    device = ids()
-    features = node("VkPhysicalDeviceVulkan12Features", timelineSemaphore=1)
-    info = struct("VkDeviceCreateInfo", pNext=[features], pQueueCreateInfos=[
-        struct("VkDeviceQueueCreateInfo", queueFamilyIndex=0, queueCount=1,
-               pQueuePriorities=[1.0])])
-    assert call("vkCreateDevice", [pd, info, None, device]) == [0]
-    return instance, pd, device
-
-
 def test_results_pass_through_unchanged(vk_session: Any) -> None:
     call, ids = vk_session.call, Ids()
-    _, _, device = _device(call, ids)
+    _, _, device = make_device(call, ids)
     fence, event, timeline = ids(), ids(), ids()
     assert call("vkCreateFence", [device, struct("VkFenceCreateInfo"), None, fence]) == [0]
     assert call("vkGetFenceStatus", [device, fence]) == [VK_NOT_READY]
@@ -135,7 +123,7 @@ def test_results_pass_through_unchanged(vk_session: Any) -> None:
 
 def test_timestamps_through_a_recorded_stream(vk_session: Any) -> None:
     call, ids = vk_session.call, Ids()
-    _, _, device = _device(call, ids)
+    _, _, device = make_device(call, ids)
     queue, pool, cmd_pool, cb, fence = ids(), ids(), ids(), ids(), ids()
     call("vkGetDeviceQueue", [device, 0, 0, queue])
     assert call("vkCreateQueryPool", [device, struct("VkQueryPoolCreateInfo", queryType=2,
@@ -164,7 +152,7 @@ def test_timestamps_through_a_recorded_stream(vk_session: Any) -> None:
 
 def test_memory_bounds_and_round_trip(vk_session: Any) -> None:
     call, ids = vk_session.call, Ids()
-    _, _, device = _device(call, ids)
+    _, _, device = make_device(call, ids)
     mem = ids()
     assert call("vkAllocateMemory", [device, struct("VkMemoryAllocateInfo",
                                                     allocationSize=4096), None, mem]) == [0]
@@ -186,7 +174,7 @@ def test_handles_are_checked_and_private_to_a_session(vk_backend: Any) -> None:
     a, b = vk_backend.open_session("a"), vk_backend.open_session("b")
     try:
         ids = Ids()
-        _, _pd, device = _device(a.call, ids)
+        _, _pd, device = make_device(a.call, ids)
         buf = ids()
         assert a.call("vkCreateBuffer", [device, struct("VkBufferCreateInfo", size=64,
                                                         usage=0x20), None, buf]) == [0]
@@ -233,7 +221,7 @@ def test_close_destroys_children_before_parents(vk_backend: Any, add_spirv: byte
 
 def test_destroying_a_device_destroys_what_it_holds(vk_session: Any) -> None:
     call, ids = vk_session.call, Ids()
-    _, _, device = _device(call, ids)
+    _, _, device = make_device(call, ids)
     for _ in range(3):
         call("vkCreateBuffer", [device, struct("VkBufferCreateInfo", size=64, usage=0x20),
                                 None, ids()])
@@ -297,7 +285,7 @@ def test_validation_layer_catches_a_leak(validated_backend: Any) -> None:
     validation = validated_backend.validation
     s = validated_backend.open_session("leaky")
     ids = Ids()
-    _, _, device = _device(s.call, ids)
+    _, _, device = make_device(s.call, ids)
     s.call("vkCreateBuffer", [device, struct("VkBufferCreateInfo", size=64, usage=0x20), None,
                               ids()])
     dev = s.objects[device]
@@ -314,7 +302,7 @@ def test_validation_layer_catches_a_leak(validated_backend: Any) -> None:
 
 def test_pipeline_cache_semaphores_and_idle(vk_session: Any, add_spirv: bytes) -> None:
     call, ids = vk_session.call, Ids()
-    _, _, device = _device(call, ids)
+    _, _, device = make_device(call, ids)
     queue, cache, module, layout, pipeline = ids(), ids(), ids(), ids(), ids()
     call("vkGetDeviceQueue", [device, 0, 0, queue])
     assert call("vkCreatePipelineCache", [device, struct("VkPipelineCacheCreateInfo"), None,
@@ -355,26 +343,12 @@ def test_pipeline_cache_semaphores_and_idle(vk_session: Any, add_spirv: bytes) -
                                                  pWaitDstStageMask=[1, 1])], 0])
 
 
-class FakeQuota:
-    def __init__(self, limit: int) -> None:
-        self.limit, self.used = limit, 0
-
-    def reserve(self, nbytes: int) -> None:
-        if self.used + nbytes > self.limit:
-            raise CallError("quota", f"max_memory exceeded: {self.used} + {nbytes} > "
-                            f"{self.limit}", cuda=2)
-        self.used += nbytes
-
-    def release(self, nbytes: int) -> None:
-        self.used -= nbytes
-
-
 def test_memory_quota_of_the_token(vk_backend: Any) -> None:
     quota = FakeQuota(1 << 20)
     s = vk_backend.open_session("quota", quota=quota)
     try:
         call, ids = s.call, Ids()
-        _, _, device = _device(call, ids)
+        _, _, device = make_device(call, ids)
         a, b = ids(), ids()
         assert call("vkAllocateMemory", [device, struct("VkMemoryAllocateInfo",
                                                         allocationSize=600 << 10), None, a]) == [0]

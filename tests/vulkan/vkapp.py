@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from rgpu.api.vk_wire import struct
+from rgpu.api.vk_wire import node, struct
+from rgpu.server.session import CallError
 
 Call = Callable[[str, list[Any]], Any]
 
@@ -156,3 +157,32 @@ def vector_add(call: Call, spirv: bytes, n: int = 1 << 20, seed: int = 1) -> Add
                "cmd_buf": cmd_buf, "buffer0": buffers[0], "memory0": memories[0],
                "dset": dset, "set_layout": set_layout, "pipe_layout": pipe_layout}
     return AddResult(c, a + b, facts, handles)
+
+
+def make_device(call: Call, ids: Ids) -> tuple[int, int, int]:
+    """(instance, physical device, device) with timeline semaphores on, one queue."""
+    instance = create_instance(call, ids)
+    pd = call("vkEnumeratePhysicalDevices", [instance, None, None])[1][0]
+    device = ids()
+    features = node("VkPhysicalDeviceVulkan12Features", timelineSemaphore=1)
+    info = struct("VkDeviceCreateInfo", pNext=[features], pQueueCreateInfos=[
+        struct("VkDeviceQueueCreateInfo", queueFamilyIndex=0, queueCount=1,
+               pQueuePriorities=[1.0])])
+    assert call("vkCreateDevice", [pd, info, None, device]) == [0]
+    return instance, pd, device
+
+
+class FakeQuota:
+    """A token's max_memory, as the server's MemoryQuota keeps it."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.used = limit, 0
+
+    def reserve(self, nbytes: int) -> None:
+        if self.used + nbytes > self.limit:
+            raise CallError("quota", f"max_memory exceeded: {self.used} + {nbytes} > "
+                            f"{self.limit}", cuda=2)
+        self.used += nbytes
+
+    def release(self, nbytes: int) -> None:
+        self.used -= nbytes

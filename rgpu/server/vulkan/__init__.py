@@ -1,9 +1,10 @@
 """The server's Vulkan backend (entry point for `rgpu.server.server`).
 
 ``open_vulkan_backend()`` pins the loader to the host's drivers, imports the ``vulkan``
-package's raw binding and returns a :class:`VulkanBackend`, or None when this host has no
-usable Vulkan. The server routes every ``vk*`` call of a session to that session's
-:class:`VulkanSession` (``call(fn, args)``), and closes it with the session.
+package's raw binding and returns a :class:`VulkanBackend` (in-process) or, with
+``isolate=True``, an :class:`IsolatedBackend` (a worker process per session), or None when
+this host has no usable Vulkan. The server routes every ``vk*`` call of a session through
+:func:`vulkan_call` to that session's ``call(fn, args)``, and closes it with the session.
 """
 
 from __future__ import annotations
@@ -20,16 +21,23 @@ from .backend import (
     VulkanBackend,
     VulkanSession,
 )
+from .isolated import IsolatedBackend, IsolatedSession
 
-__all__ = ["Quota", "VkObject", "VulkanBackend", "VulkanSession", "open_vulkan_backend",
-           "vulkan_call"]
+__all__ = ["IsolatedBackend", "IsolatedSession", "Quota", "VkObject", "VulkanBackend",
+           "VulkanSession", "open_vulkan_backend", "vulkan_call"]
 
 log = logging.getLogger("rgpu.server.vulkan")
 
 
-def open_vulkan_backend(*, validation: bool = False) -> VulkanBackend | None:
-    """The host's Vulkan backend, or None; ``validation`` enables Khronos validation on the
-    server's own instances (rgpu/server/vulkan/validation.py), for tests and debugging."""
+def open_vulkan_backend(*, validation: bool = False, isolate: bool = False
+                        ) -> VulkanBackend | IsolatedBackend | None:
+    """The host's Vulkan backend, or None when the Vulkan loader cannot be loaded.
+
+    ``isolate`` runs each session's Vulkan in its own worker process (isolated.py), so a
+    driver crash ends that session only, with VK_ERROR_DEVICE_LOST; the server should use it.
+    ``validation`` enables Khronos validation on the server's own instances (validation.py),
+    for tests and debugging.
+    """
     try:
         from ..vkloader import import_pinned_vulkan
 
@@ -37,11 +45,14 @@ def open_vulkan_backend(*, validation: bool = False) -> VulkanBackend | None:
     except (ImportError, OSError) as exc:
         log.warning("no Vulkan backend: cannot load the Vulkan loader (%s)", exc)
         return None
+    if isolate:
+        return IsolatedBackend(validation=validation)
     return VulkanBackend(vk_raw, validation=validation)
 
 
-def vulkan_call(backend: VulkanBackend | None, session: Session, fn: str, args: list[Any],
-                vulkan_indexes: Sequence[int] | None = None, quota: Quota | None = None) -> Any:
+def vulkan_call(backend: VulkanBackend | IsolatedBackend | None, session: Session, fn: str,
+                args: list[Any], vulkan_indexes: Sequence[int] | None = None,
+                quota: Quota | None = None) -> Any:
     """Run one ``vk*`` call of a server session (on the session's worker thread).
 
     The session's :class:`VulkanSession` is made on its first Vulkan call and closed with the
