@@ -19,14 +19,17 @@ def dev() -> Device:
     return Device()
 
 
-@pytest.fixture(scope="session", params=["default", "fast"])
+_FLAGS = {"default": [], "fast": ["-O3", "-use_fast_math"], "sm_90": ["-arch=sm_90"]}
+
+
+@pytest.fixture(scope="session", params=sorted(_FLAGS))
 def nvcc_module(request, tmp_path_factory):
-    """kernels.cu as PTX, built with default flags and with -O3 -use_fast_math."""
+    """kernels.cu as PTX: default flags, -O3 -use_fast_math, and a newer target (sm_90)."""
     nvcc = shutil.which("nvcc")
     if nvcc is None:
         pytest.skip("nvcc is not installed")
     out = tmp_path_factory.mktemp("ptx") / f"{request.param}.ptx"
-    flags = [] if request.param == "default" else ["-O3", "-use_fast_math"]
+    flags = _FLAGS[request.param]
     subprocess.run(
         [nvcc, "-ptx", *flags, str(HERE / "kernels.cu"), "-o", str(out)],
         check=True,
