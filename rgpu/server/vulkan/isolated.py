@@ -11,6 +11,11 @@ milliseconds.
 The parent keeps the token's memory quota: ``vkAllocateMemory`` is reserved here before the
 worker sees it, and the worker reports every release (frees, failures, its close) with each
 reply; a dead worker's reservations are given back at once.
+
+Measured (lavapipe, 2 cores): the forkserver starts once in ~0.9 s (begun when the backend is
+made), then a session's worker is ready in ~60 ms; each call costs ~50 µs more than
+in-process (pickling over a pipe), a 4 MiB read ~7 ms more. Like every forkserver user, the
+server's ``__main__`` must be import-safe (guarded), which rgpu's entry points are.
 """
 
 from __future__ import annotations
@@ -98,6 +103,9 @@ class IsolatedBackend:
         self.validation = validation
         self._ctx = mp.get_context("forkserver")
         self._ctx.set_forkserver_preload(["rgpu.server.vulkan.backend", "vulkan._vulkan"])
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()  # pay the start here, not in the first session
         self._lock = threading.Lock()
         self.sessions: set[IsolatedSession] = set()
 
