@@ -246,17 +246,16 @@ class VulkanSession(HandleMap):
             return f
         if cmd.level == "instance":
             scope = owner.instance
-            get = lambda n: lib.vkGetInstanceProcAddr(  # noqa: E731
-                self.objects[scope].handle, n)
+            get = lib.vkGetInstanceProcAddr
         else:
             scope = owner.device if owner.type != "VkDevice" else owner.ident
-            get = lambda n: lib.vkGetDeviceProcAddr(self.objects[scope].handle, n)  # noqa: E731
+            get = lib.vkGetDeviceProcAddr
         key = (scope, fn)
         pfn = self._pfns.get(key)
         if pfn is None:
             ptr = ffi.NULL
             for name in dict.fromkeys((fn, cmd.name)):
-                ptr = get(name.encode())
+                ptr = get(self.objects[scope].handle, name.encode())
                 if ptr != ffi.NULL:
                     break
             if ptr == ffi.NULL:
@@ -290,7 +289,7 @@ class VulkanSession(HandleMap):
                 outs.append(i)
             elif f.shape == "val":
                 if f.kind in ("s", "u"):
-                    ptr = (codec.new_struct(f.type, v, keep, path))
+                    ptr = codec.new_struct(f.type, v, keep, path)
                     cargs[i] = ptr[0]
                 else:
                     cargs[i] = codec.scalar(f, v, path)
@@ -429,9 +428,7 @@ class VulkanSession(HandleMap):
             return code
         if cmd.result == "void":
             return None
-        if isinstance(ret, float):
-            return ret
-        return int(ret) if not isinstance(ret, int) else ret
+        return ret if isinstance(ret, (int, float)) else int(ret)
 
     def _adopt(self, type_name: str, ident: int, handle: Any, owner: VkObject | None,
                cmd: Command, args: list[Any]) -> None:
