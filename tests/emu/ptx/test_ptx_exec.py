@@ -631,3 +631,28 @@ def test_syncwarp_and_bar_arrive_are_accepted(dev):
     """
     raw = run_body(dev, body, threads=32)
     assert (raw[:, 0] == 3).all()
+
+
+def test_cp_async_copies_and_zero_fills(dev):
+    body = """
+    .shared .align 16 .b8 tile[1024];
+    mov.u32 %r1, tile;
+    shl.b32 %r2, %r0, 4;
+    add.u32 %r3, %r1, %r2;
+    setp.eq.u32 %p1, %r0, 1;
+    selp.u32 %r4, 5, 16, %p1;
+    cp.async.cg.shared.global [%r3], [%rd4], 16, %r4;
+    cp.async.commit_group;
+    cp.async.wait_group 0;
+    bar.sync 0;
+    ld.shared.v4.u32 {%r5, %r6, %r7, %r8}, [%r3];
+    st.global.v2.u32 [%rd3], {%r5, %r6};
+    st.global.v2.u32 [%rd3+8], {%r7, %r8};
+    """
+    src = np.arange(4 * 16, dtype=np.uint8).reshape(4, 16)
+    inputs = [src[:, :8].copy().view(np.uint64)[:, 0], src[:, 8:].copy().view(np.uint64)[:, 0]]
+    raw = run_body(dev, body, inputs, nout=2, threads=4)
+    got = np.ascontiguousarray(raw).view(np.uint8).reshape(4, 16)
+    expect = src.copy()
+    expect[1, 5:] = 0
+    assert np.array_equal(got, expect)

@@ -356,5 +356,3 @@ def _testp(ins: Instruction, cx: CompileContext) -> Exec:
     ra = reader(o[1], t, cx, ins)
     w = writer(o[0], BOOL, cx, ins)
     return lambda fr, m: w(fr, fn(ra(fr)), m)
-
-

@@ -18,6 +18,7 @@ from .compiler import (
     LOCAL_WINDOW,
     PARAM_WINDOW,
     SHARED_WINDOW,
+    U32,
     U64,
     UINT,
     WINDOW_SPAN,
@@ -537,3 +538,52 @@ def _atom(ins: Instruction, cx: CompileContext) -> Exec:
 
 
 __all__ = ["atomic_update"]
+
+
+@op("cp")
+def _cp_async(ins: Instruction, cx: CompileContext) -> Exec:
+    """``cp.async`` global -> shared copies, performed synchronously.
+
+    Lanes of a batch execute in lockstep, so the copy is complete by the time any
+    ``cp.async.wait_group``/``wait_all`` (no-ops here) could be reached. An optional source size
+    zero-fills the rest of the destination, as the hardware does. Bulk/tensor forms
+    (``cp.async.bulk``) are not supported.
+    """
+    mods = ins.mods
+    if "async" not in mods:
+        return unsupported(ins, cx)
+    if any(m in mods for m in ("commit_group", "wait_group", "wait_all")):
+        return lambda fr, m: None
+    if "bulk" in mods or "shared" not in mods or "global" not in mods:
+        return unsupported(ins, cx)
+    o = ins.operands
+    if len(o) < 3 or not isinstance(o[0], Addr) or not isinstance(o[1], Addr):
+        raise cx.fault(ins, "invalid_ptx", "cp.async needs [dst], [src], size")
+    size = int(reader(o[2], U32, cx, ins)(None))
+    if size not in (4, 8, 16):
+        raise cx.fault(ins, "invalid_ptx", f"cp.async copy size {size} is not 4, 8 or 16")
+    rd_dst, _ = addr_reader(o[0], cx, ins)
+    rd_src, _ = addr_reader(o[1], cx, ins)
+    rsz = reader(o[3], U32, cx, ins) if len(o) > 3 and not isinstance(o[3], Sink) else None
+    fault = cx.faulter(ins)
+    byte = np.dtype(np.uint8)
+
+    def cp(fr, m):
+        L = fr.L
+        idx = np.flatnonzero(m) if m is not None else np.arange(L.N)
+        d, s = rd_dst(fr), rd_src(fr)
+        d = d[idx] if isinstance(d, np.ndarray) else np.full(idx.size, d)
+        s = s[idx] if isinstance(s, np.ndarray) else np.full(idx.size, s, U64)
+        ((_, sbuf, sel_),) = L.resolve("global", s, size, byte, idx, fault)
+        ((_, dbuf, del_),) = L.resolve("shared", d, size, byte, idx, fault)
+        valid = None
+        if rsz is not None:
+            v = rsz(fr)
+            valid = v[idx] if isinstance(v, np.ndarray) else np.full(idx.size, v)
+        for k in range(size):
+            b = sbuf[sel_ + k]
+            if valid is not None:
+                b = np.where(k < valid, b, np.uint8(0))
+            dbuf[del_ + k] = b
+
+    return cp
