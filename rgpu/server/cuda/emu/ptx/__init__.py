@@ -16,7 +16,8 @@ laptops without a GPU still have a CUDA device (see ``research/ptx-emulation.md`
 Every failure is an :class:`EmuFault` whose ``kind`` the CUDA layer maps to a CUresult.
 
 Known limits, each reported rather than silently wrong where it can be detected: no textures,
-surfaces, tensor-core (``mma``/``wmma``), ``cp.async``/``mbarrier``, cluster or grid-wide sync;
+surfaces, tensor-core (``mma``/``wmma``), bulk copies/TMA and ``mbarrier``, cluster or grid-wide
+sync (``cp.async`` runs synchronously);
 recursion over ``.local`` frames is ``not_supported``; warp collectives
 executed by only part of their member mask read the non-participating lanes' current values;
 named barriers with thread counts behave as full-block barriers; ``.approx`` instructions are
