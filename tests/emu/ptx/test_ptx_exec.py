@@ -656,3 +656,21 @@ def test_cp_async_copies_and_zero_fills(dev):
     expect = src.copy()
     expect[1, 5:] = 0
     assert np.array_equal(got, expect)
+
+
+def test_elect_sync_and_shared_cta_spaces(dev):
+    body = """
+    .shared .align 4 .b8 cnt[4];
+    setp.ge.u32 %p3, %r0, 3;
+    @!%p3 bra $Lskip;
+    elect.sync %r1|%p1, -1;
+    @%p1 atom.shared::cta.add.u32 %r2, [cnt], 1;
+    $Lskip:
+    bar.sync 0;
+    ld.shared::cta.u32 %r3, [cnt];
+    st.global.v2.u32 [%rd3], {%r1, %r3};
+    """
+    raw = run_body(dev, body, threads=40)
+    w = np.ascontiguousarray(raw).view(np.uint32).reshape(40, 2)
+    assert w[3:32, 0].tolist() == [3] * 29 and w[32:, 0].tolist() == [0] * 8
+    assert (w[:, 1] == 2).all()  # one elected lane per warp incremented

@@ -204,6 +204,35 @@ def _match(ins: Instruction, cx: CompileContext) -> Exec:
     return f
 
 
+@op("elect")
+def _elect(ins: Instruction, cx: CompileContext) -> Exec:
+    """elect.sync d|p, membermask: the lowest active lane of each warp is elected."""
+    o = ins.operands
+    d = o[0]
+    if isinstance(d, Pair):
+        w, wp = writer(d.first, U32, cx, ins), writer(d.second, BOOL, cx, ins)
+    else:
+        w, wp = writer(d, U32, cx, ins), None
+
+    def f(fr, m):
+        L = fr.L
+        g = L.geo
+        act = np.ones(L.N, BOOL) if m is None else m
+        lane = g.laneid.astype(np.int64)
+        key = np.where(act, lane, 64)
+        if g.full_warps:
+            leader = np.repeat(key.reshape(-1, 32).min(1), 32)
+        else:
+            first = np.full(int(g.warp.max()) + 1, 64, np.int64)
+            np.minimum.at(first, g.warp, key)
+            leader = first[g.warp]
+        w(fr, leader.astype(U32), m)
+        if wp is not None:
+            wp(fr, act & (lane == leader), m)
+
+    return f
+
+
 @op("bar", "barrier")
 def _warp_barrier(ins: Instruction, cx: CompileContext) -> Exec:
     """``bar.warp.sync`` and ``bar.arrive`` (block barriers proper are scheduler terminators).

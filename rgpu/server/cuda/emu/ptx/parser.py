@@ -603,7 +603,9 @@ class _BodyParser:
         if t.kind != "id":
             raise p.error(f"expected an opcode, found {t.text!r}", t)
         parts = t.text.split(".")
-        opcode, mods = parts[0], tuple(parts[1:])
+        # a CTA is its own cluster here, so .shared::cta and .shared::cluster are .shared
+        opcode = parts[0]
+        mods = tuple("shared" if m in ("shared::cta", "shared::cluster") else m for m in parts[1:])
         ops: list[Operand] = []
         end = t.end
         while not p.at(";"):
