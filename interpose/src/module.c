@@ -5,6 +5,8 @@
  * container, an ELF is measured by its header tables and sections, PTX is its text and NUL.
  * Kernel parameters are packed with the layout the server reports (cuFuncGetParamInfo /
  * cuKernelGetParamInfo), fetched once per function. Launches are BATCH frames. */
+#define _GNU_SOURCE
+#include <link.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -28,8 +30,43 @@ static uint64_t rd64(const uint8_t *p)
     return v;
 }
 
+typedef struct {
+    uintptr_t addr;
+    uintptr_t end;
+} segment_query;
+
+static int find_segment(struct dl_phdr_info *info, size_t size, void *data)
+{
+    (void)size;
+    segment_query *q = data;
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        if (ph->p_type != PT_LOAD)
+            continue;
+        uintptr_t start = info->dlpi_addr + ph->p_vaddr;
+        if (q->addr >= start && q->addr < start + ph->p_memsz) {
+            q->end = start + ph->p_memsz;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* The end of the loaded ELF segment holding p (0 if p is not in a loaded object). */
+static uintptr_t segment_end(const void *p)
+{
+    segment_query q = {(uintptr_t)p, 0};
+    dl_iterate_phdr(find_segment, &q);
+    return q.end;
+}
+
+/* Bytes of the fatbin at p: its container, and the containers chained after it. Chains live in
+ * an executable's .nv_fatbin section (every translation unit's container back to back, 8-byte
+ * aligned, zero padded), so they are followed only inside the loaded segment holding p: bytes
+ * past an image in the app's heap are not the app's to read. */
 static size_t fatbin_size(const uint8_t *p)
 {
+    uintptr_t limit = segment_end(p);
     size_t off = 0;
     for (;;) {
         uint16_t hs;
@@ -38,14 +75,10 @@ static size_t fatbin_size(const uint8_t *p)
         if (hs < 16 || fat > MAX_IMAGE)
             return 0;
         size_t end = off + hs + fat;
-        /* a chained container may follow, 8-aligned, after zero padding */
         size_t next = (end + 7) & ~(size_t)7;
-        size_t scanned = 0;
-        while (rd64(p + next) == 0 && scanned < 64) {
+        while ((uintptr_t)(p + next) + 8 <= limit && rd64(p + next) == 0)
             next += 8;
-            scanned++;
-        }
-        if (rd32(p + next) != FATBIN_MAGIC)
+        if ((uintptr_t)(p + next) + 16 > limit || rd32(p + next) != FATBIN_MAGIC)
             return end;
         off = next;
     }

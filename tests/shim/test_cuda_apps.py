@@ -522,7 +522,8 @@ def sanitized(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
 
 
 @pytest.mark.parametrize(
-    "name", ["vector_add", "streams_events", "threads", "out_of_bounds", "ptx_driver"]
+    "name",
+    ["vector_add", "streams_events", "threads", "out_of_bounds", "ptx_driver", "module_formats"],
 )
 def test_sanitized_shim(
     rig: Rig, programs: dict[str, Path], sanitized: list[str], name: str
@@ -533,8 +534,11 @@ def test_sanitized_shim(
     env["LD_LIBRARY_PATH"] = str(Path(sanitized[-1]).parent / "cuda")
     env["ASAN_OPTIONS"] = "detect_leaks=0:halt_on_error=1"
     env["UBSAN_OPTIONS"] = "halt_on_error=1:print_stacktrace=1"
+    argv = [str(programs[name])]
+    if name == "module_formats":
+        argv += [str(programs[f"kernels.{k}"]) for k in ("fatbin", "cubin", "ptx")]
     p = subprocess.run(
-        [str(programs[name])],
+        argv,
         env=env,
         capture_output=True,
         text=True,
