@@ -674,3 +674,41 @@ def test_elect_sync_and_shared_cta_spaces(dev):
     w = np.ascontiguousarray(raw).view(np.uint32).reshape(40, 2)
     assert w[3:32, 0].tolist() == [3] * 29 and w[32:, 0].tolist() == [0] * 8
     assert (w[:, 1] == 2).all()  # one elected lane per warp incremented
+
+
+def test_function_pointer_table_in_global_initialiser(dev):
+    text = (
+        HEAD
+        + """
+    .func (.param .b32 ret) inc(.param .b32 a)
+    { .reg .b32 %r<3>; ld.param.b32 %r1, [a]; add.s32 %r2, %r1, 1; st.param.b32 [ret], %r2; ret; }
+    .func (.param .b32 ret) neg(.param .b32 a)
+    { .reg .b32 %r<3>; ld.param.b32 %r1, [a]; neg.s32 %r2, %r1; st.param.b32 [ret], %r2; ret; }
+    .global .align 8 .u64 table[2] = {inc, neg};
+    .visible .entry k(.param .u64 out)
+    {
+      .reg .b32 %r<4>; .reg .b64 %rd<8>;
+      mov.u32 %r0, %tid.x;
+      and.b32 %r2, %r0, 1;
+      mul.wide.u32 %rd4, %r2, 8;
+      mov.u64 %rd5, table;
+      add.s64 %rd6, %rd5, %rd4;
+      ld.global.u64 %rd7, [%rd6];
+      {
+        .param .b32 a0;
+        .param .b32 r0;
+        st.param.b32 [a0], %r0;
+        call (r0), %rd7, (a0);
+        ld.param.b32 %r1, [r0];
+      }
+      ld.param.u64 %rd1, [out];
+      mul.wide.u32 %rd2, %r0, 4;
+      add.s64 %rd3, %rd1, %rd2;
+      st.global.u32 [%rd3], %r1;
+      ret;
+    }
+    """
+    )
+    out = dev.zeros(6, np.int32)
+    run_ptx(dev, text, "k", pack("Q", out), block=(6, 1, 1))
+    assert dev.get(out, 6, np.int32).tolist() == [1, -1, 3, -3, 5, -5]

@@ -122,8 +122,17 @@ class LoadedModule:
             if v.init:
                 init = bytearray(v.init[: v.size])
                 size = DTYPES[v.type].itemsize if v.type != "b128" else 8
+                funcs = {name: FUNC_WINDOW + 16 * k for k, name in enumerate(mod.functions)}
                 for off, sym, _generic in v.relocs:
-                    target = self._addresses.get(sym, (0, 0))[0]
+                    if sym in self._addresses:
+                        target = self._addresses[sym][0]
+                    elif sym in funcs:  # vtables and function-pointer tables
+                        target = funcs[sym]
+                    else:
+                        raise EmuFault(
+                            "invalid_ptx",
+                            f"PTX line {v.line}: initialiser of {v.name} names unknown {sym!r}",
+                        )
                     base = int.from_bytes(init[off : off + size], "little", signed=True)
                     init[off : off + size] = ((target + base) & ((1 << (8 * size)) - 1)).to_bytes(
                         size, "little"
@@ -159,6 +168,15 @@ class LoadedModule:
             entry = mod.functions[name]
             shared_off, static, _dyn = shared_layout(entry, mod.functions, mod.variables)
             funcs = reachable_functions(entry, mod.functions)
+            # functions whose addresses sit in initialised tables (vtables) are callable too
+            seen = {f.name for f in funcs}
+            for v in mod.variables.values():
+                for _, sym, _ in v.relocs:
+                    if sym in mod.functions and sym not in seen:
+                        for f in reachable_functions(mod.functions[sym], mod.functions):
+                            if f.name not in seen:
+                                seen.add(f.name)
+                                funcs.append(f)
             bases: dict[str, int] = {}
             total_local = 0
             for fn in funcs:
