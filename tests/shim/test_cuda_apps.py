@@ -285,6 +285,8 @@ def programs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             per_thread = str(out / f"{name}-per-thread")
             jobs[f"{name}-per-thread"] = [NVCC, "-default-stream", "per-thread", "-o",
                                           per_thread, src]
+    jobs["two_units"] = [NVCC, "-o", str(out / "two_units"), str(PROGRAMS / "two_units_main.cu"),
+                         str(PROGRAMS / "two_units_second.cu")]
     kernels = str(PROGRAMS / "kernels.cu")
     jobs["kernels.fatbin"] = [NVCC, "-fatbin", "-o", str(out / "kernels.fatbin"), kernels]
     jobs["kernels.cubin"] = [
@@ -422,6 +424,15 @@ def test_pool_of_two_servers(tmp_path: Path, programs: dict[str, Path]) -> None:
         assert "devices 2 mismatches 0" in result.stdout
     finally:
         r.stop()
+
+
+def test_chained_fatbin_containers(rig: Rig, programs: dict[str, Path]) -> None:
+    """Two translation units: the first registration ships both chained containers (its image
+    is larger than the second's, which is the chain's tail), and both kernels run."""
+    result = rig.run(["env", "RGPU_LOG=debug", str(programs["two_units"])])
+    _assert_passed(result, rig)
+    sizes = [int(m) for m in re.findall(r"cuLibraryLoadData: (\d+)-byte image", result.stderr)]
+    assert len(sizes) == 2 and sizes[0] > sizes[1], result.stderr
 
 
 def test_cuda_python_driver_bindings(rig: Rig) -> None:
