@@ -179,6 +179,37 @@ int main(void)
     CHECK(cuMemFree(pitched));
     free(src);
     free(back);
+    /* page-locked and registered host memory are local; pointer attributes come from the
+     * shim's range tables */
+    static float registered[256];
+    float *pinned = NULL;
+    unsigned hflags = 99, htype = 0;
+    CHECK(cuMemHostRegister(registered, sizeof registered, 0));
+    CHECK(cuMemAllocHost((void **)&pinned, sizeof registered));
+    CHECK(cuPointerGetAttribute(&htype, CU_POINTER_ATTRIBUTE_MEMORY_TYPE,
+                                (CUdeviceptr)(uintptr_t)registered));
+    CHECK(cuMemHostGetFlags(&hflags, pinned));
+    for (int i = 0; i < 256; i++)
+        registered[i] = (float)(3 * i);
+    CHECK(cuMemcpyHtoDAsync(y, registered, sizeof registered, s));
+    CHECK(cuMemcpyDtoHAsync(pinned, y, sizeof registered, s));
+    CHECK(cuStreamSynchronize(s));
+    int host_bad = memcmp(pinned, registered, sizeof registered) != 0 || htype != CU_MEMORYTYPE_HOST;
+    unsigned long long unknown_id = 7;
+    CUpointer_attribute qa[] = {CU_POINTER_ATTRIBUTE_BUFFER_ID};
+    void *qd[] = {&unknown_id};
+    CHECK(cuPointerGetAttributes(1, qa, qd, (CUdeviceptr)(uintptr_t)&unknown_id));
+    host_bad |= unknown_id != 0;
+    CHECK(cuMemHostUnregister(registered));
+    CHECK(cuMemFreeHost(pinned));
+    /* the context stack */
+    CUcontext top = NULL, popped = NULL;
+    CHECK(cuCtxPushCurrent(ctx));
+    CHECK(cuCtxGetCurrent(&top));
+    CHECK(cuCtxPopCurrent(&popped));
+    host_bad |= top != ctx || popped != ctx;
+    printf("host memory and context stack mismatches %d\n", host_bad);
+    bad += host_bad;
     /* something the shim does not implement: NOT_SUPPORTED, and the daemon counts it */
     CUarray arr;
     CUDA_ARRAY_DESCRIPTOR desc = {16, 16, CU_AD_FORMAT_FLOAT, 1};
