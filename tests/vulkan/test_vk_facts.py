@@ -133,3 +133,24 @@ def test_extensions_queues_and_formats_match(vulkaninfo: dict[str, Any],
             assert got[key] == sum(bits[b] for b in want[key]), (name, key)
             checked += 1
     assert checked > 100
+
+
+def test_facts_without_an_application_name_the_same_devices(vk_backend: Any) -> None:
+    from rgpu.server.vulkan import collect_facts
+
+    facts = collect_facts(vk_backend)
+    s = vk_backend.open_session("app")
+    try:
+        ids = Ids()
+        instance = create_instance(s.call, ids)
+        pds = s.call("vkEnumeratePhysicalDevices", [instance, None, None])[1]
+        assert [d["id"] for d in facts["physical_devices"]] == pds
+        assert all(pd >> 63 for pd in pds)
+        second = create_instance(s.call, ids)  # another instance: other ids, same devices
+        others = s.call("vkEnumeratePhysicalDevices", [second, None, None])[1]
+        assert len(others) == len(pds) and not set(others) & set(pds)
+        groups = s.call("vkEnumeratePhysicalDeviceGroups", [second, None, None])[1]
+        assert {pd for g in groups for pd in g[2][: g[1]]} == set(others)
+    finally:
+        s.close()
+    assert vk_backend.live == 0

@@ -24,7 +24,7 @@ from .backend import (
 from .isolated import IsolatedBackend, IsolatedSession
 
 __all__ = ["IsolatedBackend", "IsolatedSession", "Quota", "VkObject", "VulkanBackend",
-           "VulkanSession", "open_vulkan_backend", "vulkan_call"]
+           "VulkanSession", "collect_facts", "open_vulkan_backend", "vulkan_call"]
 
 log = logging.getLogger("rgpu.server.vulkan")
 
@@ -70,3 +70,25 @@ def vulkan_call(backend: VulkanBackend | IsolatedBackend | None, session: Sessio
         session.backends["vulkan"] = vs
         session.add_cleanup("Vulkan", vs.close)
     return vs.call(fn, args)
+
+
+FACTS_INSTANCE_ID = 1
+_API_1_3 = (1 << 22) | (3 << 12)
+
+
+def collect_facts(backend: VulkanBackend | IsolatedBackend,
+                  vulkan_indexes: Sequence[int] | None = None) -> dict[str, Any]:
+    """``vkRgpuGetPhysicalDeviceFacts`` without an application: a throw-away session and
+    instance (Vulkan 1.3), for a CONTROL op whose answer a daemon caches per server. The
+    physical-device ids in it are those an application's first instance will see."""
+    from rgpu.api.vk_wire import struct
+
+    s = backend.open_session("facts", vulkan_indexes)
+    try:
+        app = struct("VkApplicationInfo", pApplicationName="rgpu facts", apiVersion=_API_1_3)
+        s.call("vkCreateInstance", [struct("VkInstanceCreateInfo", pApplicationInfo=app),
+                                    None, FACTS_INSTANCE_ID])
+        facts: dict[str, Any] = s.call("vkRgpuGetPhysicalDeviceFacts", [FACTS_INSTANCE_ID])[1]
+        return facts
+    finally:
+        s.close()

@@ -71,7 +71,7 @@ class VkObject:
     instance: int  # id of the owning VkInstance
     device: int = 0  # id of the owning VkDevice (0 for instance-level objects)
     pool: int = 0  # command/descriptor pool of pool-owned children
-    size: int = 0  # VkDeviceMemory: allocationSize
+    size: int = 0  # VkDeviceMemory: allocationSize; VkInstance: ordinal in the session
     mapped: Any = None  # VkDeviceMemory: the server's persistent mapping (char *)
 
 
@@ -125,7 +125,8 @@ class VulkanSession(HandleMap):
         self.visible = None if vulkan_indexes is None else list(vulkan_indexes)
         self.objects: dict[int, VkObject] = {}
         self._by_real: dict[tuple[str, int], int] = {}
-        self._next_server_id = SERVER_ID_BIT | 1
+        self._next_server_id = SERVER_ID_BIT | (1 << 48)  # past every physical-device id
+        self._instances_made = 0
         self._pfns: dict[tuple[int, str], Any] = {}
         self._messengers: dict[int, Any] = {}  # validation messengers by instance id
         self._instance = 0  # the instance of the call being run (for server-assigned ids)
@@ -164,6 +165,11 @@ class VulkanSession(HandleMap):
         found = self._by_real.get(key)
         if found is not None:
             return found
+        if type_name == "VkPhysicalDevice" and self._instance in self.objects:
+            self.physical_devices(self.objects[self._instance])  # canonical ids first
+            found = self._by_real.get(key)
+            if found is not None:
+                return found
         ident = self._next_server_id
         self._next_server_id += 1
         self._register(VkObject(ident, type_name, handle, self._instance))
@@ -445,6 +451,9 @@ class VulkanSession(HandleMap):
         obj = VkObject(ident, type_name, handle, instance, device, pool)
         if type_name == "VkDeviceMemory":
             obj.size = int(args[1][1])  # VkMemoryAllocateInfo.allocationSize
+        elif type_name == "VkInstance":
+            obj.size = self._instances_made  # its ordinal in the session
+            self._instances_made += 1
         self._register(obj)
 
     def _after(self, cmd: Command, args: list[Any]) -> None:
@@ -563,7 +572,12 @@ class VulkanSession(HandleMap):
         return self.invoke(cmd, fn, args)
 
     def physical_devices(self, instance: VkObject) -> list[int]:
-        """Ids of the instance's physical devices this session may see, in driver order."""
+        """Ids of the instance's physical devices this session may see, in driver order.
+
+        The k-th physical device of the session's n-th instance is ``2^63 | n << 32 | k + 1``:
+        the same in every session, so facts fetched once (``collect_facts``) name the devices
+        an application's first instance sees.
+        """
         ffi = self.ffi
         count = ffi.new("uint32_t *")
         r = self.lib.vkEnumeratePhysicalDevices(instance.handle, count, ffi.NULL)
@@ -576,7 +590,14 @@ class VulkanSession(HandleMap):
             raise CallError("VkResult", f"vkEnumeratePhysicalDevices returned "
                             f"{result_name(r)}", vk=r)
         self._instance = instance.ident
-        ids = [self.ident("VkPhysicalDevice", arr[i]) for i in range(int(count[0]))]
+        ids = []
+        for k in range(int(count[0])):
+            key = ("VkPhysicalDevice", int(ffi.cast("uintptr_t", arr[k])))
+            ident = self._by_real.get(key)
+            if ident is None:
+                ident = SERVER_ID_BIT | (instance.size << 32) | (k + 1)
+                self._register(VkObject(ident, "VkPhysicalDevice", arr[k], instance.ident))
+            ids.append(ident)
         if self.visible is not None:
             ids = [ident for k, ident in enumerate(ids) if k in self.visible]
         return ids
