@@ -62,3 +62,19 @@ def test_debug_and_lineinfo_builds(flags, dev, tmp_path):
     lm.launch("printer", (1, 1, 1), (3, 1, 1), 0, pack("i4xQ", 5, dev.put(vals)), printed.append)
     assert printed[0] == "t=0 x=    5 v=0 f=0.000 s=ok c=A 42949672960|0   |\n"
     assert len(printed) == 2
+
+
+def test_virtual_functions_through_vtables(dev, tmp_path):
+    nvcc = shutil.which("nvcc")
+    if nvcc is None:
+        pytest.skip("nvcc is not installed")
+    out = tmp_path / "v.ptx"
+    src = Path(__file__).with_name("virtual_kernels.cu")
+    subprocess.run([nvcc, "-ptx", str(src), "-o", str(out)], check=True, capture_output=True)
+    lm = LoadedModule(parse_ptx(out.read_text()), dev.mem)
+    n = 40
+    x = np.arange(n, dtype=np.float32) * 0.5
+    px, po = dev.put(x), dev.zeros(n, np.float32)
+    lm.launch("virt", (1, 1, 1), (64, 1, 1), 0, pack("QQi", px, po, n), print)
+    expect = np.where(np.arange(n) & 1, 0.5 * x * x, x * x).astype(np.float32)
+    assert np.array_equal(dev.get(po, n, np.float32), expect)

@@ -163,3 +163,16 @@ def test_large_free_returns_zeroed_pages():
     b = m.alloc(8 << 20)
     assert b == a
     assert not m.view(b, 8 << 20).any()
+
+
+def test_kernel_side_check_accepts_lanes_in_different_allocations():
+    m = DeviceMemory(1 << 16)
+    a, b = m.alloc(24), m.alloc(24)
+
+    def fault(kind, detail):
+        return EmuFault(kind, detail)
+
+    offs = m.check(np.array([a + 16, b + 16, a], np.uint64), 8, fault)
+    assert (np.asarray(offs) + m.base).tolist() == [a + 16, b + 16, a]
+    with pytest.raises(EmuFault):
+        m.check(np.array([a + 16, b + 24], np.uint64), 8, fault)

@@ -211,13 +211,15 @@ class DeviceMemory:
             hi = int(off.max())
             i = bisect.bisect_right(starts, lo) - 1  # type: ignore[arg-type]
             if i < 0 or hi + size > ends[i]:
+                # lanes touch several allocations: check each lane against its own
                 k = np.searchsorted(starts, off, "right") - 1
                 bad = (k < 0) | (off + size > ends[np.maximum(k, 0)])
-                j = int(np.argmax(bad))
-                raise fault(
-                    "illegal_address",
-                    f"address {int(off[j]) + self.base:#x} is outside every allocation",
-                )
+                if bad.any():
+                    j = int(np.argmax(bad))
+                    raise fault(
+                        "illegal_address",
+                        f"address {int(off[j]) + self.base:#x} is outside every allocation",
+                    )
             if size > 1 and (off & (size - 1)).any():
                 j = int(np.argmax((off & (size - 1)) != 0))
                 raise fault(
