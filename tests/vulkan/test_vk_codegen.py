@@ -17,6 +17,10 @@ needs_xml = pytest.mark.skipif(not DEFAULT_VK_XML.exists(),
 def test_regeneration_is_reproducible() -> None:
     from rgpu.codegen.vulkan import DEFAULT_OUT, generate
 
+    version = load_registry().version
+    if version != schema.VK_XML_VERSION:
+        pytest.skip(f"this host's vk.xml is {version}; the committed schema is from "
+                    f"{schema.VK_XML_VERSION}")
     text = generate(DEFAULT_VK_XML)
     assert text == generate(DEFAULT_VK_XML), "two runs differ"
     assert text == Path(DEFAULT_OUT).read_text(), (
