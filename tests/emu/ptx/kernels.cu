@@ -213,3 +213,34 @@ extern "C" __global__ void halves(const float* x, float* out, int n) {
   __nv_bfloat16 b = __float2bfloat16(x[i]);
   out[4 * i + 3] = __bfloat162float(b) * 2.0f;
 }
+
+struct Node { int value; Node* next; };
+
+extern "C" __global__ void misc(const float4* v4, float4* o4, const Node* const* heads,
+                                int* listsum, double* dsum, float* fx, int n) {
+  extern __shared__ float dyn[];
+  __shared__ int stat[8];
+  int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (threadIdx.x < 8) stat[threadIdx.x] = threadIdx.x * 3;
+  dyn[threadIdx.x] = (float)threadIdx.x;
+  __syncthreads();
+  if (i >= n) return;
+  float4 a = __ldg(&v4[i]);
+  float4 r;
+  r.x = fminf(a.x, a.y) + fmaxf(a.z, a.w);
+  r.y = truncf(a.x * 3.7f) + roundf(a.y * 2.5f) + floorf(-a.z) + ceilf(a.w);
+  r.z = fmodf(a.x * 10.0f, 3.0f) + remainderf(a.y * 10.0f, 3.0f) + copysignf(a.z, -a.w);
+  int e;
+  float m = frexpf(a.x * 100.0f + 1.0f, &e);
+  r.w = ldexpf(m, e + 1) + (float)__float_as_int(a.y) * 0.0f + dyn[(threadIdx.x + 1) % blockDim.x] +
+        (float)stat[i % 8];
+  o4[i] = r;
+  int s = 0;
+  for (const Node* p = heads[i % 4]; p != nullptr; p = p->next) s += p->value;
+  int local[16];
+  for (int k = 0; k < 16; ++k) local[k] = k * i;
+  listsum[i] = s + local[(i * 7) % 16] + (int)(char)(i * 37) + (int)(short)(i * 3001);
+  atomicAdd(dsum, (double)a.x);
+  fx[i] = __int_as_float(__float_as_int(a.w) ^ 0x80000000) + (float)__double2int_rn(2.5 + i) +
+          (float)__float2uint_rz(a.z * 100.0f);
+}

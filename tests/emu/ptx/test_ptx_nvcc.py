@@ -311,3 +311,56 @@ def test_half2_and_bfloat16(loaded):
         bits = int(np.array([x[i]], np.float32).view(np.uint32)[0])
         rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16 << 16  # round to nearest even
         assert o[i, 3] == np.array([rounded], np.uint32).view(np.float32)[0] * 2
+
+
+def test_misc_libm_lists_locals_and_mixed_shared(loaded):
+    _, lm, dev = loaded
+    n, bs = 50, 32
+    v = RNG.uniform(0.1, 2.0, (n, 4)).astype(np.float32)
+    pv, po = dev.put(v), dev.zeros(4 * n, np.float32)
+    # four linked lists whose nodes live in separate allocations
+    heads = []
+    sums = []
+    for k in range(4):
+        nxt = 0
+        total = 0
+        for j in range(k + 2):
+            val = 10 * k + j
+            total += val
+            nxt = dev.put(np.frombuffer(pack("i4xQ", val, nxt), np.uint8))
+        heads.append(nxt)
+        sums.append(total)
+    ph = dev.put(np.array(heads, np.uint64))
+    pl, pd, pf = dev.zeros(n, np.int32), dev.zeros(1, np.float64), dev.zeros(n, np.float32)
+    nb = (n + bs - 1) // bs
+    lm.launch("misc", (nb, 1, 1), (bs, 1, 1), 4 * bs, pack("QQQQQQi", pv, po, ph, pl, pd, pf, n),
+              print)  # fmt: skip
+    o = dev.get(po, 4 * n, np.float32).reshape(n, 4)
+    f = np.float32
+    for i in range(n):
+        a = v[i]
+        assert o[i, 0] == min(a[0], a[1]) + max(a[2], a[3])
+        rounded = np.floor(float(a[1] * f(2.5)) + 0.5)  # roundf: half away from zero (>0 here)
+        expect_y = f(f(f(np.trunc(a[0] * f(3.7))) + f(rounded)) + f(np.floor(-a[2]))) + f(
+            np.ceil(a[3])
+        )
+        assert o[i, 1] == expect_y
+        x10, y10 = a[0] * f(10), a[1] * f(10)
+        rem = f(float(y10) - 3.0 * np.round(float(y10) / 3.0))
+        expect_z = f(f(np.fmod(x10, f(3))) + rem) + np.copysign(a[2], -a[3])
+        assert o[i, 2] == pytest.approx(float(expect_z), abs=1e-6)
+        mant, ex = np.frexp(a[0] * f(100) + f(1))
+        t = i % bs
+        expect_w = f(f(np.ldexp(mant, ex + 1)) + f((t + 1) % bs)) + f(3 * (i % 8))
+        assert o[i, 3] == expect_w
+    listsum = dev.get(pl, n, np.int32)
+    for i in range(n):
+        as_char = (i * 37 + 128) % 256 - 128
+        as_short = (i * 3001 + 32768) % 65536 - 32768
+        extra = ((i * 7) % 16) * i + as_char + as_short
+        assert listsum[i] == sums[i % 4] + extra
+    assert dev.get(pd, 1, np.float64)[0] == pytest.approx(float(v[:, 0].astype(np.float64).sum()))
+    fx = dev.get(pf, n, np.float32)
+    for i in range(n):
+        d2i = int(np.rint(2.5 + i))
+        assert fx[i] == f(f(-v[i, 3]) + f(d2i)) + f(int(v[i, 2] * f(100)))
