@@ -227,8 +227,9 @@ class VulkanSession(HandleMap):
             if special is not None:
                 return special(cmd, fn, args)
             return self.invoke(cmd, fn, args)
-        except (TypeError, OverflowError, ValueError) as exc:
-            raise bad(f"{fn}: {exc}") from None
+        except (TypeError, OverflowError, ValueError, KeyError, AttributeError,
+                IndexError) as exc:
+            raise bad(f"{fn}: {type(exc).__name__}: {exc}") from None
 
     # --- generic invocation ----------------------------------------------------------------
 
