@@ -165,6 +165,23 @@ class Proc:
                                          f"{self.describe()}")
                 self._cond.wait(min(left, 0.2))
 
+    def wait_count(self, pattern: str, count: int, *, stream: str = "err",
+                   timeout: float = 10.0) -> int:
+        """Wait until ``count`` lines of stdout/stderr match ``pattern`` (the reader threads
+        may still be behind what the process has written)."""
+        rx = re.compile(pattern)
+        sink = self.out if stream == "out" else self.err
+
+        def seen() -> int:
+            with self._cond:
+                return sum(1 for line in sink if rx.search(line))
+
+        try:
+            return wait_until(lambda: seen() >= count and seen(), timeout,
+                              f"{count} lines matching {pattern!r}")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}: {self.describe()}") from None
+
     def signal(self, sig: int) -> None:
         """Signal the whole process group (the rgpu process and the `timeout` above it)."""
         with contextlib.suppress(ProcessLookupError, PermissionError):

@@ -146,7 +146,9 @@ def test_server_logs_name_the_client_address(shared_server: ServerProc, module_r
     mark = len(proc.err)
     ok = module_rig.cli(*info_args(shared_server, transport))
     assert ok.returncode == 0, str(ok)
-    line = proc.wait_for(r"client \S* ?authenticated", stream="err", start=mark).group(0)
+    used = "tcp+tls" if transport == "tcp" else "quic/"
+    line = proc.wait_for(rf"client \S* ?authenticated \(.*, {re.escape(used)}", stream="err",
+                         start=mark).group(0)
     assert re.search(r"client 127\.0\.0\.1:\d+ authenticated", line), (
         f"the server's log does not say which client: {line!r}")
 
@@ -156,7 +158,7 @@ def test_server_logs_name_the_client_address(shared_server: ServerProc, module_r
 
 def test_repeated_auth_failures_are_slowed(rig: Rig, transport: str) -> None:
     token = generate_token()
-    server = rig.server(token=token, auth_failure_delay=0.6)
+    server = rig.server(token=token, auth_failure_delay=1.0)
 
     async def attempt(tok: str) -> tuple[float, str]:
         t0 = time.monotonic()
@@ -178,13 +180,13 @@ def test_repeated_auth_failures_are_slowed(rig: Rig, transport: str) -> None:
     assert r1 != "accepted" and r2 != "accepted" and r3 != "accepted" and r5 != "accepted"
     assert r4 == "accepted"
     times = f"attempt times {d1:.2f} {d2:.2f} {d3:.2f} s, then {d4:.2f} {d5:.2f} s"
-    assert d2 >= 0.55, f"the second failure was not held back 0.6 s: {times}"
-    assert d3 >= 1.15, f"the third failure was not held back 1.2 s (doubling): {times}"
-    assert d1 < d2 - 0.3 and d2 < d3 - 0.3, f"failures were not slowed progressively: {times}"
+    assert d2 >= 0.95, f"the second failure was not held back 1 s: {times}"
+    assert d3 >= 1.95, f"the third failure was not held back 2 s (doubling): {times}"
+    # Upper bounds with a margin for a loaded machine.
+    assert d1 < d2 - 0.5 and d2 < d3 - 0.5, f"failures were not slowed progressively: {times}"
     # A success clears the record: the next failure is answered at once again.
-    assert d4 < d2 - 0.3 and d5 < d2 - 0.3, f"a success did not reset the slow-down: {times}"
-    log = server.proc.stderr
-    assert log.count("authentication failed from") >= 4, log
+    assert d4 < d2 - 0.5 and d5 < d2 - 0.5, f"a success did not reset the slow-down: {times}"
+    server.proc.wait_count("authentication failed from", 4)
 
 
 def test_max_clients_is_enforced(rig: Rig, transport: str) -> None:
@@ -233,8 +235,7 @@ def test_max_clients_is_enforced(rig: Rig, transport: str) -> None:
     assert "served" not in refused, f"a second client was served with max_clients=1: {refused}"
     assert info["clients"] == 1 and info["max_clients"] == 1, info
     assert readmitted, "the server still refused clients after the first one left"
-    log = server.proc.stderr
-    assert log.count("max_clients=1 reached") >= 3, log
+    server.proc.wait_count(r"refusing .*: max_clients=1 reached", 3)
 
 
 @pytest.mark.xfail(strict=True, reason=(
@@ -285,7 +286,7 @@ def test_token_output_format_and_snippet_admits_it(rig: Rig, tmp_path: Path) -> 
 
 def test_rgpu_log_debug_gives_debug_lines(rig: Rig, shared_server: ServerProc) -> None:
     debug = rig.server(token=generate_token(), env={"RGPU_LOG": "debug"})
-    assert re.search(r" DEBUG rgpu\.", debug.proc.stderr), debug.proc.describe()
+    debug.proc.wait_for(r" DEBUG rgpu\.", stream="err", timeout=10)
     assert " DEBUG " not in shared_server.proc.stderr, "debug lines at the default level"
     bogus = rig.cli("server", "--bind", HOST, "--port", str(free_port()), "--token",
                     generate_token(), "--state-dir", str(rig.path("state")),
@@ -306,7 +307,7 @@ def test_insecure_plain_tcp_works_and_warns(rig: Rig) -> None:
     token = generate_token()
     server = rig.server(token=token, transport="tcp", args=["--insecure"])
     assert server.listeners == "tcp", server.listeners
-    assert "plain TCP without TLS (--insecure)" in server.proc.stderr
+    server.proc.wait_for(r"plain TCP without TLS \(--insecure\)", stream="err", timeout=10)
 
     plain = rig.cli("info", "-s", server.address, "-t", token, "--transport", "tcp",
                     "--insecure", "--json")
@@ -320,7 +321,7 @@ def test_insecure_plain_tcp_works_and_warns(rig: Rig) -> None:
     assert_one_line_error(tls, server.address)
 
     daemon = rig.daemon([server.address], token=token, transport="tcp", args=["--insecure"])
-    assert "NOT encrypted" in daemon.proc.stderr
+    daemon.proc.wait_for("NOT encrypted", stream="err", timeout=10)
     # --insecure with QUIC is refused: see test_cli_errors.py.
 
 
