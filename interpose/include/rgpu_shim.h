@@ -6,17 +6,7 @@
 #ifndef RGPU_SHIM_H
 #define RGPU_SHIM_H
 
-#if defined(__has_include)
-#if __has_include("cuda_api.h")
-#include "cuda_api.h"
-#define RGPU_HAVE_GENERATED 1
-#endif
-#endif
-#ifndef RGPU_HAVE_GENERATED
-/* Development without the generated headers: the toolkit's cuda.h, every versioned name. */
-#define __CUDA_API_VERSION_INTERNAL 1
-#include <cuda.h>
-#endif
+#include "cuda_api.h" /* generated: cuda.h's declarations, no toolkit needed */
 
 #include <pthread.h>
 #include <stddef.h>

@@ -1,53 +1,12 @@
 /* cuGetProcAddress(_v2) over the generated (name, version, flags) table, and the report of
  * calls the shim does not implement (counted here, told to the daemon once per name). */
-#define _GNU_SOURCE
-#include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "rgpu_shim.h"
 
-#if defined(__has_include)
-#if __has_include("proc_table.h")
 #include "proc_table.h"
-#define RGPU_HAVE_PROC_TABLE 1
-#endif
-#endif
-
-#ifndef RGPU_HAVE_PROC_TABLE
-/* Development fallback before the generated table exists: the newest exported variant. */
-static CUresult rgpu_proc_lookup(const char *symbol, int cudaVersion, cuuint64_t flags,
-                                 void **pfn, CUdriverProcAddressQueryResult *status)
-{
-    (void)cudaVersion;
-    static void *self;
-    if (!self) {
-        Dl_info info;
-        if (dladdr((void *)cuInit, &info) && info.dli_fname)
-            self = dlopen(info.dli_fname, RTLD_LAZY | RTLD_NOLOAD);
-    }
-    static const char *suffixes[] = {"_v4", "_v3", "_v2", ""};
-    char name[256];
-    for (int pt = (flags & CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM) ? 0 : 2; pt < 3; pt++) {
-        const char *ps = pt == 0 ? "_ptsz" : pt == 1 ? "_ptds" : "";
-        for (size_t i = 0; i < sizeof suffixes / sizeof suffixes[0]; i++) {
-            snprintf(name, sizeof name, "%s%s%s", symbol, suffixes[i], ps);
-            void *f = self ? dlsym(self, name) : NULL;
-            if (f) {
-                *pfn = f;
-                if (status)
-                    *status = CU_GET_PROC_ADDRESS_SUCCESS;
-                return CUDA_SUCCESS;
-            }
-        }
-    }
-    *pfn = NULL;
-    if (status)
-        *status = CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND;
-    return CUDA_ERROR_NOT_FOUND;
-}
-#endif
 
 CUresult cuGetProcAddress_v2(const char *symbol, void **pfn, int cudaVersion, cuuint64_t flags,
                              CUdriverProcAddressQueryResult *symbolStatus)

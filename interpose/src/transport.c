@@ -77,6 +77,12 @@ void rgpu_log_init(void)
         rgpu_log_level = 1;
 }
 
+/* Logging is decided before the first driver call (cudart resolves entry points before cuInit). */
+__attribute__((constructor)) static void rgpu_log_ctor(void)
+{
+    rgpu_log_init();
+}
+
 void rgpu_logf(int level, const char *fmt, ...)
 {
     (void)level;
@@ -596,18 +602,26 @@ CUresult rgpu_control(const mp_buf *body, rgpu_reply *out)
     return request(RG_CONTROL, 0, body, NULL, 0, out);
 }
 
+/* The function name of a CALL/BATCH body, for trace lines. */
+static void body_fn(const mp_buf *body, char *fn, size_t cap)
+{
+    mp_doc d;
+    snprintf(fn, cap, "?");
+    if (mp_decode(&d, body->data, body->len) == 0) {
+        mp_get_str(&d, mp_array_at(&d, 0, 0), fn, cap);
+        mp_doc_free(&d);
+    }
+}
+
 CUresult rgpu_call(uint32_t session, const mp_buf *body, const void *bulk, size_t bulk_len,
                    rgpu_reply *out)
 {
     CUresult st = request(RG_CALL, session, body, bulk, bulk_len, out);
-    if (rgpu_log_level >= 2 && body->len > 2) {
-        mp_doc d;
-        char fn[64] = "?";
-        if (mp_decode(&d, body->data, body->len) == 0) {
-            mp_get_str(&d, mp_array_at(&d, 0, 0), fn, sizeof fn);
-            mp_doc_free(&d);
-        }
-        RGPU_TRACE("CALL %s -> %d%s%s", fn, (int)st, out->message[0] ? ": " : "", out->message);
+    if (rgpu_log_level >= 2) {
+        char fn[64];
+        body_fn(body, fn, sizeof fn);
+        RGPU_TRACE("CALL %s (%zu bulk bytes) -> %d%s%s", fn, bulk_len, (int)st,
+                   out->message[0] ? ": " : "", out->message);
     }
     CUresult def = rgpu_take_deferred(session);
     if (st == CUDA_SUCCESS && def != CUDA_SUCCESS) {
@@ -620,6 +634,11 @@ CUresult rgpu_call(uint32_t session, const mp_buf *body, const void *bulk, size_
 
 CUresult rgpu_batch(uint32_t session, const mp_buf *body, const void *bulk, size_t bulk_len)
 {
+    if (rgpu_log_level >= 2) {
+        char fn[64];
+        body_fn(body, fn, sizeof fn);
+        RGPU_TRACE("BATCH %s (%zu bulk bytes)", fn, bulk_len);
+    }
     rgpu_lock();
     CUresult st = connect_locked();
     if (st == CUDA_SUCCESS) {
