@@ -712,3 +712,57 @@ def test_function_pointer_table_in_global_initialiser(dev):
     out = dev.zeros(6, np.int32)
     run_ptx(dev, text, "k", pack("Q", out), block=(6, 1, 1))
     assert dev.get(out, 6, np.int32).tolist() == [1, -1, 3, -3, 5, -5]
+
+
+NAMED = """
+    .shared .align 4 .b8 buf[256];
+    mov.u32 %r1, buf;
+    shl.b32 %r2, %r0, 2;
+    setp.ge.u32 %p1, %r0, 32;
+    @%p1 bra $Lconsumer;
+    add.u32 %r3, %r1, %r2;
+    mul.lo.u32 %r4, %r0, 7;
+    st.shared.u32 [%r3], %r4;
+    ARRIVE
+    mov.u32 %r6, 0;
+    bra.uni $Lend;
+    $Lconsumer:
+    bar.sync 1, 64;
+    sub.u32 %r5, %r2, 128;
+    add.u32 %r3, %r1, %r5;
+    ld.shared.u32 %r6, [%r3];
+    $Lend:
+    st.global.u32 [%rd3], %r6;
+"""
+
+
+def test_named_barrier_producer_consumer(dev):
+    raw = run_body(dev, NAMED.replace("ARRIVE", "bar.arrive 1, 64;"), threads=64)
+    got = (raw[:, 0] & np.uint64(0xFFFFFFFF)).tolist()
+    assert got == [0] * 32 + [7 * t for t in range(32)]
+
+
+def test_named_barrier_that_can_never_complete(dev):
+    from rgpu.server.cuda.emu.ptx import EmuFault
+
+    with pytest.raises(EmuFault) as ei:
+        run_body(dev, NAMED.replace("ARRIVE", ""), threads=64)
+    assert ei.value.kind == "barrier_divergence"
+    assert "bar.sync 1, 64" in ei.value.message
+
+
+def test_warp_specialised_barriers_with_counts(dev):
+    body = """
+    setp.ge.u32 %p1, %r0, 32;
+    @%p1 bra $Lb;
+    bar.sync 1, 32;
+    mov.u32 %r1, 1;
+    bra.uni $Lend;
+    $Lb:
+    bar.sync 2, 32;
+    mov.u32 %r1, 2;
+    $Lend:
+    st.global.u32 [%rd3], %r1;
+    """
+    raw = run_body(dev, body, threads=64)
+    assert (raw[:, 0] & np.uint64(0xFFFFFFFF)).tolist() == [1] * 32 + [2] * 32

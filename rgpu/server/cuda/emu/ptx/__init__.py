@@ -20,7 +20,7 @@ surfaces, tensor-core (``mma``/``wmma``), bulk copies/TMA and ``mbarrier``, clus
 sync (``cp.async`` runs synchronously);
 recursion over ``.local`` frames is ``not_supported``; warp collectives
 executed by only part of their member mask read the non-participating lanes' current values;
-named barriers with thread counts behave as full-block barriers; ``.approx`` instructions are
+barrier numbers held in registers count as barrier 0; ``.approx`` instructions are
 more accurate than the hardware (within its documented bounds); ``fma.rn.f64`` is exact except
 when a product overflows the splitting range or underflows (documented in ``fp.py``).
 """

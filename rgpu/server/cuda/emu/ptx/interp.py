@@ -11,8 +11,10 @@ branching backwards at the minimum PC (a spin-wait on another warp) is forced to
 still terminates.
 
 ``bar.sync`` parks lanes; a block's barrier opens when all its live lanes wait (exited threads do
-not count, as on the hardware). Waiting lanes at *different* barrier instructions of one block, or
-waiting lanes that can never be released, are reported as ``barrier_divergence``.
+not count, as on the hardware), or, for a named barrier with a thread count, when waiting lanes
+plus ``bar.arrive`` arrivals reach that count. Lanes of one block waiting for a whole-block
+barrier at *different* instructions, or waiting lanes that can never be released, are reported
+as ``barrier_divergence``.
 """
 
 from __future__ import annotations
@@ -58,6 +60,8 @@ class Terminator:
     guard: Callable | None = None
     call: Callable | None = None
     bar_red: Callable | None = None  # bar.red: (frame, lanes mask) -> None
+    bar_id: int = 0  # bar.sync/bar.red: barrier number
+    bar_count: int | None = None  # bar.sync a, b: threads expected (None: the whole block)
     table: np.ndarray | None = None  # brx.idx: target PCs
     index: Callable | None = None  # brx.idx: frame -> index value
 
@@ -200,6 +204,7 @@ class Batch:
         self.exited: np.ndarray | None = None
         self.steps_left = STEP_LIMIT
         self.active_frames: set[str] = set()  # .funcs with a .local frame on the call stack
+        self.bar_arrived: dict[int, np.ndarray] = {}  # barrier id -> bar.arrive tally per block
         self._special: dict[str, Any] = {}
         self._views: dict[tuple[int, np.dtype], np.ndarray] = {}
         self._elcache: dict[tuple[int, str, int], tuple] = {}
@@ -716,6 +721,8 @@ def run_function(cf: CompiledFunction, L: Batch, ps: dict, init_mask: np.ndarray
                                 return
                 else:
                     raise cf.cx.fault(cf.instructions[end], "launch_failed", "trap executed")
+            if n_waiting and L.bar_arrived:  # a bar.arrive may have completed a barrier
+                pcs, n_waiting = _release(cf, L, fr, pcs)
             if n_waiting == 0:
                 lo = int(pcs.min())
                 if lo < WAIT and int(np.count_nonzero(pcs == lo)) == n_alive:
@@ -760,43 +767,60 @@ def _deadlock(cf: CompiledFunction, pcs: np.ndarray) -> EmuFault:
 
 
 def _release(cf: CompiledFunction, L: Batch, fr: Frame, pcs: np.ndarray):
-    """Open the barrier of every block whose live lanes all wait; returns (pcs, n_waiting)."""
+    """Open every barrier that is complete in some block; returns (pcs, lanes still waiting).
+
+    A barrier (by number) is complete in a block when its waiting lanes plus the ``bar.arrive``
+    tally reach the expected count: the instruction's thread count if it has one, else every
+    live lane of the block (exited threads do not count, as on the hardware). Lanes of one block
+    waiting for a whole-block barrier at *different* instructions are a barrier in divergent
+    code and are reported.
+    """
     nb, bs = L.nb, L.bs
     waiting = (pcs >= WAIT) & (pcs < DEAD)
-    w2 = waiting.reshape(nb, bs).sum(1)
-    a2 = (pcs < DEAD).reshape(nb, bs).sum(1)
-    ready = (w2 == a2) & (w2 > 0)
-    n_waiting = int(w2.sum())
-    if not ready.any():
-        return pcs, n_waiting
-    rel = np.repeat(ready, bs) & waiting
-    at = pcs[rel] - WAIT
-    lo, hi = int(at.min()), int(at.max())
-    if lo != hi:
-        p2 = np.where(rel, pcs - WAIT, -1).reshape(nb, bs)
-        pmax = p2.max(1)
-        pmin = np.where(rel, pcs - WAIT, np.iinfo(np.int32).max).reshape(nb, bs).min(1)
-        split = (pmax != pmin) & ready
-        if split.any():
-            b = int(np.argmax(split))
-            ins = cf.instructions[int(pmax[b])]
-            raise cf.cx.fault(
-                ins,
-                "barrier_divergence",
-                f"threads of one block wait at different barriers (PTX lines "
-                f"{cf.instructions[int(pmin[b])].line} and {ins.line}): barrier in divergent code",
-            )
-        # different blocks released from different barriers: fine, each with its own bar.red
-        for pcv in np.unique(at):
-            t = cf.terms[int(pcv)]
+    if not waiting.any():
+        return pcs, 0
+    alive_b = (pcs < DEAD).reshape(nb, bs).sum(1)
+    at_pcs = [int(x) for x in np.unique(pcs[waiting] - WAIT)]
+    by_id: dict[int, list[int]] = {}
+    for pcv in at_pcs:
+        t = cf.terms[pcv]
+        by_id.setdefault(t.bar_id if t is not None else 0, []).append(pcv)
+    for bar_id, group in by_id.items():
+        sel = waiting if len(by_id) == 1 else np.isin(pcs - WAIT, group) & waiting
+        w_b = sel.reshape(nb, bs).sum(1)
+        counts = [cf.terms[pcv].bar_count for pcv in group]  # type: ignore[union-attr]
+        full = any(c is None for c in counts)
+        expected = alive_b if full else min(c for c in counts if c is not None)
+        arrived = L.bar_arrived.get(bar_id)
+        total = w_b if arrived is None else w_b + arrived
+        ready = (w_b > 0) & (total >= expected)
+        if not ready.any():
+            continue
+        rel = np.repeat(ready, bs) & sel
+        if len(group) > 1 and full:
+            p2 = np.where(rel, pcs - WAIT, -1).reshape(nb, bs)
+            pmax = p2.max(1)
+            pmin = np.where(rel, pcs - WAIT, np.iinfo(np.int32).max).reshape(nb, bs).min(1)
+            split = (pmax != pmin) & ready
+            if split.any():
+                b = int(np.argmax(split))
+                ins = cf.instructions[int(pmax[b])]
+                raise cf.cx.fault(
+                    ins,
+                    "barrier_divergence",
+                    f"threads of one block wait at different barriers (PTX lines "
+                    f"{cf.instructions[int(pmin[b])].line} and {ins.line}): "
+                    "barrier in divergent code",
+                )
+        for pcv in group:
+            t = cf.terms[pcv]
             if t is not None and t.bar_red is not None:
-                t.bar_red(fr, rel & (pcs == pcv + WAIT))
-    else:
-        t = cf.terms[lo]
-        if t is not None and t.bar_red is not None:
-            t.bar_red(fr, rel)
-    pcs = np.where(rel, pcs - WAIT + np.int32(1), pcs)
-    return pcs, n_waiting - int(np.count_nonzero(rel))
+                t.bar_red(fr, rel if len(group) == 1 else rel & (pcs == pcv + WAIT))
+        pcs = np.where(rel, pcs - WAIT + np.int32(1), pcs)
+        waiting = waiting & ~rel
+        if arrived is not None:
+            arrived[ready] = 0
+    return pcs, int(np.count_nonzero(waiting))
 
 
 __all__ = ["Batch", "CompiledFunction", "Frame", "Terminator", "run_function"]

@@ -40,7 +40,7 @@ from .interp import (
     Terminator,
     run_function,
 )
-from .ir import DTYPES, ArgList, Function, Instruction, PtxModule, Reg, Sym
+from .ir import DTYPES, ArgList, Function, Imm, Instruction, PtxModule, Reg, Sym
 from .liveness import block_local_registers
 from .memory import DeviceMemory
 from .parser import local_layout, reachable_functions, shared_layout
@@ -255,7 +255,12 @@ class LoadedModule:
             if "arrive" in ins.mods:
                 return None
             red = self._bar_red(ins, cx) if "red" in ins.mods else None
-            return Terminator(BAR, bar_red=red)
+            ops_ = ins.operands[1:] if red is not None else ins.operands
+            if red is not None:
+                ops_ = ops_[:-1]  # the predicate
+            bar_id = int(ops_[0].value) if ops_ and isinstance(ops_[0], Imm) else 0
+            count = int(ops_[1].value) if len(ops_) > 1 and isinstance(ops_[1], Imm) else None
+            return Terminator(BAR, bar_red=red, bar_id=bar_id, bar_count=count)
         if opc == "call":
             return Terminator(CALL, call=self._call(ins, cx, compiled))
         return None

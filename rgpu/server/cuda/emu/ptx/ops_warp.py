@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from .compiler import BOOL, U32, CompileContext, Exec, last_type, op, reader, unsupported, writer
-from .ir import Instruction, Pair
+from .ir import Imm, Instruction, Pair
 
 _I64 = np.dtype(np.int64)
 
@@ -237,8 +237,24 @@ def _elect(ins: Instruction, cx: CompileContext) -> Exec:
 def _warp_barrier(ins: Instruction, cx: CompileContext) -> Exec:
     """``bar.warp.sync`` and ``bar.arrive`` (block barriers proper are scheduler terminators).
 
-    A warp's lanes execute in lockstep here, so ``__syncwarp`` has nothing to wait for;
-    ``bar.arrive`` signals without waiting, which needs no action when waiters are released by
-    counting live lanes.
+    A warp's lanes execute in lockstep here, so ``__syncwarp`` has nothing to wait for.
+    ``bar.arrive a, b`` adds the arriving threads of each block to barrier ``a``'s tally, which
+    the scheduler counts towards the ``b`` threads that barrier waits for.
     """
-    return lambda fr, m: None
+    if "arrive" not in ins.mods:
+        return lambda fr, m: None
+    o = ins.operands
+    if not o or not isinstance(o[0], Imm):
+        return unsupported(ins, cx, "bar.arrive with a barrier number in a register")
+    bar_id = int(o[0].value)
+
+    def arrive(fr, m):
+        L = fr.L
+        if m is None:
+            per_block = np.full(L.nb, L.bs, np.int64)
+        else:
+            per_block = m.reshape(L.nb, L.bs).sum(1)
+        tally = L.bar_arrived.get(bar_id)
+        L.bar_arrived[bar_id] = per_block if tally is None else tally + per_block
+
+    return arrive
