@@ -12,6 +12,11 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["vulkan"]:
+        from rgpu.codegen import vulkan
+
+        return vulkan.main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m rgpu.codegen")
     sub = parser.add_subparsers(dest="what", required=True)
     gen = sub.add_parser("cuda", help="regenerate interpose/generated/ from cuda.h")

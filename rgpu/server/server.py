@@ -134,6 +134,9 @@ class RgpuServer:
                       "refused_full": 0}
         self.hostname = socket.gethostname()
         self._quotas: dict[int, MemoryQuota] = {}
+        self._vulkan_backend: Any = None
+        self._vulkan_opened = False
+        self._vulkan_lock = threading.Lock()
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -193,6 +196,20 @@ class RgpuServer:
                                     "use --cuda auto or --cuda none") from None
                 log.warning("no CUDA backend: %s", exc)
         return self._cuda_backend
+
+    @property
+    def vulkan_backend(self) -> Any:
+        """The host's Vulkan backend (each session in its own worker process), made once."""
+        with self._vulkan_lock:
+            if not self._vulkan_opened:
+                self._vulkan_opened = True
+                from .vulkan import open_vulkan_backend
+
+                try:
+                    self._vulkan_backend = open_vulkan_backend(isolate=True)
+                except Exception as exc:
+                    log.warning("no Vulkan backend: %s", exc)
+            return self._vulkan_backend
 
     async def _listen(self) -> None:
         assert self.cert is not None
@@ -359,6 +376,15 @@ class RgpuServer:
                     raise CallError("unknown_session", f"session {sid} is not open")
                 await s.close()
                 peer.reply(frame, {"closed": sid})
+            elif op == "vulkan_facts":
+                from .vulkan import collect_facts
+
+                vk = await asyncio.get_running_loop().run_in_executor(
+                    None, lambda: self.vulkan_backend)
+                if vk is None:
+                    raise CallError("unsupported", "this server has no Vulkan backend")
+                peer.reply(frame, await asyncio.get_running_loop().run_in_executor(
+                    None, collect_facts, vk))
             elif op == "cuda_facts":
                 backend = self.cuda_backend
                 if backend is None:
@@ -482,6 +508,17 @@ class RgpuServer:
             return None
         if fn.startswith("cu"):
             return self._cuda_call(session, fn, args)
+        if fn.startswith("vk"):
+            from .vulkan import vulkan_call
+
+            backend = self.vulkan_backend
+            if backend is None:
+                raise CallError("unsupported", "this server has no Vulkan backend", vk=-9)
+            token = session.token
+            indexes = None if token is None or token.allowed_gpus is None else [
+                g.vulkan_index for g in self.visible_gpus(token) if g.vulkan_index is not None]
+            return vulkan_call(backend, session, fn, args, vulkan_indexes=indexes,
+                               quota=self._quota(session))
         raise CallError("unsupported", f"{fn} is not supported by this server")
 
     def _cuda_call(self, session: Session, fn: str, args: list[Any]) -> Any:
