@@ -363,11 +363,81 @@ CUresult cuMemcpyDtoDAsync_v2(CUdeviceptr dstDevice, CUdeviceptr srcDevice, size
     return dtod(dstDevice, srcDevice, ByteCount, hStream, 1, "cuMemcpyDtoDAsync_v2");
 }
 
+/* A copy between devices of the pool, which may live on different servers: staged through
+ * this process (the servers never talk to each other). Each side runs in its own context. */
+static CUresult staged_copy(CUdeviceptr dst, rgpu_ctx *dst_ctx, CUdeviceptr src,
+                            rgpu_ctx *src_ctx, size_t n)
+{
+    if (n == 0)
+        return CUDA_SUCCESS;
+    uint8_t *buf = malloc(n);
+    if (!buf)
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    CUresult st = CUDA_SUCCESS;
+    if (src_ctx)
+        st = cuCtxPushCurrent_v2((CUcontext)src_ctx);
+    if (st == CUDA_SUCCESS) {
+        st = dtoh(buf, src, n, NULL, 0);
+        if (src_ctx)
+            cuCtxPopCurrent_v2(NULL);
+    }
+    if (st == CUDA_SUCCESS && dst_ctx)
+        st = cuCtxPushCurrent_v2((CUcontext)dst_ctx);
+    if (st == CUDA_SUCCESS) {
+        st = htod(dst, buf, n, NULL, 0);
+        if (dst_ctx)
+            cuCtxPopCurrent_v2(NULL);
+    }
+    free(buf);
+    return st;
+}
+
+CUresult cuMemcpyPeer(CUdeviceptr dstDevice, CUcontext dstContext, CUdeviceptr srcDevice,
+                      CUcontext srcContext, size_t ByteCount)
+{
+    if (!rgpu_initialized)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    return staged_copy(dstDevice, (rgpu_ctx *)dstContext, srcDevice, (rgpu_ctx *)srcContext,
+                       ByteCount);
+}
+
+CUresult cuMemcpyPeer_ptds(CUdeviceptr dstDevice, CUcontext dstContext, CUdeviceptr srcDevice,
+                           CUcontext srcContext, size_t ByteCount)
+{
+    return cuMemcpyPeer(dstDevice, dstContext, srcDevice, srcContext, ByteCount);
+}
+
+CUresult cuMemcpyPeerAsync(CUdeviceptr dstDevice, CUcontext dstContext, CUdeviceptr srcDevice,
+                           CUcontext srcContext, size_t ByteCount, CUstream hStream)
+{
+    /* ordered after the stream's work by waiting for it: stronger than CUDA asks */
+    CUresult st = cuStreamSynchronize(hStream);
+    if (st != CUDA_SUCCESS)
+        return st;
+    return cuMemcpyPeer(dstDevice, dstContext, srcDevice, srcContext, ByteCount);
+}
+
+CUresult cuMemcpyPeerAsync_ptsz(CUdeviceptr dstDevice, CUcontext dstContext, CUdeviceptr srcDevice,
+                                CUcontext srcContext, size_t ByteCount, CUstream hStream)
+{
+    return cuMemcpyPeerAsync(dstDevice, dstContext, srcDevice, srcContext, ByteCount,
+                             hStream ? hStream : CU_STREAM_PER_THREAD);
+}
+
 static CUresult unified_copy(CUdeviceptr dst, CUdeviceptr src, size_t n, CUstream stream,
                              int async)
 {
-    int d_dev = rgpu_range_device(dst, NULL);
-    int s_dev = rgpu_range_device(src, NULL);
+    range dr, sr;
+    int d_dev = table_find(&dev_ranges, dst, &dr);
+    int s_dev = table_find(&dev_ranges, src, &sr);
+    if (d_dev && s_dev && dr.dev != sr.dev) {
+        if (async) { /* ordered after the stream's work by waiting for it */
+            CUresult st = cuStreamSynchronize(stream);
+            if (st != CUDA_SUCCESS)
+                return st;
+        }
+        return staged_copy(dst, dr.ctx, src, sr.ctx, n);
+    }
     if (d_dev && s_dev)
         return async ? dtod(dst, src, n, stream, 1, "cuMemcpyAsync")
                      : dtod(dst, src, n, NULL, 0, "cuMemcpy");

@@ -293,14 +293,40 @@ CUresult cuModuleLoadData(CUmodule *module, const void *image)
     return module_load(module, image, 0, NULL, NULL, "cuModuleLoadData");
 }
 
+/* JIT options mostly name output buffers of this process (logs, wall time): they are not
+ * forwarded; the outputs are answered as a compile that printed nothing. */
+static void answer_jit_outputs(unsigned n, const CUjit_option *options, void **values)
+{
+    if (!options || !values)
+        return;
+    for (unsigned i = 0; i < n; i++) {
+        switch (options[i]) {
+        case CU_JIT_INFO_LOG_BUFFER:
+        case CU_JIT_ERROR_LOG_BUFFER:
+            if (values[i])
+                *(char *)values[i] = 0;
+            break;
+        case CU_JIT_INFO_LOG_BUFFER_SIZE_BYTES:
+        case CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES:
+            values[i] = NULL; /* bytes written: none */
+            break;
+        case CU_JIT_WALL_TIME: {
+            float zero = 0;
+            memcpy(&values[i], &zero, sizeof zero);
+            break;
+        }
+        default:
+            break;
+        }
+    }
+}
+
 CUresult cuModuleLoadDataEx(CUmodule *module, const void *image, unsigned int numOptions,
                             CUjit_option *options, void **optionValues)
 {
-    (void)numOptions;
-    (void)options;
-    (void)optionValues;
-    /* JIT options mostly name output buffers (logs) of this process: not forwarded */
-    return module_load(module, image, 0, NULL, NULL, "cuModuleLoadData");
+    CUresult st = module_load(module, image, 0, NULL, NULL, "cuModuleLoadData");
+    answer_jit_outputs(numOptions, options, optionValues);
+    return st;
 }
 
 CUresult cuModuleLoadFatBinary(CUmodule *module, const void *fatCubin)
@@ -410,9 +436,7 @@ CUresult cuLibraryLoadData(CUlibrary *library, const void *code, CUjit_option *j
                            CUlibraryOption *libraryOptions, void **libraryOptionValues,
                            unsigned int numLibraryOptions)
 {
-    (void)jitOptions;
-    (void)jitOptionsValues;
-    (void)numJitOptions;
+    answer_jit_outputs(numJitOptions, jitOptions, jitOptionsValues);
     if (!library || !code)
         return CUDA_ERROR_INVALID_VALUE;
     if (!rgpu_initialized)

@@ -37,6 +37,26 @@ int main()
                 bad++;
         CHECK(cudaFree(d[dev]));
     }
+    // copies between devices (on different servers: staged through the application)
+    if (count >= 2) {
+        float *a, *b;
+        for (int i = 0; i < n; i++)
+            h[i] = (float)(7 * i);
+        CHECK(cudaSetDevice(1));
+        CHECK(cudaMalloc(&b, sizeof h));
+        CHECK(cudaMemcpy(b, h, sizeof h, cudaMemcpyHostToDevice));
+        CHECK(cudaSetDevice(0));
+        CHECK(cudaMalloc(&a, sizeof h));
+        CHECK(cudaMemcpyPeer(a, 0, b, 1, sizeof h));
+        float back[n];
+        CHECK(cudaMemcpy(back, a, sizeof back, cudaMemcpyDeviceToHost));
+        for (int i = 0; i < n; i++)
+            if (back[i] != h[i])
+                bad++;
+        CHECK(cudaFree(a));
+        CHECK(cudaSetDevice(1));
+        CHECK(cudaFree(b));
+    }
     printf("devices %d mismatches %d\n", count, bad);
     printf(bad == 0 && count >= 1 ? "PASSED\n" : "FAILED\n");
     return !(bad == 0 && count >= 1);
