@@ -415,8 +415,9 @@ def test_module_formats(rig: Rig, programs: dict[str, Path]) -> None:
 
 def test_pool_of_two_servers(tmp_path: Path, programs: dict[str, Path]) -> None:
     """Two servers pooled by one daemon are devices 0 and 1 of one app: the runtime's library is
-    loaded into each server's session as a device needs it, and device pointers (which two
-    servers may hand out alike) are told apart by the device they were made on."""
+    loaded into each server's session as a device needs it, device pointers (which two
+    servers may hand out alike) are told apart by the device they were made on, and
+    cudaMemcpyPeer between the servers' devices is staged through the application."""
     r = start_rig(tmp_path / "rig", "tcp", servers=2)
     try:
         result = r.run([str(programs["multi_device"])])
