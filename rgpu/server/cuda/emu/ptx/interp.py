@@ -152,6 +152,11 @@ class _Geometry:
         self.full_warps = bs % 32 == 0
         self.bs = bs
         self.cache: dict[Any, Any] = {}
+        # registers may alias these arrays (mov %r, %tid.x): freeze them so that an in-place
+        # update anywhere would fail loudly instead of corrupting later launches
+        for arr in (self.slot, self.t, *self.tid, self.lane, self.laneid, self.warp,
+                    self.warp_first):  # fmt: skip
+            arr.setflags(write=False)
 
 
 _GEOMETRY: dict[tuple[tuple[int, int, int], int], _Geometry] = {}
