@@ -91,7 +91,7 @@ def test_sessions_open_on_the_owning_server_route_by_session_and_end_with_the_ap
                 assert results[3 * i + 2]["session"] == facts["one_b"]
 
             # One session's slow call does not hold up another session's calls.
-            slow = asyncio.ensure_future(one.call(one_a, "rgpu.sleep", [1.5]))
+            slow = asyncio.ensure_future(one.call(one_a, "rgpu.sleep", [2.0]))
             await asyncio.sleep(0.1)
             assert await two.call(two_a, "rgpu.echo", ["quick"]) == ["quick"]
             assert not slow.done(), "a call waited behind another session's slow call"
