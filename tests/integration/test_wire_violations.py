@@ -108,9 +108,9 @@ def _assert_still_serving(rig: Rig, server: ServerProc, transport: str, cli: boo
 
 
 @pytest.mark.parametrize(("kind", "stage"), [
-    (MessageKind.CALL, "before_hello"),
-    (MessageKind.CALL, "after_challenge"),
-    (MessageKind.CONTROL, "after_challenge"),
+    pytest.param(MessageKind.CALL, "before_hello", id="CALL-before-HELLO"),
+    pytest.param(MessageKind.CALL, "after_challenge", id="CALL-instead-of-AUTH"),
+    pytest.param(MessageKind.CONTROL, "after_challenge", id="CONTROL-instead-of-AUTH"),
 ])
 def test_message_before_auth_is_refused(shared_server: ServerProc, module_rig: Rig,
                                         transport: str, kind: MessageKind, stage: str) -> None:
