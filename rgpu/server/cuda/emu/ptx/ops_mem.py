@@ -347,6 +347,10 @@ def atomic_update(buf: np.ndarray, el: np.ndarray, opname: str, t: np.dtype, v, 
     v = np.broadcast_to(v, (n,)).astype(t, copy=False)
     if c is not None:
         c = np.broadcast_to(c, (n,)).astype(t, copy=False)
+    lo = int(el.min())
+    if lo == int(el.max()):  # every lane hits one address (a global counter, max, flag)
+        old, buf[lo] = _sequential(opname, _ufunc(opname, t), t, buf[lo], v, c)
+        return old
     order = np.argsort(el, kind="stable")
     se = el[order]
     sv = v[order]
@@ -420,6 +424,10 @@ def _sequential(opname: str, uf, t: np.dtype, init, vals: np.ndarray, cmps):
         return acc[:-1], acc[-1]
     old = np.empty(n, t)
     cur = t.type(init)
+    if opname == "exch":
+        old[0] = cur
+        old[1:] = vals[:-1]
+        return old, vals[-1]
     if opname == "cas":  # jump from one successful compare to the next
         pos = 0
         while pos < n:
