@@ -393,3 +393,51 @@ size_t mp_get_str(const mp_doc *d, int node, char *buf, size_t cap)
     }
     return n;
 }
+
+/* ---- self-check: decode, then encode the node tree again (the tests compare the bytes with
+ * Python's msgpack, which picks the same smallest encodings) ----------------------------- */
+
+static uint32_t reencode(const mp_doc *d, uint32_t k, mp_buf *b)
+{
+    const mp_node *n = &d->nodes[k];
+    switch (n->type) {
+    case MP_NIL: mp_nil(b); break;
+    case MP_BOOL: mp_bool(b, (int)n->v.u); break;
+    case MP_INT: mp_int(b, n->v.i); break;
+    case MP_UINT: mp_uint(b, n->v.u); break;
+    case MP_FLOAT: mp_double(b, n->v.f); break;
+    case MP_STR: mp_strn(b, (const char *)n->v.p, n->count); break;
+    case MP_BIN: mp_bin(b, n->v.p, n->count); break;
+    case MP_ARRAY:
+    case MP_MAP: {
+        uint32_t items = n->type == MP_MAP ? n->count * 2 : n->count;
+        if (n->type == MP_MAP)
+            mp_map(b, n->count);
+        else
+            mp_array(b, n->count);
+        uint32_t c = k + 1;
+        for (uint32_t i = 0; i < items; i++)
+            c = reencode(d, c, b);
+        break;
+    }
+    }
+    return n->next;
+}
+
+/* Returns the re-encoded length (copied to out when it fits), or -1 if `data` is not one
+ * valid msgpack value. */
+long rgpu_msgpack_roundtrip(const uint8_t *data, size_t len, uint8_t *out, size_t cap)
+{
+    mp_doc d;
+    if (mp_decode(&d, data, len) != 0)
+        return -1;
+    mp_buf b;
+    mp_init(&b);
+    reencode(&d, 0, &b);
+    mp_doc_free(&d);
+    long n = b.oom ? -1 : (long)b.len;
+    if (n > 0 && (size_t)n <= cap)
+        memcpy(out, b.data, (size_t)n);
+    mp_free(&b);
+    return n;
+}
