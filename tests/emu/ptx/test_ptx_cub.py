@@ -78,3 +78,22 @@ def test_virtual_functions_through_vtables(dev, tmp_path):
     lm.launch("virt", (1, 1, 1), (64, 1, 1), 0, pack("QQi", px, po, n), print)
     expect = np.where(np.arange(n) & 1, 0.5 * x * x, x * x).astype(np.float32)
     assert np.array_equal(dev.get(po, n, np.float32), expect)
+
+
+def test_memcpy_async_and_cuda_barrier(dev, tmp_path):
+    nvcc = shutil.which("nvcc")
+    if nvcc is None:
+        pytest.skip("nvcc is not installed")
+    out = tmp_path / "a.ptx"
+    src = Path(__file__).with_name("async_kernels.cu")
+    subprocess.run(
+        [nvcc, "-ptx", "-arch=sm_80", str(src), "-o", str(out)], check=True, capture_output=True
+    )
+    lm = LoadedModule(parse_ptx(out.read_text()), dev.mem)
+    x = np.random.default_rng(4).random(512, np.float32)
+    px, po = dev.put(x), dev.zeros(512, np.float32)
+    rows = x.reshape(2, 256)
+    lm.launch("cgcopy", (2, 1, 1), (256, 1, 1), 0, pack("QQ", px, po), print)
+    assert np.array_equal(dev.get(po, 512, np.float32).reshape(2, 256), rows[:, ::-1] * 2)
+    lm.launch("barcopy", (2, 1, 1), (256, 1, 1), 0, pack("QQ", px, po), print)
+    assert np.array_equal(dev.get(po, 512, np.float32).reshape(2, 256), rows[:, ::-1] + 1)

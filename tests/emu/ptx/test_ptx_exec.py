@@ -766,3 +766,46 @@ def test_warp_specialised_barriers_with_counts(dev):
     """
     raw = run_body(dev, body, threads=64)
     assert (raw[:, 0] & np.uint64(0xFFFFFFFF)).tolist() == [1] * 32 + [2] * 32
+
+
+def test_mbarrier_phases_with_divergent_arrivals(dev):
+    """8 threads, barrier expecting 8 arrivals: the first 3 arrive early and spin until the
+    rest arrive; then a second phase completes with arrival counts of 2 from 4 threads."""
+    body = """
+    .shared .align 8 .b8 bar[8];
+    mov.u32 %r1, bar;
+    setp.eq.u32 %p1, %r0, 0;
+    @%p1 mbarrier.init.shared.b64 [%r1], 8;
+    bar.sync 0;
+    setp.lt.u32 %p2, %r0, 3;
+    @!%p2 bra $Llate;
+    mbarrier.arrive.shared.b64 %rd10, [%r1];
+    $Lspin:
+    mbarrier.test_wait.shared.b64 %p3, [%r1], %rd10;
+    @!%p3 bra $Lspin;
+    bra.uni $Lphase2;
+    $Llate:
+    nanosleep.u32 10;
+    mbarrier.arrive.shared.b64 %rd10, [%r1];
+    $Lwait2:
+    mbarrier.try_wait.shared.b64 %p3, [%r1], %rd10;
+    @!%p3 bra $Lwait2;
+    $Lphase2:
+    setp.lt.u32 %p4, %r0, 4;
+    mov.u32 %r5, 0;
+    @!%p4 bra $Ldone;
+    mbarrier.arrive.shared.b64 %rd11, [%r1], 2;
+    $Lspin2:
+    mbarrier.test_wait.parity.shared.b64 %p5, [%r1], 1;
+    @!%p5 bra $Lspin2;
+    mov.u32 %r5, 1;
+    $Ldone:
+    ld.shared.u64 %rd12, [%r1];
+    shr.u64 %rd13, %rd12, 63;
+    cvt.u32.u64 %r6, %rd13;
+    st.global.v2.u32 [%rd3], {%r5, %r6};
+    """
+    raw = run_body(dev, body, threads=8)
+    w = np.ascontiguousarray(raw).view(np.uint32).reshape(8, 2)
+    assert w[:, 0].tolist() == [1, 1, 1, 1, 0, 0, 0, 0]
+    assert (w[:, 1] == 0).all()  # two phases completed: parity back to 0

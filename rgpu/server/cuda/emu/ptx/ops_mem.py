@@ -562,6 +562,24 @@ def _cp_async(ins: Instruction, cx: CompileContext) -> Exec:
         return unsupported(ins, cx)
     if any(m in mods for m in ("commit_group", "wait_group", "wait_all")):
         return lambda fr, m: None
+    if "mbarrier" in mods:  # cp.async.mbarrier.arrive: the copies are already complete
+        if "noinc" not in mods:
+            return lambda fr, m: None  # its pending-count increment and arrival cancel out
+        from .ops_sync import _arrive
+
+        rd, _ = addr_reader(ins.operands[0], cx, ins)  # type: ignore[arg-type]
+        space = "shared" if "shared" in mods else "generic"
+        fault = cx.faulter(ins)
+
+        def arrive_noinc(fr, m):
+            L = fr.L
+            idx = np.flatnonzero(m) if m is not None else np.arange(L.N)
+            a = rd(fr)
+            a = a[idx] if isinstance(a, np.ndarray) else np.full(idx.size, a, U64)
+            ((_, buf, el),) = L.resolve(space, a, 8, U64, idx, fault)
+            _arrive(buf, el, np.ones(idx.size, np.int64), False)
+
+        return arrive_noinc
     if "bulk" in mods or "shared" not in mods or "global" not in mods:
         return unsupported(ins, cx)
     o = ins.operands
