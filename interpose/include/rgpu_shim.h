@@ -104,7 +104,6 @@ CUresult rgpu_call(uint32_t session, const mp_buf *body, const void *bulk, size_
 CUresult rgpu_batch(uint32_t session, const mp_buf *body, const void *bulk, size_t bulk_len);
 /* Take (and clear) the first deferred error seen for `session`, CUDA_SUCCESS if none. */
 CUresult rgpu_take_deferred(uint32_t session);
-void rgpu_flush(void);
 /* The connection mutex: hold it around sequences that must not interleave (set-current + call). */
 void rgpu_lock(void);
 void rgpu_unlock(void);

@@ -649,14 +649,6 @@ CUresult rgpu_batch(uint32_t session, const mp_buf *body, const void *bulk, size
     return st;
 }
 
-void rgpu_flush(void)
-{
-    rgpu_lock();
-    if (g.state == 1 && g.pid == getpid())
-        flush_locked(now_s() + g.timeout_s);
-    rgpu_unlock();
-}
-
 __attribute__((destructor)) static void rgpu_transport_fini(void)
 {
     /* Queued BATCH work (frees, launches) must reach the daemon before the process exits. */
