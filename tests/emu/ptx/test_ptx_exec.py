@@ -809,3 +809,33 @@ def test_mbarrier_phases_with_divergent_arrivals(dev):
     w = np.ascontiguousarray(raw).view(np.uint32).reshape(8, 2)
     assert w[:, 0].tolist() == [1, 1, 1, 1, 0, 0, 0, 0]
     assert (w[:, 1] == 0).all()  # two phases completed: parity back to 0
+
+
+def test_redux_vote_uni_prmt_modes_and_mul24(dev):
+    body = """
+    redux.sync.add.u32 %r1, %r0, -1;
+    redux.sync.max.s32 %r2, %r0, -1;
+    redux.sync.or.b32 %r3, %r0, -1;
+    setp.lt.u32 %p1, %r0, 100;
+    vote.sync.uni.pred %p2, %p1, -1;
+    setp.lt.u32 %p3, %r0, 3;
+    vote.sync.uni.pred %p4, %p3, -1;
+    selp.u32 %r4, 1, 0, %p2;
+    selp.u32 %r5, 2, 0, %p4;
+    add.u32 %r4, %r4, %r5;
+    prmt.b32.f4e %r6, 0x44332211, 0x88776655, 1;
+    prmt.b32.rc8 %r7, 0x44332211, 0x88776655, 2;
+    prmt.b32.rc16 %r8, 0x44332211, 0x88776655, 1;
+    mul24.lo.s32 %r9, 0x00FFFFFF, 2;
+    st.global.v4.u32 [%rd3], {%r1, %r2, %r3, %r4};
+    st.global.v4.u32 [%rd3+16], {%r6, %r7, %r8, %r9};
+    """
+    raw = run_body(dev, body, nout=4, threads=32)
+    w = np.ascontiguousarray(raw).view(np.uint32).reshape(32, 8)
+    assert (w[:, 0] == sum(range(32))).all()
+    assert (w[:, 1] == 31).all() and (w[:, 2] == 31).all()
+    assert (w[:, 3] == 1).all()  # %p1 uniform (true everywhere), %p3 not uniform
+    assert (w[:, 4] == 0x55443322).all()  # f4e, selector 1: bytes 1..4
+    assert (w[:, 5] == 0x33333333).all()  # rc8: replicate byte 2
+    assert (w[:, 6] == 0x44334433).all()  # rc16: replicate the upper half
+    assert (w[:, 7] == ((-1 * 2) & 0xFFFFFFFF)).all()  # 0xFFFFFF is -1 as a 24-bit value
