@@ -839,3 +839,19 @@ def test_redux_vote_uni_prmt_modes_and_mul24(dev):
     assert (w[:, 5] == 0x33333333).all()  # rc8: replicate byte 2
     assert (w[:, 6] == 0x44334433).all()  # rc16: replicate the upper half
     assert (w[:, 7] == ((-1 * 2) & 0xFFFFFFFF)).all()  # 0xFFFFFF is -1 as a 24-bit value
+
+
+@pytest.mark.parametrize(("expected", "arrivals"), [(8, 3), (8, 8), (3, 8), (5, 13), (1, 4)])
+def test_mbarrier_vector_arrivals_match_sequential(expected, arrivals):
+    from rgpu.server.cuda.emu.ptx.ops_sync import _arrive
+
+    word = np.array([(expected << 32) | expected], np.uint64)
+    fast = word.copy()
+    tokens = _arrive(fast, np.zeros(arrivals, np.int64), np.ones(arrivals, np.int64), False)
+    slow = word.copy()
+    seq = [
+        _arrive(slow, np.zeros(1, np.int64), np.ones(1, np.int64), False)[0]
+        for _ in range(arrivals)
+    ]
+    assert tokens.tolist() == [int(t) for t in seq]
+    assert fast[0] == slow[0]

@@ -46,6 +46,20 @@ def _arrive(buf: np.ndarray, el, counts: np.ndarray, drop: bool) -> np.ndarray:
         lanes = np.flatnonzero(el == a)
         word = int(buf[a])
         pending, expected, phase = word & 0xFFFF_FFFF, (word >> 32) & 0x7FFF_FFFF, word >> 63
+        k = lanes.size
+        if not drop and expected > 0 and 0 < pending <= expected and (counts[lanes] == 1).all():
+            # k single arrivals: phase completions happen at arrivals pending, +expected, ...
+            j = np.arange(k)
+            before = np.where(j < pending, 0, 1 + (j - pending) // expected)
+            tokens[lanes] = ((phase ^ (before & 1)) << 63).astype(np.uint64)
+            if k < pending:
+                pending -= k
+            else:
+                done = 1 + (k - pending) // expected
+                phase ^= done & 1
+                pending = expected - (k - pending) % expected
+            buf[a] = np.uint64((phase << 63) | (expected << 32) | (pending & 0xFFFF_FFFF))
+            continue
         for i in lanes:  # arrivals of one barrier: usually one block's threads, in order
             tokens[i] = phase << 63
             if drop:
