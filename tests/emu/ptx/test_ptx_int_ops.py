@@ -250,3 +250,10 @@ def test_mov_pack_unpack_and_immediates(dev):
     assert int(raw[0, 0]) == 0x3333444411112222
     assert int(raw[0, 1]) & 0xFFFFFFFF == 0x22221111
     assert int(raw[0, 2]) == 0xFFFFFFFF * ((-1431655765) & 0xFFFFFFFF)
+
+
+def test_mad24_uses_low_24_bits(dev):
+    got = _i32(dev, "mad24.lo.s32 %r10, %r1, %r2, %r3;", 0x01FFFFFF, 3, 10)
+    assert int(got[0]) == (-1 * 3 + 10) & 0xFFFFFFFF  # 0x1FFFFFF -> 24-bit -1
+    got = _i32(dev, "mad24.lo.u32 %r10, %r1, %r2, %r3;", 0x01000002, 3, 10)
+    assert int(got[0]) == 2 * 3 + 10

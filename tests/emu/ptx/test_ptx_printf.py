@@ -57,3 +57,13 @@ def _args(*items: tuple[str, object]) -> bytes:
 def test_format(fmt, args, expected):
     mem = _Mem(_args(*args), b"hello\0")
     assert format_printf(fmt, mem.read, 0x1000) == expected
+
+
+@pytest.mark.parametrize(
+    ("fmt", "value", "expected"),
+    [("%#o", 8, "010"), ("%#o", 0, "0"), ("%#6o", 8, "   010"), ("%-#6o|", 8, "010   |"),
+     ("%#06o", 8, "000010")],
+)  # fmt: skip
+def test_alternate_octal(fmt, value, expected):
+    mem = _Mem(_args(("I", value)))
+    assert format_printf(fmt, mem.read, 0x1000) == expected

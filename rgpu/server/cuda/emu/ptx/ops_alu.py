@@ -301,12 +301,21 @@ def _mad(ins: Instruction, cx: CompileContext) -> Exec:
         return fw
     ra, rb, rc = (reader(o[k], t, cx, ins) for k in (1, 2, 3))
     w = writer(o[0], t, cx, ins)
+    if ins.opcode == "mad24":  # only the low 24 bits of a and b take part in the product
+        if "hi" in mods or "sat" in mods:
+            return unsupported(ins, cx)
+        wide = SINT[8] if t.kind == "i" else UINT[8]
+
+        def mad24(fr, m):
+            a24 = _arr(ra(fr)).astype(wide) << 40 >> 40
+            b24 = _arr(rb(fr)).astype(wide) << 40 >> 40
+            w(fr, _out((a24 * b24).astype(t) + rc(fr)), m)
+
+        return mad24
     if "hi" in mods:
         if "sat" in mods:
             return unsupported(ins, cx)
         return lambda fr, m: w(fr, _out(mulhi(ra(fr), rb(fr), t) + rc(fr)), m)
-    if ins.opcode == "mad24":
-        return lambda fr, m: w(fr, ra(fr) * rb(fr) + rc(fr), m)
     return lambda fr, m: w(fr, ra(fr) * rb(fr) + rc(fr), m)
 
 

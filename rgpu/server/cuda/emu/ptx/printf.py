@@ -96,13 +96,13 @@ def format_printf(fmt: str, read: ReadBytes, args_addr: int) -> str:
                 v &= 0xFF
             if conv == "u":
                 out.append((spec + "d") % v)
-            elif conv == "o" and "#" in flags:
-                s = (spec.replace("#", "") + "o") % v
-                out.append(
-                    s
-                    if s.lstrip().startswith("0")
-                    else s.replace(str(oct(v)[2:]), "0" + oct(v)[2:], 1)
-                )
+            elif conv == "o" and "#" in flags:  # C's alternate octal form: a leading 0
+                digits = ("%" + (("." + prec) if prec else "") + "o") % v
+                if not digits.startswith("0"):
+                    digits = "0" + digits
+                w = int(width or 0)
+                pad = "0" if "0" in flags and "-" not in flags and not prec else " "
+                out.append(digits.ljust(w) if "-" in flags else digits.rjust(w, pad))
             else:
                 out.append((spec + conv) % v)
         elif conv in "eEfFgGaA":
