@@ -66,17 +66,39 @@ def _run_loop(main: Callable[[], Awaitable[T]], uvloop_ok: bool = False) -> T:
     return asyncio.run(main())  # type: ignore[arg-type]
 
 
-def _load(config: Path | None, log_level: str | None) -> Config:
+def _load(config: Path | None, log_level: str | None, default: str | None = None) -> Config:
+    """Read the config and set up logging: --log-level, else RGPU_LOG, else ``default`` (quiet
+    commands such as `rgpu info` use "warn"), else the config file's log_level."""
     try:
         cfg = load_config(config)
     except ConfigError as exc:
         _fail(str(exc), 2)
         raise
     try:
-        logs.setup(log_level or os.environ.get("RGPU_LOG") or cfg.log_level)
+        logs.setup(log_level or os.environ.get("RGPU_LOG") or default or cfg.log_level)
     except ValueError as exc:
         _fail(str(exc), 2)
     return cfg
+
+
+# The flag that sets each config field, for error messages about command-line values.
+FLAG_OF = {
+    "port": "--port", "bind": "--bind", "cert_path": "--cert", "key_path": "--key",
+    "transport": "--transport", "server_id": "--server-id", "max_clients": "--max-clients",
+    "expose_gpus": "--expose-gpus", "state_dir": "--state-dir", "insecure": "--insecure",
+    "cuda": "--cuda", "emu_memory": "--emu-memory", "quic_engine": "--quic-engine",
+    "auth_failure_delay": "--auth-failure-delay", "gpu_ordering": "--gpu-ordering",
+    "include_local_gpus": "--include-local-gpus", "socket_path": "--socket",
+    "known_servers_path": "--known-servers", "token": "--token",
+    "reconnect_max_delay": "--reconnect-max-delay", "fingerprint": "--fingerprint",
+    "address": "--server",
+}
+
+
+def _flag_error(exc: ConfigError) -> str:
+    field = (getattr(exc, "key", None) or "").rsplit(".", 1)[-1]
+    problem = getattr(exc, "problem", None) or str(exc)
+    return f"{FLAG_OF.get(field, field or 'command line')}: {problem}"
 
 
 def _override(obj: T, **values: Any) -> T:
@@ -87,7 +109,7 @@ def _override(obj: T, **values: Any) -> T:
     try:
         return dataclasses.replace(obj, **given)  # type: ignore[type-var]
     except ConfigError as exc:
-        _fail(f"command line: {exc.problem if hasattr(exc, 'problem') else exc}", 2)
+        _fail(_flag_error(exc), 2)
         raise
 
 
@@ -166,7 +188,7 @@ def server(
         try:
             extra = tuple(TokenConfig(token=t, name="command line") for t in tokens)
         except ConfigError as exc:
-            _fail(f"--token: {exc.problem if hasattr(exc, 'problem') else exc}", 2)
+            _fail(_flag_error(exc), 2)
             raise
         sec = dataclasses.replace(sec, tokens=sec.tokens + extra)
     cfg = dataclasses.replace(cfg, server=scfg, security=sec)
@@ -207,7 +229,7 @@ def _server_entry(address: str, token: str | None, transport: str | None,
         return ServerEntry(address=address, token=token, transport=transport or "quic",
                            fingerprint=fingerprint, insecure=bool(insecure))
     except ConfigError as exc:
-        _fail(f"command line: {exc.problem if hasattr(exc, 'problem') else exc}", 2)
+        _fail(_flag_error(exc), 2)
         raise
 
 
@@ -226,7 +248,7 @@ def info(
     log_level: LogOpt = None,
 ) -> None:
     """Show a server's GPUs."""
-    cfg = _load(config, log_level or "warn")
+    cfg = _load(config, log_level, "warn")
     base = next((s for s in cfg.client.servers if s.address == server), None)
     entry = _server_entry(server, token or (base.token if base else cfg.client.token),
                           transport, fingerprint, insecure, base)
@@ -331,7 +353,7 @@ def client(
 
 def _daemon_request(socket_path: Path | None, body: dict[str, Any], config: Path | None,
                     log_level: str | None) -> Any:
-    cfg = _load(config, log_level or "warn")
+    cfg = _load(config, log_level, "warn")
     path = socket_path or cfg.client.socket_path
 
     async def main() -> Any:
@@ -509,7 +531,7 @@ def run(
         cmd = cmd[1:]
     if not cmd:
         _fail("nothing to run: rgpu run -- CMD [ARGS...]", 2)
-    cfg = _load(config, log_level or "warn")
+    cfg = _load(config, log_level, "warn")
     socket = socket_path or cfg.client.socket_path
     try:
         _ensure_daemon(cfg, socket, servers or [], token, transport)
@@ -531,7 +553,7 @@ def env(socket_path: SocketOpt = None, config: ConfigOpt = None,
     """Print the shell exports that make programs use rgpu (eval "$(rgpu env)")."""
     import shlex
 
-    cfg = _load(config, log_level or "warn")
+    cfg = _load(config, log_level, "warn")
     socket = socket_path or cfg.client.socket_path
     try:
         variables = _shim_env(socket)

@@ -31,7 +31,8 @@ def setup(value: str | None = None, default: str = "info") -> int:
                                            "%Y-%m-%d %H:%M:%S"))
     root.addHandler(handler)
     root.setLevel(level)
-    # Third-party libraries stay quiet unless tracing.
+    # Third-party libraries stay quiet unless debugging: QUIC engines log peer closes as
+    # warnings that rgpu already reports in its own words.
     for noisy in ("quic", "aioquic", "qh3", "asyncio"):
-        logging.getLogger(noisy).setLevel(level if level <= TRACE else logging.WARNING)
+        logging.getLogger(noisy).setLevel(level if level <= logging.DEBUG else logging.ERROR)
     return level

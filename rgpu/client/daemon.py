@@ -30,6 +30,11 @@ log = logging.getLogger("rgpu.client")
 
 KEEPALIVE_INTERVAL = 15.0
 KEEPALIVE_TIMEOUT = 10.0
+# A forwarded request that hears nothing for this long makes the daemon ping the server at
+# once, so a dead server (QUIC has no connection reset) is noticed in seconds, not at the
+# next keepalive.
+STALL_PROBE = 1.0
+PROBE_TIMEOUT = 2.5
 
 
 def _norm_address(address: str) -> str:
@@ -56,6 +61,7 @@ class ServerLink:
         self._task: asyncio.Task[None] | None = None
         self._removed = False
         self._wake = asyncio.Event()
+        self._probe_scheduled = False
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"link {self.key}")
@@ -64,7 +70,8 @@ class ServerLink:
         self._removed = True
         self.state = "removed"
         if self.peer is not None:
-            self.peer.close("bye", "server removed from the pool")
+            with contextlib.suppress(Exception):
+                self.peer.close("bye", "server removed from the pool")
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -167,6 +174,32 @@ class ServerLink:
         self.daemon.link_lost(self)
         self.daemon.rebuild_pool()
 
+    def watch(self, delay: float = STALL_PROBE) -> None:
+        """Probe the server soon if requests are outstanding and it stays silent."""
+        if self._probe_scheduled:
+            return
+        self._probe_scheduled = True
+        loop = asyncio.get_running_loop()
+        loop.call_later(delay, lambda: loop.create_task(self._probe()))
+
+    async def _probe(self) -> None:
+        self._probe_scheduled = False
+        peer = self.peer
+        if peer is None or peer.is_closed or not peer.outstanding:
+            return
+        quiet = asyncio.get_running_loop().time() - peer.last_heard
+        if quiet < STALL_PROBE:
+            self.watch(STALL_PROBE - quiet + 0.01)
+            return
+        try:
+            await peer.ping(PROBE_TIMEOUT)
+        except (TimeoutError, PeerClosed):
+            log.warning("server %s stopped answering; closing the link", self.key)
+            peer.close("timeout", "the server stopped answering")
+            return
+        if peer.outstanding:
+            self.watch()
+
     def kick(self) -> None:
         """Skip the rest of the backoff and reconnect now."""
         self._wake.set()
@@ -253,7 +286,8 @@ class Daemon:
 
     async def stop(self) -> None:
         for app in list(self.apps):
-            app.peer.close("daemon_shutdown", "the rgpu daemon is shutting down")
+            with contextlib.suppress(Exception):
+                app.peer.close("daemon_shutdown", "the rgpu daemon is shutting down")
         for link in list(self.links.values()):
             await link.stop()
         if self._unix is not None:
@@ -370,13 +404,20 @@ class Daemon:
                 peer.reply_error(frame, "server_lost", session.dead or
                                  f"server {session.link.key} is not connected")
             return
-        if frame.kind is MessageKind.BATCH:
-            link_peer.send(frame.kind, frame.body, session=session.server_session,
-                           bulk=frame.bulk)
+        try:
+            if frame.kind is MessageKind.BATCH:
+                link_peer.send(frame.kind, frame.body, session=session.server_session,
+                               bulk=frame.bulk)
+                return
+            fut = link_peer.request_nowait(frame.kind, frame.body,
+                                           session=session.server_session, bulk=frame.bulk)
+        except (PeerClosed, ConnectionError) as exc:
+            if frame.kind is not MessageKind.BATCH:
+                peer.reply_error(frame, "server_lost",
+                                 f"server {session.link.key} was lost: {exc}")
             return
-        fut = link_peer.request_nowait(frame.kind, frame.body, session=session.server_session,
-                                       bulk=frame.bulk)
         fut.add_done_callback(lambda f: self._forward_reply(peer, frame, session, f))
+        session.link.watch()
 
     def _forward_reply(self, app_peer: Peer, request: Frame, session: AppSession,
                        fut: asyncio.Future[Frame]) -> None:

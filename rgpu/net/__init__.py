@@ -81,9 +81,7 @@ async def connect_server(
     except AuthError as exc:
         raise AuthError(f"{label}: {exc}") from None
     except PeerClosed as exc:
-        if exc.code == "server_full":
-            raise ConnectError(str(exc)) from None
-        raise ConnectError(f"{exc}") from None
+        raise ConnectError(f"{label}: {exc}") from None
     return peer
 
 

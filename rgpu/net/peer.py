@@ -45,6 +45,7 @@ class Peer:
                  *, address: str = "", transport_name: str = "") -> None:
         self.conn = conn
         self._transmit = transmit
+        self.last_heard = asyncio.get_running_loop().time()
         self._close_transport = close_transport
         self.address = address
         self.transport_name = transport_name
@@ -68,6 +69,7 @@ class Peer:
     def pump(self) -> None:
         """Handle every queued event, then send what the connection produced."""
         conn = self.conn
+        self.last_heard = asyncio.get_running_loop().time()
         while (ev := conn.next_event()) is not None:
             if isinstance(ev, MessageReceived):
                 self._on_frame(ev.frame, ev.stream)
@@ -133,6 +135,11 @@ class Peer:
             log.debug("unsolicited %s from %s dropped", frame.kind.name, self.address)
 
     # --- API for owners ------------------------------------------------------------------
+
+    @property
+    def outstanding(self) -> int:
+        """Requests sent and not answered yet."""
+        return len(self._pending)
 
     @property
     def is_closed(self) -> bool:
@@ -207,8 +214,8 @@ class Peer:
         self._flush()
         self._close_transport()
 
-    def connection_lost(self, reason: str) -> None:
-        self.conn.connection_lost(reason)
+    def connection_lost(self, reason: str, code: str = "connection_lost") -> None:
+        self.conn.connection_lost(reason, code)
         self.hold_close = False
         self.pump()
 

@@ -11,7 +11,7 @@ import socket
 import ssl
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from ..errors import ConnectError, RgpuError
 from ..wire import Connection
@@ -39,8 +39,8 @@ class StreamAdapter(asyncio.Protocol):
         self._write_ready.set()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6, socket.AF_UNIX):
             for opt in (socket.SO_SNDBUF, socket.SO_RCVBUF):

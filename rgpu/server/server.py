@@ -269,7 +269,23 @@ class RgpuServer:
             Role.SERVER, tokens=self._tokens, channel_binding=binding,
             name=f"rgpu-server/{__version__}",
             server_info={"server_id": self.server_id, "hostname": self.hostname,
-                         "rgpu_version": __version__}))
+                         "rgpu_version": __version__},
+            admit=self._admit))
+
+    def _admit(self, token: object) -> tuple[str, str] | None:
+        """Refuse before AUTH_OK when the server or the token has no client slot left."""
+        limit = self.scfg.max_clients
+        if len(self.clients) >= limit:
+            self.stats["refused_full"] += 1
+            log.warning("refusing a client: max_clients=%d reached", limit)
+            return ("server_full", f"server is full: max_clients={limit} clients are "
+                    "connected; try later or raise max_clients on the server")
+        if isinstance(token, TokenConfig) and token.max_clients is not None:
+            same = sum(1 for c in self.clients if c.token is token)
+            if same >= token.max_clients:
+                return ("server_full", f"token {token.name or '(unnamed)'} already has "
+                        f"max_clients={token.max_clients} connections")
+        return None
 
     def _on_peer(self, peer: Peer) -> None:
         # A connection that never completes the handshake must not hold a slot forever.
@@ -298,19 +314,6 @@ class RgpuServer:
         token = peer.conn.identity
         assert token is None or isinstance(token, TokenConfig)
         self.throttle.success(_host_of(peer.address))
-        limit = self.scfg.max_clients
-        if len(self.clients) >= limit:
-            self.stats["refused_full"] += 1
-            log.warning("refusing %s: max_clients=%d reached", peer.address, limit)
-            peer.close("server_full", f"server is full: max_clients={limit} clients are "
-                       "connected; try later or raise max_clients on the server")
-            return
-        if token is not None and token.max_clients is not None:
-            same = sum(1 for c in self.clients if c.token is token)
-            if same >= token.max_clients:
-                peer.close("server_full", f"token {token.name or '(unnamed)'} already has "
-                           f"max_clients={token.max_clients} connections")
-                return
         state = ClientState(peer, token)
         peer.state = state
         self.clients.add(state)

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import itertools
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum, auto
 from typing import Any
@@ -74,6 +74,9 @@ class ConnectionConfig:
     server_info: dict[str, Any] = field(default_factory=dict)  # server: sent in AUTH_OK
     limits: Limits = DEFAULT_LIMITS
     compress: bool = True
+    # server: called with the token identity once the proof checks out; returns None to admit
+    # or (code, reason) to refuse before AUTH_OK (a full server, say).
+    admit: Callable[[object], tuple[str, str] | None] | None = None
 
 
 # --- events -------------------------------------------------------------------------------
@@ -246,9 +249,10 @@ class Connection:
         if decoder is not None and decoder.buffered and self.state is not State.CLOSED:
             self.close("protocol_error", "stream ended inside a frame")
 
-    def connection_lost(self, reason: str = "connection lost") -> None:
+    def connection_lost(self, reason: str = "connection lost",
+                        code: str = "connection_lost") -> None:
         if self.state is not State.CLOSED:
-            self._closed("connection_lost", reason, local=False)
+            self._closed(code, reason, local=False)
 
     def next_event(self) -> Event | None:
         return self._events.popleft() if self._events else None
@@ -287,6 +291,13 @@ class Connection:
                 return
             if kind is MessageKind.PONG:
                 self._events.append(PongReceived(frame.request))
+                return
+            if kind is MessageKind.ERROR and frame.session == 0 and frame.request == 0:
+                # A connection-level ERROR: the peer is closing (shutdown, server full).
+                body = frame.body if isinstance(frame.body, dict) else {}
+                self._closed(str(body.get("code", "error")),
+                             str(body.get("message", "peer closed the connection")),
+                             local=False)
                 return
             if frame.session and self._session_stream.get(frame.session) != stream:
                 self._session_stream[frame.session] = stream
@@ -395,6 +406,11 @@ class Connection:
             self._events.append(AuthFailed(reason))
             self.close("auth_failed", reason)
             return
+        if self.config.admit is not None:
+            refusal = self.config.admit(ident)
+            if refusal is not None:
+                self.close(*refusal)
+                return
         self.identity = ident
         p = auth.proof(key, "server", self._nonce_c, self._nonce_s, self.config.channel_binding)
         self._queue(0, MessageKind.AUTH_OK, {"version": self.version, "proof": p,

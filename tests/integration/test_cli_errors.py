@@ -93,10 +93,7 @@ CASES: dict[str, Case] = {
         lambda c: ["unknown log level 'loud'"]),
     "client: unknown gpu ordering": Case(
         lambda c: ["client", "--gpu-ordering", "Sideways", "--socket", str(c.tmp / "d.sock")],
-        2, lambda c: ["Sideways", "--gpu-ordering"], bug=(
-            "bug: rgpu/cli.py _override() prints 'command line: <problem>' without the flag "
-            "(its docstring says validation errors name the flag): the user reads "
-            "\"expected one of LocalFirst, ... got 'Sideways'\" and must guess which option")),
+        2, lambda c: ["Sideways", "--gpu-ordering"]),
 }
 
 

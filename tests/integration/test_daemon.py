@@ -148,11 +148,7 @@ def test_daemon_reconnects_after_its_server_restarts(rig: Rig, transport: str, h
 
 
 @pytest.mark.parametrize("transport", [
-    pytest.param("quic", marks=pytest.mark.xfail(strict=True, reason=(
-        "bug: after a QUIC server closes, qh3 refuses sends until ConnectionTerminated is "
-        "delivered (the draining period); Peer.close -> rgpu/net/quic.py _send_out lets "
-        "QuicConnectionError escape, so Daemon.stop() fails and the daemon exits 1 with "
-        "'unexpected QuicConnectionError'"))),
+    "quic",
     "tcp",
 ])
 def test_daemon_stops_cleanly_after_its_server_left(rig: Rig, transport: str) -> None:

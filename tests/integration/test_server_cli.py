@@ -93,11 +93,7 @@ def test_wrong_token_is_refused_with_a_clear_message(shared_server: ServerProc, 
 
 
 @pytest.mark.parametrize("transport", [
-    pytest.param("quic", marks=pytest.mark.xfail(strict=True, reason=(
-        "bug: over QUIC the server closes the connection in the same tick as it queues the "
-        "refusal's ERROR frame (rgpu/net/peer.py Peer._finish -> rgpu/net/quic.py "
-        "_close_quic), and the close often overtakes the stream data; the client then reports "
-        "'QUIC error 0' instead of why it was refused"))),
+    "quic",
     "tcp",
 ])
 def test_quic_refusal_reaches_the_client(shared_server: ServerProc, transport: str) -> None:
@@ -133,11 +129,7 @@ def test_pinned_fingerprint_mismatch_is_refused(shared_server: ServerProc, modul
 
 
 @pytest.mark.parametrize("transport", [
-    pytest.param("quic", marks=pytest.mark.xfail(strict=True, reason=(
-        "bug: rgpu/net/quic.py QuicAdapter._start takes the peer address from "
-        "self._quic._network_paths, which qh3's QuicConnection does not have, so every QUIC "
-        "peer's address is '' (logs say 'client  authenticated', and AuthThrottle keys all "
-        "QUIC clients under one empty host)"))),
+    "quic",
     "tcp",
 ])
 def test_server_logs_name_the_client_address(shared_server: ServerProc, module_rig: Rig,
@@ -238,12 +230,6 @@ def test_max_clients_is_enforced(rig: Rig, transport: str) -> None:
     server.proc.wait_count(r"refusing .*: max_clients=1 reached", 3)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: the max_clients refusal arrives after AUTH_OK (rgpu/server/server.py _on_handshake "
-    "runs once rgpu/wire/connection.py _on_auth has queued AUTH_OK), and a client drops an "
-    "ERROR with request 0 after the handshake as an unsolicited message (rgpu/net/peer.py "
-    "_on_frame), so `rgpu info` on a full server says 'peer closed the connection' (TCP) or "
-    "'unexpected QuicConnectionError' (QUIC) instead of 'server is full'"))
 def test_max_clients_refusal_says_why(rig: Rig, transport: str) -> None:
     token = generate_token()
     server = rig.server(token=token, args=["--max-clients", "1"])
@@ -294,10 +280,6 @@ def test_rgpu_log_debug_gives_debug_lines(rig: Rig, shared_server: ServerProc) -
     assert_one_line_error(bogus, "unknown log level 'bogus'", "RGPU_LOG", rc=2)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: rgpu info/status/add-server/remove-server ignore RGPU_LOG: rgpu/cli.py passes "
-    "log_level or \"warn\" to _load(), and _load() prefers that over RGPU_LOG, so "
-    "'run with RGPU_LOG=debug for details' does nothing for these commands"))
 def test_rgpu_log_applies_to_client_commands(rig: Rig, shared_server: ServerProc) -> None:
     result = rig.cli(*info_args(shared_server, "tcp"), env={"RGPU_LOG": "bogus"})
     assert_one_line_error(result, "unknown log level 'bogus'", "RGPU_LOG", rc=2)

@@ -144,18 +144,7 @@ def test_bulk_echo_of_20_mib_through_the_daemon(rig: Rig, transport: str) -> Non
 
 
 def _server_lost_param(transport: str, how: str) -> Any:
-    marks = []
-    if transport == "quic" and how == "kill":
-        marks.append(pytest.mark.xfail(strict=True, reason=(
-            "bug: a killed QUIC server is noticed only by the daemon's keepalive "
-            "(rgpu/client/daemon.py KEEPALIVE_INTERVAL 15 s + KEEPALIVE_TIMEOUT 10 s), and a "
-            "forwarded CALL has no deadline, so the app waits ~25 s for server_lost")))
-    if transport == "quic" and how == "terminate":
-        marks.append(pytest.mark.xfail(strict=True, reason=(
-            "bug: right after a QUIC server closes (draining period), qh3 refuses sends; "
-            "rgpu/net/quic.py _send_out raises QuicConnectionError out of Peer.send, through "
-            "Daemon._on_app_message into the Unix-socket protocol, and asyncio drops the "
-            "app's connection instead of answering server_lost")))
+    marks: list[Any] = []
     return pytest.param(transport, how, marks=marks, id=f"{transport}-{how}")
 
 
