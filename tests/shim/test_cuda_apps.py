@@ -446,37 +446,59 @@ def test_cuda_python_driver_bindings(rig: Rig) -> None:
     _assert_passed(result, rig)
 
 
+def _kill_under_running_app(r: Rig, programs: dict[str, Path], victim: Proc,
+                            limit: float) -> tuple[str, str]:
+    """Start long_running, SIGKILL `victim` once it runs; the app must end with a CUDA error
+    within `limit` seconds. Returns its stdout and stderr."""
+    app = r.start([str(programs["long_running"])])
+    deadline = time.monotonic() + 60
+    lines: list[str] = []
+    assert app.stdout is not None
+    while time.monotonic() < deadline:
+        line = app.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if "running" in line:
+            break
+    assert any("running" in line for line in lines), f"{lines}\n{r.logs()}"
+    victim.kill(signal.SIGKILL)
+    killed = time.monotonic()
+    try:
+        out, err = app.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(app.pid, signal.SIGKILL)
+        out, err = app.communicate(timeout=10)
+        raise AssertionError(f"the app hung after {victim.name} was killed\n{out}\n{err}\n"
+                             f"{r.logs()}") from None
+    took = time.monotonic() - killed
+    assert app.returncode == 2 and "ERROR cuda" in out, f"{out}\n{err}\n{r.logs()}"
+    assert took < limit, f"the app took {took:.1f} s to notice\n{out}"
+    return out, err
+
+
 @pytest.mark.parametrize("transport", ["tcp", "quic"])
 def test_server_killed_mid_run(tmp_path: Path, programs: dict[str, Path], transport: str) -> None:
-    """Killing the server under a running app ends the app with a CUDA error within seconds."""
+    """Killing the server under a running app ends the app with a CUDA error within seconds
+    (the daemon answers server_lost: cudaErrorDevicesUnavailable)."""
     r = start_rig(tmp_path / "rig", transport)
     try:
-        app = r.start([str(programs["long_running"])])
-        deadline = time.monotonic() + 60
-        lines: list[str] = []
-        assert app.stdout is not None
-        while time.monotonic() < deadline:
-            line = app.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            if "running" in line:
-                break
-        assert any("running" in line for line in lines), f"{lines}\n{r.logs()}"
-        r.server.kill(signal.SIGKILL)
-        killed = time.monotonic()
-        try:
-            out, err = app.communicate(timeout=45)
-        except subprocess.TimeoutExpired:
-            os.killpg(app.pid, signal.SIGKILL)
-            out, err = app.communicate(timeout=10)
-            raise AssertionError(
-                f"the app hung after the server was killed\n{out}\n{err}\n{r.logs()}"
-            ) from None
-        took = time.monotonic() - killed
-        assert app.returncode == 2 and "ERROR cuda" in out, f"{out}\n{err}\n{r.logs()}"
-        limit = 10 if transport == "tcp" else 40
-        assert took < limit, f"the app took {took:.1f} s to notice\n{out}"
+        out, _ = _kill_under_running_app(r, programs, r.server,
+                                         10 if transport == "tcp" else 30)
+        assert "cudaErrorDevicesUnavailable" in out
+    finally:
+        r.stop()
+
+
+def test_daemon_killed_mid_run(tmp_path: Path, programs: dict[str, Path]) -> None:
+    """Killing the daemon under a running app: every call fails at once (the socket closed),
+    and one stderr line says the daemon connection was lost."""
+    r = start_rig(tmp_path / "rig", "tcp")
+    try:
+        _, err = _kill_under_running_app(r, programs, r.daemon, 5)
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("rgpu: lost the connection to the rgpu "
+                                                       "daemon"), err
     finally:
         r.stop()
 
