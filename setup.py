@@ -1,10 +1,12 @@
-"""Build hook: compile the CUDA shim (``rgpu/lib/librgpu_cuda.so``) during ``pip install``.
+"""Build hook: compile the CUDA shim (``rgpu/lib/librgpu_cuda.so``) and the Vulkan ICD
+(``rgpu/lib/librgpu_vk_icd.so`` + ``rgpu_icd.json``) during ``pip install``.
 
 Project metadata lives in pyproject.toml. The shim is a plain C shared library, not a Python
 extension, so it is built by its own ``build`` sub-command with the C compiler; it needs neither
 a CUDA toolkit nor Python headers. ``pip install -e .`` builds it into the source tree's
 ``rgpu/lib/``; ``pip install .`` into the wheel. ``RGPU_SHIM_SANITIZE=address`` builds a sanitizer
-variant; ``RGPU_SKIP_SHIM=1`` installs without the shim (e.g. a server with no C compiler).
+variant; ``RGPU_SKIP_SHIM=1`` installs without the shim (e.g. a server with no C compiler),
+``RGPU_SKIP_ICD=1`` without the ICD (which is skipped anyway where no Vulkan headers exist).
 """
 
 from __future__ import annotations
@@ -81,8 +83,36 @@ class build_shim(Command):
         return {}
 
 
+class build_icd(build_shim):
+    description = "compile the Vulkan ICD librgpu_vk_icd.so and write its manifest rgpu_icd.json"
+
+    def run(self) -> None:
+        if os.environ.get(shimbuild.ICD_SKIP_ENV):
+            self.announce(f"{shimbuild.ICD_SKIP_ENV} set: not building the Vulkan ICD", level=3)
+            return
+        try:
+            shimbuild.build_icd(
+                ROOT,
+                self._out_dir(),
+                sanitize=shimbuild.sanitize_from_env(),
+                log=lambda msg: self.announce(msg, level=3),
+                absolute=self.editable_mode,
+            )
+        except shimbuild.IcdUnavailable as exc:
+            self.announce(f"rgpu: not building the Vulkan ICD: {exc}", level=4)
+        except shimbuild.ShimBuildError as exc:
+            raise SystemExit(
+                f"rgpu: error: {exc}\n(set {shimbuild.ICD_SKIP_ENV}=1 to install rgpu without "
+                "the Vulkan ICD)"
+            ) from None
+
+    def get_outputs(self) -> list[str]:
+        out = self._out_dir()
+        return [str(p) for p in shimbuild.icd_outputs(out) if p.exists()]
+
+
 class build_with_shim(build):
-    sub_commands = [*build.sub_commands, ("build_shim", None)]
+    sub_commands = [*build.sub_commands, ("build_shim", None), ("build_icd", None)]
 
 
 class sdist_with_shim(sdist):
@@ -91,8 +121,10 @@ class sdist_with_shim(sdist):
     def make_release_tree(self, base_dir: str, files: list[str]) -> None:
         shim_sources = [
             path.relative_to(ROOT).as_posix()
-            for path in sorted((ROOT / "interpose").rglob("*"))
-            if path.is_file() and (path.suffix in (".c", ".h") or path.name == "Makefile")
+            for tree in ("interpose", "icd")
+            for path in sorted((ROOT / tree).rglob("*"))
+            if path.is_file()
+            and (path.suffix in (".c", ".h", ".in") or path.name == "Makefile")
         ]
         super().make_release_tree(base_dir, [*files, *(f for f in shim_sources if f not in files)])
 
@@ -117,6 +149,7 @@ setup(
     cmdclass={
         "build": build_with_shim,
         "build_shim": build_shim,
+        "build_icd": build_icd,
         "bdist_wheel": bdist_wheel_platform,
         "sdist": sdist_with_shim,
     },

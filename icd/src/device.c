@@ -1,0 +1,442 @@
+/* Devices, queues, command buffers and the synchronisation points: what cannot be generated
+ * because it creates dispatchable objects, records locally, or moves mapped memory. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include "rgpu_icd.h"
+
+PFN_vkVoidFunction rgpu_device_proc(const char *name);
+PFN_vkVoidFunction rgpu_memory_proc(const char *name);
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* [fn, [args...]] header */
+static void body_begin(mp_buf *b, const char *fn, uint32_t nargs)
+{
+    mp_init(b);
+    mp_array(b, 2);
+    mp_str(b, fn);
+    mp_array(b, nargs);
+}
+
+static VkResult call_status(rgpu_server *srv, mp_buf *b)
+{
+    rgpu_reply r;
+    VkResult st = rgpu_vk_call(srv, b, NULL, 0, &r);
+    mp_free(b);
+    if (st == VK_SUCCESS && r.has_body) {
+        int64_t v;
+        if (mp_get_i64(&r.doc, mp_array_at(&r.doc, 0, 0), &v) == 0)
+            st = (VkResult)v;
+    }
+    rgpu_reply_free(&r);
+    return st;
+}
+
+static void batch(rgpu_server *srv, mp_buf *b)
+{
+    VkResult st = b->oom ? VK_ERROR_OUT_OF_HOST_MEMORY : rgpu_batch(srv->session, b, NULL, 0);
+    if (st != VK_SUCCESS)
+        RGPU_DEBUG("BATCH not sent (VkResult %d)", (int)st);
+    mp_free(b);
+}
+
+/* ---- devices and queues ------------------------------------------------------------------- */
+
+static VKAPI_ATTR VkResult VKAPI_CALL icd_CreateDevice(VkPhysicalDevice physicalDevice,
+                                                       const VkDeviceCreateInfo *pCreateInfo,
+                                                       const VkAllocationCallbacks *pAllocator,
+                                                       VkDevice *pDevice)
+{
+    (void)pAllocator;
+    rgpu_gpu *g = rgpu_gpu_of(physicalDevice);
+    if (!g)
+        return VK_ERROR_INITIALIZATION_FAILED;
+    rgpu_device *dev = calloc(1, sizeof *dev);
+    if (!dev)
+        return VK_ERROR_OUT_OF_HOST_MEMORY;
+    dev->obj.loader_data = RGPU_LOADER_MAGIC;
+    dev->obj.type = RO_DEVICE;
+    dev->obj.id = rgpu_new_id();
+    dev->obj.srv = g->srv;
+    dev->gpu = g;
+    pthread_mutex_init(&dev->mu, NULL);
+    rgpu_enc e = {g->srv, 0};
+    mp_buf b;
+    body_begin(&b, "vkCreateDevice", 4);
+    mp_uint(&b, g->pd_id);
+    rgpu_encode_struct(&e, &b, rgpu_struct_by_name("VkDeviceCreateInfo"),
+                       (const uint8_t *)pCreateInfo);
+    mp_nil(&b);
+    mp_uint(&b, dev->obj.id);
+    VkResult st = call_status(g->srv, &b);
+    if (st < 0) {
+        pthread_mutex_destroy(&dev->mu);
+        free(dev);
+        return st;
+    }
+    dev->obj.dev = dev;
+    *pDevice = (VkDevice)dev;
+    return VK_SUCCESS;
+}
+
+void rgpu_memory_forget_all(rgpu_device *dev);
+
+static VKAPI_ATTR void VKAPI_CALL icd_DestroyDevice(VkDevice device,
+                                                    const VkAllocationCallbacks *pAllocator)
+{
+    (void)pAllocator;
+    rgpu_device *dev = (rgpu_device *)device;
+    if (!dev)
+        return;
+    mp_buf b;
+    body_begin(&b, "vkDestroyDevice", 2);
+    mp_uint(&b, dev->obj.id);
+    mp_nil(&b);
+    call_status(dev->obj.srv, &b); /* a CALL: the server has let go of it when this returns */
+    rgpu_memory_forget_all(dev);
+    for (int i = 0; i < dev->nqueues; i++)
+        free(dev->queues[i]);
+    free(dev->queues);
+    pthread_mutex_destroy(&dev->mu);
+    free(dev);
+}
+
+typedef struct {
+    rgpu_dobj obj;
+    uint32_t family, index, flags;
+} rgpu_queue;
+
+static VkQueue get_queue(rgpu_device *dev, uint32_t family, uint32_t index, uint32_t flags)
+{
+    pthread_mutex_lock(&dev->mu);
+    for (int i = 0; i < dev->nqueues; i++) {
+        rgpu_queue *q = (rgpu_queue *)dev->queues[i];
+        if (q->family == family && q->index == index && q->flags == flags) {
+            pthread_mutex_unlock(&dev->mu);
+            return (VkQueue)q;
+        }
+    }
+    rgpu_queue *q = calloc(1, sizeof *q);
+    rgpu_dobj **grown = realloc(dev->queues, (size_t)(dev->nqueues + 1) * sizeof *grown);
+    if (!q || !grown) {
+        free(q);
+        if (grown)
+            dev->queues = grown;
+        pthread_mutex_unlock(&dev->mu);
+        return VK_NULL_HANDLE;
+    }
+    dev->queues = grown;
+    q->obj.loader_data = RGPU_LOADER_MAGIC;
+    q->obj.type = RO_QUEUE;
+    q->obj.id = rgpu_new_id();
+    q->obj.srv = dev->obj.srv;
+    q->obj.dev = dev;
+    q->family = family;
+    q->index = index;
+    q->flags = flags;
+    dev->queues[dev->nqueues++] = &q->obj;
+    pthread_mutex_unlock(&dev->mu);
+    mp_buf b;
+    body_begin(&b, "vkGetDeviceQueue", 4);
+    mp_uint(&b, dev->obj.id);
+    mp_uint(&b, family);
+    mp_uint(&b, index);
+    mp_uint(&b, q->obj.id);
+    if (flags) { /* vkGetDeviceQueue2 for protected queues */
+        mp_free(&b);
+        body_begin(&b, "vkGetDeviceQueue2", 3);
+        mp_uint(&b, dev->obj.id);
+        mp_array(&b, 4);
+        mp_nil(&b);
+        mp_uint(&b, flags);
+        mp_uint(&b, family);
+        mp_uint(&b, index);
+        mp_uint(&b, q->obj.id);
+    }
+    batch(dev->obj.srv, &b);
+    return (VkQueue)q;
+}
+
+static VKAPI_ATTR void VKAPI_CALL icd_GetDeviceQueue(VkDevice device, uint32_t family,
+                                                     uint32_t index, VkQueue *pQueue)
+{
+    *pQueue = get_queue((rgpu_device *)device, family, index, 0);
+}
+
+static VKAPI_ATTR void VKAPI_CALL icd_GetDeviceQueue2(VkDevice device,
+                                                      const VkDeviceQueueInfo2 *info,
+                                                      VkQueue *pQueue)
+{
+    *pQueue = get_queue((rgpu_device *)device, info->queueFamilyIndex, info->queueIndex,
+                        info->flags);
+}
+
+static VKAPI_ATTR PFN_vkVoidFunction VKAPI_CALL icd_GetDeviceProcAddr(VkDevice device,
+                                                                      const char *pName)
+{
+    (void)device;
+    if (!pName)
+        return NULL;
+    if (!strcmp(pName, "vkGetDeviceProcAddr"))
+        return (PFN_vkVoidFunction)icd_GetDeviceProcAddr;
+    return rgpu_device_proc(pName);
+}
+
+/* ---- command buffers ---------------------------------------------------------------------- */
+
+static VKAPI_ATTR VkResult VKAPI_CALL icd_AllocateCommandBuffers(
+    VkDevice device, const VkCommandBufferAllocateInfo *info, VkCommandBuffer *out)
+{
+    rgpu_device *dev = (rgpu_device *)device;
+    uint32_t n = info->commandBufferCount;
+    for (uint32_t i = 0; i < n; i++) {
+        rgpu_cmdbuf *cb = calloc(1, sizeof *cb);
+        if (!cb) {
+            for (uint32_t k = 0; k < i; k++)
+                free(out[k]);
+            return VK_ERROR_OUT_OF_HOST_MEMORY;
+        }
+        cb->obj.loader_data = RGPU_LOADER_MAGIC;
+        cb->obj.type = RO_COMMAND_BUFFER;
+        cb->obj.id = rgpu_new_id();
+        cb->obj.srv = dev->obj.srv;
+        cb->obj.dev = dev;
+        cb->pool = (uint64_t)info->commandPool;
+        mp_init(&cb->stream);
+        mp_init(&cb->begin);
+        out[i] = (VkCommandBuffer)cb;
+    }
+    rgpu_enc e = {dev->obj.srv, 0};
+    mp_buf b;
+    body_begin(&b, "vkAllocateCommandBuffers", 3);
+    mp_uint(&b, dev->obj.id);
+    rgpu_encode_struct(&e, &b, rgpu_struct_by_name("VkCommandBufferAllocateInfo"),
+                       (const uint8_t *)info);
+    mp_array(&b, n);
+    for (uint32_t i = 0; i < n; i++)
+        mp_uint(&b, ((rgpu_dobj *)out[i])->id);
+    VkResult st = call_status(dev->obj.srv, &b);
+    if (st < 0) {
+        for (uint32_t i = 0; i < n; i++) {
+            free(out[i]);
+            out[i] = VK_NULL_HANDLE;
+        }
+        return st;
+    }
+    return VK_SUCCESS;
+}
+
+static void cmdbuf_free(rgpu_cmdbuf *cb)
+{
+    mp_free(&cb->stream);
+    mp_free(&cb->begin);
+    free(cb);
+}
+
+static VKAPI_ATTR void VKAPI_CALL icd_FreeCommandBuffers(VkDevice device, VkCommandPool pool,
+                                                         uint32_t n, const VkCommandBuffer *cbs)
+{
+    rgpu_device *dev = (rgpu_device *)device;
+    mp_buf b;
+    body_begin(&b, "vkFreeCommandBuffers", 4);
+    mp_uint(&b, dev->obj.id);
+    mp_uint(&b, (uint64_t)pool);
+    mp_uint(&b, n);
+    mp_array(&b, n);
+    for (uint32_t i = 0; i < n; i++)
+        mp_uint(&b, cbs[i] ? ((rgpu_dobj *)cbs[i])->id : 0);
+    batch(dev->obj.srv, &b);
+    for (uint32_t i = 0; i < n; i++)
+        if (cbs[i])
+            cmdbuf_free((rgpu_cmdbuf *)cbs[i]);
+}
+
+static VKAPI_ATTR VkResult VKAPI_CALL icd_BeginCommandBuffer(VkCommandBuffer commandBuffer,
+                                                             const VkCommandBufferBeginInfo *info)
+{
+    rgpu_cmdbuf *cb = (rgpu_cmdbuf *)commandBuffer;
+    cb->stream.len = 0;
+    cb->stream.oom = 0;
+    cb->ncommands = 0;
+    cb->begin.len = 0;
+    cb->begin.oom = 0;
+    rgpu_enc e = {cb->obj.srv, 0};
+    if (info)
+        rgpu_encode_struct(&e, &cb->begin, rgpu_struct_by_name("VkCommandBufferBeginInfo"),
+                           (const uint8_t *)info);
+    else
+        mp_nil(&cb->begin);
+    cb->recording = 1;
+    return cb->begin.oom ? VK_ERROR_OUT_OF_HOST_MEMORY : VK_SUCCESS;
+}
+
+/* The recorded stream goes to the server as one BATCH call; its errors surface at the next
+ * call of the session (the vkQueueSubmit that uses it). */
+static VKAPI_ATTR VkResult VKAPI_CALL icd_EndCommandBuffer(VkCommandBuffer commandBuffer)
+{
+    rgpu_cmdbuf *cb = (rgpu_cmdbuf *)commandBuffer;
+    if (cb->stream.oom || cb->begin.oom)
+        return VK_ERROR_OUT_OF_HOST_MEMORY;
+    mp_buf b;
+    body_begin(&b, "vkRgpuSubmitCommandBuffer", 3);
+    mp_uint(&b, cb->obj.id);
+    mp_array(&b, cb->ncommands);
+    mp_raw(&b, cb->stream.data, cb->stream.len);
+    mp_raw(&b, cb->begin.data, cb->begin.len);
+    cb->recording = 0;
+    if (b.len > (8u << 20)) {
+        fprintf(stderr, "rgpu: a command buffer of %zu bytes is larger than one frame\n", b.len);
+        mp_free(&b);
+        return VK_ERROR_OUT_OF_HOST_MEMORY;
+    }
+    batch(cb->obj.srv, &b);
+    return VK_SUCCESS;
+}
+
+static VKAPI_ATTR VkResult VKAPI_CALL icd_ResetCommandBuffer(VkCommandBuffer commandBuffer,
+                                                             VkCommandBufferResetFlags flags)
+{
+    rgpu_cmdbuf *cb = (rgpu_cmdbuf *)commandBuffer;
+    cb->stream.len = 0;
+    cb->ncommands = 0;
+    mp_buf b;
+    body_begin(&b, "vkResetCommandBuffer", 2);
+    mp_uint(&b, cb->obj.id);
+    mp_uint(&b, flags);
+    batch(cb->obj.srv, &b);
+    return VK_SUCCESS;
+}
+
+/* ---- submission and waits ----------------------------------------------------------------- */
+
+static uint64_t forward_named(const char *name, const uint64_t *args)
+{
+    const rgpu_command_entry *e = rgpu_command_by_name(name);
+    return rgpu_forward(e->cmd, args);
+}
+
+static VKAPI_ATTR VkResult VKAPI_CALL icd_QueueSubmit(VkQueue queue, uint32_t n,
+                                                      const VkSubmitInfo *submits, VkFence fence)
+{
+    rgpu_dobj *q = (rgpu_dobj *)queue;
+    VkResult st = rgpu_sync_to_server(q->dev);
+    if (st != VK_SUCCESS)
+        return st;
+    uint64_t a[4] = {(uint64_t)(uintptr_t)queue, n, (uint64_t)(uintptr_t)submits,
+                     (uint64_t)fence};
+    return (VkResult)forward_named("vkQueueSubmit", a);
+}
+
+static VKAPI_ATTR VkResult VKAPI_CALL icd_QueueSubmit2(VkQueue queue, uint32_t n,
+                                                       const VkSubmitInfo2 *submits,
+                                                       VkFence fence)
+{
+    rgpu_dobj *q = (rgpu_dobj *)queue;
+    VkResult st = rgpu_sync_to_server(q->dev);
+    if (st != VK_SUCCESS)
+        return st;
+    uint64_t a[4] = {(uint64_t)(uintptr_t)queue, n, (uint64_t)(uintptr_t)submits,
+                     (uint64_t)fence};
+    return (VkResult)forward_named("vkQueueSubmit2", a);
+}
+
+static VKAPI_ATTR VkResult VKAPI_CALL icd_QueueWaitIdle(VkQueue queue)
+{
+    rgpu_dobj *q = (rgpu_dobj *)queue;
+    uint64_t a[1] = {(uint64_t)(uintptr_t)queue};
+    VkResult st = (VkResult)forward_named("vkQueueWaitIdle", a);
+    return st == VK_SUCCESS ? rgpu_sync_from_server(q->dev) : st;
+}
+
+static VKAPI_ATTR VkResult VKAPI_CALL icd_DeviceWaitIdle(VkDevice device)
+{
+    uint64_t a[1] = {(uint64_t)(uintptr_t)device};
+    VkResult st = (VkResult)forward_named("vkDeviceWaitIdle", a);
+    return st == VK_SUCCESS ? rgpu_sync_from_server((rgpu_device *)device) : st;
+}
+
+/* The server caps one wait at 5 s (VK_TIMEOUT); repeat with the time the application has left. */
+static VKAPI_ATTR VkResult VKAPI_CALL icd_WaitForFences(VkDevice device, uint32_t n,
+                                                        const VkFence *fences, VkBool32 waitAll,
+                                                        uint64_t timeout)
+{
+    double deadline = now_s() + (double)timeout / 1e9;
+    VkResult st;
+    for (;;) {
+        double left = deadline - now_s();
+        uint64_t t = timeout == UINT64_MAX ? UINT64_MAX
+                     : left > 0 ? (uint64_t)(left * 1e9) : 0;
+        uint64_t a[5] = {(uint64_t)(uintptr_t)device, n, (uint64_t)(uintptr_t)fences, waitAll,
+                         t};
+        st = (VkResult)forward_named("vkWaitForFences", a);
+        if (st != VK_TIMEOUT || (timeout != UINT64_MAX && now_s() >= deadline))
+            break;
+    }
+    return st == VK_SUCCESS ? rgpu_sync_from_server((rgpu_device *)device) : st;
+}
+
+static VKAPI_ATTR VkResult VKAPI_CALL icd_GetFenceStatus(VkDevice device, VkFence fence)
+{
+    uint64_t a[2] = {(uint64_t)(uintptr_t)device, (uint64_t)fence};
+    VkResult st = (VkResult)forward_named("vkGetFenceStatus", a);
+    return st == VK_SUCCESS ? rgpu_sync_from_server((rgpu_device *)device) : st;
+}
+
+static VKAPI_ATTR VkResult VKAPI_CALL icd_WaitSemaphores(VkDevice device,
+                                                         const VkSemaphoreWaitInfo *info,
+                                                         uint64_t timeout)
+{
+    double deadline = now_s() + (double)timeout / 1e9;
+    VkResult st;
+    for (;;) {
+        double left = deadline - now_s();
+        uint64_t t = timeout == UINT64_MAX ? UINT64_MAX
+                     : left > 0 ? (uint64_t)(left * 1e9) : 0;
+        uint64_t a[3] = {(uint64_t)(uintptr_t)device, (uint64_t)(uintptr_t)info, t};
+        st = (VkResult)forward_named("vkWaitSemaphores", a);
+        if (st != VK_TIMEOUT || (timeout != UINT64_MAX && now_s() >= deadline))
+            break;
+    }
+    return st == VK_SUCCESS ? rgpu_sync_from_server((rgpu_device *)device) : st;
+}
+
+#define FN(n, f) {n, (PFN_vkVoidFunction)(f)}
+static const struct {
+    const char *name;
+    PFN_vkVoidFunction fn;
+} device_fns[] = {
+    FN("vkCreateDevice", icd_CreateDevice),
+    FN("vkDestroyDevice", icd_DestroyDevice),
+    FN("vkGetDeviceQueue", icd_GetDeviceQueue),
+    FN("vkGetDeviceQueue2", icd_GetDeviceQueue2),
+    FN("vkGetDeviceProcAddr", icd_GetDeviceProcAddr),
+    FN("vkAllocateCommandBuffers", icd_AllocateCommandBuffers),
+    FN("vkFreeCommandBuffers", icd_FreeCommandBuffers),
+    FN("vkBeginCommandBuffer", icd_BeginCommandBuffer),
+    FN("vkEndCommandBuffer", icd_EndCommandBuffer),
+    FN("vkResetCommandBuffer", icd_ResetCommandBuffer),
+    FN("vkQueueSubmit", icd_QueueSubmit),
+    FN("vkQueueSubmit2", icd_QueueSubmit2),
+    FN("vkQueueSubmit2KHR", icd_QueueSubmit2),
+    FN("vkQueueWaitIdle", icd_QueueWaitIdle),
+    FN("vkDeviceWaitIdle", icd_DeviceWaitIdle),
+    FN("vkWaitForFences", icd_WaitForFences),
+    FN("vkGetFenceStatus", icd_GetFenceStatus),
+    FN("vkWaitSemaphores", icd_WaitSemaphores),
+    FN("vkWaitSemaphoresKHR", icd_WaitSemaphores),
+};
+
+PFN_vkVoidFunction rgpu_special_proc(const char *name)
+{
+    for (size_t i = 0; i < sizeof device_fns / sizeof device_fns[0]; i++)
+        if (!strcmp(device_fns[i].name, name))
+            return device_fns[i].fn;
+    return rgpu_memory_proc(name);
+}

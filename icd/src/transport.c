@@ -1,0 +1,664 @@
+/* The ICD's one connection to the rgpu client daemon: a Unix socket speaking the frames of
+ * docs/PROTOCOL.md. Calls from every application thread share it under one (recursive) mutex;
+ * BATCH frames are buffered and written before the next request or when the buffer fills.
+ * Every wait is a poll() with a deadline, and once the socket closes every call fails at once:
+ * an application must never hang on a lost daemon or server. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "rgpu_icd.h"
+
+#define FRAME_MAGIC 0x5247
+#define FRAME_VERSION 1
+#define HEADER_SIZE 24
+#define MAX_BODY (8u << 20)
+#define MAX_BULK (8u << 20)
+#define F_COMPRESSED 0x01
+#define F_BULK 0x02
+#define F_RESPONSE 0x04
+#define F_ERROR 0x08
+#define F_MORE 0x20
+#define BATCH_FLUSH_BYTES (256u << 10)
+#define MAX_DEFERRED 16
+
+int rgpu_log_level;
+
+typedef struct {
+    uint32_t session;
+    VkResult status;
+} deferred_err;
+
+static struct {
+    pthread_mutex_t mu;
+    int fd;
+    int state; /* 0 never tried, 1 connected, 2 no daemon, 3 lost */
+    pid_t pid;
+    uint32_t next_request;
+    mp_buf out;
+    deferred_err deferred[MAX_DEFERRED];
+    int ndeferred;
+    double timeout_s;
+} g = {.fd = -1};
+
+static pthread_once_t g_once = PTHREAD_ONCE_INIT;
+
+static void init_once(void)
+{
+    pthread_mutexattr_t a;
+    pthread_mutexattr_init(&a);
+    pthread_mutexattr_settype(&a, PTHREAD_MUTEX_RECURSIVE);
+    pthread_mutex_init(&g.mu, &a);
+    pthread_mutexattr_destroy(&a);
+    mp_init(&g.out);
+    rgpu_log_init();
+    const char *t = getenv("RGPU_CALL_TIMEOUT");
+    g.timeout_s = t && atof(t) > 0 ? atof(t) : 600.0;
+}
+
+void rgpu_log_init(void)
+{
+    const char *l = getenv("RGPU_LOG");
+    if (!l)
+        rgpu_log_level = 0;
+    else if (!strcmp(l, "trace"))
+        rgpu_log_level = 2;
+    else if (!strcmp(l, "debug"))
+        rgpu_log_level = 1;
+}
+
+/* Logging is decided when the loader loads the driver. */
+__attribute__((constructor)) static void rgpu_log_ctor(void)
+{
+    rgpu_log_init();
+}
+
+void rgpu_logf(int level, const char *fmt, ...)
+{
+    (void)level;
+    char line[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "rgpu-vk: %s\n", line);
+}
+
+void rgpu_lock(void)
+{
+    pthread_once(&g_once, init_once);
+    pthread_mutex_lock(&g.mu);
+}
+
+void rgpu_unlock(void)
+{
+    pthread_mutex_unlock(&g.mu);
+}
+
+int rgpu_connection_dead(void)
+{
+    return g.state == 3;
+}
+
+void rgpu_reply_free(rgpu_reply *r)
+{
+    mp_doc_free(&r->doc);
+    free(r->doc_src);
+    r->doc_src = NULL;
+    free(r->bulk);
+    r->bulk = NULL;
+    r->bulk_len = 0;
+    r->has_body = 0;
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void lost(const char *why)
+{
+    if (g.state == 1) {
+        RGPU_DEBUG("connection to the rgpu daemon lost: %s", why);
+        if (!rgpu_log_level)
+            fprintf(stderr, "rgpu: lost the connection to the rgpu daemon (%s)\n", why);
+    }
+    if (g.fd >= 0)
+        close(g.fd);
+    g.fd = -1;
+    g.state = 3;
+    g.out.len = 0;
+}
+
+/* ---- raw I/O ----------------------------------------------------------------------------- */
+
+static int wait_fd(short ev, double deadline)
+{
+    for (;;) {
+        double left = deadline - now_s();
+        if (left <= 0)
+            return -1;
+        struct pollfd p = {.fd = g.fd, .events = ev};
+        int ms = left > 1.0 ? 1000 : (int)(left * 1000) + 1;
+        int r = poll(&p, 1, ms);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            return -1;
+        if (r == 0)
+            continue;
+        if (p.revents & (POLLERR | POLLNVAL))
+            return -1;
+        return 0; /* readable, writable, or hung up (read will tell) */
+    }
+}
+
+static int write_iov(struct iovec *iov, int n, double deadline)
+{
+    while (n > 0) {
+        if (wait_fd(POLLOUT, deadline) != 0) {
+            lost("write timed out");
+            return -1;
+        }
+        struct msghdr m = {.msg_iov = iov, .msg_iovlen = (size_t)n};
+        ssize_t w = sendmsg(g.fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (w < 0) {
+            if (errno == EINTR || errno == EAGAIN)
+                continue;
+            lost(strerror(errno));
+            return -1;
+        }
+        while (n > 0 && (size_t)w >= iov->iov_len) {
+            w -= (ssize_t)iov->iov_len;
+            iov++;
+            n--;
+        }
+        if (n > 0) {
+            iov->iov_base = (uint8_t *)iov->iov_base + w;
+            iov->iov_len -= (size_t)w;
+        }
+    }
+    return 0;
+}
+
+static int read_full(void *buf, size_t n, double deadline)
+{
+    uint8_t *p = buf;
+    while (n > 0) {
+        if (wait_fd(POLLIN, deadline) != 0) {
+            lost("no answer from the rgpu daemon in time");
+            return -1;
+        }
+        ssize_t r = recv(g.fd, p, n, MSG_DONTWAIT);
+        if (r == 0) {
+            lost("the daemon closed the connection");
+            return -1;
+        }
+        if (r < 0) {
+            if (errno == EINTR || errno == EAGAIN)
+                continue;
+            lost(strerror(errno));
+            return -1;
+        }
+        p += r;
+        n -= (size_t)r;
+    }
+    return 0;
+}
+
+static void put_header(uint8_t *h, int kind, unsigned flags, uint32_t session, uint32_t request,
+                       uint32_t body_len, uint32_t bulk_len)
+{
+    h[0] = FRAME_MAGIC >> 8;
+    h[1] = FRAME_MAGIC & 0xff;
+    h[2] = FRAME_VERSION;
+    h[3] = (uint8_t)kind;
+    h[4] = (uint8_t)(flags >> 8);
+    h[5] = (uint8_t)flags;
+    h[6] = h[7] = 0;
+    uint32_t v[4] = {session, request, body_len, bulk_len};
+    for (int i = 0; i < 4; i++) {
+        h[8 + 4 * i] = (uint8_t)(v[i] >> 24);
+        h[9 + 4 * i] = (uint8_t)(v[i] >> 16);
+        h[10 + 4 * i] = (uint8_t)(v[i] >> 8);
+        h[11 + 4 * i] = (uint8_t)v[i];
+    }
+}
+
+static int flush_locked(double deadline)
+{
+    if (g.out.len == 0 || g.fd < 0)
+        return g.fd < 0 ? -1 : 0;
+    struct iovec iov = {g.out.data, g.out.len};
+    int rc = write_iov(&iov, 1, deadline);
+    g.out.len = 0;
+    return rc;
+}
+
+/* Queue (small) or write (large) one message, split into MORE frames past MAX_BULK. */
+static int send_message(int kind, uint32_t session, uint32_t request, const mp_buf *body,
+                        const uint8_t *bulk, size_t bulk_len, int flush)
+{
+    double deadline = now_s() + g.timeout_s;
+    if (body->oom || body->len > MAX_BODY)
+        return -2;
+    size_t pos = 0;
+    int first = 1;
+    do {
+        size_t chunk = bulk_len - pos > MAX_BULK ? MAX_BULK : bulk_len - pos;
+        int more = pos + chunk < bulk_len;
+        static const uint8_t nil = 0xc0;
+        const uint8_t *b = first ? body->data : &nil;
+        size_t blen = first ? body->len : 1;
+        unsigned flags = (chunk ? F_BULK : 0) | (more ? F_MORE : 0);
+        uint8_t h[HEADER_SIZE];
+        put_header(h, kind, flags, session, request, (uint32_t)blen, (uint32_t)chunk);
+        if (chunk < (64u << 10)) {
+            size_t start = g.out.len;
+            mp_buf *o = &g.out;
+            /* append raw bytes (not msgpack) to the outgoing buffer */
+            size_t need = HEADER_SIZE + blen + chunk;
+            if (o->len + need > o->cap) {
+                size_t cap = o->cap ? o->cap : 4096;
+                while (cap < o->len + need)
+                    cap *= 2;
+                uint8_t *p = realloc(o->data, cap);
+                if (!p)
+                    return -2;
+                o->data = p;
+                o->cap = cap;
+            }
+            memcpy(o->data + start, h, HEADER_SIZE);
+            memcpy(o->data + start + HEADER_SIZE, b, blen);
+            if (chunk)
+                memcpy(o->data + start + HEADER_SIZE + blen, bulk + pos, chunk);
+            o->len += need;
+        } else {
+            if (flush_locked(deadline) != 0)
+                return -1;
+            struct iovec iov[3] = {{h, HEADER_SIZE}, {(void *)b, blen}, {(void *)(bulk + pos), chunk}};
+            if (write_iov(iov, 3, deadline) != 0)
+                return -1;
+        }
+        pos += chunk;
+        first = 0;
+    } while (pos < bulk_len);
+    if (flush || g.out.len >= BATCH_FLUSH_BYTES)
+        return flush_locked(deadline);
+    return 0;
+}
+
+/* ---- errors ------------------------------------------------------------------------------ */
+
+static VkResult map_error(const mp_doc *d, char *code, size_t code_cap, char *msg, size_t msg_cap)
+{
+    int vk = mp_map_get(d, 0, "vk");
+    mp_get_str(d, mp_map_get(d, 0, "code"), code, code_cap);
+    mp_get_str(d, mp_map_get(d, 0, "message"), msg, msg_cap);
+    int64_t v;
+    if (mp_get_i64(d, vk, &v) == 0 && v < 0)
+        return (VkResult)v;
+    if (!strcmp(code, "server_lost") || !strcmp(code, "device_lost") ||
+        !strcmp(code, "cancelled") || !strcmp(code, "daemon_shutdown"))
+        return VK_ERROR_DEVICE_LOST;
+    if (!strcmp(code, "unsupported"))
+        return VK_ERROR_EXTENSION_NOT_PRESENT;
+    if (!strcmp(code, "quota"))
+        return VK_ERROR_OUT_OF_DEVICE_MEMORY;
+    return VK_ERROR_UNKNOWN;
+}
+
+static void note_deferred(uint32_t session, VkResult st)
+{
+    for (int i = 0; i < g.ndeferred; i++)
+        if (g.deferred[i].session == session)
+            return; /* the first asynchronous error is the one reported */
+    if (g.ndeferred < MAX_DEFERRED)
+        g.deferred[g.ndeferred++] = (deferred_err){session, st};
+}
+
+VkResult rgpu_take_deferred(uint32_t session)
+{
+    rgpu_lock();
+    VkResult st = VK_SUCCESS;
+    for (int i = 0; i < g.ndeferred; i++) {
+        if (g.deferred[i].session == session) {
+            st = g.deferred[i].status;
+            g.deferred[i] = g.deferred[--g.ndeferred];
+            break;
+        }
+    }
+    rgpu_unlock();
+    return st;
+}
+
+/* ---- receiving --------------------------------------------------------------------------- */
+
+/* Read frames until the reply to `request` is complete (request 0: until none is buffered). */
+static VkResult wait_reply(uint32_t request, rgpu_reply *out)
+{
+    double deadline = now_s() + g.timeout_s;
+    int have_head = 0;
+    for (;;) {
+        uint8_t h[HEADER_SIZE];
+        if (read_full(h, HEADER_SIZE, deadline) != 0)
+            break;
+        unsigned magic = (unsigned)(h[0] << 8 | h[1]);
+        int kind = h[3];
+        unsigned flags = (unsigned)(h[4] << 8 | h[5]);
+        uint32_t session = (uint32_t)h[8] << 24 | (uint32_t)h[9] << 16 | (uint32_t)h[10] << 8 | h[11];
+        uint32_t req = (uint32_t)h[12] << 24 | (uint32_t)h[13] << 16 | (uint32_t)h[14] << 8 | h[15];
+        uint32_t blen = (uint32_t)h[16] << 24 | (uint32_t)h[17] << 16 | (uint32_t)h[18] << 8 | h[19];
+        uint32_t klen = (uint32_t)h[20] << 24 | (uint32_t)h[21] << 16 | (uint32_t)h[22] << 8 | h[23];
+        if (magic != FRAME_MAGIC || h[2] != FRAME_VERSION || blen > MAX_BODY || klen > MAX_BULK ||
+            (flags & F_COMPRESSED)) {
+            lost("the daemon sent a malformed frame");
+            break;
+        }
+        uint8_t *body = malloc(blen ? blen : 1);
+        if (!body) {
+            lost("out of memory");
+            break;
+        }
+        if (read_full(body, blen, deadline) != 0) {
+            free(body);
+            break;
+        }
+        int mine = request && req == request && (flags & F_RESPONSE);
+        uint8_t *bulk_dst = NULL;
+        if (mine && klen) {
+            size_t nl = out->bulk_len + klen;
+            uint8_t *nb = realloc(out->bulk, nl);
+            if (!nb) {
+                free(body);
+                lost("out of memory for a reply");
+                break;
+            }
+            out->bulk = nb;
+            bulk_dst = nb + out->bulk_len;
+        } else if (klen) {
+            bulk_dst = malloc(klen);
+            if (!bulk_dst) {
+                free(body);
+                lost("out of memory");
+                break;
+            }
+        }
+        if (klen && read_full(bulk_dst, klen, deadline) != 0) {
+            if (!mine)
+                free(bulk_dst);
+            free(body);
+            break;
+        }
+        if (!mine) {
+            if (klen)
+                free(bulk_dst);
+            if (kind == RG_ERROR) {
+                mp_doc d;
+                char code[48], msg[256];
+                VkResult st = VK_ERROR_UNKNOWN;
+                if (mp_decode(&d, body, blen) == 0) {
+                    st = map_error(&d, code, sizeof code, msg, sizeof msg);
+                    mp_doc_free(&d);
+                    RGPU_DEBUG("deferred error on session %u: %s: %s (VkResult %d)", session,
+                               code, msg, (int)st);
+                }
+                if (session)
+                    note_deferred(session, st);
+                else {
+                    free(body);
+                    lost("the daemon closed the connection");
+                    break;
+                }
+            } else if (kind == RG_PING) {
+                mp_buf nb;
+                mp_init(&nb);
+                mp_nil(&nb);
+                send_message(RG_PONG, 0, req, &nb, NULL, 0, 1);
+                mp_free(&nb);
+            }
+            free(body);
+            continue;
+        }
+        out->bulk_len += klen;
+        if (!have_head) {
+            have_head = 1;
+            if (kind == RG_ERROR) {
+                mp_doc d;
+                if (mp_decode(&d, body, blen) == 0) {
+                    out->status = map_error(&d, out->code, sizeof out->code, out->message,
+                                            sizeof out->message);
+                    mp_doc_free(&d);
+                } else {
+                    out->status = VK_ERROR_UNKNOWN;
+                }
+            } else {
+                if (mp_decode(&out->doc, body, blen) != 0) {
+                    free(body);
+                    lost("the daemon sent an undecodable reply");
+                    break;
+                }
+                out->has_body = 1;
+                out->status = VK_SUCCESS;
+                out->doc_src = body;
+                body = NULL;
+            }
+        }
+        free(body);
+        if (!(flags & F_MORE))
+            return out->status;
+    }
+    return VK_ERROR_DEVICE_LOST;
+}
+
+/* ---- connecting -------------------------------------------------------------------------- */
+
+static void socket_path(char *buf, size_t cap)
+{
+    const char *s = getenv("RGPU_SOCKET");
+    const char *x = getenv("XDG_RUNTIME_DIR");
+    if (s && *s)
+        snprintf(buf, cap, "%s", s);
+    else if (x && *x)
+        snprintf(buf, cap, "%s/rgpu/rgpu.sock", x);
+    else
+        snprintf(buf, cap, "/tmp/rgpu-%u/rgpu.sock", (unsigned)getuid());
+}
+
+static VkResult connect_locked(void)
+{
+    if (g.state != 0 && g.pid != getpid()) { /* a forked child gets a connection of its own */
+        if (g.fd >= 0)
+            close(g.fd);
+        g.fd = -1;
+        g.state = 0;
+        g.out.len = 0;
+        g.ndeferred = 0;
+    }
+    if (g.state == 1)
+        return VK_SUCCESS;
+    if (g.state == 2)
+        return VK_ERROR_INITIALIZATION_FAILED;
+    if (g.state == 3)
+        return VK_ERROR_DEVICE_LOST;
+    g.pid = getpid();
+    char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+    socket_path(path, sizeof path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+        if (fd >= 0)
+            close(fd);
+        g.state = 2;
+        fprintf(stderr, "rgpu: no rgpu daemon at %s; start one with rgpu client -s HOST:PORT -t TOKEN\n",
+                path);
+        return VK_ERROR_INITIALIZATION_FAILED;
+    }
+    g.fd = fd;
+    g.state = 1;
+    uint8_t nonce[32];
+    if (getrandom(nonce, sizeof nonce, 0) != (ssize_t)sizeof nonce)
+        memset(nonce, 0x5a, sizeof nonce);
+    mp_buf b;
+    mp_init(&b);
+    mp_map(&b, 6);
+    mp_str(&b, "versions");
+    mp_array(&b, 1);
+    mp_uint(&b, 1);
+    mp_str(&b, "nonce");
+    mp_bin(&b, nonce, sizeof nonce);
+    mp_str(&b, "name");
+    mp_str(&b, program_invocation_short_name);
+    mp_str(&b, "pid");
+    mp_uint(&b, (uint64_t)getpid());
+    mp_str(&b, "features");
+    mp_array(&b, 0);
+    mp_str(&b, "auth");
+    mp_bool(&b, 0);
+    int rc = send_message(RG_HELLO, 0, 0, &b, NULL, 0, 1);
+    mp_free(&b);
+    if (rc != 0)
+        return VK_ERROR_DEVICE_LOST;
+    double deadline = now_s() + 30;
+    uint8_t h[HEADER_SIZE];
+    if (read_full(h, HEADER_SIZE, deadline) != 0)
+        return VK_ERROR_DEVICE_LOST;
+    uint32_t blen = (uint32_t)h[16] << 24 | (uint32_t)h[17] << 16 | (uint32_t)h[18] << 8 | h[19];
+    uint32_t klen = (uint32_t)h[20] << 24 | (uint32_t)h[21] << 16 | (uint32_t)h[22] << 8 | h[23];
+    if (blen > MAX_BODY || klen) {
+        lost("bad handshake");
+        return VK_ERROR_DEVICE_LOST;
+    }
+    uint8_t *body = malloc(blen ? blen : 1);
+    if (!body || read_full(body, blen, deadline) != 0) {
+        free(body);
+        return VK_ERROR_DEVICE_LOST;
+    }
+    free(body);
+    if (h[3] != RG_AUTH_OK) {
+        lost("the daemon refused the handshake");
+        return VK_ERROR_DEVICE_LOST;
+    }
+    RGPU_DEBUG("connected to the rgpu daemon at %s", path);
+    return VK_SUCCESS;
+}
+
+VkResult rgpu_connect(void)
+{
+    rgpu_lock();
+    VkResult st = connect_locked();
+    rgpu_unlock();
+    return st;
+}
+
+/* ---- requests ---------------------------------------------------------------------------- */
+
+static VkResult request(int kind, uint32_t session, const mp_buf *body, const void *bulk,
+                        size_t bulk_len, rgpu_reply *out)
+{
+    memset(out, 0, sizeof *out);
+    rgpu_lock();
+    VkResult st = connect_locked();
+    if (st != VK_SUCCESS) {
+        out->status = st;
+        rgpu_unlock();
+        return st;
+    }
+    uint32_t req = ++g.next_request;
+    if (req == 0)
+        req = ++g.next_request;
+    int rc = send_message(kind, session, req, body, bulk, bulk_len, 1);
+    if (rc == -2) {
+        out->status = VK_ERROR_OUT_OF_HOST_MEMORY;
+    } else if (rc != 0) {
+        out->status = VK_ERROR_DEVICE_LOST;
+    } else {
+        wait_reply(req, out);
+    }
+    if (out->status != VK_SUCCESS)
+        rgpu_reply_free(out);
+    rgpu_unlock();
+    return out->status;
+}
+
+VkResult rgpu_control(const mp_buf *body, rgpu_reply *out)
+{
+    return request(RG_CONTROL, 0, body, NULL, 0, out);
+}
+
+/* The function name of a CALL/BATCH body, for trace lines. */
+static void body_fn(const mp_buf *body, char *fn, size_t cap)
+{
+    mp_doc d;
+    snprintf(fn, cap, "?");
+    if (mp_decode(&d, body->data, body->len) == 0) {
+        mp_get_str(&d, mp_array_at(&d, 0, 0), fn, cap);
+        mp_doc_free(&d);
+    }
+}
+
+VkResult rgpu_call(uint32_t session, const mp_buf *body, const void *bulk, size_t bulk_len,
+                   rgpu_reply *out)
+{
+    VkResult st = request(RG_CALL, session, body, bulk, bulk_len, out);
+    if (rgpu_log_level >= 2) {
+        char fn[64];
+        body_fn(body, fn, sizeof fn);
+        RGPU_TRACE("CALL %s (%zu bulk bytes) -> %d%s%s", fn, bulk_len, (int)st,
+                   out->message[0] ? ": " : "", out->message);
+    }
+    VkResult def = rgpu_take_deferred(session);
+    if (st == VK_SUCCESS && def != VK_SUCCESS) {
+        rgpu_reply_free(out);
+        out->status = def;
+        return def;
+    }
+    return st;
+}
+
+VkResult rgpu_batch(uint32_t session, const mp_buf *body, const void *bulk, size_t bulk_len)
+{
+    if (rgpu_log_level >= 2) {
+        char fn[64];
+        body_fn(body, fn, sizeof fn);
+        RGPU_TRACE("BATCH %s (%zu bulk bytes)", fn, bulk_len);
+    }
+    rgpu_lock();
+    VkResult st = connect_locked();
+    if (st == VK_SUCCESS) {
+        int rc = send_message(RG_BATCH, session, 0, body, bulk, bulk_len, 0);
+        st = rc == -2 ? VK_ERROR_OUT_OF_HOST_MEMORY : rc ? VK_ERROR_DEVICE_LOST : VK_SUCCESS;
+    }
+    rgpu_unlock();
+    return st;
+}
+
+void rgpu_flush(void)
+{
+    rgpu_lock();
+    if (g.state == 1 && g.pid == getpid())
+        flush_locked(now_s() + g.timeout_s);
+    rgpu_unlock();
+}
+
+__attribute__((destructor)) static void rgpu_transport_fini(void)
+{
+    /* Queued BATCH work (destroys, recorded command buffers) must reach the daemon before the process exits. */
+    if (g.state == 1 && g.pid == getpid() && pthread_mutex_trylock(&g.mu) == 0) {
+        flush_locked(now_s() + 5);
+        pthread_mutex_unlock(&g.mu);
+    }
+}
