@@ -14,6 +14,11 @@
 
 #define RGPU_EXPORT __attribute__((visibility("default")))
 
+/* The library is preloaded into arbitrary programs: only the driver API (declared in
+ * cuda_api.h, above) and the few RGPU_EXPORT entries are exported, so internal names can never
+ * interpose on an application's own symbols. */
+#pragma GCC visibility push(hidden)
+
 /* ---- logging (RGPU_LOG=debug|trace) ------------------------------------------------------ */
 extern int rgpu_log_level; /* 0 silent, 1 debug, 2 trace */
 void rgpu_log_init(void);
@@ -228,5 +233,11 @@ RGPU_EXPORT void rgpu_integrity_final(uint8_t state[66], uint64_t out[2]);
 
 /* ---- unsupported -------------------------------------------------------------------------- */
 RGPU_EXPORT void rgpu_report_unsupported(const char *name);
+
+/* ---- self-checks the tests call through ctypes ----------------------------------------- */
+RGPU_EXPORT long rgpu_msgpack_roundtrip(const uint8_t *data, size_t len, uint8_t *out,
+                                        size_t cap);
+
+#pragma GCC visibility pop
 
 #endif

@@ -583,6 +583,23 @@ def test_sanitized_shim(
     assert p.returncode == 0 and "PASSED" in p.stdout, f"{p.stdout}\n{p.stderr}\n{rig.logs()}"
 
 
+def test_exports_only_the_driver_api() -> None:
+    """Preloaded into any program, the shim exports the driver API and its few test entries
+    only: an internal name must never interpose on an application's own symbol."""
+    nm = shutil.which("nm")
+    if nm is None:
+        pytest.skip("nm (binutils) is not installed")
+    p = subprocess.run([nm, "-D", "--defined-only", str(_library())], capture_output=True,
+                       text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    names = {line.split()[-1] for line in p.stdout.splitlines() if line.strip()}
+    extra = {n for n in names if not n.startswith("cu")} - {
+        "rgpu_integrity_mix", "rgpu_integrity_final", "rgpu_msgpack_roundtrip",
+        "rgpu_proc_lookup", "rgpu_report_unsupported"}
+    assert not extra, sorted(extra)
+    assert {"cuInit", "cuGetProcAddress_v2", "cuGetExportTable", "cuLaunchKernel"} <= names
+
+
 # --- the shim's msgpack codec, against Python's ------------------------------------------
 
 _MSGPACK_CHILD = textwrap.dedent("""
