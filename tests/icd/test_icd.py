@@ -12,6 +12,7 @@ import difflib
 import json
 import re
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -230,6 +231,76 @@ def test_vk_add_runs_through_the_icd(pool: tuple[Rig, ServerProc, DaemonProc], m
     m = server.proc.wait_for(r"vk_add .*Vulkan session closed after (\d+) calls; "
                              r"destroyed \d+ objects, (\d+) live", stream="err", timeout=20)
     assert int(m.group(1)) > 10 and int(m.group(2)) == 0, m.group(0)
+
+
+@pytest.fixture(scope="module")
+def vk_triangle(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """programs/vk_triangle.c and its two shaders."""
+    if GLSLANG is None or CC is None:
+        pytest.skip("glslangValidator or a C compiler is missing")
+    out = tmp_path_factory.mktemp("vk_triangle")
+    shaders = []
+    for name in ("tri.vert", "tri.frag"):
+        spv = out / f"{name}.spv"
+        subprocess.run([GLSLANG, "-V", str(PROGRAMS / name), "-o", str(spv)], check=True,
+                       capture_output=True, timeout=60)
+        shaders.append(spv)
+    exe = out / "vk_triangle"
+    proc = subprocess.run([CC, "-Wall", "-Wextra", "-Werror", "-O2", "-o", str(exe),
+                           str(PROGRAMS / "vk_triangle.c"), "-lvulkan"], capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    return [exe, *shaders]
+
+
+def test_offscreen_triangle_through_the_icd(pool: tuple[Rig, ServerProc, DaemonProc],
+                                            manifest: Path, vk_triangle: list[Path]) -> None:
+    """Render pass, framebuffer, graphics pipeline, a clear value (a union), a draw and an
+    image-to-buffer copy, read back through a mapped buffer after vkQueueWaitIdle."""
+    rig, _server, daemon = pool
+    result = _run([str(p) for p in vk_triangle], _app_env(rig, manifest, daemon.socket),
+                  rig.root)
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
+    assert "PASSED vk_triangle" in result.stdout
+    assert "centre 255,0,0,255 corner 0,0,255,255" in result.stdout
+
+
+def test_server_killed_mid_run_is_device_lost(tmp_path: Path, manifest: Path,
+                                              vk_add: tuple[Path, Path]) -> None:
+    _needs_lavapipe()
+    exe, spv = vk_add
+    rig = Rig(tmp_path)
+    try:
+        token = generate_token()
+        server = rig.server(token=token, transport="tcp")
+        daemon = rig.daemon([server.address], token=token, transport="tcp")
+        app = subprocess.Popen([str(exe), str(spv), "65536", "1000000"],
+                               env=_app_env(rig, manifest, daemon.socket), cwd=tmp_path,
+                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+        try:
+            assert app.stdout is not None
+            seen = 0
+            deadline = time.monotonic() + 60
+            for line in app.stdout:
+                if line.startswith("iteration"):
+                    seen += 1
+                if seen >= 3 or time.monotonic() > deadline:
+                    break
+            assert seen >= 3, app.stderr.read() if app.stderr else ""
+            server.proc.signal(signal.SIGKILL)
+            t0 = time.monotonic()
+            _out, err = app.communicate(timeout=30)
+            elapsed = time.monotonic() - t0
+        finally:
+            if app.poll() is None:
+                app.kill()
+                app.wait(10)
+        assert app.returncode == 1, err
+        assert "VkResult -4" in err, err  # VK_ERROR_DEVICE_LOST
+        assert elapsed < 10, f"{elapsed:.1f} s to notice the lost server"
+    finally:
+        rig.close()
 
 
 def test_no_daemon_fails_create_instance_with_one_line(tmp_path: Path, manifest: Path,

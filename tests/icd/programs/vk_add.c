@@ -1,7 +1,9 @@
 /* An unmodified Vulkan compute program: c = a + b over N floats (default 1M) in host-visible,
  * host-coherent buffers the program maps once and never flushes, a compute pipeline with push
- * constants, one submit with a fence. Usage: vk_add SHADER.spv [N]. Prints PASSED when every
- * element is right; any failing call prints its name and VkResult and exits 1. */
+ * constants, one submit with a fence. Usage: vk_add SHADER.spv [N [REPEAT]]. Prints PASSED when
+ * every element is right; any failing call prints its name and VkResult and exits 1. With
+ * REPEAT it then submits the same command buffer REPEAT more times, printing "iteration K"
+ * after each (for the tests that take the server away mid-run). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,6 +45,7 @@ int main(int argc, char **argv)
         return 2;
     }
     uint32_t n = argc > 2 ? (uint32_t)strtoul(argv[2], NULL, 0) : 1u << 20;
+    unsigned long repeat = argc > 3 ? strtoul(argv[3], NULL, 0) : 0;
     VkDeviceSize size = (VkDeviceSize)n * sizeof(float);
 
     VkApplicationInfo app = {.sType = VK_STRUCTURE_TYPE_APPLICATION_INFO,
@@ -190,7 +193,7 @@ int main(int argc, char **argv)
     VkCommandBuffer cb;
     CHECK(vkAllocateCommandBuffers(device, &cbai, &cb));
     VkCommandBufferBeginInfo bi = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO,
-                                   .flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT};
+                                   .flags = repeat ? 0 : VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT};
     CHECK(vkBeginCommandBuffer(cb, &bi));
     vkCmdBindPipeline(cb, VK_PIPELINE_BIND_POINT_COMPUTE, pipeline);
     vkCmdBindDescriptorSets(cb, VK_PIPELINE_BIND_POINT_COMPUTE, layout, 0, 1, &set, 0, NULL);
@@ -215,6 +218,16 @@ int main(int argc, char **argv)
             bad++;
         }
     }
+    if (!bad)
+        printf("PASSED vk_add n=%u\n", n);
+    fflush(stdout);
+    for (unsigned long k = 1; k <= repeat; k++) {
+        CHECK(vkResetFences(device, 1, &fence));
+        CHECK(vkQueueSubmit(queue, 1, &si, fence));
+        CHECK(vkWaitForFences(device, 1, &fence, VK_TRUE, 60ull * 1000 * 1000 * 1000));
+        printf("iteration %lu\n", k);
+        fflush(stdout);
+    }
 
     vkDestroyFence(device, fence, NULL);
     vkFreeCommandBuffers(device, cpool, 1, &cb);
@@ -236,6 +249,5 @@ int main(int argc, char **argv)
         fprintf(stderr, "vk_add: %u of %u elements wrong\n", bad, n);
         return 1;
     }
-    printf("PASSED vk_add n=%u\n", n);
     return 0;
 }
