@@ -41,10 +41,10 @@ def _fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
-def _run(main: Callable[[], Awaitable[T]]) -> T:
+def _run(main: Callable[[], Awaitable[T]], uvloop_ok: bool = False) -> T:
     """Run a coroutine; turn user errors into one line and Ctrl-C into a clean exit."""
     try:
-        return _run_loop(main)
+        return _run_loop(main, uvloop_ok)
     except RgpuError as exc:
         _fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:
@@ -64,6 +64,18 @@ def _run_loop(main: Callable[[], Awaitable[T]], uvloop_ok: bool = False) -> T:
         except ImportError:
             pass
     return asyncio.run(main())  # type: ignore[arg-type]
+
+
+def _uvloop_ok(quic_engine: str, quic_used: bool = True) -> bool:
+    """uvloop speeds up TLS and qh3 round trips; aioquic's pacing misbehaves under it."""
+    if not quic_used:
+        return True
+    from .net.quic import load_engine
+
+    try:
+        return load_engine(quic_engine).name != "aioquic"
+    except RgpuError:
+        return False
 
 
 def _load(config: Path | None, log_level: str | None, default: str | None = None) -> Config:
@@ -216,7 +228,7 @@ def server(
             await srv.stop()
             remove_pid()
 
-    _run(main)
+    _run(main, _uvloop_ok(scfg.quic_engine, scfg.transport != "tcp"))
 
 
 def _server_entry(address: str, token: str | None, transport: str | None,
@@ -348,7 +360,8 @@ def client(
         finally:
             await daemon.stop()
 
-    _run(main)
+    engine = quic_engine or cfg.server.quic_engine
+    _run(main, _uvloop_ok(engine, any(e.transport == "quic" for e in ccfg.servers)))
 
 
 def _daemon_request(socket_path: Path | None, body: dict[str, Any], config: Path | None,

@@ -32,7 +32,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 log=$(mktemp /tmp/rgpu-setup.XXXXXX.log)
 if ! { .venv/bin/python -m pip install --upgrade pip setuptools wheel &&
-       .venv/bin/python -m pip install -e ".[test,fast,nvidia]"; } >"$log" 2>&1; then
+       .venv/bin/python -m pip install -e ".[test,nvidia]"; } >"$log" 2>&1; then
     tail -n 30 "$log" >&2
     echo "setup: pip install failed (full log: $log)" >&2
     exit 1
