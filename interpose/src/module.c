@@ -771,6 +771,32 @@ static CUresult pack_params(rgpu_obj *f, void **kernelParams, void **extra, uint
     return CUDA_SUCCESS;
 }
 
+/* Launch configurations the device cannot take fail at the launch, as with the driver (and
+ * so cudaGetLastError sees them), not later as a deferred error: checked against the facts. */
+static CUresult check_config(int dev, unsigned gx, unsigned gy, unsigned gz, unsigned bx,
+                             unsigned by, unsigned bz, unsigned shmem)
+{
+    if (dev < 0 || dev >= rgpu_device_count)
+        return CUDA_ERROR_INVALID_CONTEXT;
+    int a[8] = {0};
+    static const CUdevice_attribute which[8] = {
+        CU_DEVICE_ATTRIBUTE_MAX_BLOCK_DIM_X, CU_DEVICE_ATTRIBUTE_MAX_BLOCK_DIM_Y,
+        CU_DEVICE_ATTRIBUTE_MAX_BLOCK_DIM_Z, CU_DEVICE_ATTRIBUTE_MAX_GRID_DIM_X,
+        CU_DEVICE_ATTRIBUTE_MAX_GRID_DIM_Y, CU_DEVICE_ATTRIBUTE_MAX_GRID_DIM_Z,
+        CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_BLOCK,
+        CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN};
+    for (int i = 0; i < 8; i++)
+        if (cuDeviceGetAttribute(&a[i], which[i], dev) != CUDA_SUCCESS || a[i] <= 0)
+            return CUDA_SUCCESS; /* facts incomplete: leave the judgement to the server */
+    if (!gx || !gy || !gz || !bx || !by || !bz)
+        return CUDA_ERROR_INVALID_VALUE;
+    if (bx > (unsigned)a[0] || by > (unsigned)a[1] || bz > (unsigned)a[2] ||
+        gx > (unsigned)a[3] || gy > (unsigned)a[4] || gz > (unsigned)a[5] ||
+        (uint64_t)bx * by * bz > (uint64_t)a[6] || shmem > (unsigned)a[7])
+        return CUDA_ERROR_INVALID_VALUE;
+    return CUDA_SUCCESS;
+}
+
 static CUresult launch(const char *fn, CUfunction f, unsigned gx, unsigned gy, unsigned gz,
                        unsigned bx, unsigned by, unsigned bz, unsigned shmem, CUstream hStream,
                        void **kernelParams, void **extra)
@@ -782,6 +808,9 @@ static CUresult launch(const char *fn, CUfunction f, unsigned gx, unsigned gy, u
     if (sid == UINT64_MAX)
         return CUDA_ERROR_INVALID_HANDLE;
     int dev = rgpu_current_ctx() ? rgpu_current_dev() : o->dev;
+    CUresult cst = check_config(dev, gx, gy, gz, bx, by, bz, shmem);
+    if (cst != CUDA_SUCCESS)
+        return cst;
     if (o->kind == RK_KERNEL) {
         CUresult kst = kernel_on(o, dev);
         if (kst != CUDA_SUCCESS)
@@ -847,6 +876,11 @@ static CUresult launch_ex(const CUlaunchConfig *config, CUfunction f, void **ker
     if (!o)
         return CUDA_ERROR_INVALID_HANDLE;
     int dev = rgpu_current_ctx() ? rgpu_current_dev() : o->dev;
+    CUresult cst = check_config(dev, config->gridDimX, config->gridDimY, config->gridDimZ,
+                                config->blockDimX, config->blockDimY, config->blockDimZ,
+                                config->sharedMemBytes);
+    if (cst != CUDA_SUCCESS)
+        return cst;
     if (o->kind == RK_KERNEL) {
         CUresult kst = kernel_on(o, dev);
         if (kst != CUDA_SUCCESS)
