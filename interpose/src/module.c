@@ -7,6 +7,7 @@
  * cuKernelGetParamInfo), fetched once per function. Launches are BATCH frames. */
 #define _GNU_SOURCE
 #include <link.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -334,6 +335,43 @@ CUresult cuModuleLoadFatBinary(CUmodule *module, const void *fatCubin)
     return module_load(module, fatCubin, 0, NULL, NULL, "cuModuleLoadFatBinary");
 }
 
+/* A module or library file, read whole (with a NUL after it, so PTX text is terminated). */
+static void *read_file(const char *path)
+{
+    if (!path)
+        return NULL;
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    uint8_t *buf = NULL;
+    if (fseek(f, 0, SEEK_END) == 0) {
+        long n = ftell(f);
+        if (n > 0 && (size_t)n < MAX_IMAGE && fseek(f, 0, SEEK_SET) == 0) {
+            buf = malloc((size_t)n + 1);
+            if (buf && fread(buf, 1, (size_t)n, f) == (size_t)n) {
+                buf[n] = 0;
+            } else {
+                free(buf);
+                buf = NULL;
+            }
+        }
+    }
+    fclose(f);
+    return buf;
+}
+
+CUresult cuModuleLoad(CUmodule *module, const char *fname)
+{
+    if (!module || !fname)
+        return CUDA_ERROR_INVALID_VALUE;
+    void *image = read_file(fname);
+    if (!image)
+        return CUDA_ERROR_FILE_NOT_FOUND;
+    CUresult st = module_load(module, image, 0, NULL, NULL, "cuModuleLoadData");
+    free(image);
+    return st;
+}
+
 CUresult cuModuleUnload(CUmodule hmod)
 {
     rgpu_obj *o = rgpu_obj_check(hmod, RK_MODULE);
@@ -452,6 +490,23 @@ CUresult cuLibraryLoadData(CUlibrary *library, const void *code, CUjit_option *j
     }
     *library = (CUlibrary)o;
     return CUDA_SUCCESS;
+}
+
+CUresult cuLibraryLoadFromFile(CUlibrary *library, const char *fileName, CUjit_option *jitOptions,
+                               void **jitOptionsValues, unsigned int numJitOptions,
+                               CUlibraryOption *libraryOptions, void **libraryOptionValues,
+                               unsigned int numLibraryOptions)
+{
+    if (!library || !fileName)
+        return CUDA_ERROR_INVALID_VALUE;
+    void *image = read_file(fileName);
+    if (!image)
+        return CUDA_ERROR_FILE_NOT_FOUND;
+    /* the image is copied by the load, so the preserved-binary option does not bind us */
+    CUresult st = cuLibraryLoadData(library, image, jitOptions, jitOptionsValues, numJitOptions,
+                                    libraryOptions, libraryOptionValues, numLibraryOptions);
+    free(image);
+    return st;
 }
 
 CUresult cuLibraryUnload(CUlibrary library)

@@ -98,6 +98,26 @@ int main(int argc, char **argv)
     r = cuModuleLoadData(&m, ptx);
     printf("ptx load %d\n", (int)r);
     bad += r != CUDA_SUCCESS || run_twice(m, "ptx");
+    /* from files: a module from the PTX file, a library from the fatbin file */
+    r = cuModuleLoad(&m, argv[3]);
+    printf("ptx file load %d\n", (int)r);
+    bad += r != CUDA_SUCCESS || run_twice(m, "ptx file");
+    CUlibrary lib;
+    CUkernel kern;
+    r = cuLibraryLoadFromFile(&lib, argv[1], NULL, NULL, 0, NULL, NULL, 0);
+    printf("fatbin library load %d\n", (int)r);
+    if (r == CUDA_SUCCESS && cuLibraryGetKernel(&kern, lib, "twice") == CUDA_SUCCESS) {
+        CUfunction f;
+        bad += cuKernelGetFunction(&f, kern) != CUDA_SUCCESS;
+        CUmodule lm;
+        bad += cuLibraryGetModule(&lm, lib) != CUDA_SUCCESS || run_twice(lm, "library module");
+        bad += cuLibraryUnload(lib) != CUDA_SUCCESS;
+    } else {
+        bad++;
+    }
+    r = cuModuleLoad(&m, "/nonexistent/kernels.ptx");
+    printf("missing file %d\n", (int)r);
+    bad += r != CUDA_ERROR_FILE_NOT_FOUND;
     /* a SASS-only cubin: shipped whole; a PTX-only device refuses it as having no binary */
     r = cuModuleLoadData(&m, cubin);
     printf("cubin load %d\n", (int)r);
