@@ -397,3 +397,24 @@ CUresult cuModuleGetLoadingMode(CUmoduleLoadingMode *mode)
     *mode = CU_MODULE_LAZY_LOADING;
     return CUDA_SUCCESS;
 }
+
+CUresult cuDeviceGetExecAffinitySupport(int *pi, CUexecAffinityType type, CUdevice dev)
+{
+    CHECK_DEV(dev);
+    (void)type;
+    if (!pi)
+        return CUDA_ERROR_INVALID_VALUE;
+    *pi = 0; /* execution affinity (SM partitions) is not offered */
+    return CUDA_SUCCESS;
+}
+
+/* Profiler markers: there is no profiler attached to a remote GPU here; they succeed. */
+CUresult cuProfilerStart(void)
+{
+    return CUDA_SUCCESS;
+}
+
+CUresult cuProfilerStop(void)
+{
+    return CUDA_SUCCESS;
+}

@@ -823,6 +823,18 @@ CUresult cuPointerGetAttribute(void *data, CUpointer_attribute attribute, CUdevi
     return pointer_attribute(data, attribute, ptr);
 }
 
+CUresult cuPointerSetAttribute(const void *value, CUpointer_attribute attribute, CUdeviceptr ptr)
+{
+    if (!rgpu_initialized)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    range r;
+    if (!table_find(&dev_ranges, ptr, &r))
+        return CUDA_ERROR_INVALID_VALUE;
+    if (attribute != CU_POINTER_ATTRIBUTE_SYNC_MEMOPS || !value)
+        return CUDA_ERROR_INVALID_VALUE;
+    return CUDA_SUCCESS; /* memory operations on it are synchronous already */
+}
+
 CUresult cuPointerGetAttributes(unsigned int numAttributes, CUpointer_attribute *attributes,
                                 void **data, CUdeviceptr ptr)
 {

@@ -208,6 +208,14 @@ int main(void)
     CHECK(cuCtxGetCurrent(&top));
     CHECK(cuCtxPopCurrent(&popped));
     host_bad |= top != ctx || popped != ctx;
+    /* capture mode exchange (per thread) and a pointer attribute set */
+    CUstreamCaptureMode mode = CU_STREAM_CAPTURE_MODE_RELAXED;
+    CHECK(cuThreadExchangeStreamCaptureMode(&mode));
+    host_bad |= mode != CU_STREAM_CAPTURE_MODE_GLOBAL;
+    CHECK(cuThreadExchangeStreamCaptureMode(&mode));
+    host_bad |= mode != CU_STREAM_CAPTURE_MODE_RELAXED;
+    unsigned sync_memops = 1;
+    CHECK(cuPointerSetAttribute(&sync_memops, CU_POINTER_ATTRIBUTE_SYNC_MEMOPS, y));
     printf("host memory and context stack mismatches %d\n", host_bad);
     bad += host_bad;
     /* something the shim does not implement: NOT_SUPPORTED, and the daemon counts it */
