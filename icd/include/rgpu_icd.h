@@ -244,6 +244,7 @@ typedef struct rgpu_device {
     rgpu_memory *memories;     /* host-visible allocations with a shadow */
     struct rgpu_dobj **queues;
     int nqueues;
+    struct rgpu_cmdbuf *cmdbufs; /* every live command buffer (freed with their pool) */
 } rgpu_device;
 
 typedef struct rgpu_cmdbuf {
@@ -253,6 +254,7 @@ typedef struct rgpu_cmdbuf {
     uint32_t ncommands;
     mp_buf begin;              /* encoded VkCommandBufferBeginInfo (or nil) */
     int recording;
+    struct rgpu_cmdbuf *next;
 } rgpu_cmdbuf;
 
 struct rgpu_memory {

@@ -87,6 +87,7 @@ static VKAPI_ATTR VkResult VKAPI_CALL icd_CreateDevice(VkPhysicalDevice physical
 }
 
 void rgpu_memory_forget_all(rgpu_device *dev);
+static void free_pool_cmdbufs(rgpu_device *dev, uint64_t pool);
 
 static VKAPI_ATTR void VKAPI_CALL icd_DestroyDevice(VkDevice device,
                                                     const VkAllocationCallbacks *pAllocator)
@@ -101,6 +102,7 @@ static VKAPI_ATTR void VKAPI_CALL icd_DestroyDevice(VkDevice device,
     mp_nil(&b);
     call_status(dev->obj.srv, &b); /* a CALL: the server has let go of it when this returns */
     rgpu_memory_forget_all(dev);
+    free_pool_cmdbufs(dev, 0);
     for (int i = 0; i < dev->nqueues; i++)
         free(dev->queues[i]);
     free(dev->queues);
@@ -191,6 +193,57 @@ static VKAPI_ATTR PFN_vkVoidFunction VKAPI_CALL icd_GetDeviceProcAddr(VkDevice d
 
 /* ---- command buffers ---------------------------------------------------------------------- */
 
+static void cmdbuf_free(rgpu_cmdbuf *cb)
+{
+    mp_free(&cb->stream);
+    mp_free(&cb->begin);
+    free(cb);
+}
+
+static void unlink_cmdbuf(rgpu_device *dev, rgpu_cmdbuf *cb)
+{
+    pthread_mutex_lock(&dev->mu);
+    for (rgpu_cmdbuf **pp = &dev->cmdbufs; *pp; pp = &(*pp)->next)
+        if (*pp == cb) {
+            *pp = cb->next;
+            break;
+        }
+    pthread_mutex_unlock(&dev->mu);
+}
+
+/* Free the command buffers of `pool` (every pool when 0). */
+static void free_pool_cmdbufs(rgpu_device *dev, uint64_t pool)
+{
+    pthread_mutex_lock(&dev->mu);
+    rgpu_cmdbuf **pp = &dev->cmdbufs;
+    while (*pp) {
+        rgpu_cmdbuf *cb = *pp;
+        if (!pool || cb->pool == pool) {
+            *pp = cb->next;
+            cmdbuf_free(cb);
+        } else {
+            pp = &cb->next;
+        }
+    }
+    pthread_mutex_unlock(&dev->mu);
+}
+
+static VKAPI_ATTR void VKAPI_CALL icd_DestroyCommandPool(VkDevice device, VkCommandPool pool,
+                                                        const VkAllocationCallbacks *pAllocator)
+{
+    (void)pAllocator;
+    rgpu_device *dev = (rgpu_device *)device;
+    if (!pool)
+        return;
+    free_pool_cmdbufs(dev, (uint64_t)pool);
+    mp_buf b;
+    body_begin(&b, "vkDestroyCommandPool", 3);
+    mp_uint(&b, dev->obj.id);
+    mp_uint(&b, (uint64_t)pool);
+    mp_nil(&b);
+    batch(dev->obj.srv, &b);
+}
+
 static VKAPI_ATTR VkResult VKAPI_CALL icd_AllocateCommandBuffers(
     VkDevice device, const VkCommandBufferAllocateInfo *info, VkCommandBuffer *out)
 {
@@ -213,6 +266,13 @@ static VKAPI_ATTR VkResult VKAPI_CALL icd_AllocateCommandBuffers(
         mp_init(&cb->begin);
         out[i] = (VkCommandBuffer)cb;
     }
+    pthread_mutex_lock(&dev->mu);
+    for (uint32_t i = 0; i < n; i++) {
+        rgpu_cmdbuf *cb = (rgpu_cmdbuf *)out[i];
+        cb->next = dev->cmdbufs;
+        dev->cmdbufs = cb;
+    }
+    pthread_mutex_unlock(&dev->mu);
     rgpu_enc e = {dev->obj.srv, 0};
     mp_buf b;
     body_begin(&b, "vkAllocateCommandBuffers", 3);
@@ -225,19 +285,13 @@ static VKAPI_ATTR VkResult VKAPI_CALL icd_AllocateCommandBuffers(
     VkResult st = call_status(dev->obj.srv, &b);
     if (st < 0) {
         for (uint32_t i = 0; i < n; i++) {
-            free(out[i]);
+            unlink_cmdbuf(dev, (rgpu_cmdbuf *)out[i]);
+            cmdbuf_free((rgpu_cmdbuf *)out[i]);
             out[i] = VK_NULL_HANDLE;
         }
         return st;
     }
     return VK_SUCCESS;
-}
-
-static void cmdbuf_free(rgpu_cmdbuf *cb)
-{
-    mp_free(&cb->stream);
-    mp_free(&cb->begin);
-    free(cb);
 }
 
 static VKAPI_ATTR void VKAPI_CALL icd_FreeCommandBuffers(VkDevice device, VkCommandPool pool,
@@ -254,8 +308,10 @@ static VKAPI_ATTR void VKAPI_CALL icd_FreeCommandBuffers(VkDevice device, VkComm
         mp_uint(&b, cbs[i] ? ((rgpu_dobj *)cbs[i])->id : 0);
     batch(dev->obj.srv, &b);
     for (uint32_t i = 0; i < n; i++)
-        if (cbs[i])
+        if (cbs[i]) {
+            unlink_cmdbuf(dev, (rgpu_cmdbuf *)cbs[i]);
             cmdbuf_free((rgpu_cmdbuf *)cbs[i]);
+        }
 }
 
 static VKAPI_ATTR VkResult VKAPI_CALL icd_BeginCommandBuffer(VkCommandBuffer commandBuffer,
@@ -419,6 +475,7 @@ static const struct {
     FN("vkGetDeviceProcAddr", icd_GetDeviceProcAddr),
     FN("vkAllocateCommandBuffers", icd_AllocateCommandBuffers),
     FN("vkFreeCommandBuffers", icd_FreeCommandBuffers),
+    FN("vkDestroyCommandPool", icd_DestroyCommandPool),
     FN("vkBeginCommandBuffer", icd_BeginCommandBuffer),
     FN("vkEndCommandBuffer", icd_EndCommandBuffer),
     FN("vkResetCommandBuffer", icd_ResetCommandBuffer),

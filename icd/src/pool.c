@@ -225,6 +225,25 @@ VkResult rgpu_pool_init(void)
     return st;
 }
 
+/* The loader unloads the driver after the last vkDestroyInstance (and may load it again). */
+__attribute__((destructor)) static void pool_fini(void)
+{
+    for (int i = 0; i < rgpu_ngpus; i++) {
+        free(rgpu_gpus[i].format_keys);
+        free(rgpu_gpus[i].format_nodes);
+    }
+    free(rgpu_gpus);
+    rgpu_gpus = NULL;
+    rgpu_ngpus = 0;
+    for (int i = 0; i < nservers; i++) {
+        mp_doc_free(&servers[i]->facts);
+        free(servers[i]->facts_src);
+        free(servers[i]);
+    }
+    nservers = 0;
+    pool_state = 0;
+}
+
 int rgpu_facts_gpu_field(rgpu_gpu *g, const char *key)
 {
     return mp_map_get(&g->srv->facts, g->facts_node, key);

@@ -656,9 +656,16 @@ void rgpu_flush(void)
 
 __attribute__((destructor)) static void rgpu_transport_fini(void)
 {
-    /* Queued BATCH work (destroys, recorded command buffers) must reach the daemon before the process exits. */
+    /* Queued BATCH work (destroys, recorded command buffers) must reach the daemon before the
+     * process exits. The loader also unloads the driver after the last vkDestroyInstance, and
+     * may load it again: closing the connection then ends this process's sessions (the server
+     * frees what they held) and the next load starts afresh. */
     if (g.state == 1 && g.pid == getpid() && pthread_mutex_trylock(&g.mu) == 0) {
         flush_locked(now_s() + 5);
         pthread_mutex_unlock(&g.mu);
     }
+    if (g.fd >= 0 && g.pid == getpid())
+        close(g.fd);
+    g.fd = -1;
+    mp_free(&g.out);
 }

@@ -303,6 +303,36 @@ def test_server_killed_mid_run_is_device_lost(tmp_path: Path, manifest: Path,
         rig.close()
 
 
+def test_sanitizer_build_runs_clean(tmp_path: Path, pool: tuple[Rig, ServerProc, DaemonProc],
+                                    vk_add: tuple[Path, Path], vk_triangle: list[Path]) -> None:
+    """The ICD built with -fsanitize=address,undefined: compute, graphics and vulkaninfo run
+    without a memory error, undefined behaviour or a leak (the loader unloads the driver at
+    the last vkDestroyInstance, so everything it held must be freed by then)."""
+    assert CC is not None
+    libasan = subprocess.run([CC, "-print-file-name=libasan.so"], capture_output=True,
+                             text=True, check=True, timeout=30).stdout.strip()
+    if not Path(libasan).is_file():
+        pytest.skip("the compiler has no libasan.so")
+    try:
+        sanitized = shimbuild.build_icd(ROOT, tmp_path / "asan", sanitize="address,undefined",
+                                        log=lambda _msg: None)
+    except shimbuild.IcdUnavailable as exc:
+        pytest.skip(str(exc))
+    rig, _server, daemon = pool
+    env = {**_app_env(rig, sanitized, daemon.socket), "LD_PRELOAD": libasan,
+           "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0",
+           "UBSAN_OPTIONS": "halt_on_error=1:print_stacktrace=1"}
+    exe, spv = vk_add
+    runs = [[str(exe), str(spv), "65536", "2"], [str(p) for p in vk_triangle]]
+    if VULKANINFO is not None:
+        runs.append([VULKANINFO, "--summary"])
+    for argv in runs:
+        result = _run(argv, env, rig.root)
+        report = f"{' '.join(argv)}\n{result.stdout}\n{result.stderr}"
+        assert result.returncode == 0, report
+        assert "Sanitizer" not in result.stderr and "runtime error" not in result.stderr, report
+
+
 def test_no_daemon_fails_create_instance_with_one_line(tmp_path: Path, manifest: Path,
                                                        vk_add: tuple[Path, Path]) -> None:
     exe, spv = vk_add
