@@ -8,6 +8,7 @@
 
 PFN_vkVoidFunction rgpu_device_proc(const char *name);
 PFN_vkVoidFunction rgpu_memory_proc(const char *name);
+PFN_vkVoidFunction rgpu_template_proc(const char *name);
 
 static double now_s(void)
 {
@@ -495,5 +496,6 @@ PFN_vkVoidFunction rgpu_special_proc(const char *name)
     for (size_t i = 0; i < sizeof device_fns / sizeof device_fns[0]; i++)
         if (!strcmp(device_fns[i].name, name))
             return device_fns[i].fn;
-    return rgpu_memory_proc(name);
+    PFN_vkVoidFunction fn = rgpu_memory_proc(name);
+    return fn ? fn : rgpu_template_proc(name);
 }

@@ -233,6 +233,19 @@ def test_vk_add_runs_through_the_icd(pool: tuple[Rig, ServerProc, DaemonProc], m
     assert int(m.group(1)) > 10 and int(m.group(2)) == 0, m.group(0)
 
 
+def test_descriptor_update_template_is_expanded(pool: tuple[Rig, ServerProc, DaemonProc],
+                                                manifest: Path,
+                                                vk_add: tuple[Path, Path]) -> None:
+    """vkUpdateDescriptorSetWithTemplate's data is laid out by the template, so the ICD turns
+    it into vkUpdateDescriptorSets; the same program then submits twice more."""
+    rig, _server, daemon = pool
+    exe, spv = vk_add
+    result = _run([str(exe), str(spv), "65536", "2", "template"],
+                  _app_env(rig, manifest, daemon.socket), rig.root)
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
+    assert "PASSED vk_add n=65536" in result.stdout and "iteration 2" in result.stdout
+
+
 @pytest.fixture(scope="module")
 def vk_triangle(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     """programs/vk_triangle.c and its two shaders."""
@@ -323,7 +336,7 @@ def test_sanitizer_build_runs_clean(tmp_path: Path, pool: tuple[Rig, ServerProc,
            "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0",
            "UBSAN_OPTIONS": "halt_on_error=1:print_stacktrace=1"}
     exe, spv = vk_add
-    runs = [[str(exe), str(spv), "65536", "2"], [str(p) for p in vk_triangle]]
+    runs = [[str(exe), str(spv), "65536", "2", "template"], [str(p) for p in vk_triangle]]
     if VULKANINFO is not None:
         runs.append([VULKANINFO, "--summary"])
     for argv in runs:

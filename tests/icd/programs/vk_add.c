@@ -1,6 +1,7 @@
 /* An unmodified Vulkan compute program: c = a + b over N floats (default 1M) in host-visible,
  * host-coherent buffers the program maps once and never flushes, a compute pipeline with push
- * constants, one submit with a fence. Usage: vk_add SHADER.spv [N [REPEAT]]. Prints PASSED when
+ * constants, one submit with a fence. Usage: vk_add SHADER.spv [N [REPEAT [template]]]: with
+ * "template" the descriptor set is written with a descriptor update template. Prints PASSED when
  * every element is right; any failing call prints its name and VkResult and exits 1. With
  * REPEAT it then submits the same command buffer REPEAT more times, printing "iteration K"
  * after each (for the tests that take the server away mid-run). */
@@ -46,6 +47,7 @@ int main(int argc, char **argv)
     }
     uint32_t n = argc > 2 ? (uint32_t)strtoul(argv[2], NULL, 0) : 1u << 20;
     unsigned long repeat = argc > 3 ? strtoul(argv[3], NULL, 0) : 0;
+    int use_template = argc > 4 && !strcmp(argv[4], "template");
     VkDeviceSize size = (VkDeviceSize)n * sizeof(float);
 
     VkApplicationInfo app = {.sType = VK_STRUCTURE_TYPE_APPLICATION_INFO,
@@ -180,7 +182,29 @@ int main(int argc, char **argv)
                                            .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
                                            .pBufferInfo = &infos[i]};
     }
-    vkUpdateDescriptorSets(device, 3, writes, 0, NULL);
+    if (use_template) {
+        VkDescriptorUpdateTemplateEntry entry = {
+            .dstBinding = 0, .descriptorCount = 1,
+            .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, .offset = 0,
+            .stride = sizeof infos[0]};
+        VkDescriptorUpdateTemplateEntry entries[3];
+        for (uint32_t i = 0; i < 3; i++) {
+            entries[i] = entry;
+            entries[i].dstBinding = i;
+            entries[i].offset = i * sizeof infos[0];
+        }
+        VkDescriptorUpdateTemplateCreateInfo tci = {
+            .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_UPDATE_TEMPLATE_CREATE_INFO,
+            .descriptorUpdateEntryCount = 3, .pDescriptorUpdateEntries = entries,
+            .templateType = VK_DESCRIPTOR_UPDATE_TEMPLATE_TYPE_DESCRIPTOR_SET,
+            .descriptorSetLayout = dsl};
+        VkDescriptorUpdateTemplate tmpl;
+        CHECK(vkCreateDescriptorUpdateTemplate(device, &tci, NULL, &tmpl));
+        vkUpdateDescriptorSetWithTemplate(device, set, tmpl, infos);
+        vkDestroyDescriptorUpdateTemplate(device, tmpl, NULL);
+    } else {
+        vkUpdateDescriptorSets(device, 3, writes, 0, NULL);
+    }
 
     VkCommandPoolCreateInfo cpoolci = {.sType = VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO,
                                        .queueFamilyIndex = family};
