@@ -278,6 +278,37 @@ def test_offscreen_triangle_through_the_icd(pool: tuple[Rig, ServerProc, DaemonP
     assert "centre 255,0,0,255 corner 0,0,255,255" in result.stdout
 
 
+def test_two_servers_are_two_physical_devices(tmp_path: Path, manifest: Path,
+                                              vk_add: tuple[Path, Path]) -> None:
+    """A pool of two servers: the application sees two physical devices, and work on the
+    second one runs on the second server."""
+    _needs_lavapipe()
+    exe, spv = vk_add
+    rig = Rig(tmp_path)
+    try:
+        token = generate_token()
+        first, second = rig.servers([dict(token=token, transport="tcp"),
+                                     dict(token=token, transport="tcp")])
+        daemon = rig.daemon([first.address, second.address], token=token, transport="tcp")
+        env = {**_app_env(rig, manifest, daemon.socket), "VK_ADD_DEVICE": "1"}
+        result = _run([str(exe), str(spv), "65536"], env, tmp_path)
+        assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
+        assert "device 1 of 2:" in result.stdout and "PASSED vk_add" in result.stdout
+        # the pool is ordered by the daemon; whichever server holds GPU 1 ran the dispatch
+        pattern = r"vk_add .*Vulkan session closed after (\d+) calls"
+        calls = []
+        for server in (first, second):
+            try:
+                calls.append(int(server.proc.wait_for(pattern, stream="err",
+                                                      timeout=10).group(1)))
+            except AssertionError:
+                calls.append(0)
+        assert max(calls) > 10, calls  # the device's server: the whole program
+        assert min(calls) <= 3, calls  # the other: only the ICD's instance and facts
+    finally:
+        rig.close()
+
+
 def test_server_killed_mid_run_is_device_lost(tmp_path: Path, manifest: Path,
                                               vk_add: tuple[Path, Path]) -> None:
     _needs_lavapipe()

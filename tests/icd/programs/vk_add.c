@@ -1,7 +1,8 @@
 /* An unmodified Vulkan compute program: c = a + b over N floats (default 1M) in host-visible,
  * host-coherent buffers the program maps once and never flushes, a compute pipeline with push
  * constants, one submit with a fence. Usage: vk_add SHADER.spv [N [REPEAT [template]]]: with
- * "template" the descriptor set is written with a descriptor update template. Prints PASSED when
+ * "template" the descriptor set is written with a descriptor update template. VK_ADD_DEVICE=K
+ * picks the K-th physical device (default 0). Prints PASSED when
  * every element is right; any failing call prints its name and VkResult and exits 1. With
  * REPEAT it then submits the same command buffer REPEAT more times, printing "iteration K"
  * after each (for the tests that take the server away mid-run). */
@@ -65,10 +66,16 @@ int main(int argc, char **argv)
     VkPhysicalDevice pds[8];
     npd = npd > 8 ? 8 : npd;
     vkEnumeratePhysicalDevices(instance, &npd, pds);
-    VkPhysicalDevice pd = pds[0];
+    const char *pick = getenv("VK_ADD_DEVICE");
+    uint32_t which = pick ? (uint32_t)strtoul(pick, NULL, 0) : 0;
+    if (which >= npd) {
+        fprintf(stderr, "vk_add: no physical device %u (%u found)\n", which, npd);
+        return 1;
+    }
+    VkPhysicalDevice pd = pds[which];
     VkPhysicalDeviceProperties props;
     vkGetPhysicalDeviceProperties(pd, &props);
-    printf("device: %s\n", props.deviceName);
+    printf("device %u of %u: %s\n", which, npd, props.deviceName);
 
     uint32_t nq = 0;
     vkGetPhysicalDeviceQueueFamilyProperties(pd, &nq, NULL);
