@@ -233,6 +233,30 @@ def test_vk_add_runs_through_the_icd(pool: tuple[Rig, ServerProc, DaemonProc], m
     assert int(m.group(1)) > 10 and int(m.group(2)) == 0, m.group(0)
 
 
+def _validation_layer() -> bool:
+    dirs = [Path("/usr/share/vulkan/explicit_layer.d"), Path("/etc/vulkan/explicit_layer.d")]
+    return any(d.is_dir() and any(d.glob("*khronos_validation*.json")) for d in dirs)
+
+
+def test_programs_pass_the_validation_layer(pool: tuple[Rig, ServerProc, DaemonProc],
+                                            manifest: Path, vk_add: tuple[Path, Path],
+                                            vk_triangle: list[Path]) -> None:
+    """VK_LAYER_KHRONOS_validation on the application's side reads every property, feature
+    and format it checks against from the ICD: the programs stay free of validation errors."""
+    if not _validation_layer():
+        pytest.skip("VK_LAYER_KHRONOS_validation is not installed")
+    rig, _server, daemon = pool
+    env = {**_app_env(rig, manifest, daemon.socket),
+           "VK_INSTANCE_LAYERS": "VK_LAYER_KHRONOS_validation"}
+    exe, spv = vk_add
+    for argv in ([str(exe), str(spv), "65536", "1", "template"], [str(p) for p in vk_triangle]):
+        result = _run(argv, env, rig.root)
+        report = f"{result.stdout}\n{result.stderr}"
+        assert result.returncode == 0, report
+        assert "PASSED" in result.stdout, report
+        assert "Validation Error" not in report and "VUID" not in report, report
+
+
 def test_descriptor_update_template_is_expanded(pool: tuple[Rig, ServerProc, DaemonProc],
                                                 manifest: Path,
                                                 vk_add: tuple[Path, Path]) -> None:
