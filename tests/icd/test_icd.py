@@ -14,6 +14,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -255,6 +256,15 @@ def test_programs_pass_the_validation_layer(pool: tuple[Rig, ServerProc, DaemonP
         assert result.returncode == 0, report
         assert "PASSED" in result.stdout, report
         assert "Validation Error" not in report and "VUID" not in report, report
+
+
+def test_python_application(pool: tuple[Rig, ServerProc, DaemonProc], manifest: Path) -> None:
+    pytest.importorskip("vulkan")
+    rig, _server, daemon = pool
+    result = _run([sys.executable, str(PROGRAMS / "vk_python_app.py")],
+                  _app_env(rig, manifest, daemon.socket), rig.root)
+    assert result.returncode == 0, result.stderr
+    assert "python app sees 1 device(s): llvmpipe" in result.stdout, result.stdout
 
 
 def test_descriptor_update_template_is_expanded(pool: tuple[Rig, ServerProc, DaemonProc],
