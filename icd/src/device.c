@@ -419,7 +419,11 @@ static VKAPI_ATTR VkResult VKAPI_CALL icd_DeviceWaitIdle(VkDevice device)
     return st == VK_SUCCESS ? rgpu_sync_from_server((rgpu_device *)device) : st;
 }
 
-/* The server caps one wait at 5 s (VK_TIMEOUT); repeat with the time the application has left. */
+/* A wait is a series of server-side waits of at most WAIT_SLICE_NS each (the server itself caps
+ * one at 5 s), repeated with the time the application has left: the connection is shared by
+ * the application's threads, so between slices another thread can submit the work this one is
+ * waiting for. */
+#define WAIT_SLICE_NS 100000000ull
 static VKAPI_ATTR VkResult VKAPI_CALL icd_WaitForFences(VkDevice device, uint32_t n,
                                                         const VkFence *fences, VkBool32 waitAll,
                                                         uint64_t timeout)
@@ -430,6 +434,7 @@ static VKAPI_ATTR VkResult VKAPI_CALL icd_WaitForFences(VkDevice device, uint32_
         double left = deadline - now_s();
         uint64_t t = timeout == UINT64_MAX ? UINT64_MAX
                      : left > 0 ? (uint64_t)(left * 1e9) : 0;
+        t = t < WAIT_SLICE_NS ? t : WAIT_SLICE_NS;
         uint64_t a[5] = {(uint64_t)(uintptr_t)device, n, (uint64_t)(uintptr_t)fences, waitAll,
                          t};
         st = (VkResult)forward_named("vkWaitForFences", a);
@@ -456,6 +461,7 @@ static VKAPI_ATTR VkResult VKAPI_CALL icd_WaitSemaphores(VkDevice device,
         double left = deadline - now_s();
         uint64_t t = timeout == UINT64_MAX ? UINT64_MAX
                      : left > 0 ? (uint64_t)(left * 1e9) : 0;
+        t = t < WAIT_SLICE_NS ? t : WAIT_SLICE_NS;
         uint64_t a[3] = {(uint64_t)(uintptr_t)device, (uint64_t)(uintptr_t)info, t};
         st = (VkResult)forward_named("vkWaitSemaphores", a);
         if (st != VK_TIMEOUT || (timeout != UINT64_MAX && now_s() >= deadline))

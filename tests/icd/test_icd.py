@@ -300,6 +300,30 @@ def vk_triangle(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     return [exe, *shaders]
 
 
+@pytest.fixture(scope="module")
+def vk_threads(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if CC is None:
+        pytest.skip("no C compiler")
+    exe = tmp_path_factory.mktemp("vk_threads") / "vk_threads"
+    proc = subprocess.run([CC, "-Wall", "-Wextra", "-Werror", "-O2", "-pthread", "-o", str(exe),
+                           str(PROGRAMS / "vk_threads.c"), "-lvulkan"], capture_output=True,
+                          text=True, timeout=120, check=False)
+    if proc.returncode != 0 and "vulkan" in proc.stderr:
+        pytest.skip(f"cannot build against the Vulkan loader: {proc.stderr.strip()[:200]}")
+    assert proc.returncode == 0, proc.stderr
+    return exe
+
+
+def test_threads_share_the_connection(pool: tuple[Rig, ServerProc, DaemonProc], manifest: Path,
+                                      vk_threads: Path) -> None:
+    """A fence wait started before its submit does not hold up the submit (waits are sliced),
+    and four threads submitting and waiting concurrently each get their own results."""
+    rig, _server, daemon = pool
+    result = _run([str(vk_threads)], _app_env(rig, manifest, daemon.socket), rig.root)
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
+    assert "PASSED vk_threads" in result.stdout
+
+
 def test_offscreen_triangle_through_the_icd(pool: tuple[Rig, ServerProc, DaemonProc],
                                             manifest: Path, vk_triangle: list[Path]) -> None:
     """Render pass, framebuffer, graphics pipeline, a clear value (a union), a draw and an
@@ -382,7 +406,8 @@ def test_server_killed_mid_run_is_device_lost(tmp_path: Path, manifest: Path,
 
 
 def test_sanitizer_build_runs_clean(tmp_path: Path, pool: tuple[Rig, ServerProc, DaemonProc],
-                                    vk_add: tuple[Path, Path], vk_triangle: list[Path]) -> None:
+                                    vk_add: tuple[Path, Path], vk_triangle: list[Path],
+                                    vk_threads: Path) -> None:
     """The ICD built with -fsanitize=address,undefined: compute, graphics and vulkaninfo run
     without a memory error, undefined behaviour or a leak (the loader unloads the driver at
     the last vkDestroyInstance, so everything it held must be freed by then)."""
@@ -401,7 +426,8 @@ def test_sanitizer_build_runs_clean(tmp_path: Path, pool: tuple[Rig, ServerProc,
            "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0",
            "UBSAN_OPTIONS": "halt_on_error=1:print_stacktrace=1"}
     exe, spv = vk_add
-    runs = [[str(exe), str(spv), "65536", "2", "template"], [str(p) for p in vk_triangle]]
+    runs = [[str(exe), str(spv), "65536", "2", "template"], [str(p) for p in vk_triangle],
+            [str(vk_threads)]]
     if VULKANINFO is not None:
         runs.append([VULKANINFO, "--summary"])
     for argv in runs:
