@@ -367,8 +367,11 @@ def test_two_servers_are_two_physical_devices(tmp_path: Path, manifest: Path,
         rig.close()
 
 
-def test_server_killed_mid_run_is_device_lost(tmp_path: Path, manifest: Path,
-                                              vk_add: tuple[Path, Path]) -> None:
+@pytest.mark.parametrize("victim", ["server", "daemon"])
+def test_killed_mid_run_is_device_lost(tmp_path: Path, manifest: Path,
+                                       vk_add: tuple[Path, Path], victim: str) -> None:
+    """The server (or the daemon) is SIGKILLed while the program submits in a loop: its next
+    call fails with VK_ERROR_DEVICE_LOST within seconds, and nothing hangs."""
     _needs_lavapipe()
     exe, spv = vk_add
     rig = Rig(tmp_path)
@@ -390,7 +393,7 @@ def test_server_killed_mid_run_is_device_lost(tmp_path: Path, manifest: Path,
                 if seen >= 3 or time.monotonic() > deadline:
                     break
             assert seen >= 3, app.stderr.read() if app.stderr else ""
-            server.proc.signal(signal.SIGKILL)
+            (server.proc if victim == "server" else daemon.proc).signal(signal.SIGKILL)
             t0 = time.monotonic()
             _out, err = app.communicate(timeout=30)
             elapsed = time.monotonic() - t0
@@ -400,7 +403,9 @@ def test_server_killed_mid_run_is_device_lost(tmp_path: Path, manifest: Path,
                 app.wait(10)
         assert app.returncode == 1, err
         assert "VkResult -4" in err, err  # VK_ERROR_DEVICE_LOST
-        assert elapsed < 10, f"{elapsed:.1f} s to notice the lost server"
+        assert elapsed < 10, f"{elapsed:.1f} s to notice the lost {victim}"
+        if victim == "daemon":
+            assert "lost the connection to the rgpu daemon" in err, err
     finally:
         rig.close()
 
