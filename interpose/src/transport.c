@@ -1,8 +1,11 @@
 /* The shim's one connection to the rgpu client daemon: a Unix socket speaking the frames of
- * docs/PROTOCOL.md. Calls from every application thread share it under one (recursive) mutex;
- * BATCH frames are buffered and written before the next request or when the buffer fills.
- * Every wait is a poll() with a deadline, and once the socket closes every call fails at once:
- * an application must never hang on a lost daemon or server. */
+ * docs/PROTOCOL.md. Calls from every application thread share it. Sending happens under one
+ * (recursive) mutex; BATCH frames are buffered and written before the next request or when the
+ * buffer fills. A thread waiting for its reply does not hold the mutex: one waiter at a time
+ * reads frames and hands each reply to the thread that asked, so a long synchronisation in one
+ * thread does not stop another from launching. Every wait is a poll() with a deadline, and once
+ * the socket closes every call fails at once: an application must never hang on a lost daemon
+ * or server. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <poll.h>
@@ -49,7 +52,22 @@ static struct {
     deferred_err deferred[MAX_DEFERRED];
     int ndeferred;
     double timeout_s;
+    pthread_cond_t cond;       /* a reply was handed over, or the reader stepped down */
+    struct waiter *waiters;    /* requests sent and not answered yet */
+    int reading;               /* a waiter is reading frames (outside the mutex) */
+    int close_pending;         /* lost while a reader used the fd: the reader closes it */
 } g = {.fd = -1};
+
+/* One request waiting for its reply. */
+typedef struct waiter {
+    uint32_t request;
+    rgpu_reply *out;
+    int have_head;
+    int done;
+    struct waiter *next;
+} waiter;
+
+static __thread int lock_depth; /* this thread's hold count of the recursive mutex */
 
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 
@@ -60,6 +78,11 @@ static void init_once(void)
     pthread_mutexattr_settype(&a, PTHREAD_MUTEX_RECURSIVE);
     pthread_mutex_init(&g.mu, &a);
     pthread_mutexattr_destroy(&a);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&g.cond, &ca);
+    pthread_condattr_destroy(&ca);
     mp_init(&g.out);
     rgpu_log_init();
     const char *t = getenv("RGPU_CALL_TIMEOUT");
@@ -98,11 +121,28 @@ void rgpu_lock(void)
 {
     pthread_once(&g_once, init_once);
     pthread_mutex_lock(&g.mu);
+    lock_depth++;
 }
 
 void rgpu_unlock(void)
 {
+    lock_depth--;
     pthread_mutex_unlock(&g.mu);
+}
+
+/* Give up every hold of the mutex (for a blocking read); returns how many to take back. */
+static int release_all(void)
+{
+    int depth = lock_depth;
+    for (int i = 0; i < depth; i++)
+        rgpu_unlock();
+    return depth;
+}
+
+static void reacquire(int depth)
+{
+    for (int i = 0; i < depth; i++)
+        rgpu_lock();
 }
 
 int rgpu_connection_dead(void)
@@ -128,6 +168,9 @@ static double now_s(void)
     return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+/* Called with the mutex held. Every waiting request fails; a reader still inside a read on
+ * the socket is woken by the shutdown and closes it, so its descriptor is never reused under
+ * it. */
 static void lost(const char *why)
 {
     if (g.state == 1) {
@@ -135,22 +178,36 @@ static void lost(const char *why)
         if (!rgpu_log_level)
             fprintf(stderr, "rgpu: lost the connection to the rgpu daemon (%s)\n", why);
     }
-    if (g.fd >= 0)
-        close(g.fd);
-    g.fd = -1;
+    if (g.fd >= 0) {
+        if (g.reading) {
+            shutdown(g.fd, SHUT_RDWR);
+            g.close_pending = 1;
+        } else {
+            close(g.fd);
+            g.fd = -1;
+        }
+    }
     g.state = 3;
     g.out.len = 0;
+    for (waiter *w = g.waiters; w; w = w->next) {
+        if (!w->done) {
+            w->done = 1;
+            rgpu_reply_free(w->out);
+            w->out->status = CUDA_ERROR_DEVICE_UNAVAILABLE;
+        }
+    }
+    pthread_cond_broadcast(&g.cond);
 }
 
 /* ---- raw I/O ----------------------------------------------------------------------------- */
 
-static int wait_fd(short ev, double deadline)
+static int wait_fd(int fd, short ev, double deadline)
 {
     for (;;) {
         double left = deadline - now_s();
         if (left <= 0)
             return -1;
-        struct pollfd p = {.fd = g.fd, .events = ev};
+        struct pollfd p = {.fd = fd, .events = ev};
         int ms = left > 1.0 ? 1000 : (int)(left * 1000) + 1;
         int r = poll(&p, 1, ms);
         if (r < 0 && errno == EINTR)
@@ -165,10 +222,11 @@ static int wait_fd(short ev, double deadline)
     }
 }
 
+/* Called with the mutex held. */
 static int write_iov(struct iovec *iov, int n, double deadline)
 {
     while (n > 0) {
-        if (wait_fd(POLLOUT, deadline) != 0) {
+        if (g.fd < 0 || wait_fd(g.fd, POLLOUT, deadline) != 0) {
             lost("write timed out");
             return -1;
         }
@@ -193,23 +251,24 @@ static int write_iov(struct iovec *iov, int n, double deadline)
     return 0;
 }
 
-static int read_full(void *buf, size_t n, double deadline)
+/* Touches no shared state (a reader runs it without the mutex); *why says what failed. */
+static int read_full(int fd, void *buf, size_t n, double deadline, const char **why)
 {
     uint8_t *p = buf;
     while (n > 0) {
-        if (wait_fd(POLLIN, deadline) != 0) {
-            lost("no answer from the rgpu daemon in time");
+        if (wait_fd(fd, POLLIN, deadline) != 0) {
+            *why = "no answer from the rgpu daemon in time";
             return -1;
         }
-        ssize_t r = recv(g.fd, p, n, MSG_DONTWAIT);
+        ssize_t r = recv(fd, p, n, MSG_DONTWAIT);
         if (r == 0) {
-            lost("the daemon closed the connection");
+            *why = "the daemon closed the connection";
             return -1;
         }
         if (r < 0) {
             if (errno == EINTR || errno == EAGAIN)
                 continue;
-            lost(strerror(errno));
+            *why = "the socket failed";
             return -1;
         }
         p += r;
@@ -349,122 +408,178 @@ CUresult rgpu_take_deferred(uint32_t session)
 
 /* ---- receiving --------------------------------------------------------------------------- */
 
-/* Read frames until the reply to `request` is complete (request 0: until none is buffered). */
-static CUresult wait_reply(uint32_t request, rgpu_reply *out)
+/* One frame as read from the socket. */
+typedef struct {
+    int kind;
+    unsigned flags;
+    uint32_t session, request;
+    uint8_t *body;
+    uint32_t body_len;
+    uint8_t *bulk;
+    uint32_t bulk_len;
+} frame;
+
+static void frame_free(frame *f)
+{
+    free(f->body);
+    free(f->bulk);
+    f->body = f->bulk = NULL;
+}
+
+/* Read one whole frame; touches no shared state. */
+static int read_frame(int fd, double deadline, frame *f, const char **why)
+{
+    uint8_t h[HEADER_SIZE];
+    memset(f, 0, sizeof *f);
+    if (read_full(fd, h, HEADER_SIZE, deadline, why) != 0)
+        return -1;
+    unsigned magic = (unsigned)(h[0] << 8 | h[1]);
+    f->kind = h[3];
+    f->flags = (unsigned)(h[4] << 8 | h[5]);
+    f->session = (uint32_t)h[8] << 24 | (uint32_t)h[9] << 16 | (uint32_t)h[10] << 8 | h[11];
+    f->request = (uint32_t)h[12] << 24 | (uint32_t)h[13] << 16 | (uint32_t)h[14] << 8 | h[15];
+    f->body_len = (uint32_t)h[16] << 24 | (uint32_t)h[17] << 16 | (uint32_t)h[18] << 8 | h[19];
+    f->bulk_len = (uint32_t)h[20] << 24 | (uint32_t)h[21] << 16 | (uint32_t)h[22] << 8 | h[23];
+    if (magic != FRAME_MAGIC || h[2] != FRAME_VERSION || f->body_len > MAX_BODY ||
+        f->bulk_len > MAX_BULK || (f->flags & F_COMPRESSED)) {
+        *why = "the daemon sent a malformed frame";
+        return -1;
+    }
+    f->body = malloc(f->body_len ? f->body_len : 1);
+    f->bulk = f->bulk_len ? malloc(f->bulk_len) : NULL;
+    if (!f->body || (f->bulk_len && !f->bulk)) {
+        frame_free(f);
+        *why = "out of memory for a frame";
+        return -1;
+    }
+    if (read_full(fd, f->body, f->body_len, deadline, why) != 0 ||
+        read_full(fd, f->bulk, f->bulk_len, deadline, why) != 0) {
+        frame_free(f);
+        return -1;
+    }
+    return 0;
+}
+
+/* Hand a frame to the request it answers, or note it (deferred errors, pings). Mutex held. */
+static void dispatch(frame *f)
+{
+    waiter *w = NULL;
+    if (f->request && (f->flags & F_RESPONSE))
+        for (w = g.waiters; w && w->request != f->request; w = w->next)
+            ;
+    if (!w) {
+        if (f->kind == RG_ERROR) {
+            mp_doc d;
+            char code[48] = "", msg[256] = "";
+            CUresult st = CUDA_ERROR_UNKNOWN;
+            if (mp_decode(&d, f->body, f->body_len) == 0) {
+                st = map_error(&d, code, sizeof code, msg, sizeof msg);
+                mp_doc_free(&d);
+            }
+            RGPU_DEBUG("deferred error on session %u: %s: %s (CUresult %d)", f->session, code,
+                       msg, (int)st);
+            if (f->session)
+                note_deferred(f->session, st);
+            else
+                lost("the daemon closed the connection");
+        } else if (f->kind == RG_PING) {
+            mp_buf nb;
+            mp_init(&nb);
+            mp_nil(&nb);
+            send_message(RG_PONG, 0, f->request, &nb, NULL, 0, 1);
+            mp_free(&nb);
+        }
+        return; /* anything else (a reply nobody waits for any more) is dropped */
+    }
+    if (w->done)
+        return;
+    rgpu_reply *out = w->out;
+    if (f->bulk_len) {
+        uint8_t *nb = realloc(out->bulk, out->bulk_len + f->bulk_len);
+        if (!nb) {
+            lost("out of memory for a reply");
+            return;
+        }
+        memcpy(nb + out->bulk_len, f->bulk, f->bulk_len);
+        out->bulk = nb;
+        out->bulk_len += f->bulk_len;
+    }
+    if (!w->have_head) {
+        w->have_head = 1;
+        if (f->kind == RG_ERROR) {
+            mp_doc d;
+            if (mp_decode(&d, f->body, f->body_len) == 0) {
+                out->status = map_error(&d, out->code, sizeof out->code, out->message,
+                                        sizeof out->message);
+                mp_doc_free(&d);
+            } else {
+                out->status = CUDA_ERROR_UNKNOWN;
+            }
+        } else if (mp_decode(&out->doc, f->body, f->body_len) == 0) {
+            out->has_body = 1;
+            out->status = CUDA_SUCCESS;
+            out->doc_src = f->body; /* the doc's str/bin nodes point into it */
+            f->body = NULL;
+        } else {
+            lost("the daemon sent an undecodable reply");
+            return;
+        }
+    }
+    if (!(f->flags & F_MORE))
+        w->done = 1;
+}
+
+/* Wait, with the mutex held (any depth), until `w` is answered: the first waiter to find no
+ * reader becomes it and reads frames without the mutex; the others sleep until woken. */
+static void wait_reply(waiter *w)
 {
     double deadline = now_s() + g.timeout_s;
-    int have_head = 0;
-    for (;;) {
-        uint8_t h[HEADER_SIZE];
-        if (read_full(h, HEADER_SIZE, deadline) != 0)
-            break;
-        unsigned magic = (unsigned)(h[0] << 8 | h[1]);
-        int kind = h[3];
-        unsigned flags = (unsigned)(h[4] << 8 | h[5]);
-        uint32_t session = (uint32_t)h[8] << 24 | (uint32_t)h[9] << 16 | (uint32_t)h[10] << 8 | h[11];
-        uint32_t req = (uint32_t)h[12] << 24 | (uint32_t)h[13] << 16 | (uint32_t)h[14] << 8 | h[15];
-        uint32_t blen = (uint32_t)h[16] << 24 | (uint32_t)h[17] << 16 | (uint32_t)h[18] << 8 | h[19];
-        uint32_t klen = (uint32_t)h[20] << 24 | (uint32_t)h[21] << 16 | (uint32_t)h[22] << 8 | h[23];
-        if (magic != FRAME_MAGIC || h[2] != FRAME_VERSION || blen > MAX_BODY || klen > MAX_BULK ||
-            (flags & F_COMPRESSED)) {
-            lost("the daemon sent a malformed frame");
+    while (!w->done) {
+        if (g.state != 1) {
+            lost("the connection is closed");
             break;
         }
-        uint8_t *body = malloc(blen ? blen : 1);
-        if (!body) {
-            lost("out of memory");
+        if (now_s() > deadline) {
+            lost("no answer from the rgpu daemon in time");
             break;
         }
-        if (read_full(body, blen, deadline) != 0) {
-            free(body);
-            break;
-        }
-        int mine = request && req == request && (flags & F_RESPONSE);
-        uint8_t *bulk_dst = NULL;
-        if (mine && klen) {
-            size_t nl = out->bulk_len + klen;
-            uint8_t *nb = realloc(out->bulk, nl);
-            if (!nb) {
-                free(body);
-                lost("out of memory for a reply");
-                break;
+        if (!g.reading) {
+            g.reading = 1;
+            int fd = g.fd;
+            int depth = release_all();
+            frame f;
+            const char *why = "?";
+            int rc = read_frame(fd, deadline, &f, &why);
+            reacquire(depth);
+            g.reading = 0;
+            if (g.close_pending) {
+                close(fd);
+                g.fd = -1;
+                g.close_pending = 0;
             }
-            out->bulk = nb;
-            bulk_dst = nb + out->bulk_len;
-        } else if (klen) {
-            bulk_dst = malloc(klen);
-            if (!bulk_dst) {
-                free(body);
-                lost("out of memory");
-                break;
-            }
-        }
-        if (klen && read_full(bulk_dst, klen, deadline) != 0) {
-            if (!mine)
-                free(bulk_dst);
-            free(body);
-            break;
-        }
-        if (!mine) {
-            if (klen)
-                free(bulk_dst);
-            if (kind == RG_ERROR) {
-                mp_doc d;
-                char code[48], msg[256];
-                CUresult st = CUDA_ERROR_UNKNOWN;
-                if (mp_decode(&d, body, blen) == 0) {
-                    st = map_error(&d, code, sizeof code, msg, sizeof msg);
-                    mp_doc_free(&d);
-                    RGPU_DEBUG("deferred error on session %u: %s: %s (CUresult %d)", session,
-                               code, msg, (int)st);
-                }
-                if (session)
-                    note_deferred(session, st);
-                else {
-                    free(body);
-                    lost("the daemon closed the connection");
-                    break;
-                }
-            } else if (kind == RG_PING) {
-                mp_buf nb;
-                mp_init(&nb);
-                mp_nil(&nb);
-                send_message(RG_PONG, 0, req, &nb, NULL, 0, 1);
-                mp_free(&nb);
-            }
-            free(body);
-            continue;
-        }
-        out->bulk_len += klen;
-        if (!have_head) {
-            have_head = 1;
-            if (kind == RG_ERROR) {
-                mp_doc d;
-                if (mp_decode(&d, body, blen) == 0) {
-                    out->status = map_error(&d, out->code, sizeof out->code, out->message,
-                                            sizeof out->message);
-                    mp_doc_free(&d);
-                } else {
-                    out->status = CUDA_ERROR_UNKNOWN;
-                }
+            if (rc != 0) {
+                lost(why);
             } else {
-                if (mp_decode(&out->doc, body, blen) != 0) {
-                    free(body);
-                    lost("the daemon sent an undecodable reply");
-                    break;
-                }
-                out->has_body = 1;
-                out->status = CUDA_SUCCESS;
-                out->doc_src = body;
-                body = NULL;
+                dispatch(&f);
+                frame_free(&f);
             }
+            pthread_cond_broadcast(&g.cond); /* a reply handed over, or the reader role free */
+        } else {
+            /* pthread_cond_timedwait releases one hold only: keep exactly one */
+            int extra = lock_depth - 1;
+            for (int i = 0; i < extra; i++)
+                rgpu_unlock();
+            struct timespec ts;
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            ts.tv_sec += 1;
+            lock_depth--;
+            pthread_cond_timedwait(&g.cond, &g.mu, &ts);
+            lock_depth++;
+            reacquire(extra);
         }
-        free(body);
-        if (!(flags & F_MORE))
-            return out->status;
     }
-    return CUDA_ERROR_DEVICE_UNAVAILABLE;
 }
+
 
 /* ---- connecting -------------------------------------------------------------------------- */
 
@@ -489,6 +604,9 @@ static CUresult connect_locked(void)
         g.state = 0;
         g.out.len = 0;
         g.ndeferred = 0;
+        g.waiters = NULL; /* the parent's waiting threads do not exist here */
+        g.reading = 0;
+        g.close_pending = 0;
     }
     if (g.state == 1)
         return CUDA_SUCCESS;
@@ -535,23 +653,16 @@ static CUresult connect_locked(void)
     mp_free(&b);
     if (rc != 0)
         return CUDA_ERROR_DEVICE_UNAVAILABLE;
-    double deadline = now_s() + 30;
-    uint8_t h[HEADER_SIZE];
-    if (read_full(h, HEADER_SIZE, deadline) != 0)
-        return CUDA_ERROR_DEVICE_UNAVAILABLE;
-    uint32_t blen = (uint32_t)h[16] << 24 | (uint32_t)h[17] << 16 | (uint32_t)h[18] << 8 | h[19];
-    uint32_t klen = (uint32_t)h[20] << 24 | (uint32_t)h[21] << 16 | (uint32_t)h[22] << 8 | h[23];
-    if (blen > MAX_BODY || klen) {
-        lost("bad handshake");
+    /* nobody else reads yet: the connection is not published until the handshake is over */
+    frame f;
+    const char *why = "?";
+    if (read_frame(g.fd, now_s() + 30, &f, &why) != 0) {
+        lost(why);
         return CUDA_ERROR_DEVICE_UNAVAILABLE;
     }
-    uint8_t *body = malloc(blen ? blen : 1);
-    if (!body || read_full(body, blen, deadline) != 0) {
-        free(body);
-        return CUDA_ERROR_DEVICE_UNAVAILABLE;
-    }
-    free(body);
-    if (h[3] != RG_AUTH_OK) {
+    int kind = f.kind;
+    frame_free(&f);
+    if (kind != RG_AUTH_OK) {
         lost("the daemon refused the handshake");
         return CUDA_ERROR_DEVICE_UNAVAILABLE;
     }
@@ -583,13 +694,23 @@ static CUresult request(int kind, uint32_t session, const mp_buf *body, const vo
     uint32_t req = ++g.next_request;
     if (req == 0)
         req = ++g.next_request;
+    /* registered before sending: its reply may be read by another waiter at once */
+    waiter w = {.request = req, .out = out, .next = g.waiters};
+    g.waiters = &w;
     int rc = send_message(kind, session, req, body, bulk, bulk_len, 1);
     if (rc == -2) {
         out->status = CUDA_ERROR_OUT_OF_MEMORY;
-    } else if (rc != 0) {
-        out->status = CUDA_ERROR_DEVICE_UNAVAILABLE;
-    } else {
-        wait_reply(req, out);
+    } else if (rc != 0 || !w.done) {
+        if (rc != 0)
+            out->status = CUDA_ERROR_DEVICE_UNAVAILABLE;
+        else
+            wait_reply(&w);
+    }
+    for (waiter **pp = &g.waiters; *pp; pp = &(*pp)->next) {
+        if (*pp == &w) {
+            *pp = w.next;
+            break;
+        }
     }
     if (out->status != CUDA_SUCCESS)
         rgpu_reply_free(out);

@@ -53,6 +53,7 @@ CUDA_PROGRAMS = (
     "constant_symbol",
     "threads",
     "multi_device",
+    "concurrent_devices",
     "out_of_bounds",
     "long_running",
 )
@@ -417,12 +418,17 @@ def test_pool_of_two_servers(tmp_path: Path, programs: dict[str, Path]) -> None:
     """Two servers pooled by one daemon are devices 0 and 1 of one app: the runtime's library is
     loaded into each server's session as a device needs it, device pointers (which two
     servers may hand out alike) are told apart by the device they were made on, and
-    cudaMemcpyPeer between the servers' devices is staged through the application."""
+    cudaMemcpyPeer between the servers' devices is staged through the application. A thread
+    waiting for one server does not block another thread's calls to the other."""
     r = start_rig(tmp_path / "rig", "tcp", servers=2)
     try:
         result = r.run([str(programs["multi_device"])])
         _assert_passed(result, r)
         assert "devices 2 mismatches 0" in result.stdout
+        # a thread waiting on one server's long kernel does not hold up another thread's
+        # round trips to the other server
+        result = r.run([str(programs["concurrent_devices"]), "500000"])
+        _assert_passed(result, r)
     finally:
         r.stop()
 
