@@ -45,7 +45,8 @@ class Peer:
                  *, address: str = "", transport_name: str = "") -> None:
         self.conn = conn
         self._transmit = transmit
-        self.last_heard = asyncio.get_running_loop().time()
+        self._loop = asyncio.get_running_loop()
+        self.last_heard = self._loop.time()
         self._close_transport = close_transport
         self.address = address
         self.transport_name = transport_name
@@ -69,7 +70,7 @@ class Peer:
     def pump(self) -> None:
         """Handle every queued event, then send what the connection produced."""
         conn = self.conn
-        self.last_heard = asyncio.get_running_loop().time()
+        self.last_heard = self._loop.time()
         while (ev := conn.next_event()) is not None:
             if isinstance(ev, MessageReceived):
                 self._on_frame(ev.frame, ev.stream)
