@@ -480,15 +480,9 @@ vk_icdGetPhysicalDeviceProcAddr(VkInstance instance, const char *pName)
     (void)instance;
     if (!pName)
         return NULL;
-    PFN_vkVoidFunction fn = find_named(instance_fns, sizeof instance_fns / sizeof instance_fns[0],
-                                       pName);
+    /* only functions dispatched on a VkPhysicalDevice */
     const rgpu_command_entry *e = rgpu_command_by_name(pName);
-    if (!fn && (!e || e->level != RGPU_LEVEL_INSTANCE || !e->cmd->nparams ||
-                strcmp(e->cmd->params[0].name, "physicalDevice") != 0))
+    if (!e || !e->cmd->nparams || strcmp(e->cmd->params[0].name, "physicalDevice") != 0)
         return NULL;
-    if (fn && is_global(pName))
-        return NULL;
-    if (fn && (!e || strcmp(e->cmd->params[0].name, "physicalDevice") != 0))
-        return NULL;
-    return fn ? fn : e->fn;
+    return lookup(pName, 0);
 }
