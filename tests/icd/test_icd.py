@@ -111,6 +111,19 @@ def test_icd_builds_with_warnings_as_errors(tmp_path: Path) -> None:
     assert "-Werror" in shimbuild.icd_command(ROOT, tmp_path / "x.so")
 
 
+def test_missing_vulkan_headers_mean_no_icd_not_a_failed_install(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Where <vulkan/vulkan_core.h> is missing, build_icd raises IcdUnavailable (setup.py then
+    installs rgpu without the ICD) before compiling anything."""
+    false = shutil.which("false")
+    if false is None:
+        pytest.skip("no false(1)")
+    monkeypatch.setattr(shimbuild, "compiler", lambda: [false])
+    with pytest.raises(shimbuild.IcdUnavailable, match="libvulkan-dev"):
+        shimbuild.build_icd(ROOT, tmp_path, log=lambda _msg: None)
+    assert not any(tmp_path.iterdir())
+
+
 # --- against a real server and daemon ------------------------------------------------------
 
 
