@@ -269,3 +269,45 @@ CUresult cuThreadExchangeStreamCaptureMode(CUstreamCaptureMode *mode)
     *mode = old;
     return CUDA_SUCCESS;
 }
+
+/* ---- 2D memsets in stream order: after the stream's work (the server has no stream-ordered
+ * 2D fill; the session runs calls in order, so waiting for the stream first is exact) ------ */
+
+CUresult cuMemsetD2D8Async(CUdeviceptr d, size_t pitch, unsigned char v, size_t w, size_t h,
+                           CUstream s)
+{
+    CUresult st = cuStreamSynchronize(s);
+    return st != CUDA_SUCCESS ? st : cuMemsetD2D8_v2(d, pitch, v, w, h);
+}
+
+CUresult cuMemsetD2D16Async(CUdeviceptr d, size_t pitch, unsigned short v, size_t w, size_t h,
+                            CUstream s)
+{
+    CUresult st = cuStreamSynchronize(s);
+    return st != CUDA_SUCCESS ? st : cuMemsetD2D16_v2(d, pitch, v, w, h);
+}
+
+CUresult cuMemsetD2D32Async(CUdeviceptr d, size_t pitch, unsigned int v, size_t w, size_t h,
+                            CUstream s)
+{
+    CUresult st = cuStreamSynchronize(s);
+    return st != CUDA_SUCCESS ? st : cuMemsetD2D32_v2(d, pitch, v, w, h);
+}
+
+CUresult cuMemsetD2D8Async_ptsz(CUdeviceptr d, size_t pitch, unsigned char v, size_t w, size_t h,
+                                CUstream s)
+{
+    return cuMemsetD2D8Async(d, pitch, v, w, h, pt(s));
+}
+
+CUresult cuMemsetD2D16Async_ptsz(CUdeviceptr d, size_t pitch, unsigned short v, size_t w,
+                                 size_t h, CUstream s)
+{
+    return cuMemsetD2D16Async(d, pitch, v, w, h, pt(s));
+}
+
+CUresult cuMemsetD2D32Async_ptsz(CUdeviceptr d, size_t pitch, unsigned int v, size_t w, size_t h,
+                                 CUstream s)
+{
+    return cuMemsetD2D32Async(d, pitch, v, w, h, pt(s));
+}

@@ -172,6 +172,12 @@ int main(void)
     m.Height = 5;
     CHECK(cuMemcpy2D(&m));
     int tile_bad = memcmp(tile, tile_back, sizeof tile) != 0;
+    /* a 2D fill in stream order, read back row by row */
+    CHECK(cuMemsetD2D32Async(pitched, pitch, 0xdeadbeefu, 16, 8, s));
+    unsigned row[16];
+    CHECK(cuMemcpyDtoH(row, pitched + 7 * pitch, sizeof row));
+    for (int i = 0; i < 16; i++)
+        tile_bad |= row[i] != 0xdeadbeefu;
     printf("big copy mismatches %d tile mismatches %d\n", big_bad, tile_bad);
     bad += big_bad + tile_bad;
     CHECK(cuMemFree(b1));
