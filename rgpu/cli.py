@@ -447,6 +447,12 @@ def _shim_env(socket: Path) -> dict[str, str]:
     ld_path = os.environ.get("LD_LIBRARY_PATH", "")
     libdir = str(shim_library_dir())
     env["LD_LIBRARY_PATH"] = f"{libdir}:{ld_path}" if ld_path else libdir
+    from .codegen.icdlib import icd_environment
+
+    try:
+        env.update(icd_environment())  # VK_ICD_FILENAMES / VK_DRIVER_FILES
+    except RgpuError as exc:  # a CUDA-only install (built without Vulkan headers)
+        log.warning("%s; Vulkan programs will not use rgpu", exc)
     return env
 
 
