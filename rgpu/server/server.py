@@ -186,7 +186,8 @@ class RgpuServer:
                 from .cuda import open_cuda_backend
 
                 self._cuda_backend = open_cuda_backend(self.scfg.cuda,
-                                                       emu_memory=self.scfg.emu_memory)
+                                                       emu_memory=self.scfg.emu_memory,
+                                                       identity=self.server_id)
             except RgpuError:
                 raise
             except Exception as exc:

@@ -490,7 +490,7 @@ def test_server_killed_mid_run(tmp_path: Path, programs: dict[str, Path], transp
     r = start_rig(tmp_path / "rig", transport)
     try:
         out, _ = _kill_under_running_app(r, programs, r.server,
-                                         10 if transport == "tcp" else 40)
+                                         10)
         assert "cudaErrorDevicesUnavailable" in out
     finally:
         r.stop()

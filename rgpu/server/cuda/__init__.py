@@ -51,9 +51,11 @@ def nvidia_driver_device_count() -> tuple[int, str]:
         return 0, f"the NVIDIA driver is not usable ({exc})"
 
 
-def open_cuda_backend(kind: str = "auto", emu_memory: int = 4 << 30) -> CudaBackend:
+def open_cuda_backend(kind: str = "auto", emu_memory: int = 4 << 30,
+                      identity: int = 0) -> CudaBackend:
     """The server's CUDA backend: `auto` (NVIDIA when a driver and GPU exist, else emulated),
-    `nvidia` or `emu`; `emu_memory` is the emulated device's memory size in bytes.
+    `nvidia` or `emu`; `emu_memory` is the emulated device's memory size in bytes;
+    `identity` (the server_id) keeps emulated devices of different servers distinct.
 
     Raises ValueError for an unknown kind and CudaError (with a one-line cause and fix) when
     `nvidia` cannot be honoured.
@@ -82,7 +84,7 @@ def open_cuda_backend(kind: str = "auto", emu_memory: int = 4 << 30) -> CudaBack
     from rgpu.server.cuda.emu.backend import EmuCudaBackend
     from rgpu.server.cuda.emu.device import EmuDeviceConfig
 
-    return EmuCudaBackend(EmuDeviceConfig(memory_size=emu_memory))
+    return EmuCudaBackend(EmuDeviceConfig.for_server(identity, memory_size=emu_memory))
 
 
 def describe_cuda_gpus(backend: CudaBackend) -> list[dict[str, Any]]:

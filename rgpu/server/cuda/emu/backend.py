@@ -211,7 +211,8 @@ class EmuCudaBackend(CudaBackend):
             raise CudaError(R.CUDA_ERROR_INVALID_VALUE, "the emulated backend needs >= 1 device")
         try:
             self.memories = [
-                DeviceMemory(self.config.memory_size) for _ in range(self.config.device_count)
+                DeviceMemory(self.config.memory_size, self.config.device_base(i))
+                for i in range(self.config.device_count)
             ]
         except EmuFault as fault:
             raise fault_to_error(fault)[0] from None

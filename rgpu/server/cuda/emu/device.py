@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from rgpu.server.cuda.attributes import CUdevice_attribute as A
 from rgpu.server.cuda.backend import CudaDeviceFacts
@@ -54,6 +55,25 @@ class EmuDeviceConfig:
     multiprocessor_count: int = 16
     driver_version: int = DRIVER_VERSION
     clock: Callable[[], float] = field(default=time.perf_counter)
+    # Device addresses of device 0 start here; devices of one server follow each other.
+    address_base: int = 0x7F00_0000_0000
+    pci_bus_base: int = 0x50
+
+    @classmethod
+    def for_server(cls, identity: int, **kwargs: Any) -> EmuDeviceConfig:
+        """Settings that make this server's devices distinct from other servers' in one
+        pool: UUIDs, PCI bus ids and device-address ranges all derive from `identity`
+        (the server_id), so `cuDeviceGetByPCIBusId`, UUID-based deduplication and the shim's
+        pointer routing never confuse two emulated servers."""
+        if not identity:
+            return cls(**kwargs)
+        slot = identity % 16  # 16 slots of 64 GiB inside 0x7F00_0000_0000..0x7FFF_FFFF_FFFF
+        return cls(seed=f"rgpu-emu/{identity}", address_base=0x7F00_0000_0000 + (slot << 36),
+                   pci_bus_base=1 + identity % 200, **kwargs)
+
+    def device_base(self, ordinal: int) -> int:
+        stride = (self.memory_size + (4 << 30) - 1) // (4 << 30) * (4 << 30)
+        return self.address_base + ordinal * stride
 
 
 def device_uuid(seed: str, ordinal: int) -> bytes:
@@ -97,7 +117,7 @@ def _attribute_values(config: EmuDeviceConfig, ordinal: int) -> dict[int, int]:
         A.CU_DEVICE_ATTRIBUTE_SURFACE_ALIGNMENT: 512,
         A.CU_DEVICE_ATTRIBUTE_CONCURRENT_KERNELS: 1,
         A.CU_DEVICE_ATTRIBUTE_ECC_ENABLED: 0,
-        A.CU_DEVICE_ATTRIBUTE_PCI_BUS_ID: 0x50 + ordinal,
+        A.CU_DEVICE_ATTRIBUTE_PCI_BUS_ID: config.pci_bus_base + ordinal,
         A.CU_DEVICE_ATTRIBUTE_PCI_DEVICE_ID: 0,
         A.CU_DEVICE_ATTRIBUTE_TCC_DRIVER: 0,
         A.CU_DEVICE_ATTRIBUTE_MEMORY_CLOCK_RATE: 5001000,

@@ -35,11 +35,13 @@ class DeviceMemory:
     allocation table, so they need no lock.
     """
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, base: int = ARENA_BASE) -> None:
         if size <= 0:
             raise EmuFault("invalid_value", f"device memory size must be positive, got {size}")
         size = (size + 4095) // 4096 * 4096
-        self.base = ARENA_BASE
+        # Servers of one pool get different bases (see EmuDeviceConfig.address_base), so a
+        # shim can tell their device pointers apart.
+        self.base = base
         self.total = size
         self.used = 0
         self._map = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
