@@ -347,6 +347,23 @@ def test_offscreen_triangle_through_the_icd(pool: tuple[Rig, ServerProc, DaemonP
     assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
     assert "PASSED vk_triangle" in result.stdout
     assert "centre 255,0,0,255 corner 0,0,255,255" in result.stdout
+    # Pixel-identical to the same program on the server's driver, run directly.
+    from rgpu.server.vkloader import host_vulkan_icds
+
+    lavapipe = [str(m) for m in host_vulkan_icds() if "lvp" in m.name]
+    if not lavapipe:
+        pytest.skip("no lavapipe manifest for the direct run")
+    direct_env = {**rig.env, "VK_ICD_FILENAMES": lavapipe[0], "VK_DRIVER_FILES": lavapipe[0],
+                  "NODEVICE_SELECT": "1"}
+    direct = _run([str(p) for p in vk_triangle], direct_env, rig.root)
+    assert direct.returncode == 0, f"{direct.stdout}\n{direct.stderr}"
+
+    def image_hash(out: str) -> str:
+        m = re.search(r"image fnv1a64 ([0-9a-f]{16})", out)
+        assert m, out
+        return m.group(1)
+
+    assert image_hash(result.stdout) == image_hash(direct.stdout)
 
 
 def test_two_servers_are_two_physical_devices(tmp_path: Path, manifest: Path,

@@ -229,6 +229,13 @@ int main(int argc, char **argv)
         drawn += pixels[4 * i] == 255;
     printf("centre %u,%u,%u,%u corner %u,%u,%u,%u drawn %u pixels\n", centre[0], centre[1],
            centre[2], centre[3], corner[0], corner[1], corner[2], corner[3], drawn);
+    /* FNV-1a over every byte of the image: the tests compare it with a direct run. */
+    unsigned long long image_hash = 0xcbf29ce484222325ULL;
+    for (int i = 0; i < W * H * 4; i++) {
+        image_hash ^= pixels[i];
+        image_hash *= 0x100000001b3ULL;
+    }
+    printf("image fnv1a64 %016llx\n", image_hash);
 
     vkDestroyPipeline(device, pipeline, NULL);
     vkDestroyShaderModule(device, vs, NULL);
