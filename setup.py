@@ -121,7 +121,7 @@ class sdist_with_shim(sdist):
     def make_release_tree(self, base_dir: str, files: list[str]) -> None:
         shim_sources = [
             path.relative_to(ROOT).as_posix()
-            for tree in ("interpose", "icd")
+            for tree in ("interpose", "icd", "common")
             for path in sorted((ROOT / tree).rglob("*"))
             if path.is_file()
             and (path.suffix in (".c", ".h", ".in") or path.name == "Makefile")

@@ -7,6 +7,7 @@
 #define RGPU_SHIM_H
 
 #include "cuda_api.h" /* generated: cuda.h's declarations, no toolkit needed */
+#include "rgpu_msgpack.h" /* common/: shared with the Vulkan ICD */
 
 #include <pthread.h>
 #include <stddef.h>
@@ -25,57 +26,6 @@ void rgpu_log_init(void);
 void rgpu_logf(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 #define RGPU_DEBUG(...) do { if (rgpu_log_level >= 1) rgpu_logf(1, __VA_ARGS__); } while (0)
 #define RGPU_TRACE(...) do { if (rgpu_log_level >= 2) rgpu_logf(2, __VA_ARGS__); } while (0)
-
-/* ---- msgpack (msgpack.c) ----------------------------------------------------------------- */
-typedef struct {
-    uint8_t *data;
-    size_t len, cap;
-    int oom;
-} mp_buf;
-
-void mp_init(mp_buf *b);
-void mp_free(mp_buf *b);
-void mp_nil(mp_buf *b);
-void mp_bool(mp_buf *b, int v);
-void mp_int(mp_buf *b, int64_t v);
-void mp_uint(mp_buf *b, uint64_t v);
-void mp_double(mp_buf *b, double v);
-void mp_str(mp_buf *b, const char *s);
-void mp_strn(mp_buf *b, const char *s, size_t n);
-void mp_bin(mp_buf *b, const void *p, size_t n);
-void mp_array(mp_buf *b, uint32_t n);
-void mp_map(mp_buf *b, uint32_t n);
-
-enum mp_type { MP_NIL, MP_BOOL, MP_INT, MP_UINT, MP_FLOAT, MP_STR, MP_BIN, MP_ARRAY, MP_MAP };
-
-typedef struct {
-    enum mp_type type;
-    uint32_t count;   /* array: items; map: pairs; str/bin: bytes */
-    uint32_t next;    /* index of the node after this one and all its children */
-    union {
-        int64_t i;
-        uint64_t u;
-        double f;
-        const uint8_t *p; /* str/bin bytes (point into the decoded buffer) */
-    } v;
-} mp_node;
-
-typedef struct {
-    mp_node *nodes;
-    uint32_t n, cap;
-} mp_doc;
-
-/* Decode one msgpack value covering exactly [data, data+len); 0 on success. */
-int mp_decode(mp_doc *doc, const uint8_t *data, size_t len);
-void mp_doc_free(mp_doc *doc);
-/* Node helpers (index based; -1 = absent). */
-int mp_map_get(const mp_doc *d, int map, const char *key);
-int mp_array_at(const mp_doc *d, int arr, uint32_t i);
-int mp_get_i64(const mp_doc *d, int node, int64_t *out);
-int mp_get_double(const mp_doc *d, int node, double *out);
-/* Copies a str/bin into buf (NUL-terminated, truncated to cap-1); returns its full length. */
-size_t mp_get_str(const mp_doc *d, int node, char *buf, size_t cap);
-int mp_is_str(const mp_doc *d, int node, const char *s);
 
 /* ---- transport (transport.c) ------------------------------------------------------------- */
 enum {

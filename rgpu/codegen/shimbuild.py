@@ -21,8 +21,8 @@ LIBRARY = "librgpu_cuda.so"
 SONAME = "libcuda.so.1"
 LINK_DIR = "cuda"  # rgpu/lib/cuda/ holds libcuda.so.1 and libcuda.so, for LD_LIBRARY_PATH
 LINK_NAMES = ("libcuda.so.1", "libcuda.so")
-SOURCE_DIRS = ("interpose/src", "interpose/generated")
-INCLUDE_DIRS = ("interpose/include", "interpose/generated")
+SOURCE_DIRS = ("interpose/src", "interpose/generated", "common")
+INCLUDE_DIRS = ("interpose/include", "interpose/generated", "common")
 CFLAGS = ("-Wall", "-Wextra", "-Werror", "-O2", "-fPIC", "-fvisibility=default", "-pthread")
 LIBS = ("-ldl", "-lpthread")
 SANITIZERS = frozenset({"address", "undefined", "leak", "thread"})
@@ -154,8 +154,8 @@ def sanitize_from_env() -> str | None:
 ICD_LIBRARY = "librgpu_vk_icd.so"
 ICD_MANIFEST = "rgpu_icd.json"
 ICD_MANIFEST_TEMPLATE = "icd/rgpu_icd.json.in"
-ICD_SOURCE_DIRS = ("icd/src", "icd/generated")
-ICD_INCLUDE_DIRS = ("icd/include",)
+ICD_SOURCE_DIRS = ("icd/src", "icd/generated", "common")
+ICD_INCLUDE_DIRS = ("icd/include", "common")
 ICD_CFLAGS = ("-Wall", "-Wextra", "-Werror", "-O2", "-fPIC", "-fvisibility=hidden", "-pthread")
 ICD_MIN_HEADER_VERSION = 239  # vk.xml 1.3.239, what rgpu/api/vk_generated.py was made from
 ICD_SKIP_ENV = "RGPU_SKIP_ICD"

@@ -1,10 +1,11 @@
-/* The msgpack subset the wire protocol uses (nil, bool, ints, float64, str, bin, array, map):
+/* The msgpack subset the wire protocol uses (nil, bool, ints, float64, str, bin, array, map),
+ * compiled into both the CUDA shim and the Vulkan ICD:
  * an appending encoder and a decoder into a flat pre-order node array. Every length read from
  * the daemon is checked against the bytes that are there before it is used. */
 #include <stdlib.h>
 #include <string.h>
 
-#include "rgpu_shim.h"
+#include "rgpu_msgpack.h"
 
 void mp_init(mp_buf *b)
 {
@@ -440,4 +441,10 @@ long rgpu_msgpack_roundtrip(const uint8_t *data, size_t len, uint8_t *out, size_
         memcpy(out, b.data, (size_t)n);
     mp_free(&b);
     return n;
+}
+
+/* Append bytes that are already msgpack (a pre-encoded value). */
+void mp_raw(mp_buf *b, const void *p, size_t n)
+{
+    put(b, p, n);
 }
