@@ -445,10 +445,8 @@ class RgpuServer:
         """
         session.calls += 1
         self.stats["calls"] += 1
-        loop = asyncio.get_running_loop()
         if frame.kind is MessageKind.FENCE:
-            fut = loop.run_in_executor(session.executor, _noop)
-            fut.add_done_callback(lambda f: self._finish(state, frame, f))
+            self._enqueue(state, session, frame, None, [])
             return
         body = frame.body
         if not (isinstance(body, list) and 2 <= len(body) <= 3 and isinstance(body[0], str)
@@ -469,20 +467,56 @@ class RgpuServer:
             self._succeed(state, frame, {"session": session.id, "gpu": session.gpu,
                                          "calls": session.calls})
             return
-        fut = loop.run_in_executor(session.executor, self._execute, session, fn, args)
-        fut.add_done_callback(lambda f: self._finish(state, frame, f))
+        self._enqueue(state, session, frame, fn, args)
 
-    def _finish(self, state: ClientState, frame: Frame, fut: asyncio.Future[Any]) -> None:
-        if fut.cancelled():
+    def _enqueue(self, state: ClientState, session: Session, frame: Frame, fn: str | None,
+                 args: list[Any]) -> None:
+        if session.closed:
+            self._fail(state, frame, CallError("unknown_session", "the session is closed"))
             return
-        exc = fut.exception()
-        if exc is None:
-            self._succeed(state, frame, fut.result())
-        elif isinstance(exc, CallError):
-            self._fail(state, frame, exc)
+        with session.work_lock:
+            session.work.append((frame, fn, args))
+            if session.draining:
+                return
+            session.draining = True
+        session.executor.submit(self._drain, state, session, asyncio.get_running_loop())
+
+    def _drain(self, state: ClientState, session: Session,
+               loop: asyncio.AbstractEventLoop) -> None:
+        """On the session's worker thread: run queued calls in order until none is left.
+
+        Only CALL/FENCE replies and BATCH failures go back to the event loop; a successful
+        BATCH call (a launch, a memset) needs no reply at all.
+        """
+        while True:
+            with session.work_lock:
+                if not session.work:
+                    session.draining = False
+                    return
+                frame, fn, args = session.work.popleft()
+            result: Any = None
+            error: CallError | None = None
+            try:
+                if fn is not None:
+                    result = self._execute(session, fn, args)
+            except CallError as exc:
+                error = exc
+            except Exception as exc:  # a bug must not stop the session's queue
+                log.error("%s failed", frame.body, exc_info=exc)
+                error = CallError("internal", f"the server failed: {exc}")
+            if error is None and frame.kind is MessageKind.BATCH:
+                continue
+            try:
+                loop.call_soon_threadsafe(self._complete, state, frame, result, error)
+            except RuntimeError:  # the loop is closed: the server is shutting down
+                return
+
+    def _complete(self, state: ClientState, frame: Frame, result: Any,
+                  error: CallError | None) -> None:
+        if error is None:
+            self._succeed(state, frame, result)
         else:
-            log.error("%s failed", frame.body, exc_info=exc)
-            self._fail(state, frame, CallError("internal", f"the server failed: {exc}"))
+            self._fail(state, frame, error)
 
     def _succeed(self, state: ClientState, frame: Frame, result: Any) -> None:
         if frame.kind is MessageKind.BATCH or state.peer.is_closed:
@@ -593,10 +627,6 @@ class RgpuServer:
         elif fn == "cuMemGetInfo_v2" and isinstance(result, list) and quota.limit is not None:
             free, total = int(result[0]), int(result[1])
             result[:] = [max(0, min(free, quota.limit - quota.used)), min(total, quota.limit)]
-
-
-def _noop() -> None:
-    return None
 
 
 def pid_file(path: str | None) -> Callable[[], None]:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -43,6 +45,11 @@ class Session:
     _cleanups: list[tuple[str, Callable[[], None]]] = field(default_factory=list)
     _executor: ThreadPoolExecutor | None = None
     closed: bool = False
+    # Calls waiting for the worker thread, drained in order by one job at a time: a stream of
+    # launches costs one executor hand-off, not one per call.
+    work: deque[Any] = field(default_factory=deque)
+    draining: bool = False
+    work_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def label(self) -> str:
