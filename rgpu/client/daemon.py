@@ -137,6 +137,7 @@ class ServerLink:
             raise RgpuError(f"server {self.key} has server_id {server_id}, the same as "
                             f"{clash.key}; give each server a distinct [server] server_id")
         peer.on_message = self._on_unsolicited
+        peer.on_close = self._on_peer_closed
         self.peer = peer
         self.info = info
         self.server_id = server_id
@@ -160,6 +161,16 @@ class ServerLink:
             except (TimeoutError, PeerClosed):
                 peer.close("timeout", "no answer to keepalive")
                 return
+
+    def _on_peer_closed(self, peer: Peer, ev: Any) -> None:
+        """Take the server out of the pool at once, before any app can ask for it again."""
+        if self.peer is not peer or self.state != "connected":
+            return
+        self.state = "connecting"
+        self.error = f"connection lost: {ev.reason}"
+        self.gpus = []
+        self.daemon.link_lost(self)
+        self.daemon.rebuild_pool()
 
     def _on_unsolicited(self, peer: Peer, frame: Frame, stream: int) -> None:
         # Server-initiated messages for a session (a sticky batch error, say) go to its app.
