@@ -157,6 +157,16 @@ int rgpu_range_device(uint64_t p, int *dev);
 int rgpu_range_host(const void *p, size_t *base_off, size_t *size);
 void rgpu_range_add_global(uint64_t base, size_t size, int dev);
 
+/* ---- shared-memory copies (shm.c) -------------------------------------------------------- */
+#define RGPU_SHM_MIN ((size_t)256 << 10) /* smaller copies stay socket bulk */
+/* For a copy of `n` bytes: 1 with the region (*base, *size) reserved to this thread until
+ * rgpu_shm_release, 0 to use socket bulk (small copy, RGPU_SHM=0, attach failed). Take it
+ * before, never while holding, the connection mutex. */
+int rgpu_shm_acquire(size_t n, uint8_t **base, size_t *size);
+void rgpu_shm_release(void);
+/* Starts [fn, [ with `nargs` arguments, then bulk_index (or nil) and the shm map follow. */
+void rgpu_shm_body(mp_buf *b, const char *fn, uint32_t nargs);
+
 /* ---- calls: helpers for building bodies (calls.c) ----------------------------------------- */
 /* Starts [fn, [ with `nargs` arguments following. */
 void rgpu_body_begin(mp_buf *b, const char *fn, uint32_t nargs);

@@ -1,7 +1,8 @@
 /* Memory: device allocations (server addresses, kept in a range table so unified-addressing
  * copies and pointer attributes can be answered), page-locked host memory (real local memory:
  * the server never sees it), and copies in every direction. Host data travels as the bulk
- * segment of its call, in chunks so no message grows without bound. */
+ * segment of its call, in chunks so no message grows without bound; large copies go through
+ * the shared-memory region of shm.c instead when the daemon attached one. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -234,6 +235,74 @@ CUresult cuMemGetAddressRange_v2(CUdeviceptr *pbase, size_t *psize, CUdeviceptr 
 
 /* ---- copies ------------------------------------------------------------------------------ */
 
+/* Through the shared-memory region (shm.c), which the caller holds: one CALL per
+ * region-sized chunk; the daemon reads the chunk before it answers, so the next may reuse
+ * the region. Async copies wait for that reply too (pageable-memory copies may). */
+static CUresult htod_shm(CUdeviceptr dst, const uint8_t *src, size_t n, uint64_t sid,
+                         int async, int dev, uint8_t *shm, size_t cap)
+{
+    CUresult st = CUDA_SUCCESS;
+    for (size_t off = 0; off < n && st == CUDA_SUCCESS; off += cap) {
+        size_t len = n - off < cap ? n - off : cap;
+        memcpy(shm, src + off, len);
+        mp_buf b;
+        rgpu_shm_body(&b, async ? "cuMemcpyHtoDAsync_v2" : "cuMemcpyHtoD_v2", async ? 2 : 1);
+        mp_uint(&b, dst + off);
+        if (async)
+            mp_uint(&b, sid);
+        mp_uint(&b, 1); /* bulk_index: the data is the second argument */
+        mp_map(&b, 1);
+        mp_str(&b, "shm");
+        mp_array(&b, 2);
+        mp_uint(&b, 0);
+        mp_uint(&b, len);
+        rgpu_reply r;
+        st = rgpu_simple_call(dev, &b, NULL, 0, &r);
+        if (st == CUDA_SUCCESS)
+            rgpu_reply_free(&r);
+        mp_free(&b);
+    }
+    return st;
+}
+
+static CUresult dtoh_shm(uint8_t *dst, CUdeviceptr src, size_t n, uint64_t sid, int async,
+                         int dev, uint8_t *shm, size_t cap)
+{
+    CUresult st = CUDA_SUCCESS;
+    for (size_t off = 0; off < n && st == CUDA_SUCCESS; off += cap) {
+        size_t len = n - off < cap ? n - off : cap;
+        mp_buf b;
+        rgpu_shm_body(&b, async ? "cuMemcpyDtoHAsync_v2" : "cuMemcpyDtoH_v2", async ? 3 : 2);
+        mp_uint(&b, src + off);
+        mp_uint(&b, len);
+        if (async)
+            mp_uint(&b, sid);
+        mp_nil(&b); /* no bulk_index: nothing goes up */
+        mp_map(&b, 1);
+        mp_str(&b, "shm_reply");
+        mp_array(&b, 2);
+        mp_uint(&b, 0);
+        mp_uint(&b, cap);
+        rgpu_reply r;
+        st = rgpu_simple_call(dev, &b, NULL, 0, &r);
+        mp_free(&b);
+        if (st != CUDA_SUCCESS)
+            break;
+        int64_t got = -1;
+        if (r.bulk_len == len) { /* the daemon may answer as socket bulk after all */
+            memcpy(dst + off, r.bulk, len);
+        } else if (r.has_body && r.doc.nodes[0].type == MP_MAP &&
+                   mp_get_i64(&r.doc, mp_map_get(&r.doc, 0, "shm"), &got) == 0 &&
+                   got == (int64_t)len) {
+            memcpy(dst + off, shm, len);
+        } else {
+            st = CUDA_ERROR_UNKNOWN;
+        }
+        rgpu_reply_free(&r);
+    }
+    return st;
+}
+
 static CUresult htod(CUdeviceptr dst, const void *src, size_t n, CUstream stream, int async)
 {
     if (n == 0)
@@ -244,6 +313,13 @@ static CUresult htod(CUdeviceptr dst, const void *src, size_t n, CUstream stream
     if (sid == UINT64_MAX)
         return CUDA_ERROR_INVALID_HANDLE;
     int dev = dev_of_ptr(dst);
+    uint8_t *shm;
+    size_t cap;
+    if (rgpu_shm_acquire(n, &shm, &cap)) {
+        CUresult st = htod_shm(dst, src, n, sid, async, dev, shm, cap);
+        rgpu_shm_release();
+        return st;
+    }
     CUresult st = CUDA_SUCCESS;
     for (size_t off = 0; off < n && st == CUDA_SUCCESS; off += COPY_CHUNK) {
         size_t len = n - off < COPY_CHUNK ? n - off : COPY_CHUNK;
@@ -281,6 +357,13 @@ static CUresult dtoh(void *dst, CUdeviceptr src, size_t n, CUstream stream, int 
     if (sid == UINT64_MAX)
         return CUDA_ERROR_INVALID_HANDLE;
     int dev = dev_of_ptr(src);
+    uint8_t *shm;
+    size_t cap;
+    if (rgpu_shm_acquire(n, &shm, &cap)) {
+        CUresult st = dtoh_shm(dst, src, n, sid, async, dev, shm, cap);
+        rgpu_shm_release();
+        return st;
+    }
     CUresult st = CUDA_SUCCESS;
     for (size_t off = 0; off < n && st == CUDA_SUCCESS; off += COPY_CHUNK) {
         size_t len = n - off < COPY_CHUNK ? n - off : COPY_CHUNK;

@@ -13,8 +13,14 @@ import asyncio
 import collections
 import contextlib
 import logging
+import mmap
+import os
 import random
+import re
 import secrets
+import socket
+import stat
+import struct
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -232,6 +238,8 @@ class AppClient:
     name: str = ""
     pid: int = 0
     sessions: dict[int, AppSession] = field(default_factory=dict)
+    shm: SharedRegion | None = None
+    cred_pid: int = 0  # SO_PEERCRED: the kernel's word, unlike HELLO's pid
 
 
 class Daemon:
@@ -245,6 +253,7 @@ class Daemon:
         self.unsupported: collections.Counter[str] = collections.Counter()
         self._by_server_session: dict[tuple[ServerLink, int], AppSession] = {}
         self._next_local = 1
+        self._peer_pids: dict[Connection, int] = {}
         self._unix: asyncio.Server | None = None
         self._local_server: Any = None
         self.pool_changed = asyncio.Event()
@@ -361,13 +370,15 @@ class Daemon:
 
     def _make_app_conn(self, _transport: object) -> Connection:
         # Frames to applications are never compressed: the C shims do not carry LZ4.
-        return Connection(ConnectionConfig(Role.SERVER, require_auth=False, compress=False,
+        conn = Connection(ConnectionConfig(Role.SERVER, require_auth=False, compress=False,
                                            name="rgpu-daemon",
                                            server_info={"daemon": True, "ordering":
                                                         self.config.client.gpu_ordering}))
+        self._peer_pids[conn] = _peer_pid(_transport)
+        return conn
 
     def _on_app(self, peer: Peer) -> None:
-        app = AppClient(peer)
+        app = AppClient(peer, cred_pid=self._peer_pids.pop(peer.conn, 0))
         peer.state = app
 
         def on_handshake(p: Peer, ev: Any) -> None:
@@ -381,6 +392,7 @@ class Daemon:
 
     def _app_closed(self, app: AppClient) -> None:
         self.apps.discard(app)
+        _shm_detach(app)
         for session in list(app.sessions.values()):
             self._close_session(session)
         app.sessions.clear()
@@ -416,22 +428,29 @@ class Daemon:
                                  f"server {session.link.key} is not connected")
             return
         try:
+            body, bulk, shm_reply = _shm_unwrap(app, frame)
+        except ShmError as exc:
+            if frame.kind is not MessageKind.BATCH:
+                peer.reply_error(frame, "bad_call", str(exc))
+            return
+        try:
             if frame.kind is MessageKind.BATCH:
-                link_peer.send(frame.kind, frame.body, session=session.server_session,
-                               bulk=frame.bulk)
+                link_peer.send(frame.kind, body, session=session.server_session, bulk=bulk)
                 return
-            fut = link_peer.request_nowait(frame.kind, frame.body,
-                                           session=session.server_session, bulk=frame.bulk)
+            fut = link_peer.request_nowait(frame.kind, body,
+                                           session=session.server_session, bulk=bulk)
         except (PeerClosed, ConnectionError) as exc:
             if frame.kind is not MessageKind.BATCH:
                 peer.reply_error(frame, "server_lost",
                                  f"server {session.link.key} was lost: {exc}")
             return
-        fut.add_done_callback(lambda f: self._forward_reply(peer, frame, session, f))
+        fut.add_done_callback(
+            lambda f: self._forward_reply(peer, frame, session, f, shm_reply))
         session.link.watch()
 
     def _forward_reply(self, app_peer: Peer, request: Frame, session: AppSession,
-                       fut: asyncio.Future[Frame]) -> None:
+                       fut: asyncio.Future[Frame],
+                       shm_reply: tuple[int, int] | None = None) -> None:
         if app_peer.is_closed:
             return
         if fut.cancelled():
@@ -454,6 +473,13 @@ class Daemon:
                                      extra={k: v for k, v in body.items()
                                             if k not in ("code", "message")})
             app_peer.pump()
+            return
+        region = session.app.shm
+        if shm_reply is not None and region is not None and reply.bulk \
+                and len(reply.bulk) <= shm_reply[1]:
+            region.write(shm_reply[0], reply.bulk)
+            app_peer.send(MessageKind.REPLY, {"shm": len(reply.bulk)}, session=request.session,
+                          request=request.request, flags=Flags.RESPONSE)
             return
         app_peer.send(MessageKind.REPLY, reply.body, session=request.session,
                       request=request.request, flags=Flags.RESPONSE, bulk=reply.bulk)
@@ -504,10 +530,14 @@ class Daemon:
                 peer.reply(frame, await self._cuda_facts(body.get("gpu")))
             elif op == "server_control":
                 peer.reply(frame, await self._server_control(body))
+            elif op == "shm_attach":
+                peer.reply(frame, _shm_attach(app, body, self.apps))
             else:
                 raise RgpuError(f"unknown CONTROL op {op!r}")
         except RemoteError as exc:
             peer.reply_error(frame, exc.code, str(exc))
+        except ShmError as exc:
+            peer.reply_error(frame, "refused", str(exc))
         except (RgpuError, ConfigError) as exc:
             peer.reply_error(frame, "error", str(exc))
         except Exception as exc:
@@ -576,3 +606,131 @@ class Daemon:
         app.sessions[local] = session
         self._by_server_session[(link, server_sid)] = session
         return session
+
+
+# --- shared-memory copies (docs/PROTOCOL.md, "Shared-memory copies") ---------------------------
+#
+# An application's shim may hand the daemon one POSIX shared-memory region per connection;
+# large copies then move through it instead of as bulk on the Unix socket. The daemon puts the
+# region's bytes on the wire as the frame's bulk segment, so servers see no difference.
+
+SHM_DIR = "/dev/shm"
+SHM_MAX_SIZE = 1 << 30
+_SHM_NAME = re.compile(r"rgpu-(\d+)-[0-9a-f]{1,32}")
+
+
+class ShmError(RgpuError):
+    """A shared-memory request the daemon refuses."""
+
+
+class SharedRegion:
+    """The daemon's mapping of one application's region."""
+
+    def __init__(self, name: str, mapping: mmap.mmap, ident: tuple[int, int]) -> None:
+        self.name = name
+        self.map = mapping
+        self.ident = ident  # (st_dev, st_ino): one region is never attached twice
+        self.size = len(mapping)
+
+    def check(self, offset: Any, length: Any) -> tuple[int, int]:
+        if not (isinstance(offset, int) and isinstance(length, int) and 0 <= offset
+                and 0 <= length and offset + length <= self.size):
+            raise ShmError(f"shared-memory range [{offset!r}, +{length!r}] is outside the "
+                           f"{self.size}-byte region")
+        return offset, length
+
+    def read(self, offset: Any, length: Any) -> bytes:
+        offset, length = self.check(offset, length)
+        return self.map[offset:offset + length]
+
+    def write(self, offset: int, data: bytes | memoryview) -> None:
+        offset, _ = self.check(offset, len(data))
+        self.map[offset:offset + len(data)] = data
+
+    def close(self) -> None:
+        with contextlib.suppress(BufferError, ValueError):
+            self.map.close()
+
+
+def _shm_attach(app: AppClient, body: dict[str, Any], apps: set[AppClient]) -> dict[str, Any]:
+    """Map the region the app named, if it is plainly the app's own: a regular file directly
+    in /dev/shm named rgpu-<its pid>-<hex>, owned by the daemon's user, mode 0600, of the size
+    it said (at most 1 GiB), and not attached to anyone yet."""
+    if app.shm is not None:
+        raise ShmError("this connection has a shared-memory region already")
+    name, size = body.get("name"), body.get("size")
+    if not isinstance(name, str) or not (m := _SHM_NAME.fullmatch(name)):
+        raise ShmError(f"bad shared-memory name {name!r}")
+    if not app.cred_pid or int(m.group(1)) != app.cred_pid:
+        raise ShmError(f"shared-memory name {name!r} is not this application's "
+                       f"(pid {app.cred_pid})")
+    if not isinstance(size, int) or not 0 < size <= SHM_MAX_SIZE:
+        raise ShmError(f"bad shared-memory size {size!r} (at most {SHM_MAX_SIZE})")
+    try:
+        fd = os.open(os.path.join(SHM_DIR, name), os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC
+                     | os.O_NONBLOCK | os.O_NOCTTY)
+    except OSError as exc:
+        raise ShmError(f"cannot open shared-memory region {name!r}: {exc.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ShmError(f"{name!r} is not a regular file")
+        if st.st_uid != os.getuid():
+            raise ShmError(f"{name!r} is not owned by the daemon's user")
+        if stat.S_IMODE(st.st_mode) != 0o600:
+            raise ShmError(f"{name!r} has mode {stat.S_IMODE(st.st_mode):o}, not 600")
+        if st.st_size != size:
+            raise ShmError(f"{name!r} has {st.st_size} bytes, not {size}")
+        ident = (st.st_dev, st.st_ino)
+        if any(a.shm is not None and a.shm.ident == ident for a in apps):
+            raise ShmError(f"{name!r} is attached to another application")
+        mapping = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+    finally:
+        os.close(fd)
+    app.shm = SharedRegion(name, mapping, ident)
+    log.info("app %s (pid %d) attached shared-memory region %s (%d MiB)", app.name, app.pid,
+             name, size >> 20)
+    return {"attached": name, "size": size}
+
+
+def _peer_pid(transport: object) -> int:
+    """The pid of the process at the other end of a Unix socket (0 if unknown)."""
+    get = getattr(transport, "get_extra_info", None)
+    sock = get("socket") if get is not None else None
+    try:
+        cred = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    except (AttributeError, OSError):
+        return 0
+    return int(struct.unpack("3i", cred)[0])
+
+
+def _shm_detach(app: AppClient) -> None:
+    if app.shm is not None:
+        log.debug("app %s (pid %d) detached shared-memory region %s", app.name, app.pid,
+                  app.shm.name)
+        app.shm.close()
+        app.shm = None
+
+
+def _shm_unwrap(app: AppClient, frame: Frame) -> tuple[Any, bytes | memoryview,
+                                                       tuple[int, int] | None]:
+    """A CALL/BATCH body ``[fn, args, bulk_index, {"shm": [offset, length]}]`` becomes
+    ``[fn, args, bulk_index]`` with the region's bytes as bulk; ``{"shm_reply": [offset,
+    capacity]}`` asks for the reply's bulk in the region. Other bodies pass unchanged."""
+    body = frame.body
+    if not (isinstance(body, list) and len(body) == 4 and isinstance(body[3], dict)):
+        return body, frame.bulk, None
+    region = app.shm
+    if region is None:
+        raise ShmError("no shared-memory region is attached to this connection")
+    extra = body[3]
+    head = body[:3] if body[2] is not None else body[:2]
+    if set(extra) == {"shm"} and not frame.bulk:
+        rng = extra["shm"]
+        if isinstance(rng, list) and len(rng) == 2:
+            return head, region.read(rng[0], rng[1]), None
+    elif set(extra) == {"shm_reply"}:
+        rng = extra["shm_reply"]
+        if isinstance(rng, list) and len(rng) == 2:
+            return head, frame.bulk, region.check(rng[0], rng[1])
+    raise ShmError(f"bad shared-memory element {extra!r}")
