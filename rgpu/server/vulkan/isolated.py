@@ -5,8 +5,11 @@ some of it (measured: lavapipe segfaults on a compute pipeline whose layout lack
 descriptor sets). In the server's own process that would end every session of every client;
 here the worker process dies, the session's calls fail with ``VK_ERROR_DEVICE_LOST`` (what a
 native application sees when its GPU goes away), and everyone else carries on. Workers are
-forked from a ``forkserver`` that has the backend imported, so a session starts in
-milliseconds.
+forked from a ``forkserver`` that has the backend imported, and one spare worker is kept
+started and warm (the driver's one-time initialisation done, an instance kept): a session
+takes it and a replacement starts on a background thread, so a session starts in about a
+millisecond. Identical ``vkRgpuGetPhysicalDeviceFacts`` requests are answered from a cache in
+the backend (see "the facts cache" below).
 
 The parent keeps the token's memory quota: ``vkAllocateMemory`` is reserved here before the
 worker sees it, and the worker reports every release (frees, failures, its close) with each
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
+import pickle
 import threading
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
@@ -36,6 +40,8 @@ log = logging.getLogger("rgpu.server.vulkan")
 
 VK_ERROR_DEVICE_LOST = -4
 _START_TIMEOUT_S = 60.0
+_FACTS = "vkRgpuGetPhysicalDeviceFacts"
+_FACTS_CACHE_SIZE = 16
 
 
 class _ReleaseLog:
@@ -55,15 +61,56 @@ class _ReleaseLog:
         return n
 
 
-def _worker(conn: Connection, label: str, vulkan_indexes: list[int] | None,
-            validation: bool) -> None:
-    """The worker process: one VulkanSession, calls in order until told to close."""
+def _warm_up(backend: Any) -> Any:
+    """Pay the driver's one-time process initialisation before a session needs it.
+
+    A throw-away instance (loader and driver loaded, physical devices enumerated) made outside
+    any session, so no session's ids or object counts see it; it is kept until the worker
+    ends, since measured on lavapipe a session's ``vkCreateInstance`` then takes ~4 ms
+    rather than ~13 ms after a destroyed one and ~47 ms cold. Returns its handle, or None.
+    """
+    ffi, lib = backend.ffi, backend.lib
+    try:
+        info = ffi.new("VkInstanceCreateInfo *", {"sType": 1})
+        inst = ffi.new("VkInstance *")
+        if lib.vkCreateInstance(info, ffi.NULL, inst) != 0:
+            return None
+        count = ffi.new("uint32_t *")
+        lib.vkEnumeratePhysicalDevices(inst[0], count, ffi.NULL)
+        if count[0]:
+            devices = ffi.new("VkPhysicalDevice[]", int(count[0]))
+            lib.vkEnumeratePhysicalDevices(inst[0], count, devices)
+        return inst[0]
+    except Exception as exc:  # the session will meet the same failure and report it
+        log.debug("warming up the Vulkan worker failed: %s", exc)
+        return None
+
+
+def _worker(conn: Connection, validation: bool) -> None:
+    """The worker process: starts as a warm spare, then runs one VulkanSession's calls in
+    order until told to close."""
     from . import open_vulkan_backend
 
     backend = open_vulkan_backend(validation=validation)
+    warm = _warm_up(backend) if backend is not None else None
+    try:
+        _serve(conn, backend)
+    finally:
+        if warm is not None:
+            backend.lib.vkDestroyInstance(warm, backend.ffi.NULL)
+
+
+def _serve(conn: Connection, backend: Any) -> None:
+    conn.send(("ready", backend is not None))
+    try:
+        msg = conn.recv()  # ("open", label, vulkan_indexes) once a session takes this worker
+    except (EOFError, OSError):
+        return
+    if msg[0] != "open":
+        return
+    _, label, vulkan_indexes = msg
     releases = _ReleaseLog()
     session = backend.open_session(label, vulkan_indexes, releases) if backend else None
-    conn.send(("ready", backend is not None))
     while True:
         try:
             msg = conn.recv()
@@ -93,6 +140,25 @@ def _worker(conn: Connection, label: str, vulkan_indexes: list[int] | None,
         conn.send((*reply, releases.take()))
 
 
+class _Worker:
+    """A started worker process and the parent's end of its pipe (not yet a session's)."""
+
+    def __init__(self, ctx: Any, validation: bool) -> None:
+        parent, child = ctx.Pipe()
+        self.conn: Connection = parent
+        self.process: Any = ctx.Process(target=_worker, name="rgpu-vulkan worker",
+                                        args=(child, validation), daemon=True)
+        self.process.start()
+        child.close()
+
+    def stop(self) -> None:
+        self.conn.close()  # the worker sees EOF and returns
+        self.process.join(2)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(5)
+
+
 class IsolatedBackend:
     """Opens sessions whose Vulkan runs in worker processes; same interface as VulkanBackend."""
 
@@ -108,6 +174,63 @@ class IsolatedBackend:
         forkserver.ensure_running()  # pay the start here, not in the first session
         self._lock = threading.Lock()
         self.sessions: set[IsolatedSession] = set()
+        self._spare: _Worker | None = None  # at most one, started off the sessions' path
+        self._refilling = False
+        self.closed = False
+        #: facts replies by (instance create info, physical-device ids): IsolatedSession
+        self.facts_cache: dict[tuple[bytes, tuple[int, ...]], bytes] = {}
+        self._refill()
+
+    def keep_facts(self, key: tuple[bytes, tuple[int, ...]], blob: bytes) -> None:
+        with self._lock:
+            if key not in self.facts_cache and len(self.facts_cache) >= _FACTS_CACHE_SIZE:
+                del self.facts_cache[next(iter(self.facts_cache))]  # the oldest
+            self.facts_cache[key] = blob
+
+    def _take_worker(self) -> tuple[_Worker, bool]:
+        """The warm spare (True) or, when there is none or it died, a fresh worker (False);
+        a replacement spare starts in the background either way."""
+        with self._lock:
+            w, self._spare = self._spare, None
+        if w is not None and not w.process.is_alive():
+            w.stop()
+            w = None
+        self._refill()
+        if w is not None:
+            return w, True
+        return _Worker(self._ctx, self.validation), False
+
+    def _refill(self) -> None:
+        with self._lock:
+            if self.closed or self._spare is not None or self._refilling:
+                return
+            self._refilling = True
+        threading.Thread(target=self._start_spare, name="rgpu-vulkan spare",
+                         daemon=True).start()
+
+    def _start_spare(self) -> None:
+        w: _Worker | None = None
+        try:
+            w = _Worker(self._ctx, self.validation)
+        except Exception:
+            log.exception("starting a spare Vulkan worker failed")
+        with self._lock:
+            self._refilling = False
+            if w is not None and not self.closed and self._spare is None:
+                self._spare, w = w, None
+        if w is not None:
+            w.stop()
+
+    def close(self) -> None:
+        """Stop the spare worker and close every session (their workers end with them)."""
+        with self._lock:
+            self.closed = True
+            w, self._spare = self._spare, None
+            sessions = list(self.sessions)
+        if w is not None:
+            w.stop()
+        for s in sessions:
+            s.close()
 
     def open_session(self, label: str, vulkan_indexes: Sequence[int] | None = None,
                      quota: Quota | None = None) -> IsolatedSession:
@@ -129,21 +252,30 @@ class IsolatedSession:
         self.calls = 0
         self.closed = False
         self.lost: str | None = None
-        parent, child = backend._ctx.Pipe()
-        self._conn = parent
-        self.process = backend._ctx.Process(
-            target=_worker, name=f"rgpu-vulkan {label}"[:60],
-            args=(child, label, list(vulkan_indexes) if vulkan_indexes is not None else None,
-                  backend.validation), daemon=True)
-        self.process.start()
-        child.close()
-        if not parent.poll(_START_TIMEOUT_S):
-            self._lose("did not start")
-        else:
-            try:
-                parent.recv()
-            except (EOFError, OSError):
-                self._lose("died while starting")
+        self._instance_infos: dict[int, bytes] = {}  # create info of this session's instances
+        indexes = list(vulkan_indexes) if vulkan_indexes is not None else None
+        worker, spare = backend._take_worker()
+        how = self._start(worker, label, indexes)
+        if how is not None and spare:  # the spare died unnoticed: one fresh try
+            worker.stop()
+            worker = _Worker(backend._ctx, backend.validation)
+            how = self._start(worker, label, indexes)
+        self._conn = worker.conn
+        self.process = worker.process
+        if how is not None:
+            self._lose(how)
+
+    @staticmethod
+    def _start(worker: _Worker, label: str, indexes: list[int] | None) -> str | None:
+        """Wait for the worker to be ready and give it the session; why not, or None."""
+        try:
+            if not worker.conn.poll(_START_TIMEOUT_S):
+                return "did not start"
+            worker.conn.recv()
+            worker.conn.send(("open", label, indexes))
+        except (EOFError, OSError):
+            return "died while starting"
+        return None
 
     @property
     def pid(self) -> int | None:
@@ -171,10 +303,22 @@ class IsolatedSession:
         self.calls += 1
         if self.quota is not None and fn == "vkAllocateMemory":
             self._reserve(args)
+        if fn == _FACTS:
+            cached = self._cached_facts(args)
+            if cached is not None:
+                return cached
         sendable = [bytes(a) if isinstance(a, (memoryview, bytearray)) else a for a in args] \
             if isinstance(args, list) else args
+        result = self._roundtrip(fn, sendable)
+        if fn == "vkCreateInstance":
+            self._note_instance(args)
+        elif fn == _FACTS:
+            self._keep_facts(args, result)
+        return result
+
+    def _roundtrip(self, fn: str, args: Any) -> Any:
         try:
-            self._conn.send(("call", fn, sendable))
+            self._conn.send(("call", fn, args))
             reply = self._conn.recv()
         except (EOFError, OSError, BrokenPipeError):
             self._lose(f"died during {fn}")
@@ -183,6 +327,62 @@ class IsolatedSession:
         if reply[0] == "ok":
             return reply[1]
         raise CallError(reply[1], reply[2], **reply[3])
+
+    # --- the facts cache -------------------------------------------------------------------
+    #
+    # A facts reply is a function of the process-wide driver state (the same for every worker
+    # of this backend), the instance's create info (its API version, extensions and
+    # application/engine names, which drivers may key workarounds on) and the ids of the
+    # physical devices the instance shows this session (its ordinal in the session and the
+    # token's visible devices are encoded in them: backend.py ``physical_devices``). A cached
+    # reply is used only when all of those match: the worker enumerates the instance's
+    # physical devices first (which registers them, as building the facts would), and the
+    # ids it returns are part of the key. Replies holding live values (VK_EXT_memory_budget's
+    # heap usage) are never cached.
+
+    def _note_instance(self, args: Any) -> None:
+        """A successful vkCreateInstance: remember its create info under its id."""
+        if isinstance(args, list) and len(args) == 3 and isinstance(args[2], int):
+            try:
+                self._instance_infos[args[2]] = pickle.dumps(args[0], protocol=5)
+            except Exception:
+                self._instance_infos.pop(args[2], None)
+
+    def _facts_key(self, args: Any, ids: Any) -> tuple[bytes, tuple[int, ...]] | None:
+        if not (isinstance(args, list) and len(args) == 1 and isinstance(args[0], int)):
+            return None
+        info = self._instance_infos.get(args[0])
+        if info is None or not isinstance(ids, list):
+            return None
+        return info, tuple(ids)
+
+    def _cached_facts(self, args: Any) -> Any:
+        if not self.backend.facts_cache or self._facts_key(args, []) is None:
+            return None
+        try:
+            reply = self._roundtrip("vkEnumeratePhysicalDevices", [args[0], None, None])
+        except CallError as exc:
+            if exc.code == "device_lost":
+                raise
+            return None
+        if not (isinstance(reply, list) and len(reply) == 2 and reply[0] == 0):
+            return None
+        key = self._facts_key(args, reply[1])
+        blob = self.backend.facts_cache.get(key) if key is not None else None
+        return pickle.loads(blob) if blob is not None else None
+
+    def _keep_facts(self, args: Any, result: Any) -> None:
+        try:
+            if not (isinstance(result, list) and result[0] == 0):
+                return
+            devices = result[1]["physical_devices"]
+            if any(e[0] == "VK_EXT_memory_budget" for d in devices for e in d["extensions"]):
+                return
+            key = self._facts_key(args, [d["id"] for d in devices])
+            if key is not None:
+                self.backend.keep_facts(key, pickle.dumps(result, protocol=5))
+        except (KeyError, TypeError, IndexError, pickle.PicklingError):
+            return
 
     def _reserve(self, args: list[Any]) -> None:
         assert self.quota is not None
