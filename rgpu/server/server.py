@@ -256,11 +256,14 @@ class RgpuServer:
         for srv in self._servers:
             srv.close()
         self._servers.clear()
-        if self._cuda_backend is not None:
+        for name, backend in (("CUDA", self._cuda_backend), ("Vulkan", self._vulkan_backend)):
+            close = getattr(backend, "close", None)
+            if close is None:
+                continue
             try:
-                self._cuda_backend.close()
+                await asyncio.get_running_loop().run_in_executor(None, close)
             except Exception:
-                log.exception("closing the CUDA backend failed")
+                log.exception("closing the %s backend failed", name)
 
     # --- connections ---------------------------------------------------------------------
 
