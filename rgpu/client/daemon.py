@@ -66,7 +66,6 @@ class ServerLink:
         self.connects = 0
         self._task: asyncio.Task[None] | None = None
         self._removed = False
-        self._wake = asyncio.Event()
         self._probe_scheduled = False
 
     def start(self) -> None:
@@ -118,9 +117,7 @@ class ServerLink:
             delay *= 0.8 + 0.4 * random.random()
             self.state = "backoff"
             log.info("reconnecting to %s in %.1f s", self.key, delay)
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), delay)
+            await asyncio.sleep(delay)
 
     async def _connect_once(self) -> None:
         host, port = parse_address(self.entry.address)
@@ -216,10 +213,6 @@ class ServerLink:
             return
         if peer.outstanding:
             self.watch()
-
-    def kick(self) -> None:
-        """Skip the rest of the backoff and reconnect now."""
-        self._wake.set()
 
 
 @dataclass(eq=False)

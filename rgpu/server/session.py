@@ -66,10 +66,6 @@ class Session:
                                                 thread_name_prefix=f"rgpu-session-{self.id}")
         return self._executor
 
-    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Run backend work on this session's worker thread, in order."""
-        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
-
     def _cleanup_now(self) -> None:
         for what, fn in reversed(self._cleanups):
             try:
