@@ -56,6 +56,7 @@ CUDA_PROGRAMS = (
     "concurrent_devices",
     "out_of_bounds",
     "long_running",
+    "thrust_sort",
 )
 CHECKED_PROGRAMS = ("vector_add", "reduction", "streams_events", "constant_symbol", "threads")
 
@@ -354,6 +355,13 @@ def test_runtime_program(rig: Rig, programs: dict[str, Path], name: str, cudart:
     result = rig.run(argv)
     _assert_passed(result, rig)
     assert result.stderr == "", result.stderr  # the shim is silent unless RGPU_LOG is set
+
+
+def test_thrust_program(rig: Rig, programs: dict[str, Path]) -> None:
+    """Thrust/CUB (radix sort, transform, reduce) with the default static cudart: CUB chooses
+    its kernels from the reported PTX version, so that value must be the driver's."""
+    result = rig.run([str(programs["thrust_sort"])])
+    _assert_passed(result, rig)
 
 
 def test_illegal_address_is_reported_and_isolated(rig: Rig, programs: dict[str, Path]) -> None:

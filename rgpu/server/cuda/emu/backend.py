@@ -1014,7 +1014,7 @@ class EmuSession(CudaSession):
         if attrib == F.CU_FUNC_ATTRIBUTE_NUM_REGS:
             return int(info.regs)
         if attrib == F.CU_FUNC_ATTRIBUTE_PTX_VERSION:
-            return _ptx_version_number(fn.code.ptx.version)
+            return _ptx_target_number(fn.code.ptx.target)
         if attrib == F.CU_FUNC_ATTRIBUTE_BINARY_VERSION:
             return DEVICE_ARCH
         if attrib == F.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES:
@@ -1179,8 +1179,13 @@ class EmuSession(CudaSession):
         if shared:
             limits.append(SHARED_MEMORY_PER_BLOCK_OPTIN // shared)
         if info.regs:
-            limits.append(REGISTERS_PER_MULTIPROCESSOR // (int(info.regs) * warps * 32))
-        return max(min(limits), 0)
+            # PTX declares virtual registers (often hundreds); ptxas would allocate far fewer.
+            # Model a register budget that lets any block of up to 1024 threads launch, as the
+            # emulator does: CUB and thrust size grids from this and divide by it.
+            regs = min(int(info.regs), REGISTERS_PER_MULTIPROCESSOR // MAX_THREADS_PER_BLOCK)
+            limits.append(REGISTERS_PER_MULTIPROCESSOR // (regs * warps * 32))
+        fits = shared <= SHARED_MEMORY_PER_BLOCK_OPTIN
+        return max(min(limits), 1 if fits else 0)
 
     def _launch_failed(self, ctx: _Context, fn: _Function, error: CudaError,
                        sticky: bool) -> None:
@@ -1325,13 +1330,10 @@ def _raise_sticky(ctx: _Context) -> None:
         raise CudaError(ctx.sticky.code, ctx.sticky.message)
 
 
-def _ptx_version_number(version: object) -> int:
-    """'9.0' (or (9, 0)) -> 90, as CU_FUNC_ATTRIBUTE_PTX_VERSION reports."""
-    if isinstance(version, tuple | list) and len(version) == 2:
-        return int(version[0]) * 10 + int(version[1])
-    text = str(version)
-    major, _, minor = text.partition(".")
-    try:
-        return int(major) * 10 + int(minor or 0)
-    except ValueError:
-        return 0
+def _ptx_target_number(target: object) -> int:
+    """'sm_75' -> 75: the PTX's virtual architecture, as the driver reports it for
+    CU_FUNC_ATTRIBUTE_PTX_VERSION (cudaFuncAttributes.ptxVersion). CUB selects its tuning
+    policies from this and refuses to run when it names an architecture it was not built
+    for, so the PTX ISA version (9.0 -> 90) would be wrong here."""
+    digits = "".join(ch for ch in str(target).split(",")[0] if ch.isdigit())
+    return int(digits) if digits else DEVICE_ARCH
