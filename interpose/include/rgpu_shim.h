@@ -179,6 +179,9 @@ CUresult rgpu_simple_call(int dev, const mp_buf *body, const void *bulk, size_t 
 CUresult rgpu_simple_batch(int dev, const mp_buf *body, const void *bulk, size_t bulk_len);
 /* A status-only call on `dev` (CALL when `sync`, else BATCH); frees `b`. */
 CUresult rgpu_status_call(int dev, mp_buf *b, int sync);
+/* Batched `fn(o->id)`: tells the server to drop the handle (nothing once the connection is
+ * gone, when the server has dropped it already). */
+CUresult rgpu_release_remote(const rgpu_obj *o, const char *fn);
 /* Result helpers for rgpu_reply bodies. */
 int rgpu_reply_i64(rgpu_reply *r, int64_t *v);
 int rgpu_reply_pair(rgpu_reply *r, int64_t *a, int64_t *b);

@@ -51,6 +51,16 @@ rgpu_obj *rgpu_obj_new(uint32_t kind, int dev, rgpu_ctx *ctx)
     return o;
 }
 
+CUresult rgpu_release_remote(const rgpu_obj *o, const char *fn)
+{
+    if (rgpu_connection_dead())
+        return CUDA_SUCCESS;
+    mp_buf b;
+    rgpu_body_begin(&b, fn, 1);
+    mp_uint(&b, o->id);
+    return rgpu_status_call(o->dev, &b, 0);
+}
+
 void rgpu_obj_free(rgpu_obj *o)
 {
     if (!o)

@@ -377,13 +377,7 @@ CUresult cuModuleUnload(CUmodule hmod)
     rgpu_obj *o = rgpu_obj_check(hmod, RK_MODULE);
     if (!o)
         return CUDA_ERROR_INVALID_HANDLE;
-    CUresult st = CUDA_SUCCESS;
-    if (!rgpu_connection_dead()) {
-        mp_buf b;
-        rgpu_body_begin(&b, "cuModuleUnload", 1);
-        mp_uint(&b, o->id);
-        st = rgpu_status_call(o->dev, &b, 0);
-    }
+    CUresult st = rgpu_release_remote(o, "cuModuleUnload");
     o->kind = 0; /* functions of the module keep pointing at it: leave the memory */
     return st;
 }
@@ -514,13 +508,7 @@ CUresult cuLibraryUnload(CUlibrary library)
     rgpu_obj *o = rgpu_obj_check(library, RK_LIBRARY);
     if (!o)
         return CUDA_ERROR_INVALID_HANDLE;
-    CUresult st = CUDA_SUCCESS;
-    if (!rgpu_connection_dead()) {
-        mp_buf b;
-        rgpu_body_begin(&b, "cuLibraryUnload", 1);
-        mp_uint(&b, o->id);
-        st = rgpu_status_call(o->dev, &b, 0);
-    }
+    CUresult st = rgpu_release_remote(o, "cuLibraryUnload");
     o->kind = 0;
     return st;
 }

@@ -58,13 +58,7 @@ CUresult cuStreamDestroy_v2(CUstream hStream)
     rgpu_obj *o = rgpu_obj_check(hStream, RK_STREAM);
     if (!o)
         return CUDA_ERROR_INVALID_HANDLE;
-    CUresult st = CUDA_SUCCESS;
-    if (!rgpu_connection_dead()) {
-        mp_buf b;
-        rgpu_body_begin(&b, "cuStreamDestroy_v2", 1);
-        mp_uint(&b, o->id);
-        st = rgpu_status_call(o->dev, &b, 0);
-    }
+    CUresult st = rgpu_release_remote(o, "cuStreamDestroy_v2");
     rgpu_obj_free(o);
     return st;
 }
@@ -240,13 +234,7 @@ CUresult cuEventDestroy_v2(CUevent hEvent)
     rgpu_obj *o = rgpu_obj_check(hEvent, RK_EVENT);
     if (!o)
         return CUDA_ERROR_INVALID_HANDLE;
-    CUresult st = CUDA_SUCCESS;
-    if (!rgpu_connection_dead()) {
-        mp_buf b;
-        rgpu_body_begin(&b, "cuEventDestroy_v2", 1);
-        mp_uint(&b, o->id);
-        st = rgpu_status_call(o->dev, &b, 0);
-    }
+    CUresult st = rgpu_release_remote(o, "cuEventDestroy_v2");
     rgpu_obj_free(o);
     return st;
 }
