@@ -39,8 +39,19 @@ typedef struct {
     VkResult status;
 } deferred_err;
 
+/* The connection's lock is taken in arrival order (a ticket lock) and may be taken again by its
+ * holder. A plain mutex is not fair: a thread that waits on a fence in short slices could retake
+ * it between slices for seconds while another thread waits to submit the work it waits for. */
+typedef struct {
+    pthread_mutex_t m;
+    pthread_cond_t c;
+    unsigned long next, serving;
+    pthread_t owner;
+    int depth;
+} fair_lock;
+
 static struct {
-    pthread_mutex_t mu;
+    fair_lock mu;
     int fd;
     int state; /* 0 never tried, 1 connected, 2 no daemon, 3 lost */
     pid_t pid;
@@ -55,11 +66,8 @@ static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 
 static void init_once(void)
 {
-    pthread_mutexattr_t a;
-    pthread_mutexattr_init(&a);
-    pthread_mutexattr_settype(&a, PTHREAD_MUTEX_RECURSIVE);
-    pthread_mutex_init(&g.mu, &a);
-    pthread_mutexattr_destroy(&a);
+    pthread_mutex_init(&g.mu.m, NULL);
+    pthread_cond_init(&g.mu.c, NULL);
     mp_init(&g.out);
     rgpu_log_init();
     const char *t = getenv("RGPU_CALL_TIMEOUT");
@@ -94,15 +102,47 @@ void rgpu_logf(int level, const char *fmt, ...)
     fprintf(stderr, "rgpu-vk: %s\n", line);
 }
 
+/* Take the lock without waiting, or return -1 when another thread holds it or waits for it. */
+static int fair_trylock(fair_lock *l)
+{
+    pthread_mutex_lock(&l->m);
+    int ok = l->depth ? pthread_equal(l->owner, pthread_self()) : l->next == l->serving;
+    if (ok) {
+        if (!l->depth++) {
+            l->owner = pthread_self();
+            l->next++;
+        }
+    }
+    pthread_mutex_unlock(&l->m);
+    return ok ? 0 : -1;
+}
+
 void rgpu_lock(void)
 {
     pthread_once(&g_once, init_once);
-    pthread_mutex_lock(&g.mu);
+    fair_lock *l = &g.mu;
+    pthread_mutex_lock(&l->m);
+    if (l->depth && pthread_equal(l->owner, pthread_self())) {
+        l->depth++;
+    } else {
+        unsigned long ticket = l->next++;
+        while (l->serving != ticket)
+            pthread_cond_wait(&l->c, &l->m);
+        l->owner = pthread_self();
+        l->depth = 1;
+    }
+    pthread_mutex_unlock(&l->m);
 }
 
 void rgpu_unlock(void)
 {
-    pthread_mutex_unlock(&g.mu);
+    fair_lock *l = &g.mu;
+    pthread_mutex_lock(&l->m);
+    if (--l->depth == 0) {
+        l->serving++;
+        pthread_cond_broadcast(&l->c);
+    }
+    pthread_mutex_unlock(&l->m);
 }
 
 int rgpu_connection_dead(void)
@@ -660,9 +700,9 @@ __attribute__((destructor)) static void rgpu_transport_fini(void)
      * process exits. The loader also unloads the driver after the last vkDestroyInstance, and
      * may load it again: closing the connection then ends this process's sessions (the server
      * frees what they held) and the next load starts afresh. */
-    if (g.state == 1 && g.pid == getpid() && pthread_mutex_trylock(&g.mu) == 0) {
+    if (g.state == 1 && g.pid == getpid() && fair_trylock(&g.mu) == 0) {
         flush_locked(now_s() + 5);
-        pthread_mutex_unlock(&g.mu);
+        rgpu_unlock();
     }
     if (g.fd >= 0 && g.pid == getpid())
         close(g.fd);
