@@ -188,6 +188,9 @@ typedef struct rgpu_device {
     struct rgpu_dobj **queues;
     int nqueues;
     struct rgpu_cmdbuf *cmdbufs; /* every live command buffer (freed with their pool) */
+    uint64_t seen_semaphore[8];  /* timeline values last read by vkGetSemaphoreCounterValue: */
+    uint64_t seen_value[8];      /* a poll that sees nothing new needs no memory read-back */
+    unsigned seen_next;
 } rgpu_device;
 
 typedef struct rgpu_cmdbuf {

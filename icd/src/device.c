@@ -451,6 +451,43 @@ static VKAPI_ATTR VkResult VKAPI_CALL icd_GetFenceStatus(VkDevice device, VkFenc
     return st == VK_SUCCESS ? rgpu_sync_from_server((rgpu_device *)device) : st;
 }
 
+/* Polling a timeline semaphore or an event is host synchronisation too: once it shows new
+ * work done, the host may read what that work wrote, so mapped memory is read back. */
+static VKAPI_ATTR VkResult VKAPI_CALL icd_GetSemaphoreCounterValue(VkDevice device,
+                                                                   VkSemaphore semaphore,
+                                                                   uint64_t *pValue)
+{
+    rgpu_device *dev = (rgpu_device *)device;
+    uint64_t a[3] = {(uint64_t)(uintptr_t)device, (uint64_t)semaphore, (uint64_t)(uintptr_t)pValue};
+    VkResult st = (VkResult)forward_named("vkGetSemaphoreCounterValue", a);
+    if (st != VK_SUCCESS)
+        return st;
+    int fresh = 1;
+    pthread_mutex_lock(&dev->mu);
+    unsigned n = sizeof dev->seen_semaphore / sizeof dev->seen_semaphore[0];
+    unsigned k = 0;
+    while (k < n && dev->seen_semaphore[k] != (uint64_t)semaphore)
+        k++;
+    if (k == n)
+        k = dev->seen_next++ % n;
+    else
+        fresh = dev->seen_value[k] != *pValue;
+    dev->seen_semaphore[k] = (uint64_t)semaphore;
+    dev->seen_value[k] = *pValue;
+    pthread_mutex_unlock(&dev->mu);
+    return fresh ? rgpu_sync_from_server(dev) : VK_SUCCESS;
+}
+
+static VKAPI_ATTR VkResult VKAPI_CALL icd_GetEventStatus(VkDevice device, VkEvent event)
+{
+    uint64_t a[2] = {(uint64_t)(uintptr_t)device, (uint64_t)event};
+    VkResult st = (VkResult)forward_named("vkGetEventStatus", a);
+    if (st != VK_EVENT_SET)
+        return st;
+    VkResult synced = rgpu_sync_from_server((rgpu_device *)device);
+    return synced == VK_SUCCESS ? st : synced;
+}
+
 static VKAPI_ATTR VkResult VKAPI_CALL icd_WaitSemaphores(VkDevice device,
                                                          const VkSemaphoreWaitInfo *info,
                                                          uint64_t timeout)
@@ -495,6 +532,9 @@ static const struct {
     FN("vkGetFenceStatus", icd_GetFenceStatus),
     FN("vkWaitSemaphores", icd_WaitSemaphores),
     FN("vkWaitSemaphoresKHR", icd_WaitSemaphores),
+    FN("vkGetSemaphoreCounterValue", icd_GetSemaphoreCounterValue),
+    FN("vkGetSemaphoreCounterValueKHR", icd_GetSemaphoreCounterValue),
+    FN("vkGetEventStatus", icd_GetEventStatus),
 };
 
 PFN_vkVoidFunction rgpu_special_proc(const char *name)

@@ -10,6 +10,7 @@ typedef struct rgpu_template {
     uint64_t id;
     uint32_t n;
     VkDescriptorUpdateTemplateEntry *entries;
+    VkPipelineBindPoint bind_point; /* for VK_DESCRIPTOR_UPDATE_TEMPLATE_TYPE_PUSH_DESCRIPTORS_KHR */
     struct rgpu_template *next;
 } rgpu_template;
 
@@ -29,6 +30,7 @@ static VKAPI_ATTR VkResult VKAPI_CALL icd_CreateDescriptorUpdateTemplate(
     if (!t)
         return VK_ERROR_OUT_OF_HOST_MEMORY;
     t->n = info->descriptorUpdateEntryCount;
+    t->bind_point = info->pipelineBindPoint;
     t->entries = calloc(t->n ? t->n : 1, sizeof *t->entries);
     if (!t->entries) {
         free(t);
@@ -70,34 +72,52 @@ static VKAPI_ATTR void VKAPI_CALL icd_DestroyDescriptorUpdateTemplate(
     forward("vkDestroyDescriptorUpdateTemplate", a);
 }
 
-static VKAPI_ATTR void VKAPI_CALL icd_UpdateDescriptorSetWithTemplate(
-    VkDevice device, VkDescriptorSet set, VkDescriptorUpdateTemplate tmpl, const void *pData)
+/* The writes a template describes, read from the application's pData (for a push template
+ * dstSet is VK_NULL_HANDLE, as vkCmdPushDescriptorSetKHR wants). */
+typedef struct {
+    uint32_t n;
+    VkWriteDescriptorSet *writes;
+    VkWriteDescriptorSetInlineUniformBlock *inl;
+    void **infos;
+} rgpu_expanded;
+
+static void expanded_free(rgpu_expanded *x)
+{
+    for (uint32_t i = 0; x->infos && i < x->n; i++)
+        free(x->infos[i]);
+    free(x->infos);
+    free(x->inl);
+    free(x->writes);
+    memset(x, 0, sizeof *x);
+}
+
+static VkResult expand(uint64_t tmpl, VkDescriptorSet set, const void *pData, rgpu_expanded *x)
 {
     const uint8_t *data = pData;
+    memset(x, 0, sizeof *x);
     pthread_mutex_lock(&templates_mu);
     rgpu_template *t = templates;
-    while (t && t->id != (uint64_t)tmpl)
+    while (t && t->id != tmpl)
         t = t->next;
     if (!t) {
         pthread_mutex_unlock(&templates_mu);
-        RGPU_DEBUG("vkUpdateDescriptorSetWithTemplate: unknown template %llu",
-                   (unsigned long long)(uint64_t)tmpl);
-        return;
+        RGPU_DEBUG("descriptor update template %llu is unknown", (unsigned long long)tmpl);
+        return VK_ERROR_UNKNOWN;
     }
     uint32_t n = t->n;
-    VkWriteDescriptorSet *writes = calloc(n ? n : 1, sizeof *writes);
-    VkWriteDescriptorSetInlineUniformBlock *inl = calloc(n ? n : 1, sizeof *inl);
-    void **infos = calloc(n ? n : 1, sizeof *infos);
-    if (!writes || !inl || !infos) {
+    x->n = n;
+    x->writes = calloc(n ? n : 1, sizeof *x->writes);
+    x->inl = calloc(n ? n : 1, sizeof *x->inl);
+    x->infos = calloc(n ? n : 1, sizeof *x->infos);
+    if (!x->writes || !x->inl || !x->infos) {
         pthread_mutex_unlock(&templates_mu);
-        free(writes);
-        free(inl);
-        free(infos);
-        return;
+        expanded_free(x);
+        return VK_ERROR_OUT_OF_HOST_MEMORY;
     }
+    VkResult st = VK_SUCCESS;
     for (uint32_t i = 0; i < n; i++) {
         const VkDescriptorUpdateTemplateEntry *e = &t->entries[i];
-        VkWriteDescriptorSet *w = &writes[i];
+        VkWriteDescriptorSet *w = &x->writes[i];
         w->sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET;
         w->dstSet = set;
         w->dstBinding = e->dstBinding;
@@ -129,20 +149,22 @@ static VKAPI_ATTR void VKAPI_CALL icd_UpdateDescriptorSetWithTemplate(
             break;
         case VK_DESCRIPTOR_TYPE_INLINE_UNIFORM_BLOCK:
             /* descriptorCount is a byte count; the bytes sit at offset */
-            inl[i].sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET_INLINE_UNIFORM_BLOCK;
-            inl[i].dataSize = e->descriptorCount;
-            inl[i].pData = data + e->offset;
-            w->pNext = &inl[i];
+            x->inl[i].sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET_INLINE_UNIFORM_BLOCK;
+            x->inl[i].dataSize = e->descriptorCount;
+            x->inl[i].pData = data + e->offset;
+            w->pNext = &x->inl[i];
             continue;
         default:
             continue;
         }
         uint8_t *packed = calloc(e->descriptorCount ? e->descriptorCount : 1, size);
-        if (!packed)
-            continue;
+        if (!packed) {
+            st = VK_ERROR_OUT_OF_HOST_MEMORY;
+            break;
+        }
         for (uint32_t k = 0; k < e->descriptorCount; k++)
             memcpy(packed + k * size, data + e->offset + (size_t)k * e->stride, size);
-        infos[i] = packed;
+        x->infos[i] = packed;
         if (kind == 1)
             w->pImageInfo = (const VkDescriptorImageInfo *)packed;
         else if (kind == 2)
@@ -151,13 +173,41 @@ static VKAPI_ATTR void VKAPI_CALL icd_UpdateDescriptorSetWithTemplate(
             w->pBufferInfo = (const VkDescriptorBufferInfo *)packed;
     }
     pthread_mutex_unlock(&templates_mu);
-    uint64_t a[5] = {(uint64_t)(uintptr_t)device, n, (uint64_t)(uintptr_t)writes, 0, 0};
+    if (st != VK_SUCCESS)
+        expanded_free(x);
+    return st;
+}
+
+static VKAPI_ATTR void VKAPI_CALL icd_UpdateDescriptorSetWithTemplate(
+    VkDevice device, VkDescriptorSet set, VkDescriptorUpdateTemplate tmpl, const void *pData)
+{
+    rgpu_expanded x;
+    if (expand((uint64_t)tmpl, set, pData, &x) != VK_SUCCESS)
+        return;
+    uint64_t a[5] = {(uint64_t)(uintptr_t)device, x.n, (uint64_t)(uintptr_t)x.writes, 0, 0};
     forward("vkUpdateDescriptorSets", a);
-    for (uint32_t i = 0; i < n; i++)
-        free(infos[i]);
-    free(infos);
-    free(inl);
-    free(writes);
+    expanded_free(&x);
+}
+
+/* VK_KHR_push_descriptor with a template: recorded as the vkCmdPushDescriptorSetKHR it
+ * stands for (the template carries the bind point, layout and set). */
+static VKAPI_ATTR void VKAPI_CALL icd_CmdPushDescriptorSetWithTemplateKHR(
+    VkCommandBuffer commandBuffer, VkDescriptorUpdateTemplate tmpl, VkPipelineLayout layout,
+    uint32_t set, const void *pData)
+{
+    pthread_mutex_lock(&templates_mu);
+    rgpu_template *t = templates;
+    while (t && t->id != (uint64_t)tmpl)
+        t = t->next;
+    VkPipelineBindPoint bind_point = t ? t->bind_point : VK_PIPELINE_BIND_POINT_GRAPHICS;
+    pthread_mutex_unlock(&templates_mu);
+    rgpu_expanded x;
+    if (expand((uint64_t)tmpl, VK_NULL_HANDLE, pData, &x) != VK_SUCCESS)
+        return;
+    uint64_t a[6] = {(uint64_t)(uintptr_t)commandBuffer, bind_point, (uint64_t)layout, set, x.n,
+                     (uint64_t)(uintptr_t)x.writes};
+    forward("vkCmdPushDescriptorSetKHR", a);
+    expanded_free(&x);
 }
 
 __attribute__((destructor)) static void templates_fini(void)
@@ -182,5 +232,7 @@ PFN_vkVoidFunction rgpu_template_proc(const char *name)
     if (!strcmp(name, "vkUpdateDescriptorSetWithTemplate") ||
         !strcmp(name, "vkUpdateDescriptorSetWithTemplateKHR"))
         return (PFN_vkVoidFunction)icd_UpdateDescriptorSetWithTemplate;
+    if (!strcmp(name, "vkCmdPushDescriptorSetWithTemplateKHR"))
+        return (PFN_vkVoidFunction)icd_CmdPushDescriptorSetWithTemplateKHR;
     return NULL;
 }

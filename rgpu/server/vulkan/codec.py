@@ -321,6 +321,10 @@ class Codec:
             if not v:
                 return self.NULL
             return self.array(f, v, keep, path)
+        if shape == "fixed":  # an array parameter (vkCmdSetBlendConstants' float[4])
+            if not isinstance(v, (list, tuple)) or len(v) != f.size:
+                raise bad(f"{path}: expected an array of {f.size}, got {_describe(v)}")
+            return self.array(f, v, keep, path)
         raise bad(f"{path}: shape {shape} cannot be sent")
 
     def array(self, f: Field, v: list[Any] | tuple[Any, ...], keep: list[Any],
