@@ -56,6 +56,10 @@ static struct {
     struct waiter *waiters;    /* requests sent and not answered yet */
     int reading;               /* a waiter is reading frames (outside the mutex) */
     int close_pending;         /* lost while a reader used the fd: the reader closes it */
+    int co_open;               /* g.out ends with a coalesced BATCH frame more calls may join */
+    size_t co_start;           /* ... its header's offset in g.out */
+    uint32_t co_session;       /* ... its session */
+    uint32_t co_count;         /* ... how many calls it holds */
 } g = {.fd = -1};
 
 /* One request waiting for its reply. */
@@ -189,6 +193,7 @@ static void lost(const char *why)
     }
     g.state = 3;
     g.out.len = 0;
+    g.co_open = 0;
     for (waiter *w = g.waiters; w; w = w->next) {
         if (!w->done) {
             w->done = 1;
@@ -303,6 +308,7 @@ static int flush_locked(double deadline)
     struct iovec iov = {g.out.data, g.out.len};
     int rc = write_iov(&iov, 1, deadline);
     g.out.len = 0;
+    g.co_open = 0;
     return rc;
 }
 
@@ -313,6 +319,7 @@ static int send_message(int kind, uint32_t session, uint32_t request, const mp_b
     double deadline = now_s() + g.timeout_s;
     if (body->oom || body->len > MAX_BODY)
         return -2;
+    g.co_open = 0; /* later calls must not join a BATCH queued before this message */
     size_t pos = 0;
     int first = 1;
     do {
@@ -603,6 +610,7 @@ static CUresult connect_locked(void)
         g.fd = -1;
         g.state = 0;
         g.out.len = 0;
+        g.co_open = 0;
         g.ndeferred = 0;
         g.waiters = NULL; /* the parent's waiting threads do not exist here */
         g.reading = 0;
@@ -753,6 +761,74 @@ CUresult rgpu_call(uint32_t session, const mp_buf *body, const void *bulk, size_
     return st;
 }
 
+/* Append room for `need` bytes to the outgoing buffer; returns its offset, or -1. */
+static long out_reserve(size_t need)
+{
+    mp_buf *o = &g.out;
+    if (o->len + need > o->cap) {
+        size_t cap = o->cap ? o->cap : 4096;
+        while (cap < o->len + need)
+            cap *= 2;
+        uint8_t *p = realloc(o->data, cap);
+        if (!p)
+            return -1;
+        o->data = p;
+        o->cap = cap;
+    }
+    size_t at = o->len;
+    o->len += need;
+    return (long)at;
+}
+
+static void put_be32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)(v >> 24);
+    p[1] = (uint8_t)(v >> 16);
+    p[2] = (uint8_t)(v >> 8);
+    p[3] = (uint8_t)v;
+}
+
+/* Calls queued back to back for one session (launches, memsets, event records) travel as one
+ * BATCH frame whose body is an array of calls, `[[function, [args]], ...]`: the daemon relays
+ * and the server queues one frame instead of one per call. The array's length is an array32
+ * header patched as calls join. */
+#define CO_MAX_CALLS 4096u
+#define CO_MAX_BYTES (512u << 10)
+static int queue_coalesced(uint32_t session, const mp_buf *body)
+{
+    if (g.co_open) {
+        uint8_t *h = g.out.data + g.co_start;
+        uint32_t blen = (uint32_t)h[16] << 24 | (uint32_t)h[17] << 16 | (uint32_t)h[18] << 8 | h[19];
+        if (g.co_session != session || g.co_count >= CO_MAX_CALLS ||
+            blen + body->len > CO_MAX_BYTES)
+            g.co_open = 0;
+    }
+    if (!g.co_open) {
+        long at = out_reserve(HEADER_SIZE + 5);
+        if (at < 0)
+            return -2;
+        uint8_t *h = g.out.data + at;
+        put_header(h, RG_BATCH, 0, session, 0, 5, 0);
+        h[HEADER_SIZE] = 0xdd; /* array32, count patched below */
+        put_be32(h + HEADER_SIZE + 1, 0);
+        g.co_open = 1;
+        g.co_start = (size_t)at;
+        g.co_session = session;
+        g.co_count = 0;
+    }
+    long at = out_reserve(body->len);
+    if (at < 0)
+        return -2;
+    memcpy(g.out.data + at, body->data, body->len);
+    uint8_t *h = g.out.data + g.co_start;
+    g.co_count++;
+    put_be32(h + HEADER_SIZE + 1, g.co_count);
+    put_be32(h + 16, (uint32_t)(g.out.len - g.co_start - HEADER_SIZE));
+    if (g.out.len >= BATCH_FLUSH_BYTES)
+        return flush_locked(now_s() + g.timeout_s);
+    return 0;
+}
+
 CUresult rgpu_batch(uint32_t session, const mp_buf *body, const void *bulk, size_t bulk_len)
 {
     if (rgpu_log_level >= 2) {
@@ -763,7 +839,11 @@ CUresult rgpu_batch(uint32_t session, const mp_buf *body, const void *bulk, size
     rgpu_lock();
     CUresult st = connect_locked();
     if (st == CUDA_SUCCESS) {
-        int rc = send_message(RG_BATCH, session, 0, body, bulk, bulk_len, 0);
+        /* only plain [function, [args]] calls coalesce (no bulk, no bulk index, no shm) */
+        int plain = !bulk_len && !body->oom && body->len && body->data[0] == 0x92 &&
+                    body->len <= (64u << 10);
+        int rc = plain ? queue_coalesced(session, body)
+                       : send_message(RG_BATCH, session, 0, body, bulk, bulk_len, 0);
         st = rc == -2 ? CUDA_ERROR_OUT_OF_MEMORY : rc ? CUDA_ERROR_DEVICE_UNAVAILABLE : CUDA_SUCCESS;
     }
     rgpu_unlock();

@@ -64,11 +64,27 @@ class Peer:
         # Set by on_auth_failed: the refusal and the close wait for release() (slow-down).
         self.hold_close = False
         self.state: Any = None  # owner's per-connection state
+        self._pumping = False
 
     # --- called by adapters --------------------------------------------------------------
 
     def pump(self) -> None:
-        """Handle every queued event, then send what the connection produced."""
+        """Handle every queued event, then send what the connection produced.
+
+        Not re-entrant: a handler that pumps (to send an error at once) while its own frame is
+        being handled only sends; the outer pump handles the frames after it, so they keep
+        their order (a call must never overtake the batch before it).
+        """
+        if self._pumping:
+            self._flush()
+            return
+        self._pumping = True
+        try:
+            self._pump()
+        finally:
+            self._pumping = False
+
+    def _pump(self) -> None:
         conn = self.conn
         self.last_heard = self._loop.time()
         while (ev := conn.next_event()) is not None:

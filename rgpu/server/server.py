@@ -452,6 +452,10 @@ class RgpuServer:
             self._enqueue(state, session, frame, None, [])
             return
         body = frame.body
+        if frame.kind is MessageKind.BATCH and isinstance(body, list) and body \
+                and isinstance(body[0], list) and not frame.bulk:
+            self._submit_many(state, session, frame, body)
+            return
         if not (isinstance(body, list) and 2 <= len(body) <= 3 and isinstance(body[0], str)
                 and isinstance(body[1], list)):
             self._fail(state, frame, CallError("bad_call", "CALL body must be "
@@ -472,13 +476,44 @@ class RgpuServer:
             return
         self._enqueue(state, session, frame, fn, args)
 
+    def _submit_many(self, state: ClientState, session: Session, frame: Frame,
+                     calls: list[Any]) -> None:
+        """A coalesced BATCH: ``[[function, [args]], ...]``, queued as one unit of work.
+
+        Each call runs, in order, as if it had come in a BATCH frame of its own: a failing
+        call gets its own deferred ERROR and the calls after it still run.
+        """
+        if session.closed:
+            self._fail(state, frame, CallError("unknown_session", "the session is closed"))
+            return
+        items: list[tuple[Frame, str | None, list[Any]]] = []
+        for call in calls:
+            if not (isinstance(call, list) and len(call) == 2 and isinstance(call[0], str)
+                    and isinstance(call[1], list)):
+                self._fail(state, frame, CallError(
+                    "bad_call", "a coalesced BATCH holds [function, [args]] calls"),
+                    fn=str(call[0]) if isinstance(call, list) and call else "?")
+                continue
+            items.append((frame, call[0], call[1]))
+        extra = len(items) - 1
+        if extra > 0:
+            session.calls += extra
+            self.stats["calls"] += extra
+        self._enqueue_items(state, session, items)
+
     def _enqueue(self, state: ClientState, session: Session, frame: Frame, fn: str | None,
                  args: list[Any]) -> None:
         if session.closed:
             self._fail(state, frame, CallError("unknown_session", "the session is closed"))
             return
+        self._enqueue_items(state, session, [(frame, fn, args)])
+
+    def _enqueue_items(self, state: ClientState, session: Session,
+                       items: list[tuple[Frame, str | None, list[Any]]]) -> None:
+        if not items:
+            return
         with session.work_lock:
-            session.work.append((frame, fn, args))
+            session.work.extend(items)
             if session.draining:
                 return
             session.draining = True
@@ -510,16 +545,16 @@ class RgpuServer:
             if error is None and frame.kind is MessageKind.BATCH:
                 continue
             try:
-                loop.call_soon_threadsafe(self._complete, state, frame, result, error)
+                loop.call_soon_threadsafe(self._complete, state, frame, result, error, fn)
             except RuntimeError:  # the loop is closed: the server is shutting down
                 return
 
     def _complete(self, state: ClientState, frame: Frame, result: Any,
-                  error: CallError | None) -> None:
+                  error: CallError | None, fn: str | None = None) -> None:
         if error is None:
             self._succeed(state, frame, result)
         else:
-            self._fail(state, frame, error)
+            self._fail(state, frame, error, fn=fn)
 
     def _succeed(self, state: ClientState, frame: Frame, result: Any) -> None:
         if frame.kind is MessageKind.BATCH or state.peer.is_closed:
@@ -530,12 +565,15 @@ class RgpuServer:
         else:
             state.peer.reply(frame, result)
 
-    def _fail(self, state: ClientState, frame: Frame, exc: CallError) -> None:
+    def _fail(self, state: ClientState, frame: Frame, exc: CallError,
+              fn: str | None = None) -> None:
         peer = state.peer
         if peer.is_closed:
             return
         if frame.kind is MessageKind.BATCH:
-            fn = frame.body[0] if isinstance(frame.body, list) and frame.body else "?"
+            if fn is None:
+                head = frame.body[0] if isinstance(frame.body, list) and frame.body else "?"
+                fn = head if isinstance(head, str) else "?"
             peer.conn.send_error(exc.code, str(exc), session=frame.session,
                                  extra={**exc.extra, "fn": fn, "deferred": True})
             peer.pump()

@@ -214,3 +214,41 @@ def test_daemon_exit_ends_its_sessions_on_the_server(rig: Rig, how: str) -> None
     run_async(hold())
     assert run_async(_wait_sessions(server, 0)) == 0
     _closed_line(server, opened[0])
+
+
+def test_a_coalesced_batch_runs_its_calls_in_order_and_reports_each_failure(
+        rig: Rig, transport: str) -> None:
+    """A BATCH body ``[[function, [args]], ...]`` (as the CUDA shim sends launches and memsets
+    queued back to back) runs every call in order on the session's worker; each failing call,
+    and each malformed element, gets its own deferred ERROR naming it, and the calls after a
+    failure still run."""
+    from rgpu.wire import MessageKind
+
+    token = generate_token()
+    server = rig.server(token=token, args=("--cuda", "emu"))
+    daemon = rig.daemon([server.address], token=token, transport=transport)
+
+    async def main() -> tuple[bytes, list[dict[str, Any]]]:
+        async with open_app(daemon.socket) as app:
+            errors: list[dict[str, Any]] = []
+            app.peer.on_message = lambda _p, f, _s: (
+                errors.append(f.body) if f.kind is MessageKind.ERROR else None)
+            sid = await app.open_session(0)
+            await app.call(sid, "cuDevicePrimaryCtxRetain", [7, 0])
+            await app.call(sid, "cuCtxSetCurrent", [7])
+            dptr = await app.call(sid, "cuMemAlloc_v2", [16])
+            app.peer.send(MessageKind.BATCH, [
+                ["cuMemsetD8_v2", [dptr, 1, 16]],
+                ["cuNoSuchCall", []],
+                5,
+                ["cuMemsetD8_v2", [dptr + 4, 2, 4]],
+                ["cuMemsetD8_v2", [dptr + 12, 3, 2]],
+            ], session=sid)
+            data = await app.call(sid, "cuMemcpyDtoH_v2", [dptr, 16])
+            return data, errors
+
+    data, errors = run_async(main(), timeout=60)
+    assert data == bytes([1] * 4 + [2] * 4 + [1] * 4 + [3] * 2 + [1] * 2), (data, errors)
+    assert sorted((e.get("fn"), e.get("code")) for e in errors) == [
+        ("?", "bad_call"), ("cuNoSuchCall", "unsupported")], errors
+    assert all(e.get("deferred") for e in errors), errors
