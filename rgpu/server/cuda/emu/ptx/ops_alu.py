@@ -163,6 +163,42 @@ def _carry(ins: Instruction, cx: CompileContext, t: np.dtype) -> Exec:
     return f
 
 
+def _mad_carry(ins: Instruction, cx: CompileContext, t: np.dtype) -> Exec:
+    """mad.lo.cc / mad.hi.cc / madc.lo[.cc] / madc.hi[.cc]: ``d = half(a*b) + c (+ carry in)``,
+    the extended-precision multiply libdevice's trig reduction (``__internal_trig_reduction_
+    slowpathd``) and 64-bit products are built from; the carry flag lives in ``fr.cc``."""
+    if t.kind not in "iu" or "wide" in ins.mods:
+        return unsupported(ins, cx)
+    bits = 8 * t.itemsize
+    hi = "hi" in ins.mods
+    u = UINT[t.itemsize]
+    o = ins.operands
+    ra, rb, rc = (reader(o[k], t, cx, ins) for k in (1, 2, 3))
+    w = writer(o[0], u, cx, ins)
+    use_in = ins.opcode == "madc"
+    set_out = "cc" in ins.mods
+    mask = (1 << bits) - 1
+
+    def f(fr, m):
+        a, b, c = (_arr(r(fr)).astype(object) for r in (ra, rb, rc))
+        p = a * b  # exact (Python ints), signed if the type is
+        half = (p >> bits) & mask if hi else p & mask
+        r = half + (c & mask) + (fr.cc if use_in else 0)
+        res = np.asarray(r & mask).astype(u)
+        w(fr, _out(res), m)
+        if set_out:
+            carry = np.asarray(r >> bits).astype(np.int64)
+            carry = carry if carry.ndim else int(carry)
+            fr.cc = carry if m is None else np.where(m, carry, fr.cc)
+
+    return f
+
+
+@op("madc")
+def _madc(ins: Instruction, cx: CompileContext) -> Exec:
+    return _mad_carry(ins, cx, last_type(ins, cx))
+
+
 @op("addc", "subc")
 def _addc(ins: Instruction, cx: CompileContext) -> Exec:
     return _carry(ins, cx, last_type(ins, cx))
@@ -242,7 +278,7 @@ def _mad(ins: Instruction, cx: CompileContext) -> Exec:
     o = ins.operands
     mods = ins.mods
     if "cc" in mods or ins.opcode == "madc":
-        return unsupported(ins, cx)
+        return _mad_carry(ins, cx, t)
     if "f16x2" in mods:
         return _f16(ins, cx, "fma")
     if t.kind == "f":

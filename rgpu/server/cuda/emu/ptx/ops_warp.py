@@ -89,6 +89,35 @@ def _ballot(L, p: np.ndarray) -> np.ndarray:
     return _warp_sum(L, bits).astype(np.uint64).astype(U32)
 
 
+_FULL = 0xFFFF_FFFF
+
+
+def _member_reader(ins: Instruction, cx: CompileContext, k: int):
+    """A reader of the ``membermask`` operand ``k`` (None when absent or all 32 lanes).
+
+    A ``.sync`` collective runs over the lanes named by each lane's own membermask: a
+    ``thread_block_tile<16>`` votes with 0x0000ffff in its low half-warp and 0xffff0000 in the
+    high one, and each half must see only its own lanes.
+    """
+    o = ins.operands
+    if len(o) <= k:
+        return None
+    if isinstance(o[k], Imm) and int(o[k].value) & _FULL == _FULL:
+        return None
+    return reader(o[k], U32, cx, ins)
+
+
+def _members(fr, rmask, act: np.ndarray) -> np.ndarray | None:
+    """Per-lane mask of the lanes taking part with each lane: its membermask & the active lanes
+    (None: every active lane of the warp, the fast common case)."""
+    if rmask is None:
+        return None
+    mm = rmask(fr)
+    if not isinstance(mm, np.ndarray) and int(mm) == _FULL:
+        return None
+    return np.asarray(mm, U32) & _ballot(fr.L, act)
+
+
 @op("vote")
 def _vote(ins: Instruction, cx: CompileContext) -> Exec:
     kind = next((m for m in ins.mods if m in ("ballot", "any", "all", "uni")), None)
@@ -97,12 +126,25 @@ def _vote(ins: Instruction, cx: CompileContext) -> Exec:
     o = ins.operands
     rp = reader(o[1], BOOL, cx, ins)
     w = writer(o[0], U32 if kind == "ballot" else BOOL, cx, ins)
+    rmask = _member_reader(ins, cx, 2)
 
     def f(fr, m):
         L = fr.L
         n = L.N
         p = _per_lane(rp(fr), n).astype(BOOL)
         act = np.ones(n, BOOL) if m is None else m
+        mem = _members(fr, rmask, act)
+        if mem is not None:
+            bal = _ballot(L, p & act) & mem
+            if kind == "ballot":
+                w(fr, bal, m)
+            elif kind == "any":
+                w(fr, bal != 0, m)
+            elif kind == "all":
+                w(fr, bal == mem, m)
+            else:
+                w(fr, (bal == 0) | (bal == mem), m)
+            return
         if kind == "ballot":
             w(fr, _ballot(L, p & act), m)
             return
@@ -145,10 +187,29 @@ def _redux(ins: Instruction, cx: CompileContext) -> Exec:
     ident = {"add": 0, "min": np.iinfo(t).max, "max": np.iinfo(t).min, "and": np.iinfo(t).max
              if t.kind == "u" else -1, "or": 0, "xor": 0}[kind]  # fmt: skip
 
+    rmask = _member_reader(ins, cx, 2)
+
     def f(fr, m):
         L = fr.L
         g = L.geo
         x = _per_lane(ra(fr), L.N).astype(t)
+        act = np.ones(L.N, BOOL) if m is None else m
+        mem = _members(fr, rmask, act)
+        if mem is not None:  # one reduction per distinct membermask (a tile's lanes share one)
+            out = np.zeros(L.N, t)
+            bit = (np.uint32(1) << g.laneid.astype(U32)).astype(U32)
+            for mv in np.unique(mem[act]):
+                mine = act & (mem == mv)
+                xs = np.where(act & ((bit & mv) != 0), x, t.type(ident))
+                if g.full_warps:
+                    r = np.repeat(uf.reduce(xs.reshape(-1, 32), axis=1), 32)
+                else:
+                    starts = np.flatnonzero(np.r_[True, g.warp[1:] != g.warp[:-1]])
+                    r = uf.reduceat(xs, starts)
+                    r = r[np.searchsorted(starts, np.arange(L.N), "right") - 1]
+                out = np.where(mine, r.astype(t), out)
+            w(fr, out, m)
+            return
         if m is not None:
             x = np.where(m, x, t.type(ident))
         if g.full_warps:
@@ -177,6 +238,7 @@ def _match(ins: Instruction, cx: CompileContext) -> Exec:
     else:
         w, wp = writer(d, U32, cx, ins), None
     ra = reader(o[1], t, cx, ins)
+    rmask = _member_reader(ins, cx, 2)
 
     def f(fr, m):
         L = fr.L
@@ -184,6 +246,7 @@ def _match(ins: Instruction, cx: CompileContext) -> Exec:
         n = L.N
         x = _per_lane(ra(fr), n)
         act = np.ones(n, BOOL) if m is None else m
+        mem = _members(fr, rmask, act)
         out = np.zeros(n, np.uint64)
         for k in range(32):  # compare with lane k of the same warp
             src = g.warp_first + k
@@ -192,10 +255,12 @@ def _match(ins: Instruction, cx: CompileContext) -> Exec:
             same = valid & (x[src] == x) & act[src] & (g.warp[src] == g.warp)
             out |= same.astype(np.uint64) << np.uint64(k)
         out32 = out.astype(U32)
+        if mem is not None:
+            out32 = out32 & mem
         if mode == "any":
             w(fr, out32, m)
             return
-        full = _ballot(L, act)
+        full = _ballot(L, act) if mem is None else mem
         ok = out32 == full
         w(fr, np.where(ok, full, U32.type(0)), m)
         if wp is not None:
@@ -213,12 +278,21 @@ def _elect(ins: Instruction, cx: CompileContext) -> Exec:
         w, wp = writer(d.first, U32, cx, ins), writer(d.second, BOOL, cx, ins)
     else:
         w, wp = writer(d, U32, cx, ins), None
+    rmask = _member_reader(ins, cx, 1)
 
     def f(fr, m):
         L = fr.L
         g = L.geo
         act = np.ones(L.N, BOOL) if m is None else m
         lane = g.laneid.astype(np.int64)
+        mem = _members(fr, rmask, act)
+        if mem is not None:  # the lowest lane of each lane's own member set
+            low = (mem & (~mem + U32.type(1))).astype(np.uint64)
+            leader = np.where(mem != 0, np.log2(np.maximum(low, 1)).astype(np.int64), 64)
+            w(fr, leader.astype(U32), m)
+            if wp is not None:
+                wp(fr, act & (lane == leader), m)
+            return
         key = np.where(act, lane, 64)
         if g.full_warps:
             leader = np.repeat(key.reshape(-1, 32).min(1), 32)

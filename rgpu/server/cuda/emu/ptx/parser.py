@@ -108,6 +108,13 @@ def tokenize(text: str) -> list[_Tok]:
             line += 1
         elif kind == "bc":
             line += s.count("\n")
+        elif kind == "id" and s[0] == "." and "." in s[1:]:
+            # a directive run together with its type, as cuda_fp16/bf16 inline asm writes it
+            # (`.reg.b32 f;`): one token per directive word, like `.reg .b32`
+            p = pos
+            for part in s[1:].split("."):
+                out.append(_Tok(kind, "." + part, line, p, p + len(part) + 1))
+                p += len(part) + 1
         elif kind not in ("ws", "lc"):
             out.append(_Tok(kind, s, line, pos, m.end()))
         pos = m.end()
