@@ -2,10 +2,11 @@
  * call goes through. The server keeps one current context per session (its worker thread), so
  * before a context-bound call the shim sends cuCtxSetCurrent when the session's last one differs
  * from the calling thread's; the handle ids are chosen here, so creation needs no round trip. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "rgpu_shim.h"
+#include "coherence.h"
 
 #define CTX_STACK_MAX 64
 
@@ -184,14 +185,33 @@ int rgpu_reply_pair(rgpu_reply *r, int64_t *a, int64_t *b)
 }
 
 /* A call whose result is only a status, on device `dev`; `sync` makes it a CALL. */
+/* Kernel printf output the server hands back from a synchronising call ({"printf": text}) goes
+ * to the application's stdout, where the driver writes it. */
+void rgpu_sync_output(rgpu_reply *r)
+{
+    if (!r->has_body || r->doc.nodes[0].type != MP_MAP)
+        return;
+    int i = mp_map_get(&r->doc, 0, "printf");
+    if (i < 0)
+        return;
+    const mp_node *n = &r->doc.nodes[i];
+    if ((n->type != MP_STR && n->type != MP_BIN) || !n->count)
+        return;
+    fflush(stdout);
+    fwrite(n->v.p, 1, n->count, stdout);
+    fflush(stdout);
+}
+
 CUresult rgpu_status_call(int dev, mp_buf *b, int sync)
 {
     CUresult st;
     if (sync) {
         rgpu_reply r;
         st = rgpu_simple_call(dev, b, NULL, 0, &r);
-        if (st == CUDA_SUCCESS)
+        if (st == CUDA_SUCCESS) {
+            rgpu_sync_output(&r);
             rgpu_reply_free(&r);
+        }
     } else {
         st = rgpu_simple_batch(dev, b, NULL, 0);
     }
@@ -574,9 +594,13 @@ CUresult cuCtxSynchronize(void)
 {
     if (!rgpu_initialized)
         return CUDA_ERROR_NOT_INITIALIZED;
+    CUresult st = rgpu_coherent_push();
+    if (st != CUDA_SUCCESS)
+        return st;
     mp_buf b;
     rgpu_body_begin(&b, "cuCtxSynchronize", 0);
-    return rgpu_status_call(rgpu_current_dev(), &b, 1);
+    st = rgpu_status_call(rgpu_current_dev(), &b, 1);
+    return st == CUDA_SUCCESS ? rgpu_synchronized() : st;
 }
 
 CUresult cuCtxSynchronize_v2(CUcontext ctx)

@@ -92,6 +92,18 @@ static CUresult fetch_facts(rgpu_device *dev)
         dev->attr[CU_DEVICE_ATTRIBUTE_PCI_DOMAIN_ID] = dev->pci_domain;
         dev->attr[CU_DEVICE_ATTRIBUTE_PCI_BUS_ID] = dev->pci_bus;
         dev->attr[CU_DEVICE_ATTRIBUTE_PCI_DEVICE_ID] = dev->pci_device;
+        /* Memory the host and kernels share is kept coherent by the shim at synchronisation
+         * (managed.c), whatever the server's GPU could do locally: managed and mapped memory
+         * exist, the host may not touch them while kernels run, and registered memory has a
+         * device address of its own. */
+        dev->attr[CU_DEVICE_ATTRIBUTE_MANAGED_MEMORY] = 1;
+        dev->attr[CU_DEVICE_ATTRIBUTE_CAN_MAP_HOST_MEMORY] = 1;
+        dev->attr[CU_DEVICE_ATTRIBUTE_CONCURRENT_MANAGED_ACCESS] = 0;
+        dev->attr[CU_DEVICE_ATTRIBUTE_PAGEABLE_MEMORY_ACCESS] = 0;
+        dev->attr[CU_DEVICE_ATTRIBUTE_PAGEABLE_MEMORY_ACCESS_USES_HOST_PAGE_TABLES] = 0;
+        dev->attr[CU_DEVICE_ATTRIBUTE_CAN_USE_HOST_POINTER_FOR_REGISTERED_MEM] = 0;
+        dev->attr[CU_DEVICE_ATTRIBUTE_DIRECT_MANAGED_MEM_ACCESS_FROM_HOST] = 0;
+        dev->attr[CU_DEVICE_ATTRIBUTE_HOST_NATIVE_ATOMIC_SUPPORTED] = 0;
     }
     rgpu_reply_free(&r);
     RGPU_DEBUG("pool GPU %d: %s, sm_%d%d, %zu bytes", dev->pool_index, dev->name, dev->cc_major,

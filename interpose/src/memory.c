@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "rgpu_shim.h"
+#include "coherence.h"
 
 #define COPY_CHUNK ((size_t)64 << 20)
 
@@ -189,6 +189,8 @@ CUresult cuMemFree_v2(CUdeviceptr dptr)
 {
     if (dptr == 0)
         return CUDA_SUCCESS;
+    if (rgpu_coherent_release(dptr, 0))
+        return CUDA_SUCCESS; /* managed memory: its device copy was freed with it */
     range r;
     if (!table_find(&dev_ranges, dptr, &r) || r.base != dptr || (r.flags & RANGE_GLOBAL))
         return CUDA_ERROR_INVALID_VALUE;
@@ -223,6 +225,15 @@ CUresult cuMemGetInfo_v2(size_t *free_bytes, size_t *total)
 
 CUresult cuMemGetAddressRange_v2(CUdeviceptr *pbase, size_t *psize, CUdeviceptr dptr)
 {
+    uint64_t mbase;
+    size_t msize;
+    if (rgpu_coherent_is_managed(dptr, &mbase, &msize)) {
+        if (pbase)
+            *pbase = mbase;
+        if (psize)
+            *psize = msize;
+        return CUDA_SUCCESS;
+    }
     range r;
     if (!table_find(&dev_ranges, dptr, &r))
         return CUDA_ERROR_NOT_FOUND;
@@ -303,12 +314,25 @@ static CUresult dtoh_shm(uint8_t *dst, CUdeviceptr src, size_t n, uint64_t sid, 
     return st;
 }
 
+static CUresult htod_copy(CUdeviceptr dst, const void *src, size_t n, CUstream stream,
+                          int async);
+
 static CUresult htod(CUdeviceptr dst, const void *src, size_t n, CUstream stream, int async)
 {
     if (n == 0)
         return CUDA_SUCCESS;
     if (!src)
         return CUDA_ERROR_INVALID_VALUE;
+    CUresult st = rgpu_coherent_push();
+    if (st != CUDA_SUCCESS)
+        return st;
+    rgpu_coherent_device_wrote(0);
+    st = htod_copy(dst, src, n, stream, async);
+    return st == CUDA_SUCCESS && !async ? rgpu_coherent_after_blocking_copy() : st;
+}
+
+static CUresult htod_copy(CUdeviceptr dst, const void *src, size_t n, CUstream stream, int async)
+{
     uint64_t sid = rgpu_stream_id(stream);
     if (sid == UINT64_MAX)
         return CUDA_ERROR_INVALID_HANDLE;
@@ -347,12 +371,23 @@ static CUresult htod(CUdeviceptr dst, const void *src, size_t n, CUstream stream
     return st;
 }
 
+static CUresult dtoh_copy(void *dst, CUdeviceptr src, size_t n, CUstream stream, int async);
+
 static CUresult dtoh(void *dst, CUdeviceptr src, size_t n, CUstream stream, int async)
 {
     if (n == 0)
         return CUDA_SUCCESS;
     if (!dst)
         return CUDA_ERROR_INVALID_VALUE;
+    CUresult st = rgpu_coherent_push();
+    if (st != CUDA_SUCCESS)
+        return st;
+    st = dtoh_copy(dst, src, n, stream, async);
+    return st == CUDA_SUCCESS && !async ? rgpu_coherent_after_blocking_copy() : st;
+}
+
+static CUresult dtoh_copy(void *dst, CUdeviceptr src, size_t n, CUstream stream, int async)
+{
     uint64_t sid = rgpu_stream_id(stream);
     if (sid == UINT64_MAX)
         return CUDA_ERROR_INVALID_HANDLE;
@@ -403,6 +438,10 @@ static CUresult dtod(CUdeviceptr dst, CUdeviceptr src, size_t n, CUstream stream
     uint64_t sid = rgpu_stream_id(stream);
     if (sid == UINT64_MAX)
         return CUDA_ERROR_INVALID_HANDLE;
+    CUresult st = rgpu_coherent_push();
+    if (st != CUDA_SUCCESS)
+        return st;
+    rgpu_coherent_device_wrote(0);
     mp_buf b;
     rgpu_body_begin(&b, fn, async ? 4 : 3);
     mp_uint(&b, dst);
@@ -453,7 +492,7 @@ static CUresult staged_copy(CUdeviceptr dst, rgpu_ctx *dst_ctx, CUdeviceptr src,
 {
     if (n == 0)
         return CUDA_SUCCESS;
-    uint8_t *buf = malloc(n);
+    uint8_t *buf = calloc(1, n); /* zeroed: keeps -Wmaybe-uninitialized quiet */
     if (!buf)
         return CUDA_ERROR_OUT_OF_MEMORY;
     CUresult st = CUDA_SUCCESS;
@@ -569,6 +608,9 @@ static CUresult copy2d(const CUDA_MEMCPY2D *c, CUstream stream, int async)
     size_t w = c->WidthInBytes, h = c->Height;
     if (w == 0 || h == 0)
         return CUDA_SUCCESS;
+    CUresult pst = rgpu_coherent_push();
+    if (pst != CUDA_SUCCESS)
+        return pst;
     const uint8_t *src_host = st_ == CU_MEMORYTYPE_HOST
                                   ? (const uint8_t *)(c->srcMemoryType == CU_MEMORYTYPE_UNIFIED
                                                           ? (const void *)(uintptr_t)c->srcDevice
@@ -656,7 +698,9 @@ static CUresult copy2d(const CUDA_MEMCPY2D *c, CUstream stream, int async)
     }
     mp_free(&b);
     free(packed);
-    return st;
+    if (!dst_host)
+        rgpu_coherent_device_wrote(0);
+    return st == CUDA_SUCCESS && !async ? rgpu_coherent_after_blocking_copy() : st;
 }
 
 CUresult cuMemcpy2D_v2(const CUDA_MEMCPY2D *pCopy)
@@ -682,6 +726,10 @@ static CUresult memset_call(const char *fn, CUdeviceptr dst, unsigned value, siz
     uint64_t sid = rgpu_stream_id(stream);
     if (sid == UINT64_MAX)
         return CUDA_ERROR_INVALID_HANDLE;
+    CUresult st = rgpu_coherent_push();
+    if (st != CUDA_SUCCESS)
+        return st;
+    rgpu_coherent_device_wrote(0);
     mp_buf b;
     rgpu_body_begin(&b, fn, async ? 4 : 3);
     mp_uint(&b, dst);
@@ -695,6 +743,10 @@ static CUresult memset_call(const char *fn, CUdeviceptr dst, unsigned value, siz
 static CUresult memset2d_call(const char *fn, CUdeviceptr dst, size_t pitch, unsigned value,
                               size_t w, size_t h)
 {
+    CUresult st = rgpu_coherent_push();
+    if (st != CUDA_SUCCESS)
+        return st;
+    rgpu_coherent_device_wrote(0);
     mp_buf b;
     rgpu_body_begin(&b, fn, 5);
     mp_uint(&b, dst);
@@ -759,11 +811,18 @@ CUresult cuMemHostAlloc(void **pp, size_t bytesize, unsigned int Flags)
     if (!rgpu_initialized)
         return CUDA_ERROR_NOT_INITIALIZED;
     void *p = NULL;
-    if (posix_memalign(&p, 4096, bytesize) != 0)
+    if (Flags & CU_MEMHOSTALLOC_DEVICEMAP) {
+        /* kernels use it too: a device copy at the same address (managed.c) */
+        CUresult st = rgpu_coherent_host_alloc(&p, bytesize, Flags);
+        if (st != CUDA_SUCCESS)
+            return st;
+    } else if (posix_memalign(&p, 4096, bytesize) != 0) {
         return CUDA_ERROR_OUT_OF_MEMORY;
+    }
     if (table_add(&host_ranges, (range){(uint64_t)(uintptr_t)p, bytesize, rgpu_current_dev(),
                                         rgpu_current_ctx(), Flags}) != 0) {
-        free(p);
+        if (!rgpu_coherent_release((uint64_t)(uintptr_t)p, 1))
+            free(p);
         return CUDA_ERROR_OUT_OF_MEMORY;
     }
     *pp = p;
@@ -780,7 +839,8 @@ CUresult cuMemFreeHost(void *p)
     range r;
     if (!table_remove(&host_ranges, (uint64_t)(uintptr_t)p, &r) || (r.flags & HOST_REGISTERED))
         return CUDA_ERROR_INVALID_VALUE;
-    free(p);
+    if (!rgpu_coherent_release((uint64_t)(uintptr_t)p, 1))
+        free(p);
     return CUDA_SUCCESS;
 }
 
@@ -792,9 +852,16 @@ CUresult cuMemHostRegister_v2(void *p, size_t bytesize, unsigned int Flags)
         return CUDA_ERROR_NOT_INITIALIZED;
     if (rgpu_range_host(p, NULL, NULL))
         return CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED;
+    if (Flags & CU_MEMHOSTREGISTER_DEVICEMAP) {
+        CUresult st = rgpu_coherent_register(p, bytesize, Flags);
+        if (st != CUDA_SUCCESS)
+            return st;
+    }
     if (table_add(&host_ranges, (range){(uint64_t)(uintptr_t)p, bytesize, rgpu_current_dev(),
-                                        rgpu_current_ctx(), Flags | HOST_REGISTERED}) != 0)
+                                        rgpu_current_ctx(), Flags | HOST_REGISTERED}) != 0) {
+        rgpu_coherent_release((uint64_t)(uintptr_t)p, 1);
         return CUDA_ERROR_OUT_OF_MEMORY;
+    }
     return CUDA_SUCCESS;
 }
 
@@ -810,6 +877,7 @@ CUresult cuMemHostUnregister(void *p)
         r.base != (uint64_t)(uintptr_t)p)
         return CUDA_ERROR_HOST_MEMORY_NOT_REGISTERED;
     table_remove(&host_ranges, r.base, NULL);
+    rgpu_coherent_release(r.base, 1);
     return CUDA_SUCCESS;
 }
 
@@ -826,12 +894,22 @@ CUresult cuMemHostGetFlags(unsigned int *pFlags, void *p)
 
 CUresult cuMemHostGetDevicePointer_v2(CUdeviceptr *pdptr, void *p, unsigned int Flags)
 {
-    (void)pdptr;
-    (void)p;
-    (void)Flags;
-    /* Mapped (zero-copy) host memory would need the server to see this process's memory. */
-    rgpu_report_unsupported("cuMemHostGetDevicePointer_v2");
-    return CUDA_ERROR_NOT_SUPPORTED;
+    if (!pdptr || Flags != 0)
+        return CUDA_ERROR_INVALID_VALUE;
+    range r;
+    if (!table_find(&host_ranges, (uint64_t)(uintptr_t)p, &r))
+        return CUDA_ERROR_INVALID_VALUE;
+    uint64_t d = rgpu_coherent_device_address(p);
+    if (!d) {
+        /* page-locked memory allocated or registered without DEVICEMAP: as with unified
+         * addressing, it is mapped all the same; its device copy is made now */
+        CUresult st = rgpu_coherent_register((void *)(uintptr_t)r.base, r.size, r.flags);
+        if (st != CUDA_SUCCESS)
+            return st;
+        d = rgpu_coherent_device_address(p);
+    }
+    *pdptr = (CUdeviceptr)d;
+    return d ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
 }
 
 /* ---- pointer attributes, from the range tables ------------------------------------------- */
@@ -839,11 +917,21 @@ CUresult cuMemHostGetDevicePointer_v2(CUdeviceptr *pdptr, void *p, unsigned int 
 static CUresult pointer_attribute(void *data, CUpointer_attribute attribute, CUdeviceptr ptr)
 {
     range r;
-    int is_dev = table_find(&dev_ranges, ptr, &r);
-    if (!is_dev && !table_find(&host_ranges, ptr, &r))
+    int is_host = table_find(&host_ranges, ptr, &r);
+    int is_dev = !is_host && table_find(&dev_ranges, ptr, &r);
+    if (!is_dev && !is_host)
         return CUDA_ERROR_INVALID_VALUE;
     if (!data)
         return CUDA_ERROR_INVALID_VALUE;
+    uint64_t mbase = 0, mapped = 0;
+    size_t msize = 0;
+    int managed = is_dev && rgpu_coherent_is_managed(ptr, &mbase, &msize);
+    if (managed) {
+        r.base = mbase;
+        r.size = msize;
+    }
+    if (is_host)
+        mapped = rgpu_coherent_device_address((const void *)(uintptr_t)ptr);
     switch (attribute) {
     case CU_POINTER_ATTRIBUTE_CONTEXT:
         *(CUcontext *)data = (CUcontext)r.ctx;
@@ -852,12 +940,12 @@ static CUresult pointer_attribute(void *data, CUpointer_attribute attribute, CUd
         *(unsigned int *)data = is_dev ? CU_MEMORYTYPE_DEVICE : CU_MEMORYTYPE_HOST;
         break;
     case CU_POINTER_ATTRIBUTE_DEVICE_POINTER:
-        if (!is_dev)
-            return CUDA_ERROR_NOT_SUPPORTED; /* mapped host memory is not offered */
-        *(CUdeviceptr *)data = ptr;
+        if (!is_dev && !mapped)
+            return CUDA_ERROR_NOT_SUPPORTED; /* page-locked memory not mapped (yet) */
+        *(CUdeviceptr *)data = is_dev ? ptr : mapped;
         break;
     case CU_POINTER_ATTRIBUTE_HOST_POINTER:
-        if (is_dev)
+        if (is_dev && !managed)
             return CUDA_ERROR_INVALID_VALUE;
         *(void **)data = (void *)(uintptr_t)ptr;
         break;
@@ -868,6 +956,8 @@ static CUresult pointer_attribute(void *data, CUpointer_attribute attribute, CUd
         *(unsigned long long *)data = r.base;
         break;
     case CU_POINTER_ATTRIBUTE_IS_MANAGED:
+        *(unsigned int *)data = (unsigned)managed;
+        break;
     case CU_POINTER_ATTRIBUTE_IS_LEGACY_CUDA_IPC_CAPABLE:
     case CU_POINTER_ATTRIBUTE_IS_GPU_DIRECT_RDMA_CAPABLE:
         *(unsigned int *)data = 0;

@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "rgpu_shim.h"
+#include "coherence.h"
 
 #define WRAPPER_MAGIC 0x466243B1u
 #define FATBIN_MAGIC 0xBA55ED50u
@@ -859,11 +859,15 @@ static CUresult launch(const char *fn, CUfunction f, unsigned gx, unsigned gy, u
         if (kst != CUDA_SUCCESS)
             return kst;
     }
-    uint8_t *params;
-    size_t plen;
-    CUresult st = pack_params(o, kernelParams, extra, &params, &plen);
+    CUresult st = rgpu_coherent_push();
     if (st != CUDA_SUCCESS)
         return st;
+    uint8_t *params;
+    size_t plen;
+    st = pack_params(o, kernelParams, extra, &params, &plen);
+    if (st != CUDA_SUCCESS)
+        return st;
+    rgpu_coherent_device_wrote(1);
     mp_buf b;
     rgpu_body_begin(&b, fn, 10);
     mp_uint(&b, o->id);
@@ -935,11 +939,15 @@ static CUresult launch_ex(const CUlaunchConfig *config, CUfunction f, void **ker
     uint64_t sid = rgpu_stream_id(s);
     if (sid == UINT64_MAX)
         return CUDA_ERROR_INVALID_HANDLE;
-    uint8_t *params;
-    size_t plen;
-    CUresult st = pack_params(o, kernelParams, extra, &params, &plen);
+    CUresult st = rgpu_coherent_push();
     if (st != CUDA_SUCCESS)
         return st;
+    uint8_t *params;
+    size_t plen;
+    st = pack_params(o, kernelParams, extra, &params, &plen);
+    if (st != CUDA_SUCCESS)
+        return st;
+    rgpu_coherent_device_wrote(1);
     mp_buf b;
     rgpu_body_begin(&b, "cuLaunchKernelEx", 3);
     mp_map(&b, 9);

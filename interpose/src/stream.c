@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "rgpu_shim.h"
+#include "coherence.h"
 
 static int stream_dev(CUstream s)
 {
@@ -68,10 +68,14 @@ static CUresult stream_sync_call(const char *fn, CUstream s)
     uint64_t sid = rgpu_stream_id(s);
     if (sid == UINT64_MAX)
         return CUDA_ERROR_INVALID_HANDLE;
+    CUresult st = rgpu_coherent_push();
+    if (st != CUDA_SUCCESS)
+        return st;
     mp_buf b;
     rgpu_body_begin(&b, fn, 1);
     mp_uint(&b, sid);
-    return rgpu_status_call(stream_dev(s), &b, 1);
+    st = rgpu_status_call(stream_dev(s), &b, 1);
+    return st == CUDA_SUCCESS ? rgpu_synchronized() : st;
 }
 
 CUresult cuStreamSynchronize(CUstream hStream)
@@ -284,10 +288,14 @@ static CUresult event_call(const char *fn, CUevent e)
     rgpu_obj *o = rgpu_obj_check(e, RK_EVENT);
     if (!o)
         return CUDA_ERROR_INVALID_HANDLE;
+    CUresult st = rgpu_coherent_push();
+    if (st != CUDA_SUCCESS)
+        return st;
     mp_buf b;
     rgpu_body_begin(&b, fn, 1);
     mp_uint(&b, o->id);
-    return rgpu_status_call(o->dev, &b, 1);
+    st = rgpu_status_call(o->dev, &b, 1);
+    return st == CUDA_SUCCESS ? rgpu_synchronized() : st;
 }
 
 CUresult cuEventQuery(CUevent hEvent)

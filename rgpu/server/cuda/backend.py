@@ -142,7 +142,7 @@ class CudaSession(abc.ABC):
         """Drop one retain; the last one releases the primary context's resources."""
 
     @abc.abstractmethod
-    def cuDevicePrimaryCtxReset_v2(self, dev: int) -> None:
+    def cuDevicePrimaryCtxReset_v2(self, dev: int) -> dict[str, str] | None:
         """Destroy the primary context's resources (and a sticky error) keeping its id."""
 
     @abc.abstractmethod
@@ -182,8 +182,10 @@ class CudaSession(abc.ABC):
         """Ordinal of the current context's device."""
 
     @abc.abstractmethod
-    def cuCtxSynchronize(self) -> None:
-        """Wait for all work of the current context; reports sticky errors."""
+    def cuCtxSynchronize(self) -> dict[str, str] | None:
+        """Wait for all work of the current context; reports sticky errors. A backend that
+        captures kernel printf output returns what is pending as ``{"printf": text}`` (here
+        and from the other synchronising calls); the shim writes it to the app's stdout."""
 
     @abc.abstractmethod
     def cuCtxGetLimit(self, limit: int) -> int:
@@ -483,7 +485,7 @@ class CudaSession(abc.ABC):
         """Destroy a stream after its work completes."""
 
     @abc.abstractmethod
-    def cuStreamSynchronize(self, stream: int) -> None:
+    def cuStreamSynchronize(self, stream: int) -> dict[str, str] | None:
         """Wait for a stream's work; reports sticky errors."""
 
     @abc.abstractmethod
@@ -515,7 +517,7 @@ class CudaSession(abc.ABC):
         """Return if the event's work is done, else raise CUDA_ERROR_NOT_READY."""
 
     @abc.abstractmethod
-    def cuEventSynchronize(self, event: int) -> None:
+    def cuEventSynchronize(self, event: int) -> dict[str, str] | None:
         """Wait for the event's work."""
 
     @abc.abstractmethod

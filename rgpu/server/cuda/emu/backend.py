@@ -285,6 +285,10 @@ class EmuSession(CudaSession):
         # kernel printing in a loop cannot exhaust the server's memory.
         self.printf_output: deque[str] = deque(maxlen=_PRINTF_KEPT)
         self._on_printf = on_printf
+        # Kernel printf output not yet handed to the application: the shim writes it to the
+        # app's stdout when a synchronising call returns it (as the driver flushes its printf
+        # buffer at synchronisation). Bounded like `printf_output`.
+        self._printf_pending: deque[str] = deque(maxlen=_PRINTF_KEPT)
         self._lock = threading.RLock()
         self._closed = False
         self._contexts: dict[int, _Context] = {}
@@ -304,8 +308,18 @@ class EmuSession(CudaSession):
         for line in text.rstrip("\n").split("\n"):
             log.info("[session %s] %s", self.name, line)
         self.printf_output.append(text)
+        self._printf_pending.append(text)
         if self._on_printf is not None:
             self._on_printf(text)
+
+    def _sync_result(self) -> dict[str, str] | None:
+        """What a synchronising call returns: the kernel printf output produced since the last
+        one (``{"printf": text}``), or None."""
+        if not self._printf_pending:
+            return None
+        text = "".join(self._printf_pending)
+        self._printf_pending.clear()
+        return {"printf": text}
 
     def _memory(self, ctx: _Context) -> DeviceMemory:
         return self.backend.memories[ctx.device]
@@ -476,11 +490,12 @@ class EmuSession(CudaSession):
         self._stack = [c for c in self._stack if c != cid]
 
     @_api
-    def cuDevicePrimaryCtxReset_v2(self, dev: int) -> None:
+    def cuDevicePrimaryCtxReset_v2(self, dev: int) -> dict[str, str] | None:
         """Free the primary context's resources and clear its sticky error."""
         self._device(dev)
         if dev in self._primary:
             self._release_context(self._contexts[self._primary[dev][0]])
+        return self._sync_result()
 
     @_api
     def cuDevicePrimaryCtxGetState(self, dev: int) -> list[int]:
@@ -554,9 +569,10 @@ class EmuSession(CudaSession):
         return self._ctx(check_sticky=False).device
 
     @_api
-    def cuCtxSynchronize(self) -> None:
+    def cuCtxSynchronize(self) -> dict[str, str] | None:
         """All work already ran; report a sticky error if there is one."""
         self._ctx()
+        return self._sync_result()
 
     @_api
     def cuCtxGetLimit(self, limit: int) -> int:
@@ -1250,9 +1266,10 @@ class EmuSession(CudaSession):
         del self._streams[stream]
 
     @_api
-    def cuStreamSynchronize(self, stream: int) -> None:
+    def cuStreamSynchronize(self, stream: int) -> dict[str, str] | None:
         """Work already completed; report the context's sticky error."""
         self._stream_ctx(stream)
+        return self._sync_result()
 
     @_api
     def cuStreamQuery(self, stream: int) -> None:
@@ -1305,9 +1322,10 @@ class EmuSession(CudaSession):
         _raise_sticky(self._context_of(ev.context))
 
     @_api
-    def cuEventSynchronize(self, event: int) -> None:
+    def cuEventSynchronize(self, event: int) -> dict[str, str] | None:
         """Nothing to wait for."""
         self.cuEventQuery(event)
+        return self._sync_result()
 
     @_api
     def cuEventElapsedTime_v2(self, start: int, end: int) -> float:

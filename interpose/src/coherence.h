@@ -1,0 +1,48 @@
+/* Host-visible device memory and output that must reach the application at synchronisation:
+ * managed memory (cuMemAllocManaged), mapped page-locked host memory (CU_MEMHOSTALLOC_DEVICEMAP,
+ * CU_MEMHOSTREGISTER_DEVICEMAP) and kernel printf. Shared by the files of the core that
+ * launch, copy and synchronise (managed.c holds the implementation). */
+#ifndef RGPU_COHERENCE_H
+#define RGPU_COHERENCE_H
+
+#include "rgpu_shim.h"
+
+#pragma GCC visibility push(hidden)
+
+/* Write the kernel printf output a synchronising call's reply carries to stdout. */
+void rgpu_sync_output(rgpu_reply *r);
+
+/* Before work that may read device memory (launches, copies, memsets, synchronisation): host
+ * writes to managed and mapped memory go to the device. */
+CUresult rgpu_coherent_push(void);
+/* Work that may write device memory was queued (a kernel when `launch`): the host copies are
+ * stale from now on. */
+void rgpu_coherent_device_wrote(int launch);
+/* After a synchronisation point: the host copies are refreshed if the device may have written
+ * since the last refresh (pushing host writes first). Also drains pending printf output. */
+CUresult rgpu_coherent_pull(void);
+/* After a blocking copy: drain printf output (one synchronisation, only when there was device
+ * work since the last drain), then as rgpu_coherent_pull. */
+CUresult rgpu_coherent_after_blocking_copy(void);
+/* A synchronising call succeeded: the printf output up to here has been written; refresh the
+ * host copies (rgpu_coherent_pull). */
+CUresult rgpu_synchronized(void);
+
+enum { COH_MANAGED = 1, COH_HOSTALLOC = 2, COH_REGISTERED = 4 };
+/* Is p (a host or a device address) inside a managed or mapped range: its device address and
+ * kind (COH_*). */
+int rgpu_coherent_find(const void *p, uint64_t *dev_addr, unsigned *kind);
+/* Is device address p inside managed memory: that allocation's start and size. */
+int rgpu_coherent_is_managed(uint64_t p, uint64_t *base, size_t *size);
+/* Page-locked host memory the device uses too, at the same address (CU_MEMHOSTALLOC_DEVICEMAP). */
+CUresult rgpu_coherent_host_alloc(void **pp, size_t bytesize, unsigned flags);
+/* Registered host memory [p, p+bytesize) gets a device copy (CU_MEMHOSTREGISTER_DEVICEMAP). */
+CUresult rgpu_coherent_register(void *p, size_t bytesize, unsigned flags);
+/* Drop the range starting at host (by_host) or device address p; 0 when there is none. */
+int rgpu_coherent_release(uint64_t p, int by_host);
+/* The device address of host address p in a mapped range, 0 if it is in none. */
+uint64_t rgpu_coherent_device_address(const void *p);
+
+#pragma GCC visibility pop
+
+#endif
