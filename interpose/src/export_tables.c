@@ -392,6 +392,9 @@ static const struct {
      integrity_table, "INTEGRITY_CHECK"},
 };
 
+/* Set once cudart has asked for its table: the runtime is in this process (module.c). */
+__attribute__((visibility("hidden"))) int rgpu_cudart_present;
+
 CUresult cuGetExportTable(const void **ppExportTable, const CUuuid *pExportTableId)
 {
     if (!ppExportTable || !pExportTableId)
@@ -400,6 +403,8 @@ CUresult cuGetExportTable(const void **ppExportTable, const CUuuid *pExportTable
     for (size_t i = 0; i < sizeof tables / sizeof tables[0]; i++) {
         if (!memcmp(tables[i].uuid, pExportTableId->bytes, 16)) {
             *ppExportTable = tables[i].table;
+            if (tables[i].table == cudart_interface)
+                __atomic_store_n(&rgpu_cudart_present, 1, __ATOMIC_RELEASE);
             RGPU_DEBUG("cuGetExportTable %s", tables[i].name);
             return CUDA_SUCCESS;
         }

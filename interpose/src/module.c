@@ -815,7 +815,20 @@ static CUresult pack_params(rgpu_obj *f, void **kernelParams, void **extra, uint
 }
 
 /* Launch configurations the device cannot take fail at the launch, as with the driver (and
- * so cudaGetLastError sees them), not later as a deferred error: checked against the facts. */
+ * so cudaGetLastError sees them), not later as a deferred error: checked against the facts.
+ * The driver answers CUDA_ERROR_INVALID_VALUE to driver-API programs; under cudart, launches
+ * must fail with the code cudart turns into cudaErrorInvalidConfiguration (9: "invalid
+ * configuration argument", what runtime programs check for and print), which is not in
+ * cuda.h's enum. */
+extern __attribute__((visibility("hidden"))) int rgpu_cudart_present; /* export_tables.c */
+#define RGPU_INVALID_CONFIGURATION ((CUresult)9)
+
+static CUresult bad_config(void)
+{
+    return __atomic_load_n(&rgpu_cudart_present, __ATOMIC_ACQUIRE) ? RGPU_INVALID_CONFIGURATION
+                                                                   : CUDA_ERROR_INVALID_VALUE;
+}
+
 static CUresult check_config(int dev, unsigned gx, unsigned gy, unsigned gz, unsigned bx,
                              unsigned by, unsigned bz, unsigned shmem)
 {
@@ -832,11 +845,11 @@ static CUresult check_config(int dev, unsigned gx, unsigned gy, unsigned gz, uns
         if (cuDeviceGetAttribute(&a[i], which[i], dev) != CUDA_SUCCESS || a[i] <= 0)
             return CUDA_SUCCESS; /* facts incomplete: leave the judgement to the server */
     if (!gx || !gy || !gz || !bx || !by || !bz)
-        return CUDA_ERROR_INVALID_VALUE;
+        return bad_config();
     if (bx > (unsigned)a[0] || by > (unsigned)a[1] || bz > (unsigned)a[2] ||
         gx > (unsigned)a[3] || gy > (unsigned)a[4] || gz > (unsigned)a[5] ||
         (uint64_t)bx * by * bz > (uint64_t)a[6] || shmem > (unsigned)a[7])
-        return CUDA_ERROR_INVALID_VALUE;
+        return bad_config();
     return CUDA_SUCCESS;
 }
 
@@ -1177,4 +1190,104 @@ CUresult cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(int *numBlocks, CU
     (void)flags;
     return cuOccupancyMaxActiveBlocksPerMultiprocessor(numBlocks, func, blockSize,
                                                        dynamicSMemSize);
+}
+
+/* The dynamic shared memory a block may use when numBlocks blocks of blockSize threads share
+ * a multiprocessor: the multiprocessor's shared memory split between them, less the kernel's
+ * static shared memory, within what the kernel may ask for per block. */
+CUresult cuOccupancyAvailableDynamicSMemPerBlock(size_t *dynamicSmemSize, CUfunction func,
+                                                 int numBlocks, int blockSize)
+{
+    rgpu_obj *o = func_or_kernel(func);
+    if (!o)
+        return CUDA_ERROR_INVALID_HANDLE;
+    if (!dynamicSmemSize || numBlocks <= 0 || blockSize <= 0)
+        return CUDA_ERROR_INVALID_VALUE;
+    int dev = rgpu_current_ctx() ? rgpu_current_dev() : o->dev;
+    int per_sm = 0, threads_sm = 0, static_smem = 0, max_dyn = 0, max_threads = 0;
+    CUresult st = cuDeviceGetAttribute(&per_sm,
+                                       CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_MULTIPROCESSOR,
+                                       dev);
+    if (st == CUDA_SUCCESS)
+        st = cuDeviceGetAttribute(&threads_sm,
+                                  CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_MULTIPROCESSOR, dev);
+    if (st == CUDA_SUCCESS)
+        st = cuFuncGetAttribute(&static_smem, CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES, func);
+    if (st == CUDA_SUCCESS)
+        st = cuFuncGetAttribute(&max_dyn, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, func);
+    if (st == CUDA_SUCCESS)
+        st = cuFuncGetAttribute(&max_threads, CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK, func);
+    if (st != CUDA_SUCCESS)
+        return st;
+    if (blockSize > max_threads || (long long)numBlocks * blockSize > threads_sm) {
+        *dynamicSmemSize = 0;
+        return CUDA_SUCCESS;
+    }
+    long long avail = per_sm / numBlocks - static_smem;
+    if (avail < 0)
+        avail = 0;
+    if (avail > max_dyn)
+        avail = max_dyn;
+    *dynamicSmemSize = (size_t)avail;
+    return CUDA_SUCCESS;
+}
+
+/* The block size with the most resident threads per multiprocessor (the smallest such), and
+ * the grid that fills the device with it; as the driver computes it, from the occupancy of each
+ * block size in warp steps. */
+CUresult cuOccupancyMaxPotentialBlockSizeWithFlags(int *minGridSize, int *blockSize,
+                                                   CUfunction func,
+                                                   CUoccupancyB2DSize blockSizeToDynamicSMemSize,
+                                                   size_t dynamicSMemSize, int blockSizeLimit,
+                                                   unsigned int flags)
+{
+    (void)flags;
+    rgpu_obj *o = func_or_kernel(func);
+    if (!o)
+        return CUDA_ERROR_INVALID_HANDLE;
+    if (!minGridSize || !blockSize)
+        return CUDA_ERROR_INVALID_VALUE;
+    int dev = rgpu_current_ctx() ? rgpu_current_dev() : o->dev;
+    int sms = 0, warp = 0, max_threads = 0;
+    CUresult st = cuDeviceGetAttribute(&sms, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, dev);
+    if (st == CUDA_SUCCESS)
+        st = cuDeviceGetAttribute(&warp, CU_DEVICE_ATTRIBUTE_WARP_SIZE, dev);
+    if (st == CUDA_SUCCESS)
+        st = cuFuncGetAttribute(&max_threads, CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK, func);
+    if (st != CUDA_SUCCESS)
+        return st;
+    if (warp <= 0)
+        warp = 32;
+    int limit = max_threads;
+    if (blockSizeLimit > 0 && blockSizeLimit < limit)
+        limit = blockSizeLimit;
+    int best_size = 0, best_blocks = 0;
+    long long best_threads = -1;
+    for (int size = limit - limit % warp; size > 0; size -= warp) {
+        size_t smem = blockSizeToDynamicSMemSize ? blockSizeToDynamicSMemSize(size)
+                                                 : dynamicSMemSize;
+        int blocks = 0;
+        st = cuOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, func, size, smem);
+        if (st != CUDA_SUCCESS)
+            return st;
+        if ((long long)blocks * size > best_threads) {
+            best_threads = (long long)blocks * size;
+            best_size = size;
+            best_blocks = blocks;
+        }
+        if (best_threads > 0 && (long long)size * 64 < best_threads)
+            break; /* smaller blocks cannot do better: at most 64 resident per SM here */
+    }
+    *blockSize = best_size;
+    *minGridSize = best_blocks * sms;
+    return CUDA_SUCCESS;
+}
+
+CUresult cuOccupancyMaxPotentialBlockSize(int *minGridSize, int *blockSize, CUfunction func,
+                                          CUoccupancyB2DSize blockSizeToDynamicSMemSize,
+                                          size_t dynamicSMemSize, int blockSizeLimit)
+{
+    return cuOccupancyMaxPotentialBlockSizeWithFlags(minGridSize, blockSize, func,
+                                                     blockSizeToDynamicSMemSize, dynamicSMemSize,
+                                                     blockSizeLimit, 0);
 }
