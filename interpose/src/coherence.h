@@ -43,6 +43,11 @@ int rgpu_coherent_release(uint64_t p, int by_host);
 /* The device address of host address p in a mapped range, 0 if it is in none. */
 uint64_t rgpu_coherent_device_address(const void *p);
 
+/* Memory pools (pools.c): an allocation from `pool` (NULL: the current device's current pool),
+ * and a free that takes it out of its pool's figures. */
+CUresult rgpu_pool_alloc(CUdeviceptr *dptr, size_t bytesize, CUmemoryPool pool);
+void rgpu_pool_free(CUdeviceptr dptr);
+
 #pragma GCC visibility pop
 
 #endif

@@ -195,6 +195,7 @@ CUresult cuMemFree_v2(CUdeviceptr dptr)
     if (!table_find(&dev_ranges, dptr, &r) || r.base != dptr || (r.flags & RANGE_GLOBAL))
         return CUDA_ERROR_INVALID_VALUE;
     table_remove(&dev_ranges, dptr, &r);
+    rgpu_pool_free(dptr);
     if (rgpu_connection_dead())
         return CUDA_SUCCESS;
     mp_buf b;

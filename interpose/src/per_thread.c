@@ -5,7 +5,7 @@
  * stream's earlier work. Stronger ordering is always a correct implementation. */
 #include <stdlib.h>
 
-#include "rgpu_shim.h"
+#include "coherence.h"
 
 /* NULL means the calling thread's default stream in these variants. */
 static CUstream pt(CUstream s)
@@ -152,7 +152,8 @@ CUresult cuMemAllocAsync(CUdeviceptr *dptr, size_t bytesize, CUstream hStream)
 {
     if (rgpu_stream_id(hStream) == UINT64_MAX)
         return CUDA_ERROR_INVALID_HANDLE;
-    return cuMemAlloc_v2(dptr, bytesize); /* usable at once: earlier than the stream needs */
+    /* usable at once: earlier than the stream needs */
+    return rgpu_pool_alloc(dptr, bytesize, NULL);
 }
 
 CUresult cuMemAllocAsync_ptsz(CUdeviceptr *dptr, size_t bytesize, CUstream hStream)
@@ -165,6 +166,7 @@ CUresult cuMemFreeAsync(CUdeviceptr dptr, CUstream hStream)
     if (rgpu_stream_id(hStream) == UINT64_MAX)
         return CUDA_ERROR_INVALID_HANDLE;
     /* the server runs a session's calls in order, so the free follows the stream's work */
+    rgpu_pool_free(dptr);
     return cuMemFree_v2(dptr);
 }
 
