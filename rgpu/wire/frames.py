@@ -230,8 +230,11 @@ class FrameDecoder:
                 end = HEADER_SIZE + body_len + bulk_len
                 if len(buf) < end:
                     return
-                body_raw = bytes(buf[HEADER_SIZE:HEADER_SIZE + body_len])
-                bulk = bytes(buf[HEADER_SIZE + body_len:end]) if bulk_len else b""
+                # one copy each (slicing the bytearray itself would copy twice); the view is
+                # released before the buffer is resized
+                with memoryview(buf) as view:
+                    body_raw = bytes(view[HEADER_SIZE:HEADER_SIZE + body_len])
+                    bulk = bytes(view[HEADER_SIZE + body_len:end]) if bulk_len else b""
                 pos = end
                 if flags & Flags.COMPRESSED:
                     body_raw = self._decompress(body_raw)
