@@ -1,0 +1,68 @@
+"""Runtime-API features of unmodified nvcc-built programs, through the shim, end to end.
+
+Each program (``programs/compat_*.cu``, built with nvcc's defaults) checks its results against
+the host and prints ``PASSED``: managed memory, mapped page-locked memory, pitched 2D copies and
+memory pools (``compat_memory``); kernel printf on the app's stdout, launch-configuration
+errors, occupancy, host callbacks and events across streams, device properties
+(``compat_runtime``). One emulated-GPU server and one daemon on loopback (TCP+TLS), from
+``test_cuda_apps``; every process is bounded in time.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import test_cuda_apps as apps
+
+PROGRAMS = ("compat_memory", "compat_runtime")
+
+
+@pytest.fixture(scope="module")
+def compat_programs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    if apps.NVCC is None:
+        pytest.skip("nvcc is not installed: the CUDA test programs cannot be built")
+    out = tmp_path_factory.mktemp("compat")
+    jobs = [[apps.NVCC, "-o", str(out / name), str(apps.PROGRAMS / f"{name}.cu")]
+            for name in PROGRAMS]
+    with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
+        list(pool.map(apps._compile, jobs))
+    return {name: out / name for name in PROGRAMS}
+
+
+@pytest.fixture(scope="module")
+def tcp_rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[apps.Rig]:
+    r = apps.start_rig(tmp_path_factory.mktemp("compat-rig"), "tcp")
+    try:
+        yield r
+    finally:
+        r.stop()
+
+
+def test_memory_features(tcp_rig: apps.Rig, compat_programs: dict[str, Path]) -> None:
+    """cudaMallocManaged (host access after synchronisation, managed pointers inside managed
+    structures, copies, memsets, prefetch/advise hints), cudaHostAllocMapped and
+    cudaHostRegisterMapped through cudaHostGetDevicePointer and by the host pointer itself,
+    cudaMallocPitch with cudaMemcpy2D in every direction and cudaMemset2D, memory pools."""
+    result = tcp_rig.run([str(compat_programs["compat_memory"])])
+    apps._assert_passed(result, tcp_rig)
+    for section in ("managed", "mapped", "pitched", "pools"):
+        assert f"{section} ok" in result.stdout
+    assert result.stderr == "", result.stderr
+
+
+def test_runtime_behaviour(tcp_rig: apps.Rig, compat_programs: dict[str, Path]) -> None:
+    """Kernel printf lands on the app's stdout, in order with the host's own output, at a
+    cudaDeviceSynchronize and at a blocking cudaMemcpy; a block of 4096 threads is
+    cudaErrorInvalidConfiguration at the launch; occupancy, callbacks, properties."""
+    result = tcp_rig.run([str(compat_programs["compat_runtime"])])
+    apps._assert_passed(result, tcp_rig)
+    lines = result.stdout.splitlines()
+    expected = ["device says 0 7 1.50 hi", "device says 1 7 1.50 hi", "after sync",
+                "device says 0 8 2.50 hi", "device says 1 8 2.50 hi", "after copy"]
+    assert lines[:6] == expected, result.stdout
+    for section in ("errors", "occupancy", "streams", "properties"):
+        assert f"{section} ok" in result.stdout
