@@ -24,6 +24,8 @@ import struct
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import msgpack
+
 from ..config import Config, ConfigError, ServerEntry, TokenConfig, parse_address
 from ..errors import RemoteError, RgpuError
 from ..net import Peer, PeerClosed, connect_server
@@ -63,6 +65,8 @@ class ServerLink:
         self.gpus: list[dict[str, Any]] = []
         self.info: dict[str, Any] = {}
         self.cuda_facts: list[dict[str, Any]] | None = None  # immutable per connection
+        # Replies to physical-device queries, for every app (see _cacheable_query)
+        self.query_cache: dict[bytes, Any] = {}
         self.connects = 0
         self._task: asyncio.Task[None] | None = None
         self._removed = False
@@ -142,6 +146,7 @@ class ServerLink:
         peer.on_message = self._on_unsolicited
         peer.on_close = self._on_peer_closed
         self.peer = peer
+        self.query_cache = {}  # another server process (or driver) may answer differently
         self.info = info
         self.server_id = server_id
         self.gpus = list(info.get("gpus", []))
@@ -426,6 +431,15 @@ class Daemon:
             if frame.kind is not MessageKind.BATCH:
                 peer.reply_error(frame, "bad_call", str(exc))
             return
+        cache_key = None
+        if frame.kind is MessageKind.CALL and not bulk and shm_reply is None \
+                and _cacheable_query(body):
+            cache_key = msgpack.packb(body)
+            hit = session.link.query_cache.get(cache_key)
+            if hit is not None:
+                peer.send(MessageKind.REPLY, hit, session=frame.session, request=frame.request,
+                          flags=Flags.RESPONSE)
+                return
         try:
             if frame.kind is MessageKind.BATCH:
                 link_peer.send(frame.kind, body, session=session.server_session, bulk=bulk)
@@ -438,23 +452,31 @@ class Daemon:
                                  f"server {session.link.key} was lost: {exc}")
             return
         fut.add_done_callback(
-            lambda f: self._forward_reply(peer, frame, session, f, shm_reply))
+            lambda f: self._forward_reply(peer, frame, session, f, shm_reply, cache_key))
         session.link.watch()
 
     def _forward_reply(self, app_peer: Peer, request: Frame, session: AppSession,
                        fut: asyncio.Future[Frame],
-                       shm_reply: tuple[int, int] | None = None) -> None:
-        if app_peer.is_closed:
-            return
+                       shm_reply: tuple[int, int] | None = None,
+                       cache_key: bytes | None = None) -> None:
         if fut.cancelled():
-            app_peer.reply_error(request, "cancelled", "request cancelled")
+            if not app_peer.is_closed:
+                app_peer.reply_error(request, "cancelled", "request cancelled")
             return
         exc = fut.exception()
+        if app_peer.is_closed:
+            return
         if exc is not None:
             app_peer.reply_error(request, "server_lost",
                                  f"server {session.link.key} was lost during the call: {exc}")
             return
         reply = fut.result()
+        if cache_key is not None and reply.kind is MessageKind.REPLY and not reply.bulk \
+                and session.link.peer is not None and not session.link.peer.is_closed:
+            cache = session.link.query_cache
+            if len(cache) >= QUERY_CACHE_ENTRIES:
+                cache.clear()
+            cache[cache_key] = reply.body
         if reply.kind is MessageKind.ERROR:
             body = reply.body if isinstance(reply.body, dict) else {}
             if body.get("code") == "unsupported":
@@ -695,6 +717,25 @@ def _peer_pid(transport: object) -> int:
     except (AttributeError, OSError):
         return 0
     return int(struct.unpack("3i", cred)[0])
+
+
+QUERY_CACHE_ENTRIES = 4096
+
+
+def _cacheable_query(body: Any) -> bool:
+    """A Vulkan physical-device query whose reply depends only on its arguments.
+
+    ``vkGetPhysicalDeviceImageFormatProperties`` and its kin answer the same for the same
+    physical device and inputs, and a physical device's id is the same in every session of a
+    server connection (``VulkanSession.physical_devices``), so the daemon answers a repeated
+    query for any application from its cache. Surface and display queries name objects of one
+    application and are never cached.
+    """
+    if not (isinstance(body, list) and len(body) == 2 and isinstance(body[0], str)):
+        return False
+    fn = body[0]
+    return fn.startswith("vkGetPhysicalDevice") and not any(
+        w in fn for w in ("Surface", "Display", "Presentation", "Present", "ToolProperties"))
 
 
 def _shm_detach(app: AppClient) -> None:

@@ -486,3 +486,29 @@ def test_no_daemon_fails_create_instance_with_one_line(tmp_path: Path, manifest:
     assert len(ours) == 1 and "no rgpu daemon" in ours[0] and "rgpu client" in ours[0], \
         result.stderr
     assert "vkCreateInstance" in result.stderr
+
+
+def test_daemon_answers_repeated_physical_device_queries(tmp_path: Path, manifest: Path) -> None:
+    """Image-format and other physical-device queries depend only on their arguments: the
+    daemon answers the second application's from its cache, with the same output, and the
+    server sees fewer calls."""
+    _needs_lavapipe()
+    rig = Rig(tmp_path)
+    try:
+        token = generate_token()
+        server = rig.server(token=token, transport="tcp")
+        daemon = rig.daemon([server.address], token=token, transport="tcp")
+        env = _app_env(rig, manifest, daemon.socket)
+        outputs, calls = [], []
+        pattern = r"vulkaninfo .*Vulkan session closed after (\d+) calls"
+        for run in range(2):
+            result = _run(["vulkaninfo"], env, tmp_path)
+            assert result.returncode == 0, result.stderr
+            outputs.append(result.stdout)
+            server.proc.wait_count(pattern, run + 1)
+            lines = [line for line in server.proc.err if re.search(pattern, line)]
+            calls.append(int(re.search(pattern, lines[run]).group(1)))  # type: ignore[union-attr]
+        assert outputs[0] == outputs[1]
+        assert calls[1] < calls[0], calls
+    finally:
+        rig.close()
