@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import fp
+from . import fp, half
 from .compiler import (
     BOOL,
-    F16,
     F32,
     F64,
     S64,
@@ -115,12 +114,10 @@ def _add(ins: Instruction, cx: CompileContext) -> Exec:
     sub = ins.opcode == "sub"
     if "cc" in ins.mods or ins.opcode in ("addc", "subc"):
         return _carry(ins, cx, t)
-    if "f16x2" in ins.mods:
-        return _f16(ins, cx, "sub" if sub else "add")
+    if (h := half.half_of(ins)) is not None:
+        return half.arithmetic(ins, cx, h, "sub" if sub else "add")
     if t.kind == "f":
         mode = rounding(ins)
-        if t == F16 or "f16x2" in ins.mods:
-            return _f16(ins, cx, "sub" if sub else "add")
         if mode == "rn":
             return _binary(ins, cx, t, np.subtract if sub else np.add)
         if sub:
@@ -232,11 +229,9 @@ def mulhi(a, b, t: np.dtype):
 def _mul(ins: Instruction, cx: CompileContext) -> Exec:
     t = last_type(ins, cx)
     mods = ins.mods
-    if "f16x2" in mods:
-        return _f16(ins, cx, "mul")
+    if (h := half.half_of(ins)) is not None:
+        return half.arithmetic(ins, cx, h, "mul")
     if t.kind == "f":
-        if t == F16:
-            return _f16(ins, cx, "mul")
         mode = rounding(ins)
         if mode == "rn":
             return _binary(ins, cx, t, np.multiply)
@@ -279,11 +274,9 @@ def _mad(ins: Instruction, cx: CompileContext) -> Exec:
     mods = ins.mods
     if "cc" in mods or ins.opcode == "madc":
         return _mad_carry(ins, cx, t)
-    if "f16x2" in mods:
-        return _f16(ins, cx, "fma")
+    if (h := half.half_of(ins)) is not None:
+        return half.arithmetic(ins, cx, h, "fma")
     if t.kind == "f":
-        if t == F16 or "f16x2" in mods:
-            return _f16(ins, cx, "fma")
         mode = rounding(ins)
         ra, rb, rc = (_ftz_in(ins, t, reader(o[k], t, cx, ins)) for k in (1, 2, 3))
         w = writer(o[0], t, cx, ins)
@@ -422,9 +415,11 @@ def _fminmax(is_min: bool, propagate_nan: bool):
 def _minmax(ins: Instruction, cx: CompileContext) -> Exec:
     t = last_type(ins, cx)
     is_min = ins.opcode == "min"
+    if (h := half.half_of(ins)) is not None:
+        if len(ins.operands) > 3:
+            return unsupported(ins, cx, "three-input min/max")
+        return half.minmax(ins, cx, h, is_min)
     if t.kind == "f":
-        if t == F16 or "f16x2" in ins.mods:
-            return unsupported(ins, cx)
         if len(ins.operands) > 3:
             return unsupported(ins, cx, "three-input min/max")
         return _binary(ins, cx, t, _fminmax(is_min, "NaN" in ins.mods))
@@ -436,12 +431,16 @@ def _minmax(ins: Instruction, cx: CompileContext) -> Exec:
 @op("neg")
 def _neg(ins: Instruction, cx: CompileContext) -> Exec:
     t = last_type(ins, cx)
+    if (h := half.half_of(ins)) is not None:
+        return half.sign_op(ins, cx, h, "neg")
     return _unary(ins, cx, t, np.negative)
 
 
 @op("abs")
 def _abs(ins: Instruction, cx: CompileContext) -> Exec:
     t = last_type(ins, cx)
+    if (h := half.half_of(ins)) is not None:
+        return half.sign_op(ins, cx, h, "abs")
     return _unary(ins, cx, t, np.abs)
 
 
@@ -806,8 +805,18 @@ def _compare_parts(ins: Instruction, cx: CompileContext):
 _BOOLOP = {"and": np.logical_and, "or": np.logical_or, "xor": np.logical_xor}
 
 
+def _half_compare(ins: Instruction, cx: CompileContext, h, setp: bool) -> Exec:
+    mods = [x for x in ins.mods if x not in ("ftz",)]
+    boolop = mods[1] if len(mods) > 1 and mods[1] in _BOOLOP else None
+    fn = comparison(mods[0], F32)
+    bop = _BOOLOP[boolop] if boolop else None
+    return (half.setp if setp else half.set_)(ins, cx, h, fn, bop)
+
+
 @op("setp")
 def _setp(ins: Instruction, cx: CompileContext) -> Exec:
+    if (h := half.half_of(ins)) is not None:
+        return _half_compare(ins, cx, h, True)
     fn, boolop, ra, rb, rc = _compare_parts(ins, cx)
     d = ins.operands[0]
     if isinstance(d, Pair):
@@ -833,6 +842,8 @@ def _setp(ins: Instruction, cx: CompileContext) -> Exec:
 
 @op("set")
 def _set(ins: Instruction, cx: CompileContext) -> Exec:
+    if (h := half.half_of(ins)) is not None:
+        return _half_compare(ins, cx, h, False)
     fn, boolop, ra, rb, rc = _compare_parts(ins, cx)
     dt = DTYPES[ins.types[0]]
     w = writer(ins.operands[0], dt, cx, ins)
@@ -900,52 +911,6 @@ def _mov(ins: Instruction, cx: CompileContext) -> Exec:
     rd = reader(s, t, cx, ins)
     w = writer(d, t, cx, ins)
     return lambda fr, m: w(fr, rd(fr), m)
-
-
-# --- f16 / f16x2 arithmetic --------------------------------------------------------------------
-def _f16(ins: Instruction, cx: CompileContext, kind: str) -> Exec:
-    """add/sub/mul/fma on .f16 and .f16x2 (packed halves in a 32-bit register)."""
-    packed = "f16x2" in ins.mods
-    if "bf16" in ins.mods or "bf16x2" in ins.mods:
-        return unsupported(ins, cx)
-    mode = rounding(ins)
-    nin = 3 if kind == "fma" else 2
-    o = ins.operands
-    src_t = U32 if packed else np.dtype(np.uint16)
-    rs = [reader(o[k], src_t, cx, ins) for k in range(1, nin + 1)]
-    w = writer(o[0], src_t, cx, ins)
-    sat = "sat" in ins.mods
-    relu = "relu" in ins.mods
-
-    def calc(args):
-        if kind == "add":
-            r = fp.add(args[0], args[1], F16, mode)
-        elif kind == "sub":
-            r = fp.add(args[0], -args[1], F16, mode)
-        elif kind == "mul":
-            r = fp.mul(args[0], args[1], F16, mode)
-        else:
-            r = fp.fma(args[0], args[1], args[2], F16, mode)
-        r = np.asarray(r, F16)
-        if sat:
-            r = np.asarray(fp.saturate(r), F16)
-        if relu:
-            r = np.where(r < 0, F16.type(0), r).astype(F16)
-        return r
-
-    def f(fr, m):
-        vals = [_arr(r(fr)) for r in rs]
-        if packed:
-            lo = [v.astype(U32).astype(np.uint16).view(F16) for v in vals]
-            hi = [(v >> np.uint32(16)).astype(np.uint16).view(F16) for v in vals]
-            rl = calc(lo).view(np.uint16).astype(U32)
-            rh = calc(hi).view(np.uint16).astype(U32)
-            w(fr, _out(rl | (rh << np.uint32(16))), m)
-        else:
-            args = [v.view(F16) for v in vals]
-            w(fr, _out(calc(args).view(np.uint16)), m)
-
-    return f
 
 
 __all__ = ["bit_length", "comparison", "int_div", "mulhi"]

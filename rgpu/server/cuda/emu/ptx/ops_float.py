@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import fp
+from . import fp, half
 from .compiler import (
     BOOL,
     F16,
@@ -114,7 +114,7 @@ def _cvt(ins: Instruction, cx: CompileContext) -> Exec:
     if ts[0] in ("f16x2", "bf16x2") and ts[1] == "f32" and len(ins.operands) == 3:
         return _cvt_pack2(ins, cx, ts[0] == "bf16x2")
     if "bf16" in ts and "bf16x2" not in ts:
-        return _cvt_bf16(ins, cx, ts)
+        return half.convert(ins, cx, ts[0], ts[1], _INT_ROUND)
     if "bf16x2" in ts or "f16x2" in ts or "tf32" in ins.mods:
         return unsupported(ins, cx)
     dst, src = DTYPES[ts[0]], DTYPES[ts[1]]
@@ -183,28 +183,6 @@ def _cvt(ins: Instruction, cx: CompileContext) -> Exec:
     return f2f
 
 
-def _to_bf16_bits(x32, mode: str):
-    """float32 -> bfloat16 bits (upper half of the float32), rounded in ``mode``."""
-    x32 = _arr(np.asarray(x32, F32))
-    x64 = x32.astype(F64)
-    bits = x32.view(U32).astype(U64)
-    lower = bits & np.uint64(0xFFFF)
-    trunc = bits >> np.uint64(16)
-    neg = (bits >> np.uint64(31)) == 1
-    if mode == "rn":
-        up = (lower > 0x8000) | ((lower == 0x8000) & ((trunc & np.uint64(1)) == 1))
-    elif mode == "rz":
-        up = np.zeros(bits.shape, bool)
-    elif mode == "rp":
-        up = (lower != 0) & ~neg
-    else:  # rm
-        up = (lower != 0) & neg
-    out = trunc + up.astype(U64)
-    nan = np.isnan(x64)
-    out = np.where(nan, np.uint64(0x7FC0), out)
-    return _out(out.astype(np.uint16))
-
-
 def _cvt_pack2(ins: Instruction, cx: CompileContext, bf16: bool) -> Exec:
     """cvt.rn.f16x2.f32 d, a, b: d = {cvt(a) in the high half, cvt(b) in the low half}."""
     mode = rounding(ins)
@@ -213,37 +191,24 @@ def _cvt_pack2(ins: Instruction, cx: CompileContext, bf16: bool) -> Exec:
     ra, rb = reader(o[1], F32, cx, ins), reader(o[2], F32, cx, ins)
     w = writer(o[0], U32, cx, ins)
 
-    def half(x):
+    def one(x):
         if relu:
             x = np.where(np.asarray(x) < 0, F32.type(0), x)
         if bf16:
-            return _arr(_to_bf16_bits(x, mode)).astype(U32)
+            return _arr(half.bf16_bits(x, mode)).astype(U32)
         h = fp.round_from_f64(_arr(x).astype(F64), F16, mode)
         return _arr(np.asarray(h, F16).view(np.uint16)).astype(U32)
 
     def f(fr, m):
-        w(fr, _out((half(ra(fr)) << np.uint32(16)) | half(rb(fr))), m)
+        w(fr, _out((one(ra(fr)) << np.uint32(16)) | one(rb(fr))), m)
 
     return f
 
 
-def _cvt_bf16(ins: Instruction, cx: CompileContext, ts: list[str]) -> Exec:
-    """Conversions between bf16 (bits in a 16-bit register) and f32."""
-    o = ins.operands
-    mode = rounding(ins)
-    if ts[0] == "bf16" and ts[1] == "f32":
-        ra = reader(o[1], F32, cx, ins)
-        w = writer(o[0], np.dtype(np.uint16), cx, ins)
-        return lambda fr, m: w(fr, _to_bf16_bits(ra(fr), mode), m)
-    if ts[0] == "f32" and ts[1] == "bf16":
-        rb = reader(o[1], np.dtype(np.uint16), cx, ins)
-        w = writer(o[0], F32, cx, ins)
-        return lambda fr, m: w(fr, _out((_arr(rb(fr)).astype(U32) << np.uint32(16)).view(F32)), m)
-    return unsupported(ins, cx)
-
-
 # --- transcendental and reciprocal --------------------------------------------------------------
 def _approx(ins: Instruction, cx: CompileContext, fn64) -> Exec:
+    if (h := half.half_of(ins)) is not None:
+        return half.approx(ins, cx, h, fn64)
     t = last_type(ins, cx)
     if t not in (F32, F64, F16):
         return unsupported(ins, cx)
@@ -268,7 +233,7 @@ def _approx(ins: Instruction, cx: CompileContext, fn64) -> Exec:
 @op("rcp")
 def _rcp(ins: Instruction, cx: CompileContext) -> Exec:
     t = last_type(ins, cx)
-    if "approx" in ins.mods:
+    if "approx" in ins.mods or half.half_of(ins) is not None:
         return _approx(ins, cx, lambda x: 1.0 / x)
     mode = rounding(ins)
     o = ins.operands
@@ -290,7 +255,7 @@ def _rcp(ins: Instruction, cx: CompileContext) -> Exec:
 @op("sqrt")
 def _sqrt(ins: Instruction, cx: CompileContext) -> Exec:
     t = last_type(ins, cx)
-    if "approx" in ins.mods:
+    if "approx" in ins.mods or half.half_of(ins) is not None:
         return _approx(ins, cx, np.sqrt)
     mode = rounding(ins)
     o = ins.operands

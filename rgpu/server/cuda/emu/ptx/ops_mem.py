@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import half
 from .compiler import (
     BOOL,
     LOCAL_WINDOW,
@@ -479,9 +480,14 @@ def _atom(ins: Instruction, cx: CompileContext) -> Exec:
     opname = next((m for m in ins.mods if m in _ATOM_OPS), None)
     if opname is None:
         return unsupported(ins, cx)
+    hk = half.half_of(ins)
+    if hk is not None:
+        if _vec(ins) > 1 or half.atomic_combine(opname, *hk) is None:
+            return unsupported(ins, cx)
+        return _half_atom(ins, cx, hk, opname)
     if t.kind == "f" and opname not in ("add", "min", "max", "exch"):
         return unsupported(ins, cx)
-    if t == np.dtype(np.float16) or _vec(ins) > 1 or "f16x2" in ins.mods or "bf16" in ins.mods:
+    if _vec(ins) > 1:
         return unsupported(ins, cx)
     if opname in ("and", "or", "xor", "exch", "cas", "inc", "dec") and t.kind == "f":
         t = UINT[t.itemsize]
@@ -541,6 +547,47 @@ def _atom(ins: Instruction, cx: CompileContext) -> Exec:
                 wfull(fr, old, None)  # type: ignore[misc]
             else:
                 wdst(fr, old, idx)  # type: ignore[misc]
+
+    return atom
+
+
+def _half_atom(ins: Instruction, cx: CompileContext, hk: tuple[str, bool], opname: str) -> Exec:
+    """atom/red add/min/max on .f16/.bf16 (and .f16x2/.bf16x2: each half on its own), applied
+    in lane order with one rounding per update, as the hardware serialises them."""
+    combine = half.atomic_combine(opname, *hk)
+    t = U32 if hk[1] else np.dtype(np.uint16)
+    space = _space(ins)
+    has_dst = ins.opcode == "atom"
+    o = ins.operands
+    a_op = o[1] if has_dst else o[0]
+    if not isinstance(a_op, Addr):
+        raise cx.fault(ins, "invalid_ptx", "atomic needs an address operand")
+    rv = reader((o[2:] if has_dst else o[1:])[0], t, cx, ins)
+    rd_addr, sym_space = addr_reader(a_op, cx, ins)
+    if space == "generic" and sym_space is not None:
+        space = sym_space
+    if space not in ("global", "shared", "generic"):
+        raise cx.fault(ins, "invalid_ptx", f"atomics on .{space}")
+    fault = cx.faulter(ins)
+    wdst = scatter_writer(o[0], t, cx, ins) if has_dst else None
+
+    def atom(fr, m):
+        L = fr.L
+        a = rd_addr(fr)
+        idx = np.flatnonzero(m) if m is not None else np.arange(L.N)
+        a = a[idx] if isinstance(a, np.ndarray) else np.full(idx.size, a, U64)
+        x = rv(fr)
+        x = x[idx] if isinstance(x, np.ndarray) else np.full(idx.size, x, t)
+        old = np.empty(idx.size, t)
+        for sel, buf, el in L.resolve(space, a, t.itemsize, t, idx, fault):
+            el = np.broadcast_to(el, (a.size if sel is None else sel.size,))
+            got = half.atomic_rounds(buf, el, x if sel is None else x[sel], combine)  # type: ignore[arg-type]
+            if sel is None:
+                old = got
+            else:
+                old[sel] = got
+        if wdst is not None:
+            wdst(fr, old, idx)
 
     return atom
 

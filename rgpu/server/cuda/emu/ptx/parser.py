@@ -673,6 +673,8 @@ class _BodyParser:
         base: Operand
         if s == "_":
             base = Sink()
+        elif s == "WARP_SZ":  # PTX's predefined warp-size constant (cuda_fp16 shuffles use it)
+            return Imm(32)
         else:
             reg = self.lookup(s)
             if reg is not None:

@@ -1,0 +1,87 @@
+// Kernels for tests/emu/test_kernel_features.py: CUDA features real programs use whose PTX the
+// emulated device once rejected or got wrong. Each kernel names the PTX it exists to exercise.
+#include <cooperative_groups.h>
+#include <cooperative_groups/reduce.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+namespace cg = cooperative_groups;
+
+// vote/redux/match/elect .sync with a per-lane membermask (tiles smaller than a warp)
+extern "C" __global__ void tiles(const int* in, int* out) {
+  cg::thread_block blk = cg::this_thread_block();
+  auto t16 = cg::tiled_partition<16>(blk);
+  auto t4 = cg::tiled_partition<4>(blk);
+  int i = blockIdx.x * blockDim.x + threadIdx.x;
+  int v = in[i];
+  int* o = out + i * 6;
+  o[0] = cg::reduce(t16, v, cg::greater<int>());
+  o[1] = cg::reduce(t4, v, cg::plus<int>());
+  o[2] = t16.any(v == 3);
+  o[3] = t16.all(v > -40);
+  o[4] = t4.ballot(v > 0);
+  o[5] = t16.match_any(v & 1);
+}
+
+// double sin/cos of huge arguments: libdevice's Payne-Hanek reduction uses mad.lo.cc/madc
+extern "C" __global__ void dtrig(const double* x, double* out, int n) {
+  int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n) {
+    out[2 * i] = sin(x[i]);
+    out[2 * i + 1] = cos(x[i]);
+  }
+}
+
+// cuda_fp16/cuda_bf16 header code: inline asm with `.reg.b32`, native f16/bf16 min/max/fma on
+// sm_80+, bf16 conversions from f64 and integers on sm_90
+extern "C" __global__ void halves(const float* x, const float* y, float* out, int n) {
+  int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  __half a = __float2half(x[i]), b = __float2half(y[i]);
+  __nv_bfloat16 c = __float2bfloat16(x[i]), d = __float2bfloat16(y[i]);
+  float* o = out + i * 16;
+  o[0] = __half2float(__hmax(a, b));
+  o[1] = __half2float(__hmin(a, b));
+  o[2] = __half2float(__hfma(a, b, a));
+  o[3] = __half2float(__float2half_rz(x[i] * 3.3f));
+  o[4] = __bfloat162float(__hmax(c, d));
+  o[5] = __bfloat162float(__hmin(c, d));
+#if __CUDA_ARCH__ >= 800
+  o[6] = __bfloat162float(__hfma(c, d, c));
+#else
+  o[6] = __bfloat162float(__float2bfloat16(fmaf(__bfloat162float(c), __bfloat162float(d), x[i])));
+#endif
+  o[7] = __bfloat162float(c + d);
+  o[8] = __bfloat162float(c * d);
+  o[9] = __bfloat162float(c - d);
+  o[10] = __bfloat162float(__double2bfloat16((double)x[i] * 1.1));
+  o[11] = __bfloat162float(__int2bfloat16_rn(i * 1001 - 70000));
+  o[12] = (float)__bfloat162int_rz(__hmul(c, __float2bfloat16(100.f)));
+  __nv_bfloat162 p = __halves2bfloat162(c, d);
+#if __CUDA_ARCH__ >= 800
+  p = __hfma2(p, p, p);
+#else
+  p = __floats2bfloat162_rn(fmaf(__low2float(p), __low2float(p), __low2float(p)),
+                            fmaf(__high2float(p), __high2float(p), __high2float(p)));
+#endif
+  o[13] = __low2float(p);
+  o[14] = __high2float(p);
+  o[15] = __hlt(c, d) ? 1.f : 0.f;
+}
+
+extern "C" __global__ void halfatomics(__half* h, __half2* h2, __nv_bfloat16* b, __nv_bfloat162* b2) {
+  atomicAdd(h, __float2half(1.0f));
+  atomicAdd(h2, __floats2half2_rn(1.0f, 2.0f));
+  atomicAdd(b, __float2bfloat16(1.0f));
+  atomicAdd(b2, __floats2bfloat162_rn(1.0f, 0.5f));
+}
+
+// half shuffles (WARP_SZ), packed relu fma, unordered bf16 comparisons (setp.equ.bf16 on sm_90)
+extern "C" __global__ void halfwarp(const __half* x, __half* out, int* cmp) {
+  int t = threadIdx.x;
+  __half v = x[t], w = x[t ^ 3];
+  out[t] = __shfl_xor_sync(0xffffffff, v, 1);
+  __half2 p = __halves2half2(v, w);
+  out[32 + t] = __high2half(__hfma2_relu(p, p, __hneg2(__hadd2(p, p))));
+  __nv_bfloat16 b = __float2bfloat16(__half2float(v)), c = __float2bfloat16(__half2float(w));
+  cmp[t] = __hequ(b, c) | __hgeu(b, c) << 1 | __hisnan(b) << 2 | __hlt(v, w) << 3 | __hne(b, c) << 4;
+}

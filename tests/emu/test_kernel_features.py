@@ -1,0 +1,182 @@
+"""CUDA features of real programs, built by nvcc, run on the PTX machine against numpy.
+
+programs/features.cu holds one kernel per feature whose PTX the emulated device once rejected or
+got wrong (cooperative-groups tiles, libdevice's double trig reduction, cuda_fp16/cuda_bf16
+header code, ...). Each is built as PTX three ways, because the PTX nvcc emits depends on the
+target: nvcc's default (compute_75), ``-arch=sm_80`` (native bf16 arithmetic, ``redux.sync``) and
+``-arch=sm_90`` (bf16 conversions from integers and doubles). Results are compared exactly
+wherever PTX defines them exactly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rgpu.server.cuda.emu.ptx import DeviceMemory, EmuFault, LoadedModule, parse_ptx
+
+FLAVOURS = {"default": (), "sm_80": ("-arch=sm_80",), "sm_90": ("-arch=sm_90",)}
+
+
+@pytest.fixture(scope="module", params=sorted(FLAVOURS))
+def flavour(request):
+    return request.param
+
+
+@pytest.fixture(scope="module")
+def ptx_text(nvcc_build, flavour) -> str:
+    return nvcc_build("features.cu", "-ptx", *FLAVOURS[flavour]).read_text()
+
+
+class Kernels:
+    """features.cu loaded into a fresh device memory; launches pack arguments by ParamInfo."""
+
+    def __init__(self, text: str) -> None:
+        self.mem = DeviceMemory(64 << 20)
+        self.module = parse_ptx(text)
+        self.loaded = LoadedModule(self.module, self.mem)
+        self.printed: list[str] = []
+
+    def put(self, a: np.ndarray) -> int:
+        a = np.ascontiguousarray(a)
+        p = self.mem.alloc(max(a.nbytes, 1))
+        self.mem.write(p, a.tobytes())
+        return p
+
+    def zeros(self, n: int, dtype) -> int:
+        nbytes = n * np.dtype(dtype).itemsize
+        p = self.mem.alloc(nbytes)
+        self.mem.memset(p, 0, 1, nbytes)
+        return p
+
+    def get(self, p: int, n: int, dtype) -> np.ndarray:
+        return np.frombuffer(self.mem.read(p, n * np.dtype(dtype).itemsize), dtype).copy()
+
+    def launch(self, name: str, grid, block, *args, shared: int = 0) -> None:
+        info = self.module.kernels[name]
+        buf = bytearray(info.param_size)
+        for p, a in zip(info.params, args, strict=True):
+            raw = a.tobytes() if isinstance(a, np.generic) else bytes(a) if isinstance(
+                a, bytes) else int(a).to_bytes(p.size, "little", signed=int(a) < 0)
+            buf[p.offset : p.offset + p.size] = raw
+        grid = (grid, 1, 1) if isinstance(grid, int) else grid
+        block = (block, 1, 1) if isinstance(block, int) else block
+        self.loaded.launch(name, grid, block, shared, bytes(buf), self.printed.append)
+
+
+@pytest.fixture
+def k(ptx_text) -> Kernels:
+    return Kernels(ptx_text)
+
+
+def bf16(x) -> np.ndarray:
+    """float32 -> nearest-even bfloat16, returned as float32."""
+    b = np.asarray(x, np.float32).view(np.uint32).astype(np.uint64)
+    r = ((b + 0x7FFF + ((b >> 16) & 1)) >> 16) << 16
+    return r.astype(np.uint32).view(np.float32)
+
+
+def test_tile_collectives_see_only_their_tile(k):
+    """A tile's vote/redux/match carry its own 16- or 4-lane membermask."""
+    rng = np.random.default_rng(0)
+    n = 128
+    v = rng.integers(-50, 50, n).astype(np.int32)
+    v[3] = 3
+    out = k.zeros(6 * n, np.int32)
+    k.launch("tiles", 2, 64, k.put(v), out)
+    o = k.get(out, 6 * n, np.int32).reshape(n, 6)
+    w16, w4 = v.reshape(-1, 16), v.reshape(-1, 4)
+    np.testing.assert_array_equal(o[:, 0], np.repeat(w16.max(1), 16))
+    np.testing.assert_array_equal(o[:, 1], np.repeat(w4.sum(1), 4))
+    np.testing.assert_array_equal(o[:, 2], np.repeat((w16 == 3).any(1), 16))
+    np.testing.assert_array_equal(o[:, 3], np.repeat((w16 > -40).all(1), 16))
+    ballots = ((w4 > 0) << np.arange(4)).sum(1)  # tile.ballot: bits of the tile's own lanes
+    np.testing.assert_array_equal(o[:, 4], np.repeat(ballots, 4))
+    same = (w16[:, :, None] & 1) == (w16[:, None, :] & 1)
+    match = (same << np.arange(16)).sum(2).ravel()
+    np.testing.assert_array_equal(o[:, 5], match)  # cg shifts it to the tile's own lanes
+
+
+def test_double_trig_of_huge_arguments(k):
+    x = np.array([0.5, 1e6, -3e8, 123456.789, 1e22, -5e300, 2.0**60, 7.0], np.float64)
+    out = k.zeros(2 * x.size, np.float64)
+    k.launch("dtrig", 1, 32, k.put(x), out, x.size)
+    got = k.get(out, 2 * x.size, np.float64).reshape(-1, 2)
+    # libdevice sin/cos are within 2 ulp; numpy's are correctly rounded or nearly so
+    np.testing.assert_allclose(got[:, 0], np.sin(x), rtol=0, atol=4e-16)
+    np.testing.assert_allclose(got[:, 1], np.cos(x), rtol=0, atol=4e-16)
+
+
+def test_half_and_bfloat16_header_code(k, flavour):
+    rng = np.random.default_rng(1)
+    n = 200
+    x = rng.uniform(-4, 4, n).astype(np.float32)
+    y = rng.uniform(-3, 3, n).astype(np.float32)
+    x[:2] = [1.0, -0.0]
+    y[:2] = [1.0, 0.0]
+    out = k.zeros(16 * n, np.float32)
+    k.launch("halves", 2, 128, k.put(x), k.put(y), out, n)
+    o = k.get(out, 16 * n, np.float32).reshape(n, 16)
+    a, b = x.astype(np.float16), y.astype(np.float16)
+    f32 = np.float32
+    np.testing.assert_array_equal(o[:, 0], np.maximum(a, b).astype(f32))
+    np.testing.assert_array_equal(o[:, 1], np.minimum(a, b).astype(f32))
+    fma16 = (a.astype(np.float64) * b + a).astype(np.float16)  # exact product, one rounding
+    np.testing.assert_array_equal(o[:, 2], fma16.astype(f32))
+    v = x * f32(3.3)
+    hz = v.astype(np.float16)
+    hz = np.where(np.abs(hz.astype(f32)) > np.abs(v), np.nextafter(hz, np.float16(0)), hz)
+    np.testing.assert_array_equal(o[:, 3], hz.astype(f32))
+    c, d = bf16(x), bf16(y)
+    np.testing.assert_array_equal(o[:, 4], np.maximum(c, d))
+    np.testing.assert_array_equal(o[:, 5], np.minimum(c, d))
+    # bf16 fma natively (sm_80+: one rounding) or through an f32 fmaf (compute_75: two)
+    fma = (lambda a, b, c: bf16(a.astype(np.float64) * b + c)) if flavour != "default" else (
+        lambda a, b, c: bf16((a.astype(np.float64) * b + c).astype(f32)))
+    np.testing.assert_array_equal(o[:, 6], fma(c, d, c if flavour != "default" else x))
+    np.testing.assert_array_equal(o[:, 7], bf16(c.astype(np.float64) + d))
+    np.testing.assert_array_equal(o[:, 8], bf16(c * d))
+    np.testing.assert_array_equal(o[:, 9], bf16(c.astype(np.float64) - d))
+    np.testing.assert_array_equal(o[:, 10], bf16((x.astype(np.float64) * 1.1).astype(f32)))
+    ints = np.arange(n) * 1001 - 70000
+    np.testing.assert_array_equal(o[:, 11], bf16(ints.astype(f32)))
+    np.testing.assert_array_equal(o[:, 12], np.trunc(bf16(c * bf16(f32(100)))))
+    np.testing.assert_array_equal(o[:, 13], fma(c, c, c))
+    np.testing.assert_array_equal(o[:, 14], fma(d, d, d))
+    np.testing.assert_array_equal(o[:, 15], (c < d).astype(f32))
+
+
+def test_half_and_bfloat16_atomic_add(k):
+    h, h2, b, b2 = (k.zeros(2, np.uint16) for _ in range(4))
+    k.launch("halfatomics", 2, 50, h, h2, b, b2)
+    assert k.get(h, 1, np.float16)[0] == 100
+    assert k.get(h2, 2, np.float16).tolist() == [100, 200]
+    as_f32 = lambda p: (k.get(p, 2, np.uint16).astype(np.uint32) << 16).view(np.float32)  # noqa: E731
+    assert as_f32(b)[0] == 100
+    assert as_f32(b2).tolist() == [100, 50]
+
+
+def test_unsupported_instruction_names_itself(k):
+    with pytest.raises(EmuFault) as info:
+        Kernels(".version 8.0\n.target sm_75\n.address_size 64\n"
+                ".visible .entry t() { .reg .b32 %r<2>; tex.1d.v4.f32.s32 {%r0,%r0,%r0,%r0}, "
+                "[%r1, {%r1}]; ret; }").launch("t", 1, 1)
+    assert info.value.kind == "not_supported" and "tex.1d" in str(info.value)
+
+
+def test_half_shuffle_relu_and_unordered_compares(k):
+    x = np.array([1.5, -2.0, np.nan, 0.25, 3.0, -0.5, 1.5, 2.0] * 4, np.float16)
+    out, cmp = k.zeros(64, np.float16), k.zeros(32, np.int32)
+    k.launch("halfwarp", 1, 32, k.put(x), out, cmp)
+    o = k.get(out, 64, np.float16)
+    t = np.arange(32)
+    np.testing.assert_array_equal(o[:32], x[t ^ 1])
+    w = x[t ^ 3].astype(np.float64)
+    relu = (w * w - 2 * w).astype(np.float16)  # exact in float64, one rounding
+    relu = np.where(np.isnan(relu), relu, np.where(relu <= 0, np.float16(0), relu))
+    np.testing.assert_array_equal(o[32:], relu)
+    b, c = x.astype(np.float64), w
+    nan = np.isnan(b) | np.isnan(c)
+    want = ((b == c) | nan) | ((b >= c) | nan) << 1 | np.isnan(b) << 2 | (b < c) << 3 | (
+        (b != c) & ~nan) << 4
+    np.testing.assert_array_equal(k.get(cmp, 32, np.int32), want)
