@@ -207,7 +207,8 @@ struct rgpu_memory {
     uint64_t id;
     VkDeviceSize size;
     uint8_t *shadow;           /* the application's mapping (NULL until first mapped) */
-    uint64_t *chunk_hash;      /* hash of each chunk as last synchronised with the server */
+    uint8_t *base;             /* the bytes as last synchronised with the server */
+    uint64_t *chunk_hash;      /* hash of each chunk of base: shadow differs where the host wrote */
     size_t nchunks;
     int mapped;
     rgpu_memory *next;

@@ -1,9 +1,13 @@
 /* Host-visible memory over a network: the application's mapping is a local shadow of the whole
- * allocation. Applications never flush coherent memory, so before every queue submission each
- * shadow chunk whose hash changed since the last synchronisation is written to the server
- * (vkRgpuWriteMemory, fire-and-forget, ordered before the submit), and after every
- * host-observable completion (fence waits, idle waits, invalidates) the server's contents are
- * read back (vkRgpuReadMemory) into the chunks the host has not written since. */
+ * allocation, beside a copy of the bytes as last synchronised with the server (`base`).
+ * Applications never flush coherent memory, so before every queue submission the bytes of the
+ * shadow that differ from base (found chunk by chunk: a chunk whose hash is unchanged was not
+ * written) are written to the server (vkRgpuWriteMemory, fire-and-forget, ordered before the
+ * submit), and after every host-observable completion (fence waits, idle waits, semaphore and
+ * event polls, invalidates) the server's contents are read back (vkRgpuReadMemory) into every
+ * byte the host has not written since. Byte granularity matters: the host may write one
+ * sub-allocation while the device writes its neighbour in the same chunk (a ring of frames,
+ * VMA blocks), and neither may undo the other. */
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -101,27 +105,52 @@ static void write_remote(rgpu_device *dev, rgpu_memory *m, size_t off, size_t n)
     mp_free(&b);
 }
 
-/* Write every chunk changed since the last synchronisation, as contiguous runs. */
+/* Runs of bytes the host changed in one chunk, sent one by one; past MAX_RUNS runs the rest of
+ * the chunk goes as one span (the host rewrote it almost whole). */
+#define MAX_RUNS 32
+
+static void send_run(rgpu_device *dev, rgpu_memory *m, size_t off, size_t n)
+{
+    write_remote(dev, m, off, n);
+    memcpy(m->base + off, m->shadow + off, n);
+}
+
+static void sync_chunk_up(rgpu_device *dev, rgpu_memory *m, size_t k)
+{
+    size_t start = k * CHUNK, end = start + chunk_len(m, k);
+    const uint8_t *s = m->shadow, *b = m->base;
+    int runs = 0;
+    size_t i = start;
+    while (i < end) {
+        while (i < end && s[i] == b[i]) { /* skip equal bytes, 8 at a time where aligned */
+            if (!(i & 7) && i + 8 <= end && !memcmp(s + i, b + i, 8))
+                i += 8;
+            else
+                i++;
+        }
+        if (i >= end)
+            break;
+        size_t j = i;
+        if (++runs > MAX_RUNS) {
+            j = end;
+            while (j > i && s[j - 1] == b[j - 1])
+                j--;
+        } else {
+            while (j < end && s[j] != b[j])
+                j++;
+        }
+        send_run(dev, m, i, j - i);
+        i = j;
+    }
+    m->chunk_hash[k] = hash_bytes(m->base + start, end - start);
+}
+
+/* Write every byte changed since the last synchronisation. */
 static void sync_up(rgpu_device *dev, rgpu_memory *m)
 {
-    size_t run_start = 0, run_len = 0;
-    for (size_t k = 0; k < m->nchunks; k++) {
-        size_t len = chunk_len(m, k);
-        uint64_t h = hash_bytes(m->shadow + k * CHUNK, len);
-        if (h != m->chunk_hash[k]) {
-            m->chunk_hash[k] = h;
-            if (!run_len)
-                run_start = k * CHUNK;
-            run_len += len;
-            if (run_len < (4u << 20))
-                continue;
-        }
-        if (run_len)
-            write_remote(dev, m, run_start, run_len);
-        run_len = 0;
-    }
-    if (run_len)
-        write_remote(dev, m, run_start, run_len);
+    for (size_t k = 0; k < m->nchunks; k++)
+        if (hash_bytes(m->shadow + k * CHUNK, chunk_len(m, k)) != m->chunk_hash[k])
+            sync_chunk_up(dev, m, k);
 }
 
 static VkResult sync_down(rgpu_device *dev, rgpu_memory *m)
@@ -132,12 +161,20 @@ static VkResult sync_down(rgpu_device *dev, rgpu_memory *m)
     VkResult st = read_remote(dev, m, fresh);
     if (st == VK_SUCCESS) {
         for (size_t k = 0; k < m->nchunks; k++) {
-            size_t len = chunk_len(m, k);
-            uint8_t *local = m->shadow + k * CHUNK;
-            if (hash_bytes(local, len) != m->chunk_hash[k])
-                continue; /* the host wrote it since: its bytes win, sent at the next submit */
-            memcpy(local, fresh + k * CHUNK, len);
-            m->chunk_hash[k] = hash_bytes(local, len);
+            size_t len = chunk_len(m, k), off = k * CHUNK;
+            uint8_t *local = m->shadow + off, *base = m->base + off;
+            const uint8_t *got = fresh + off;
+            if (hash_bytes(local, len) == m->chunk_hash[k]) {
+                memcpy(local, got, len); /* untouched by the host: the server's bytes */
+            } else {
+                /* the host wrote some bytes since: those win (sent at the next submit),
+                 * every other byte takes the server's value */
+                for (size_t i = 0; i < len; i++)
+                    if (local[i] == base[i])
+                        local[i] = got[i];
+            }
+            memcpy(base, got, len);
+            m->chunk_hash[k] = hash_bytes(base, len);
         }
     }
     free(fresh);
@@ -176,6 +213,7 @@ void rgpu_memory_forget_all(rgpu_device *dev)
     while (m) {
         rgpu_memory *next = m->next;
         free(m->shadow);
+        free(m->base);
         free(m->chunk_hash);
         free(m);
         m = next;
@@ -220,6 +258,7 @@ static VKAPI_ATTR void VKAPI_CALL icd_FreeMemory(VkDevice device, VkDeviceMemory
             rgpu_memory *m = *pp;
             *pp = m->next;
             free(m->shadow);
+            free(m->base);
             free(m->chunk_hash);
             free(m);
             break;
@@ -246,17 +285,22 @@ static VKAPI_ATTR VkResult VKAPI_CALL icd_MapMemory(VkDevice device, VkDeviceMem
     } else if (!m->shadow) {
         m->nchunks = (size_t)((m->size + CHUNK - 1) / CHUNK);
         m->shadow = aligned_alloc(4096, ((size_t)m->size + 4095) & ~(size_t)4095);
+        m->base = malloc(m->size ? (size_t)m->size : 1);
         m->chunk_hash = calloc(m->nchunks ? m->nchunks : 1, sizeof *m->chunk_hash);
-        if (!m->shadow || !m->chunk_hash) {
-            free(m->shadow);
-            free(m->chunk_hash);
-            m->shadow = NULL;
-            m->chunk_hash = NULL;
-            st = VK_ERROR_OUT_OF_HOST_MEMORY;
-        } else {
+        if (m->shadow && m->base && m->chunk_hash)
             st = read_remote(dev, m, m->shadow);
-            for (size_t k = 0; k < m->nchunks && st == VK_SUCCESS; k++)
-                m->chunk_hash[k] = hash_bytes(m->shadow + k * CHUNK, chunk_len(m, k));
+        else
+            st = VK_ERROR_OUT_OF_HOST_MEMORY;
+        if (st != VK_SUCCESS) {
+            free(m->shadow);
+            free(m->base);
+            free(m->chunk_hash);
+            m->shadow = m->base = NULL;
+            m->chunk_hash = NULL;
+        } else {
+            memcpy(m->base, m->shadow, (size_t)m->size);
+            for (size_t k = 0; k < m->nchunks; k++)
+                m->chunk_hash[k] = hash_bytes(m->base + k * CHUNK, chunk_len(m, k));
         }
     }
     if (st == VK_SUCCESS) {
