@@ -719,6 +719,62 @@ CUresult cuMemcpy2DAsync_v2(const CUDA_MEMCPY2D *pCopy, CUstream hStream)
     return copy2d(pCopy, hStream, 1);
 }
 
+/* 3D copies between linear memory: one 2D copy per slice (CUDA arrays are not offered). */
+static CUresult copy3d(const CUDA_MEMCPY3D *c, CUstream stream, int async)
+{
+    if (!c)
+        return CUDA_ERROR_INVALID_VALUE;
+    if (c->srcMemoryType == CU_MEMORYTYPE_ARRAY || c->dstMemoryType == CU_MEMORYTYPE_ARRAY) {
+        rgpu_report_unsupported("cuMemcpy3D (CUDA arrays)");
+        return CUDA_ERROR_NOT_SUPPORTED;
+    }
+    if (c->Depth > 1 && (!c->srcHeight || !c->dstHeight))
+        return CUDA_ERROR_INVALID_VALUE;
+    CUresult st = CUDA_SUCCESS;
+    for (size_t z = 0; z < c->Depth && st == CUDA_SUCCESS; z++) {
+        size_t soff = (c->srcZ + z) * c->srcPitch * c->srcHeight;
+        size_t doff = (c->dstZ + z) * c->dstPitch * c->dstHeight;
+        CUDA_MEMCPY2D p;
+        memset(&p, 0, sizeof p);
+        p.srcXInBytes = c->srcXInBytes;
+        p.srcY = c->srcY;
+        p.srcMemoryType = c->srcMemoryType;
+        p.srcHost = c->srcHost ? (const uint8_t *)c->srcHost + soff : NULL;
+        p.srcDevice = c->srcDevice ? c->srcDevice + soff : 0;
+        p.srcPitch = c->srcPitch;
+        p.dstXInBytes = c->dstXInBytes;
+        p.dstY = c->dstY;
+        p.dstMemoryType = c->dstMemoryType;
+        p.dstHost = c->dstHost ? (uint8_t *)c->dstHost + doff : NULL;
+        p.dstDevice = c->dstDevice ? c->dstDevice + doff : 0;
+        p.dstPitch = c->dstPitch;
+        p.WidthInBytes = c->WidthInBytes;
+        p.Height = c->Height;
+        st = copy2d(&p, stream, async);
+    }
+    return st;
+}
+
+CUresult cuMemcpy3D_v2(const CUDA_MEMCPY3D *pCopy)
+{
+    return copy3d(pCopy, NULL, 0);
+}
+
+CUresult cuMemcpy3D_v2_ptds(const CUDA_MEMCPY3D *pCopy)
+{
+    return copy3d(pCopy, NULL, 0);
+}
+
+CUresult cuMemcpy3DAsync_v2(const CUDA_MEMCPY3D *pCopy, CUstream hStream)
+{
+    return copy3d(pCopy, hStream, 1);
+}
+
+CUresult cuMemcpy3DAsync_v2_ptsz(const CUDA_MEMCPY3D *pCopy, CUstream hStream)
+{
+    return copy3d(pCopy, hStream ? hStream : CU_STREAM_PER_THREAD, 1);
+}
+
 /* ---- memset ------------------------------------------------------------------------------ */
 
 static CUresult memset_call(const char *fn, CUdeviceptr dst, unsigned value, size_t count,
