@@ -180,3 +180,41 @@ def test_half_shuffle_relu_and_unordered_compares(k):
     want = ((b == c) | nan) | ((b >= c) | nan) << 1 | np.isnan(b) << 2 | (b < c) << 3 | (
         (b != c) & ~nan) << 4
     np.testing.assert_array_equal(k.get(cmp, 32, np.int32), want)
+
+
+def test_int128_division(k):
+    a = np.random.default_rng(2).integers(-(2**62), 2**62, 33, dtype=np.int64)
+    out = k.zeros(64, np.int64)
+    k.launch("int128", 1, 32, k.put(a), out)
+    got = k.get(out, 64, np.int64).reshape(32, 2)
+    for t in range(32):
+        x = int(a[t]) * int(a[t + 1])
+        q = abs(x) // 1000003 * (1 if x >= 0 else -1)
+        want = [(q >> 64) & (2**64 - 1), q & (2**64 - 1)]
+        assert [int(v) & (2**64 - 1) for v in got[t]] == want, t
+
+
+def test_dp4a_dp2a(k):
+    rng = np.random.default_rng(3)
+    a = rng.integers(-(2**31), 2**31, 32).astype(np.int32)
+    b = rng.integers(-(2**31), 2**31, 32).astype(np.int32)
+    out = k.zeros(128, np.int32)
+    k.launch("dots", 1, 32, k.put(a), k.put(b), out)
+    o = k.get(out, 128, np.int32).reshape(32, 4).astype(np.int64)
+    s8, u8 = (b.view(t).reshape(32, 4).astype(np.int64) for t in (np.int8, np.uint8))
+    a8, au8 = (a.view(t).reshape(32, 4).astype(np.int64) for t in (np.int8, np.uint8))
+    s16, u16 = (a.view(t).reshape(32, 2).astype(np.int64) for t in (np.int16, np.uint16))
+    wrap = lambda v: (v + 2**31) % 2**32 - 2**31  # noqa: E731
+    np.testing.assert_array_equal(o[:, 0], wrap((a8 * s8).sum(1) + 5))
+    np.testing.assert_array_equal(o[:, 1], wrap((au8 * u8).sum(1) + 7))
+    np.testing.assert_array_equal(o[:, 2], wrap((s16 * s8[:, :2]).sum(1) + 3))
+    np.testing.assert_array_equal(o[:, 3], wrap((u16 * u8[:, 2:]).sum(1) + 1))
+
+
+def test_device_malloc_free_new_delete(k):
+    out = k.zeros(64, np.int32)
+    used = k.mem.used
+    k.launch("heap", 2, 64, out)
+    t = np.arange(64)
+    np.testing.assert_array_equal(k.get(out, 64, np.int32), t * 120 + t)
+    assert k.mem.used == used  # everything the kernel allocated it freed

@@ -85,3 +85,35 @@ extern "C" __global__ void halfwarp(const __half* x, __half* out, int* cmp) {
   __nv_bfloat16 b = __float2bfloat16(__half2float(v)), c = __float2bfloat16(__half2float(w));
   cmp[t] = __hequ(b, c) | __hgeu(b, c) << 1 | __hisnan(b) << 2 | __hlt(v, w) << 3 | __hne(b, c) << 4;
 }
+
+// __int128 division: nvcc's long division reads the carry of subc.cc chains with addc
+extern "C" __global__ void int128(const long long* a, long long* out) {
+  int t = threadIdx.x;
+  __int128 x = (__int128)a[t] * a[t + 1];
+  __int128 q = x / 1000003;
+  out[2 * t] = (long long)(q >> 64);
+  out[2 * t + 1] = (long long)q;
+}
+
+// int8 dot products (dp4a/dp2a)
+extern "C" __global__ void dots(const int* a, const int* b, int* out) {
+  int t = threadIdx.x;
+  out[4 * t] = __dp4a(a[t], b[t], 5);
+  out[4 * t + 1] = __dp4a((unsigned)a[t], (unsigned)b[t], 7u);
+  out[4 * t + 2] = __dp2a_lo(a[t], b[t], 3);
+  out[4 * t + 3] = __dp2a_hi((unsigned)a[t], (unsigned)b[t], 1u);
+}
+
+// device-side malloc/free and new/delete
+struct Cell { int v; Cell* next; };
+extern "C" __global__ void heap(int* out) {
+  int t = threadIdx.x;
+  int* p = (int*)malloc(16 * sizeof(int));
+  for (int k = 0; k < 16; k++) p[k] = t * k;
+  int s = 0;
+  for (int k = 0; k < 16; k++) s += p[k];
+  free(p);
+  Cell* c = new Cell{t, nullptr};
+  out[t] = s + c->v;
+  delete c;
+}

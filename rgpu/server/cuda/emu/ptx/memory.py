@@ -52,6 +52,8 @@ class DeviceMemory:
         self._reserved: dict[int, int] = {}  # offset -> bytes reserved (size rounded up)
         self._snapshot: tuple[np.ndarray, np.ndarray] | None = None
         self._views: dict[np.dtype, np.ndarray] = {}
+        self._heap: dict[int, int] = {}  # device malloc() pointer -> the allocation holding it
+        self._heap_live: dict[int, int] = {}  # that allocation -> its pointers not yet freed
 
     # --- allocation -------------------------------------------------------------------------
     def alloc(self, nbytes: int, align: int = 256) -> int:
@@ -102,6 +104,47 @@ class DeviceMemory:
             self.used -= reserve
             self._snapshot = None
         self._zero(off, reserve)
+
+    def device_malloc(self, sizes: np.ndarray) -> np.ndarray:
+        """``malloc`` called by kernel lanes: one arena allocation carved into 16-byte aligned
+        blocks, one per request, so a whole batch costs one allocation. A lane gets 0 (NULL)
+        when memory is exhausted, as device ``malloc`` returns."""
+        sizes = np.maximum(np.asarray(sizes, np.int64), 1)
+        padded = (sizes + 15) // 16 * 16
+        offsets = np.cumsum(padded) - padded
+        try:
+            base = self.alloc(int(padded.sum()), 16)
+        except EmuFault as e:
+            if e.kind != "out_of_memory":
+                raise
+            return np.zeros(sizes.size, np.uint64)
+        addrs = (offsets + base).astype(np.uint64)
+        with self._lock:
+            for a in addrs.tolist():
+                self._heap[a] = base
+            self._heap_live[base] = addrs.size
+        return addrs
+
+    def device_free(self, addrs: np.ndarray) -> None:
+        """``free`` called by kernel lanes (NULL is ignored); the allocation behind a batch's
+        ``malloc`` goes when its last pointer does."""
+        done = []
+        with self._lock:
+            for a in np.asarray(addrs, np.uint64).tolist():
+                if a == 0:
+                    continue
+                base = self._heap.pop(a, None)
+                if base is None:
+                    raise EmuFault(
+                        "illegal_address",
+                        f"device free({a:#x}): not a pointer device malloc returned",
+                    )
+                self._heap_live[base] -= 1
+                if self._heap_live[base] == 0:
+                    del self._heap_live[base]
+                    done.append(base)
+        for base in done:
+            self.free(base)
 
     def _zero(self, off: int, n: int) -> None:
         """Zero a freed range: whole pages go back to the OS, partial pages are cleared."""

@@ -394,6 +394,8 @@ class LoadedModule:
             return _vprintf(ins, cx, arg_names, ret_names)
         if name == "__assertfail":
             return _assertfail(ins, cx, arg_names)
+        if name in ("malloc", "__nv_aligned_device_malloc", "free"):
+            return _device_heap(ins, cx, name, arg_names, ret_names, self.memory)
         return _raiser(cx.fault(ins, "not_supported", f"device function {name} (no PTX body)"))
 
     # --- launch ---------------------------------------------------------------------------------
@@ -547,6 +549,40 @@ def _vprintf(ins, cx: CompileContext, arg_names, ret_names) -> Callable:
             fr.ps[ret] = {0: counts}
 
     return vprintf
+
+
+def _device_heap(ins, cx: CompileContext, name: str, arg_names, ret_names, memory) -> Callable:
+    """Device-side ``malloc``/``free`` (and ``new``/``delete``, which call them): every active
+    lane gets its own block of the emulated device memory (see DeviceMemory.device_malloc)."""
+    if not arg_names or arg_names[0] is None:
+        return _raiser(cx.fault(ins, "not_supported", f"{name} with unusual arguments"))
+    arg = arg_names[0]
+    ret = ret_names[0] if ret_names else None
+    fault = cx.faulter(ins)
+
+    def lanes_of(fr, m) -> np.ndarray:
+        v = fr.ps.get(arg, {}).get(0, U64.type(0))
+        v = np.broadcast_to(np.asarray(v).astype(U64), (fr.L.N,))
+        return v if m is None else v[m]
+
+    def heap(fr, m):
+        vals = lanes_of(fr, m)
+        if name == "free":
+            try:
+                memory.device_free(vals)
+            except EmuFault as e:
+                raise fault(e.kind, e.message) from e
+            return
+        addrs = memory.device_malloc(vals.astype(np.int64))
+        if ret is not None:
+            out = np.zeros(fr.L.N, U64)
+            if m is None:
+                out = addrs
+            else:
+                out[m] = addrs
+            fr.ps[ret] = {0: out}
+
+    return heap
 
 
 def _assertfail(ins, cx: CompileContext, arg_names) -> Callable:

@@ -131,7 +131,12 @@ def _add(ins: Instruction, cx: CompileContext) -> Exec:
 
 
 def _carry(ins: Instruction, cx: CompileContext, t: np.dtype) -> Exec:
-    """add.cc / addc / sub.cc / subc: the carry flag lives in the frame (``fr.cc``)."""
+    """add.cc / addc / sub.cc / subc: the carry flag lives in the frame (``fr.cc``).
+
+    PTX writes subtraction as ``d = a - (b + CC.CF)`` with CF a borrow, but the flag itself is
+    the carry of ``a + ~b + 1`` (1 when nothing was borrowed): nvcc's 128-bit division reads it
+    with ``addc`` after a ``subc.cc`` chain and adds the divisor back when it is 0. Both views
+    give the same differences in a pure ``sub.cc``/``subc`` chain."""
     bits = 8 * t.itemsize
     u = UINT[t.itemsize]
     o = ins.operands
@@ -145,13 +150,11 @@ def _carry(ins: Instruction, cx: CompileContext, t: np.dtype) -> Exec:
     def f(fr, m):
         a = _arr(ra(fr)).astype(object) if bits == 64 else _arr(ra(fr)).astype(np.int64)
         b = _arr(rb(fr)).astype(object) if bits == 64 else _arr(rb(fr)).astype(np.int64)
-        cin = fr.cc if use_in else 0
-        if sub:
-            r = a - b - (cin if use_in else 0)
-            carry = (r < 0).astype(np.int64) if isinstance(r, np.ndarray) else int(r < 0)
+        if sub:  # as the hardware does it: a + ~b + 1, or + CF for subc (CF = not borrow)
+            r = a + ((~b) & mask) + (fr.cc if use_in else 1)
         else:
-            r = a + b + cin
-            carry = (r >> bits).astype(np.int64) if isinstance(r, np.ndarray) else int(r >> bits)
+            r = a + b + (fr.cc if use_in else 0)
+        carry = (r >> bits).astype(np.int64) if isinstance(r, np.ndarray) else int(r >> bits)
         res = np.asarray(r & mask).astype(u)
         w(fr, _out(res), m)
         if set_out:
@@ -346,6 +349,41 @@ def _mad(ins: Instruction, cx: CompileContext) -> Exec:
             return unsupported(ins, cx)
         return lambda fr, m: w(fr, _out(mulhi(ra(fr), rb(fr), t) + rc(fr)), m)
     return lambda fr, m: w(fr, ra(fr) * rb(fr) + rc(fr), m)
+
+
+@op("dp4a", "dp2a")
+def _dot(ins: Instruction, cx: CompileContext) -> Exec:
+    """dp4a: ``d = c + sum(a.byte[i] * b.byte[i])``; dp2a.lo/.hi: ``d = c + a.half[0] *
+    b.byte[k] + a.half[1] * b.byte[k+1]`` with k = 0 or 2. Each type suffix says whether that
+    operand's pieces are signed; the sum wraps to 32 bits (``__dp4a``/``__dp2a_lo``)."""
+    ts = ins.types
+    if len(ts) != 2:
+        return unsupported(ins, cx)
+    a_signed, b_signed = ts[0] == "s32", ts[1] == "s32"
+    o = ins.operands
+    ra, rb = reader(o[1], U32, cx, ins), reader(o[2], U32, cx, ins)
+    rc = reader(o[3], U32, cx, ins)
+    w = writer(o[0], U32, cx, ins)
+    if ins.opcode == "dp4a":
+        a_parts, a_width, b_first = 4, 8, 0
+    else:
+        a_parts, a_width, b_first = 2, 16, 2 if "hi" in ins.mods else 0
+
+    def piece(v, k: int, width: int, signed: bool):
+        x = (v >> np.int64(k * width)) & np.int64((1 << width) - 1)
+        if signed:
+            x = x - ((x >> np.int64(width - 1)) << np.int64(width))
+        return x
+
+    def f(fr, m):
+        a = _arr(ra(fr)).astype(np.int64)
+        b = _arr(rb(fr)).astype(np.int64)
+        acc = _arr(rc(fr)).astype(np.int64)
+        for k in range(a_parts):
+            acc = acc + piece(a, k, a_width, a_signed) * piece(b, b_first + k, 8, b_signed)
+        w(fr, _out((acc & np.int64(0xFFFF_FFFF)).astype(U32)), m)
+
+    return f
 
 
 # --- div / rem ---------------------------------------------------------------------------------
