@@ -48,6 +48,19 @@ uint64_t rgpu_coherent_device_address(const void *p);
 CUresult rgpu_pool_alloc(CUdeviceptr *dptr, size_t bytesize, CUmemoryPool pool);
 void rgpu_pool_free(CUdeviceptr dptr);
 
+/* Stream capture (graph.c). While rgpu_capturing(s), work queued on s becomes a graph node
+ * (rgpu_capture_*) instead of running; event records and waits on capturing streams fork and
+ * join captures (they return 1 when they did so, and the call has nothing else to do). */
+int rgpu_capturing(CUstream s);
+CUresult rgpu_capture_kernel(CUstream s, const CUDA_KERNEL_NODE_PARAMS *p);
+CUresult rgpu_capture_copy(CUstream s, const CUDA_MEMCPY3D *c);
+CUresult rgpu_capture_memset(CUstream s, const CUDA_MEMSET_NODE_PARAMS *m);
+CUresult rgpu_capture_host(CUstream s, CUhostFn fn, void *userData);
+int rgpu_capture_event_record(CUevent e, CUstream s);
+int rgpu_capture_wait_event(CUstream s, CUevent e);
+void rgpu_linear_copy3d(CUDA_MEMCPY3D *c, CUmemorytype dt, uint64_t dst, CUmemorytype st,
+                        uint64_t src, size_t n);
+
 #pragma GCC visibility pop
 
 #endif

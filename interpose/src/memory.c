@@ -324,6 +324,12 @@ static CUresult htod(CUdeviceptr dst, const void *src, size_t n, CUstream stream
         return CUDA_SUCCESS;
     if (!src)
         return CUDA_ERROR_INVALID_VALUE;
+    if (async && rgpu_capturing(stream)) {
+        CUDA_MEMCPY3D c;
+        rgpu_linear_copy3d(&c, CU_MEMORYTYPE_DEVICE, dst, CU_MEMORYTYPE_HOST,
+                           (uint64_t)(uintptr_t)src, n);
+        return rgpu_capture_copy(stream, &c);
+    }
     CUresult st = rgpu_coherent_push();
     if (st != CUDA_SUCCESS)
         return st;
@@ -380,6 +386,12 @@ static CUresult dtoh(void *dst, CUdeviceptr src, size_t n, CUstream stream, int 
         return CUDA_SUCCESS;
     if (!dst)
         return CUDA_ERROR_INVALID_VALUE;
+    if (async && rgpu_capturing(stream)) {
+        CUDA_MEMCPY3D c;
+        rgpu_linear_copy3d(&c, CU_MEMORYTYPE_HOST, (uint64_t)(uintptr_t)dst, CU_MEMORYTYPE_DEVICE,
+                           src, n);
+        return rgpu_capture_copy(stream, &c);
+    }
     CUresult st = rgpu_coherent_push();
     if (st != CUDA_SUCCESS)
         return st;
@@ -439,6 +451,11 @@ static CUresult dtod(CUdeviceptr dst, CUdeviceptr src, size_t n, CUstream stream
     uint64_t sid = rgpu_stream_id(stream);
     if (sid == UINT64_MAX)
         return CUDA_ERROR_INVALID_HANDLE;
+    if (async && rgpu_capturing(stream)) {
+        CUDA_MEMCPY3D c;
+        rgpu_linear_copy3d(&c, CU_MEMORYTYPE_DEVICE, dst, CU_MEMORYTYPE_DEVICE, src, n);
+        return rgpu_capture_copy(stream, &c);
+    }
     CUresult st = rgpu_coherent_push();
     if (st != CUDA_SUCCESS)
         return st;
@@ -609,6 +626,30 @@ static CUresult copy2d(const CUDA_MEMCPY2D *c, CUstream stream, int async)
     size_t w = c->WidthInBytes, h = c->Height;
     if (w == 0 || h == 0)
         return CUDA_SUCCESS;
+    if (async && rgpu_capturing(stream)) {
+        CUDA_MEMCPY3D c3;
+        memset(&c3, 0, sizeof c3);
+        c3.srcXInBytes = c->srcXInBytes;
+        c3.srcY = c->srcY;
+        c3.srcMemoryType = c->srcMemoryType;
+        c3.srcHost = c->srcHost;
+        c3.srcDevice = c->srcDevice;
+        c3.srcArray = c->srcArray;
+        c3.srcPitch = c->srcPitch;
+        c3.srcHeight = c->srcY + h;
+        c3.dstXInBytes = c->dstXInBytes;
+        c3.dstY = c->dstY;
+        c3.dstMemoryType = c->dstMemoryType;
+        c3.dstHost = c->dstHost;
+        c3.dstDevice = c->dstDevice;
+        c3.dstArray = c->dstArray;
+        c3.dstPitch = c->dstPitch;
+        c3.dstHeight = c->dstY + h;
+        c3.WidthInBytes = w;
+        c3.Height = h;
+        c3.Depth = 1;
+        return rgpu_capture_copy(stream, &c3);
+    }
     CUresult pst = rgpu_coherent_push();
     if (pst != CUDA_SUCCESS)
         return pst;
@@ -730,6 +771,8 @@ static CUresult copy3d(const CUDA_MEMCPY3D *c, CUstream stream, int async)
     }
     if (c->Depth > 1 && (!c->srcHeight || !c->dstHeight))
         return CUDA_ERROR_INVALID_VALUE;
+    if (async && rgpu_capturing(stream))
+        return rgpu_capture_copy(stream, c);
     CUresult st = CUDA_SUCCESS;
     for (size_t z = 0; z < c->Depth && st == CUDA_SUCCESS; z++) {
         size_t soff = (c->srcZ + z) * c->srcPitch * c->srcHeight;
@@ -783,6 +826,11 @@ static CUresult memset_call(const char *fn, CUdeviceptr dst, unsigned value, siz
     uint64_t sid = rgpu_stream_id(stream);
     if (sid == UINT64_MAX)
         return CUDA_ERROR_INVALID_HANDLE;
+    if (async && rgpu_capturing(stream)) {
+        unsigned elem = fn[9] == '8' ? 1 : fn[9] == '1' ? 2 : 4; /* cuMemsetD8/D16/D32... */
+        CUDA_MEMSET_NODE_PARAMS m = {dst, count * elem, value, elem, count, 1};
+        return rgpu_capture_memset(stream, &m);
+    }
     CUresult st = rgpu_coherent_push();
     if (st != CUDA_SUCCESS)
         return st;

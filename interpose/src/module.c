@@ -872,6 +872,11 @@ static CUresult launch(const char *fn, CUfunction f, unsigned gx, unsigned gy, u
         if (kst != CUDA_SUCCESS)
             return kst;
     }
+    if (rgpu_capturing(hStream)) {
+        CUDA_KERNEL_NODE_PARAMS p = {f, gx, gy, gz, bx, by, bz, shmem, kernelParams, extra,
+                                     NULL, NULL};
+        return rgpu_capture_kernel(hStream, &p);
+    }
     CUresult st = rgpu_coherent_push();
     if (st != CUDA_SUCCESS)
         return st;
@@ -952,6 +957,12 @@ static CUresult launch_ex(const CUlaunchConfig *config, CUfunction f, void **ker
     uint64_t sid = rgpu_stream_id(s);
     if (sid == UINT64_MAX)
         return CUDA_ERROR_INVALID_HANDLE;
+    if (rgpu_capturing(s)) {
+        CUDA_KERNEL_NODE_PARAMS p = {f, config->gridDimX, config->gridDimY, config->gridDimZ,
+                                     config->blockDimX, config->blockDimY, config->blockDimZ,
+                                     config->sharedMemBytes, kernelParams, extra, NULL, NULL};
+        return rgpu_capture_kernel(s, &p);
+    }
     CUresult st = rgpu_coherent_push();
     if (st != CUDA_SUCCESS)
         return st;

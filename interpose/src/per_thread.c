@@ -152,6 +152,10 @@ CUresult cuMemAllocAsync(CUdeviceptr *dptr, size_t bytesize, CUstream hStream)
 {
     if (rgpu_stream_id(hStream) == UINT64_MAX)
         return CUDA_ERROR_INVALID_HANDLE;
+    if (rgpu_capturing(hStream)) {
+        rgpu_report_unsupported("cuMemAllocAsync (in stream capture: memory nodes)");
+        return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
+    }
     /* usable at once: earlier than the stream needs */
     return rgpu_pool_alloc(dptr, bytesize, NULL);
 }
@@ -165,6 +169,10 @@ CUresult cuMemFreeAsync(CUdeviceptr dptr, CUstream hStream)
 {
     if (rgpu_stream_id(hStream) == UINT64_MAX)
         return CUDA_ERROR_INVALID_HANDLE;
+    if (rgpu_capturing(hStream)) {
+        rgpu_report_unsupported("cuMemFreeAsync (in stream capture: memory nodes)");
+        return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
+    }
     /* the server runs a session's calls in order, so the free follows the stream's work */
     rgpu_pool_free(dptr);
     return cuMemFree_v2(dptr);
@@ -181,6 +189,8 @@ CUresult cuLaunchHostFunc(CUstream hStream, CUhostFn fn, void *userData)
 {
     if (!fn)
         return CUDA_ERROR_INVALID_VALUE;
+    if (rgpu_capturing(hStream))
+        return rgpu_capture_host(hStream, fn, userData);
     CUresult st = cuStreamSynchronize(hStream);
     if (st != CUDA_SUCCESS)
         return st;
@@ -198,6 +208,8 @@ CUresult cuStreamAddCallback(CUstream hStream, CUstreamCallback callback, void *
 {
     if (!callback || flags != 0)
         return CUDA_ERROR_INVALID_VALUE;
+    if (rgpu_capturing(hStream))
+        return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED; /* as in CUDA: cuLaunchHostFunc instead */
     CUresult st = cuStreamSynchronize(hStream);
     if (st == CUDA_ERROR_INVALID_HANDLE)
         return st;
@@ -211,54 +223,7 @@ CUresult cuStreamAddCallback_ptsz(CUstream hStream, CUstreamCallback callback, v
     return cuStreamAddCallback(pt(hStream), callback, userData, flags);
 }
 
-/* ---- capture: never active (stream capture is not offered) ------------------------------ */
-
-CUresult cuStreamIsCapturing(CUstream hStream, CUstreamCaptureStatus *captureStatus)
-{
-    if (!captureStatus)
-        return CUDA_ERROR_INVALID_VALUE;
-    if (rgpu_stream_id(hStream) == UINT64_MAX)
-        return CUDA_ERROR_INVALID_HANDLE;
-    *captureStatus = CU_STREAM_CAPTURE_STATUS_NONE;
-    return CUDA_SUCCESS;
-}
-
-CUresult cuStreamIsCapturing_ptsz(CUstream hStream, CUstreamCaptureStatus *captureStatus)
-{
-    return cuStreamIsCapturing(hStream, captureStatus);
-}
-
-CUresult cuStreamGetCaptureInfo_v3(CUstream hStream, CUstreamCaptureStatus *captureStatus_out,
-                                   cuuint64_t *id_out, CUgraph *graph_out,
-                                   const CUgraphNode **dependencies_out,
-                                   const CUgraphEdgeData **edgeData_out,
-                                   size_t *numDependencies_out)
-{
-    if (!captureStatus_out)
-        return CUDA_ERROR_INVALID_VALUE;
-    if (rgpu_stream_id(hStream) == UINT64_MAX)
-        return CUDA_ERROR_INVALID_HANDLE;
-    *captureStatus_out = CU_STREAM_CAPTURE_STATUS_NONE;
-    if (id_out)
-        *id_out = 0;
-    if (graph_out)
-        *graph_out = NULL;
-    if (dependencies_out)
-        *dependencies_out = NULL;
-    if (edgeData_out)
-        *edgeData_out = NULL;
-    if (numDependencies_out)
-        *numDependencies_out = 0;
-    return CUDA_SUCCESS;
-}
-
-CUresult cuStreamGetCaptureInfo_v3_ptsz(CUstream hStream, CUstreamCaptureStatus *status,
-                                        cuuint64_t *id, CUgraph *graph,
-                                        const CUgraphNode **deps, const CUgraphEdgeData **edges,
-                                        size_t *ndeps)
-{
-    return cuStreamGetCaptureInfo_v3(hStream, status, id, graph, deps, edges, ndeps);
-}
+/* ---- capture (the streams' capture state is in graph.c) --------------------------------- */
 
 static __thread CUstreamCaptureMode capture_mode = CU_STREAM_CAPTURE_MODE_GLOBAL;
 
@@ -275,9 +240,18 @@ CUresult cuThreadExchangeStreamCaptureMode(CUstreamCaptureMode *mode)
 /* ---- 2D memsets in stream order: after the stream's work (the server has no stream-ordered
  * 2D fill; the session runs calls in order, so waiting for the stream first is exact) ------ */
 
+static CUresult capture_memset2d(CUstream s, CUdeviceptr d, size_t pitch, unsigned v,
+                                 unsigned elem, size_t w, size_t h)
+{
+    CUDA_MEMSET_NODE_PARAMS m = {d, pitch, v, elem, w, h};
+    return rgpu_capture_memset(s, &m);
+}
+
 CUresult cuMemsetD2D8Async(CUdeviceptr d, size_t pitch, unsigned char v, size_t w, size_t h,
                            CUstream s)
 {
+    if (rgpu_capturing(s))
+        return capture_memset2d(s, d, pitch, v, 1, w, h);
     CUresult st = cuStreamSynchronize(s);
     return st != CUDA_SUCCESS ? st : cuMemsetD2D8_v2(d, pitch, v, w, h);
 }
@@ -285,6 +259,8 @@ CUresult cuMemsetD2D8Async(CUdeviceptr d, size_t pitch, unsigned char v, size_t 
 CUresult cuMemsetD2D16Async(CUdeviceptr d, size_t pitch, unsigned short v, size_t w, size_t h,
                             CUstream s)
 {
+    if (rgpu_capturing(s))
+        return capture_memset2d(s, d, pitch, v, 2, w, h);
     CUresult st = cuStreamSynchronize(s);
     return st != CUDA_SUCCESS ? st : cuMemsetD2D16_v2(d, pitch, v, w, h);
 }
@@ -292,6 +268,8 @@ CUresult cuMemsetD2D16Async(CUdeviceptr d, size_t pitch, unsigned short v, size_
 CUresult cuMemsetD2D32Async(CUdeviceptr d, size_t pitch, unsigned int v, size_t w, size_t h,
                             CUstream s)
 {
+    if (rgpu_capturing(s))
+        return capture_memset2d(s, d, pitch, v, 4, w, h);
     CUresult st = cuStreamSynchronize(s);
     return st != CUDA_SUCCESS ? st : cuMemsetD2D32_v2(d, pitch, v, w, h);
 }

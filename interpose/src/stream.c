@@ -68,6 +68,8 @@ static CUresult stream_sync_call(const char *fn, CUstream s)
     uint64_t sid = rgpu_stream_id(s);
     if (sid == UINT64_MAX)
         return CUDA_ERROR_INVALID_HANDLE;
+    if (rgpu_capturing(s))
+        return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED; /* nothing runs until the graph does */
     CUresult st = rgpu_coherent_push();
     if (st != CUDA_SUCCESS)
         return st;
@@ -104,6 +106,8 @@ static CUresult stream_wait_event(CUstream s, CUevent e, unsigned flags)
     rgpu_obj *ev = rgpu_obj_check(e, RK_EVENT);
     if (sid == UINT64_MAX || !ev)
         return CUDA_ERROR_INVALID_HANDLE;
+    if (rgpu_capture_wait_event(s, e))
+        return CUDA_SUCCESS; /* fork or join of a capture (graph.c) */
     mp_buf b;
     rgpu_body_begin(&b, "cuStreamWaitEvent", 3);
     mp_uint(&b, sid);
@@ -249,6 +253,8 @@ static CUresult event_record(CUevent e, CUstream s, unsigned flags, int with_fla
     uint64_t sid = rgpu_stream_id(s);
     if (!o || sid == UINT64_MAX)
         return CUDA_ERROR_INVALID_HANDLE;
+    if (rgpu_capture_event_record(e, s))
+        return CUDA_SUCCESS; /* in a capture: marks the stream's position (graph.c) */
     mp_buf b;
     if (with_flags) {
         rgpu_body_begin(&b, "cuEventRecordWithFlags", 3);
