@@ -24,6 +24,7 @@ from ..wire import (
     MessageReceived,
     PongReceived,
 )
+from ..wire.frames import F_RESPONSE
 
 log = logging.getLogger("rgpu.net")
 
@@ -138,7 +139,7 @@ class Peer:
             self._close_transport()
 
     def _on_frame(self, frame: Frame, stream: int) -> None:
-        if frame.flags & Flags.RESPONSE:
+        if frame.flags & F_RESPONSE:
             fut = self._pending.pop(frame.request, None)
             if fut is None:
                 log.debug("reply to unknown request %d from %s", frame.request, self.address)

@@ -34,6 +34,7 @@ from typing import Any
 from . import auth
 from .frames import (
     DEFAULT_LIMITS,
+    F_MORE,
     SUPPORTED_VERSIONS,
     Flags,
     Frame,
@@ -301,7 +302,7 @@ class Connection:
                 return
             if frame.session and self._session_stream.get(frame.session) != stream:
                 self._session_stream[frame.session] = stream
-            if frame.flags & Flags.MORE or self._partial:
+            if frame.flags & F_MORE or self._partial:
                 frame = self._assemble(frame, stream)
                 if frame is None:
                     return
@@ -328,7 +329,7 @@ class Connection:
         key = (stream, frame.session, frame.request)
         entry = self._partial.get(key)
         if entry is None:
-            if not frame.flags & Flags.MORE:
+            if not frame.flags & F_MORE:
                 return frame
             self._partial[key] = (frame, [bytes(frame.bulk)], len(frame.bulk))
             return None
@@ -339,12 +340,12 @@ class Connection:
                 f"message bulk exceeds the limit of {self.config.limits.max_message_bulk} "
                 "bytes", code="too_large")
         parts.append(bytes(frame.bulk))
-        if frame.flags & Flags.MORE:
+        if frame.flags & F_MORE:
             self._partial[key] = (head, parts, size)
             return None
         del self._partial[key]
         head.bulk = b"".join(parts)
-        head.flags &= ~Flags.MORE
+        head.flags &= ~F_MORE
         return head
 
     # handshake steps

@@ -69,6 +69,14 @@ KNOWN_FLAGS = int(
     Flags.COMPRESSED | Flags.BULK | Flags.RESPONSE | Flags.ERROR | Flags.BATCH | Flags.MORE
 )
 
+# Plain ints for the per-frame paths: IntFlag arithmetic builds enum objects (microseconds a
+# frame in CPython 3.11).
+F_COMPRESSED = int(Flags.COMPRESSED)
+F_BULK = int(Flags.BULK)
+F_RESPONSE = int(Flags.RESPONSE)
+F_ERROR = int(Flags.ERROR)
+F_MORE = int(Flags.MORE)
+
 
 class ProtocolError(Exception):
     """The peer broke a rule of the protocol; the message names the rule."""
@@ -103,7 +111,7 @@ class Frame:
 
     @property
     def more(self) -> bool:
-        return bool(self.flags & Flags.MORE)
+        return bool(self.flags & F_MORE)
 
 
 def pack_body(body: Any) -> bytes:
@@ -140,15 +148,15 @@ def encode_frame(
 ) -> list[bytes | bytearray | memoryview]:
     """Encode one frame as buffers for ``writelines`` (the bulk segment is not copied)."""
     payload = pack_body(body)
-    flags &= ~(Flags.COMPRESSED | Flags.BULK)
+    flags = int(flags) & ~(F_COMPRESSED | F_BULK)
     if compress and len(payload) > COMPRESS_THRESHOLD:
         packed = lz4.block.compress(payload, store_size=False)
         if len(packed) + _LZ4_SIZE.size < len(payload):
             payload = _LZ4_SIZE.pack(len(payload)) + packed
-            flags |= Flags.COMPRESSED
+            flags |= F_COMPRESSED
     bulk_len = len(bulk) if not isinstance(bulk, memoryview) else bulk.nbytes
     if bulk_len:
-        flags |= Flags.BULK
+        flags |= F_BULK
     header = HEADER.pack(
         MAGIC, PROTOCOL_VERSION, int(kind), int(flags), 0,
         session & 0xFFFFFFFF, request & 0xFFFFFFFF, len(payload), bulk_len,
@@ -211,7 +219,7 @@ class FrameDecoder:
                 raise ProtocolError(
                     f"bulk segment of {bulk_len} bytes exceeds the limit of "
                     f"{self.limits.max_bulk}", code="too_large")
-            if bool(flags & Flags.BULK) != (bulk_len > 0):
+            if bool(flags & F_BULK) != (bulk_len > 0):
                 raise ProtocolError("BULK flag and bulk length disagree")
         except ProtocolError as exc:
             self._failed = exc
@@ -236,10 +244,10 @@ class FrameDecoder:
                     body_raw = bytes(view[HEADER_SIZE:HEADER_SIZE + body_len])
                     bulk = bytes(view[HEADER_SIZE + body_len:end]) if bulk_len else b""
                 pos = end
-                if flags & Flags.COMPRESSED:
+                if flags & F_COMPRESSED:
                     body_raw = self._decompress(body_raw)
                 body = unpack_body(body_raw, self.limits)
-                yield Frame(MessageKind(kind), flags, session, request, body, bulk)
+                yield Frame(_KIND_OF[kind], flags, session, request, body, bulk)
         except ProtocolError as exc:
             self._failed = exc
             raise
@@ -265,3 +273,4 @@ class FrameDecoder:
 
 
 _KINDS = frozenset(int(k) for k in MessageKind)
+_KIND_OF = {int(k): k for k in MessageKind}
