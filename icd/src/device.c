@@ -334,6 +334,10 @@ static VKAPI_ATTR VkResult VKAPI_CALL icd_BeginCommandBuffer(VkCommandBuffer com
     return cb->begin.oom ? VK_ERROR_OUT_OF_HOST_MEMORY : VK_SUCCESS;
 }
 
+/* Streams up to this size travel inside the CALL body (which the daemon may coalesce with
+ * other BATCH calls); larger ones as its bulk segment. */
+#define STREAM_INLINE_MAX (4u << 20)
+
 /* The recorded stream goes to the server as one BATCH call; its errors surface at the next
  * call of the session (the vkQueueSubmit that uses it). */
 static VKAPI_ATTR VkResult VKAPI_CALL icd_EndCommandBuffer(VkCommandBuffer commandBuffer)
@@ -342,19 +346,28 @@ static VKAPI_ATTR VkResult VKAPI_CALL icd_EndCommandBuffer(VkCommandBuffer comma
     if (cb->stream.oom || cb->begin.oom)
         return VK_ERROR_OUT_OF_HOST_MEMORY;
     mp_buf b;
-    body_begin(&b, "vkRgpuSubmitCommandBuffer", 3);
-    mp_uint(&b, cb->obj.id);
-    mp_array(&b, cb->ncommands);
-    mp_raw(&b, cb->stream.data, cb->stream.len);
-    mp_raw(&b, cb->begin.data, cb->begin.len);
     cb->recording = 0;
-    if (b.len > (8u << 20)) {
-        fprintf(stderr, "rgpu: a command buffer of %zu bytes is larger than one frame\n", b.len);
-        mp_free(&b);
-        return VK_ERROR_OUT_OF_HOST_MEMORY;
+    if (cb->stream.len <= STREAM_INLINE_MAX) {
+        body_begin(&b, "vkRgpuSubmitCommandBuffer", 3);
+        mp_uint(&b, cb->obj.id);
+        mp_array(&b, cb->ncommands);
+        mp_raw(&b, cb->stream.data, cb->stream.len);
+        mp_raw(&b, cb->begin.data, cb->begin.len);
+        batch(cb->obj.srv, &b);
+        return VK_SUCCESS;
     }
-    batch(cb->obj.srv, &b);
-    return VK_SUCCESS;
+    /* larger than a frame's body: the entries travel as the bulk segment (split into frames) */
+    mp_init(&b);
+    mp_array(&b, 3);
+    mp_str(&b, "vkRgpuSubmitCommandBuffer");
+    mp_array(&b, 2);
+    mp_uint(&b, cb->obj.id);
+    mp_raw(&b, cb->begin.data, cb->begin.len);
+    mp_uint(&b, 1); /* bulk_index: the stream is the second argument */
+    VkResult st = b.oom ? VK_ERROR_OUT_OF_HOST_MEMORY
+                        : rgpu_batch(cb->obj.srv->session, &b, cb->stream.data, cb->stream.len);
+    mp_free(&b);
+    return st == VK_ERROR_OUT_OF_HOST_MEMORY ? st : VK_SUCCESS;
 }
 
 static VKAPI_ATTR VkResult VKAPI_CALL icd_ResetCommandBuffer(VkCommandBuffer commandBuffer,

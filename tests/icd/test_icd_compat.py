@@ -6,8 +6,9 @@ Each program exercises many features at once (their headers list them), so that 
 short on a two-core machine; each was written to catch a failure found by running such
 programs: an array argument (`vkCmdSetBlendConstants`) the server could not replay,
 `vkCmdPushDescriptorSetWithTemplateKHR` missing, mapped memory not read back when completion
-is learnt by polling a timeline semaphore, and device writes lost when the host wrote
-neighbouring bytes of the same memory before waiting. The Khronos validation layer runs on
+is learnt by polling a timeline semaphore, device writes lost when the host wrote
+neighbouring bytes of the same memory before waiting, and command buffers larger than a wire
+frame refused. The Khronos validation layer runs on
 the application's side when it is installed, and must stay silent on both paths.
 """
 

@@ -34,6 +34,7 @@ VK_WHOLE_SIZE = 0xFFFFFFFFFFFFFFFF
 MAX_WAIT_NS = 5_000_000_000  # one wait holds the session's worker at most this long
 SERVER_ID_BIT = 1 << 63  # ids the server assigns (physical devices); clients use the rest
 MAX_OUT_BYTES = 256 << 20
+MAX_STREAM_COMMANDS = 1 << 24
 
 VK_ERROR_OUT_OF_DEVICE_MEMORY = -2
 
@@ -50,6 +51,24 @@ _RESULT_NAMES = {v: k for k, v in schema.ENUMS["VkResult"].items()}
 _DESTROYERS = {v[2]: k for k, v in schema.HANDLES.items() if v[2]}
 _POOL_OWNED = {"VkCommandBuffer", "VkDescriptorSet"}
 _NOT_DESTROYED = {"VkPhysicalDevice", "VkQueue", *_POOL_OWNED}
+
+
+def _unpack_stream(data: bytes | bytearray | memoryview) -> list[Any]:
+    """Recorded entries sent back to back as msgpack bytes, bounded like a frame's body."""
+    import msgpack
+
+    unpacker = msgpack.Unpacker(raw=False, max_buffer_size=max(len(data), 1),
+                                max_array_len=MAX_ARRAY, max_map_len=0, strict_map_key=True)
+    unpacker.feed(data)
+    entries: list[Any] = []
+    try:
+        for entry in unpacker:
+            if len(entries) >= MAX_STREAM_COMMANDS:
+                raise bad(f"a recorded stream holds at most {MAX_STREAM_COMMANDS} commands")
+            entries.append(entry)
+    except (ValueError, msgpack.UnpackException) as exc:
+        raise bad(f"a recorded stream is not msgpack entries: {exc}") from None
+    return entries
 
 
 def result_name(code: int) -> str:
@@ -713,20 +732,26 @@ class VulkanSession(HandleMap):
         return bytes(self.ffi.buffer(base + offset, size))
 
     def submit_command_buffer(self, args: list[Any]) -> Any:
-        """Replay a recorded stream into the real command buffer, between begin and end."""
-        if len(args) not in (2, 3) or not isinstance(args[1], list):
+        """Replay a recorded stream into the real command buffer, between begin and end.
+
+        The stream is an array of ``[vkCmd..., [args]]`` entries, or -- for command buffers
+        larger than a frame's body -- the same entries back to back as msgpack bytes (the
+        CALL's bulk segment)."""
+        if len(args) not in (2, 3) or not isinstance(args[1], (list, bytes, bytearray,
+                                                               memoryview)):
             raise bad("vkRgpuSubmitCommandBuffer takes [commandBuffer, [[vkCmd..., [args]], "
-                      "...], pBeginInfo or nil]")
+                      "...] or bin, pBeginInfo or nil]")
         cb = args[0]
         if not isinstance(cb, int):
             raise bad("vkRgpuSubmitCommandBuffer: commandBuffer is an id")
         self.real("VkCommandBuffer", cb)
+        entries = args[1] if isinstance(args[1], list) else _unpack_stream(args[1])
         begin = args[2] if len(args) == 3 else None
         self.invoke(schema.COMMANDS["vkBeginCommandBuffer"], "vkBeginCommandBuffer",
                     [cb, begin if begin is not None else [None, 0, None]])
         ended = False
         try:
-            for k, entry in enumerate(args[1]):
+            for k, entry in enumerate(entries):
                 if not (isinstance(entry, list) and len(entry) == 2
                         and isinstance(entry[0], str) and isinstance(entry[1], list)):
                     raise bad(f"recorded command {k}: expected [name, [args]]")

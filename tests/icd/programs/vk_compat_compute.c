@@ -17,6 +17,7 @@
  * - a command pool reset and re-recording, vkGetFenceStatus polling;
  * - a persistently mapped ring: the host writes frame N+1's input while frame N's output is
  *   written by the device into the same memory (same 64 KiB), then waits and reads it;
+ * - a command buffer of over 10 MiB (more than a wire frame's body);
  * - hundreds of buffers and samplers created and destroyed. */
 #include <time.h>
 
@@ -482,6 +483,21 @@ int main(int argc, char **argv)
     printf("fence after vkResetFences: VkResult %d\n", (int)vkGetFenceStatus(dev, fence));
 
     ring(argv[2]);
+
+    /* a command buffer larger than one wire frame (160 x 64 KiB of vkCmdUpdateBuffer data) */
+    Buf big = make_buffer(4 << 16, VK_BUFFER_USAGE_TRANSFER_DST_BIT, 1);
+    uint32_t *words = malloc(1 << 16);
+    VkCommandBuffer bulky = begin_once();
+    for (uint32_t k = 0; k < 160; k++) {
+        for (uint32_t i = 0; i < (1 << 14); i++)
+            words[i] = k * 2654435761u + i;
+        vkCmdUpdateBuffer(bulky, big.buf, (VkDeviceSize)(k % 4) << 16, 1 << 16, words);
+    }
+    host_read_barrier(bulky, VK_ACCESS_TRANSFER_WRITE_BIT, VK_PIPELINE_STAGE_TRANSFER_BIT);
+    submit_once(bulky);
+    printf("160 updates of 64 KiB: %016llx\n", (unsigned long long)fnv1a64(big.map, 4 << 16));
+    free(words);
+    free_buffer(&big);
 
     /* objects made and destroyed in a loop */
     for (int i = 0; i < 200; i++) {
