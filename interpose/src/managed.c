@@ -417,7 +417,8 @@ CUresult cuMemAdvise_v2(CUdeviceptr devPtr, size_t count, CUmem_advise advice,
                         CUmemLocation location)
 {
     (void)location;
-    if ((int)advice < CU_MEM_ADVISE_SET_READ_MOSTLY || (int)advice > CU_MEM_ADVISE_UNSET_ACCESSED_BY)
+    if ((int)advice < CU_MEM_ADVISE_SET_READ_MOSTLY ||
+        (int)advice > CU_MEM_ADVISE_UNSET_ACCESSED_BY)
         return CUDA_ERROR_INVALID_VALUE;
     return check_managed(devPtr, count);
 }

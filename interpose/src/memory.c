@@ -467,7 +467,12 @@ static CUresult dtod(CUdeviceptr dst, CUdeviceptr src, size_t n, CUstream stream
     mp_uint(&b, n);
     if (async)
         mp_uint(&b, sid);
-    return rgpu_status_call(dev_of_ptr(dst), &b, 0);
+    st = rgpu_status_call(dev_of_ptr(dst), &b, 0);
+    /* a blocking copy into managed memory: the host reads it next */
+    if (st == CUDA_SUCCESS && !async &&
+        rgpu_coherent_find((const void *)(uintptr_t)dst, NULL, NULL))
+        st = rgpu_coherent_after_blocking_copy();
+    return st;
 }
 
 CUresult cuMemcpyHtoD_v2(CUdeviceptr dstDevice, const void *srcHost, size_t ByteCount)
@@ -842,7 +847,11 @@ static CUresult memset_call(const char *fn, CUdeviceptr dst, unsigned value, siz
     mp_uint(&b, count);
     if (async)
         mp_uint(&b, sid);
-    return rgpu_status_call(dev_of_ptr(dst), &b, 0);
+    st = rgpu_status_call(dev_of_ptr(dst), &b, 0);
+    if (st == CUDA_SUCCESS && !async && /* managed memory set for the host to read next */
+        rgpu_coherent_find((const void *)(uintptr_t)dst, NULL, NULL))
+        st = rgpu_coherent_after_blocking_copy();
+    return st;
 }
 
 static CUresult memset2d_call(const char *fn, CUdeviceptr dst, size_t pitch, unsigned value,
