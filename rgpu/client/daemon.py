@@ -654,9 +654,12 @@ class SharedRegion:
                            f"{self.size}-byte region")
         return offset, length
 
-    def read(self, offset: Any, length: Any) -> bytes:
+    def read(self, offset: Any, length: Any) -> memoryview:
+        """A view of the range, not a copy: the call that carries it is written to the server
+        link before control returns to the event loop, and the application does not touch the
+        range until that call's reply."""
         offset, length = self.check(offset, length)
-        return self.map[offset:offset + length]
+        return memoryview(self.map)[offset:offset + length]
 
     def write(self, offset: int, data: bytes | memoryview) -> None:
         offset, _ = self.check(offset, len(data))
