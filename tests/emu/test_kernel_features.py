@@ -218,3 +218,16 @@ def test_device_malloc_free_new_delete(k):
     t = np.arange(64)
     np.testing.assert_array_equal(k.get(out, 64, np.int32), t * 120 + t)
     assert k.mem.used == used  # everything the kernel allocated it freed
+
+
+def test_recursion_with_local_frames(k):
+    depth = np.random.default_rng(4).integers(0, 40, 96).astype(np.int32)
+    depth[5] = 100
+    out = k.zeros(96, np.int32)
+    k.launch("recurse", 3, 32, k.put(depth), out)
+
+    def walk(parent, d):
+        mine = [d, parent[0] + parent[1] if parent else 1, parent[2] * 2 % 1000 if parent else 3]
+        return mine[1] + mine[2] if d == 0 else walk(mine, d - 1) + mine[0]
+
+    np.testing.assert_array_equal(k.get(out, 96, np.int32), [walk(None, int(d)) for d in depth])

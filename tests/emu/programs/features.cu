@@ -117,3 +117,18 @@ extern "C" __global__ void heap(int* out) {
   out[t] = s + c->v;
   delete c;
 }
+
+// recursion whose frames live in local memory, each level reading its caller's frame through a
+// pointer, with a different depth in every thread
+__device__ int walk(const int* parent, int depth) {
+  int mine[3];
+  mine[0] = depth;
+  mine[1] = parent ? parent[0] + parent[1] : 1;
+  mine[2] = parent ? parent[2] * 2 % 1000 : 3;
+  if (depth == 0) return mine[1] + mine[2];
+  return walk(mine, depth - 1) + mine[0];
+}
+extern "C" __global__ void recurse(const int* depth, int* out) {
+  int t = blockIdx.x * blockDim.x + threadIdx.x;
+  out[t] = walk(nullptr, depth[t]);
+}

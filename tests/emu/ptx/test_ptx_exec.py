@@ -494,17 +494,19 @@ def test_recursive_function_with_divergent_depths(dev):
     assert dev.get(out, 8, np.uint32).tolist() == fact
 
 
-def test_recursion_with_local_frames_is_refused(dev):
-    from rgpu.server.cuda.emu.ptx import EmuFault
-
+def test_recursion_with_local_frames(dev):
+    """Each recursion level gets its own .local frame (the depot is written before the call
+    and read after it returns, so a shared frame would be clobbered)."""
     text = RECURSIVE.replace(
         ".reg .pred %p<2>; .reg .b32 %r<6>;",
         ".reg .pred %p<2>; .reg .b32 %r<6>; .local .align 4 .b8 depot[4];",
-    )
+    ).replace(
+        "mul.lo.u32 %r5, %r3, %r1;",
+        "ld.local.u32 %r4, [depot]; mul.lo.u32 %r5, %r3, %r4;",
+    ).replace("sub.u32 %r2, %r1, 1;", "sub.u32 %r2, %r1, 1; st.local.u32 [depot], %r1;")
     out = dev.zeros(8, np.uint32)
-    with pytest.raises(EmuFault) as ei:
-        run_ptx(dev, text, "k", pack("Q", out), block=(8, 1, 1))
-    assert ei.value.kind == "not_supported" and "recursive" in ei.value.message
+    run_ptx(dev, text, "k", pack("Q", out), block=(8, 1, 1))
+    assert dev.get(out, 8, np.uint32).tolist() == [1, 1, 2, 6, 24, 120, 720, 5040]
 
 
 def test_brx_idx_jump_table(dev):

@@ -18,7 +18,7 @@ Every failure is an :class:`EmuFault` whose ``kind`` the CUDA layer maps to a CU
 Known limits, each reported rather than silently wrong where it can be detected: no textures,
 surfaces, tensor-core (``mma``/``wmma``), bulk copies/TMA (``mbarrier`` transaction counts),
 cluster or grid-wide sync (``cp.async`` runs synchronously; ``mbarrier`` phases are supported);
-recursion over ``.local`` frames is ``not_supported``; warp collectives
+recursion stacks ``.local`` frames up to 256 levels; warp collectives
 executed by only part of their member mask read the non-participating lanes' current values;
 barrier numbers held in registers count as barrier 0; ``.approx`` instructions are
 more accurate than the hardware (within its documented bounds); ``fma.rn.f64`` is exact except

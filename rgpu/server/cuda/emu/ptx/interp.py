@@ -41,6 +41,8 @@ from .ir import Instruction
 from .memory import DeviceMemory
 
 STARVATION_LIMIT = 256
+#: Bytes of local memory one batch may grow to when recursion stacks frames.
+LOCAL_BATCH_LIMIT = 1 << 30
 #: Basic blocks one batch may execute before the launch is declared hung (a GPU watchdog's job);
 #: at the interpreter's speed this is minutes of work, far beyond any test-sized kernel.
 STEP_LIMIT = 5_000_000
@@ -208,11 +210,32 @@ class Batch:
         self.printf = printf
         self.exited: np.ndarray | None = None
         self.steps_left = STEP_LIMIT
-        self.active_frames: set[str] = set()  # .funcs with a .local frame on the call stack
+        #: (.func, recursion level) whose .local frame is on the call stack
+        self.active_frames: set[tuple[str, int]] = set()
         self.bar_arrived: dict[int, np.ndarray] = {}  # barrier id -> bar.arrive tally per block
         self._special: dict[str, Any] = {}
         self._views: dict[tuple[int, np.dtype], np.ndarray] = {}
         self._elcache: dict[tuple[int, str, int], tuple] = {}
+
+    def ensure_local(self, nbytes: int, fault) -> None:
+        """Grow every lane's local window to ``nbytes`` (recursion stacking frames), keeping
+        the bytes already there; views and address caches of the old buffer are dropped."""
+        if nbytes <= self.lsize:
+            return
+        nbytes = max(nbytes, 2 * self.lsize)
+        if nbytes * self.N > LOCAL_BATCH_LIMIT:
+            raise fault(
+                "not_supported",
+                f"recursion needs {nbytes} bytes of local memory per thread for {self.N} "
+                "threads at once, more than the emulated device can hold",
+            )
+        new = np.zeros(nbytes * self.N, np.uint8)
+        if self.lsize:
+            new.reshape(self.N, nbytes)[:, : self.lsize] = self.local.reshape(self.N, self.lsize)
+        self._views = {k: v for k, v in self._views.items() if k[0] != id(self.local)}
+        self._elcache.clear()
+        self.local = new
+        self.lsize = nbytes
 
     # --- special registers --------------------------------------------------------------------
     def special(self, name: str) -> Any:

@@ -54,6 +54,9 @@ REGISTER_BUDGET = 512 << 20
 MAX_THREADS_PER_BLOCK = 1024
 MAX_SHARED_PER_BLOCK = 227 * 1024
 MAX_GRID = (2**31 - 1, 65535, 65535)
+#: Recursion levels of ``.local`` frames a launch may stack (see _Levels); a guard against
+#: runaway recursion, far beyond what the hardware's default 1 KiB stack allows.
+MAX_LOCAL_LEVELS = 256
 #: Function "addresses" (``mov.u64 %rd, func``) live in their own window, 16 bytes apart.
 FUNC_WINDOW = 0x7B00_0000_0000
 
@@ -82,6 +85,55 @@ def tune_allocator() -> None:
         libc.mallopt(-1, 128 << 20)  # M_TRIM_THRESHOLD
     except (OSError, AttributeError):
         pass
+
+
+class _Level(dict):
+    """The compiled functions of one recursion level: name -> CompiledFunction."""
+
+    def __init__(self, levels: _Levels, level: int) -> None:
+        super().__init__()
+        self.levels = levels
+        self.level = level
+
+
+class _Levels:
+    """A kernel's functions compiled once per recursion level.
+
+    Every function's ``.local`` frame has a fixed place per lane, so a function that calls
+    itself (directly or through others) while its frame is live runs a copy compiled one level
+    up, whose frames all lie past the previous level's (``level * frame_bytes``); pointers into
+    a caller's frame stay valid in the callee. Levels are compiled on first use.
+    """
+
+    def __init__(
+        self,
+        lm: LoadedModule,
+        kernel: str,
+        funcs: list[Function],
+        shared_off: dict[str, int],
+        bases: dict[str, int],
+        frame_bytes: int,
+    ) -> None:
+        self.lm, self.kernel, self.funcs = lm, kernel, funcs
+        self.shared_off, self.bases, self.frame_bytes = shared_off, bases, frame_bytes
+        self.by_level: list[_Level] = []
+        self.lock = threading.RLock()
+
+    def get(self, level: int) -> _Level:
+        if level < len(self.by_level):
+            return self.by_level[level]
+        with self.lock:
+            while len(self.by_level) <= level:
+                k = len(self.by_level)
+                compiled = _Level(self, k)
+                for fn in self.funcs:
+                    if fn.has_body:
+                        compiled[fn.name] = self.lm._compile_function(
+                            fn, self.kernel, self.shared_off,
+                            self.bases[fn.name] + k * self.frame_bytes, compiled,
+                        )  # fmt: skip
+                self.by_level.append(compiled)
+        return self.by_level[level]
 
 
 class _CompiledKernel:
@@ -182,13 +234,8 @@ class LoadedModule:
             for fn in funcs:
                 bases[fn.name] = total_local
                 total_local += local_layout(fn)[1]
-            compiled: dict[str, CompiledFunction] = {}
-            for fn in funcs:
-                if fn.has_body:
-                    compiled[fn.name] = self._compile_function(
-                        fn, name, shared_off, bases[fn.name], compiled
-                    )
-            ck = _CompiledKernel(compiled[name], static, total_local)
+            levels = _Levels(self, name, funcs, shared_off, bases, total_local)
+            ck = _CompiledKernel(levels.get(0)[name], static, total_local)
             self._compiled[name] = ck
             return ck
 
@@ -198,7 +245,7 @@ class LoadedModule:
         kernel: str,
         shared_off: dict[str, int],
         local_base: int,
-        compiled: dict[str, CompiledFunction],
+        compiled: _Level,
     ) -> CompiledFunction:
         symbols: dict[str, tuple[int, str]] = {}
         for vname, (addr, _size) in self._addresses.items():
@@ -315,9 +362,12 @@ class LoadedModule:
         formals = [p.name for p in callee.params]
         formal_rets = [p.name for p in callee.returns]
         uses_local = local_layout(callee)[1] > 0
-        recursion_err = cx.fault(
-            ins, "not_supported", f"recursive call of {callee_name}, which uses local memory"
-        )
+        level = compiled.level
+        levels = compiled.levels
+        depth_err = cx.fault(
+            ins, "not_supported",
+            f"recursion of {callee_name} deeper than {MAX_LOCAL_LEVELS} levels of local frames",
+        )  # fmt: skip
 
         def call(fr, m):
             ps: dict[str, dict[int, Any]] = {}
@@ -326,21 +376,26 @@ class LoadedModule:
                     ps[formal] = dict(fr.ps.get(an, {}))
                 elif ar is not None:
                     ps[formal] = {0: ar(fr)}
-            cf = compiled.get(callee_name)
+            L = fr.L
+            key = None
+            lvl = level
+            if uses_local:
+                # a frame already live at this level belongs to a caller: go one level up
+                if (callee_name, lvl) in L.active_frames:
+                    lvl += 1
+                    if lvl >= MAX_LOCAL_LEVELS:
+                        raise depth_err
+                    L.ensure_local((lvl + 1) * levels.frame_bytes, cx.faulter(ins))
+                key = (callee_name, lvl)
+                L.active_frames.add(key)
+            cf = (compiled if lvl == level else levels.get(lvl)).get(callee_name)
             if cf is None:
                 raise cx.fault(ins, "not_supported", f"function {callee_name} has no body")
-            L = fr.L
-            if uses_local:
-                # each function's .local frame has one fixed place per lane, so a recursive
-                # activation would overwrite its caller's frame: refuse instead of corrupting
-                if callee_name in L.active_frames:
-                    raise recursion_err
-                L.active_frames.add(callee_name)
             try:
                 run_function(cf, L, ps, m)
             finally:
-                if uses_local:
-                    L.active_frames.discard(callee_name)
+                if key is not None:
+                    L.active_frames.discard(key)
             for rn, formal in zip(ret_names, formal_rets, strict=False):
                 if rn is not None:
                     fr.ps[rn] = ps.get(formal, {})
