@@ -209,6 +209,8 @@ struct rgpu_memory {
     uint8_t *shadow;           /* the application's mapping (NULL until first mapped) */
     uint8_t *base;             /* the bytes as last synchronised with the server */
     uint64_t *chunk_hash;      /* hash of each chunk of base: shadow differs where the host wrote */
+    uint32_t *crc;             /* CRC-32 of each chunk of base, valid where crc_ok[k] */
+    uint8_t *crc_ok;
     size_t nchunks;
     int mapped;
     rgpu_memory *next;

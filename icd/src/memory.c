@@ -31,6 +31,42 @@ static uint64_t hash_bytes(const uint8_t *p, size_t n)
     return h;
 }
 
+/* CRC-32 (zlib's: reflected 0xEDB88320), slice-by-8: what the server compares chunks with. */
+static uint32_t crc_table[8][256];
+static pthread_once_t crc_once = PTHREAD_ONCE_INIT;
+
+static void crc_init(void)
+{
+    for (uint32_t i = 0; i < 256; i++) {
+        uint32_t c = i;
+        for (int k = 0; k < 8; k++)
+            c = c & 1 ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+        crc_table[0][i] = c;
+    }
+    for (uint32_t i = 0; i < 256; i++)
+        for (int t = 1; t < 8; t++)
+            crc_table[t][i] = (crc_table[t - 1][i] >> 8) ^ crc_table[0][crc_table[t - 1][i] & 0xff];
+}
+
+static uint32_t crc32_bytes(const uint8_t *p, size_t n)
+{
+    pthread_once(&crc_once, crc_init);
+    uint32_t c = 0xFFFFFFFFu;
+    while (n >= 8) {
+        uint32_t lo = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+                      (uint32_t)p[3] << 24;
+        lo ^= c;
+        c = crc_table[7][lo & 0xff] ^ crc_table[6][(lo >> 8) & 0xff] ^
+            crc_table[5][(lo >> 16) & 0xff] ^ crc_table[4][lo >> 24] ^ crc_table[3][p[4]] ^
+            crc_table[2][p[5]] ^ crc_table[1][p[6]] ^ crc_table[0][p[7]];
+        p += 8;
+        n -= 8;
+    }
+    while (n--)
+        c = crc_table[0][(c ^ *p++) & 0xff] ^ (c >> 8);
+    return c ^ 0xFFFFFFFFu;
+}
+
 static size_t chunk_len(const rgpu_memory *m, size_t k)
 {
     size_t off = k * CHUNK;
@@ -57,19 +93,53 @@ static int host_visible(rgpu_device *dev, uint32_t type_index)
            (props.memoryTypes[type_index].propertyFlags & VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT);
 }
 
-/* Read [0, size) of the allocation from the server into `dst`. */
-static VkResult read_remote(rgpu_device *dev, rgpu_memory *m, uint8_t *dst)
+/* The server's bytes of chunk k arrived: bytes the host has not written since the last
+ * synchronisation take them, the host's own writes stay (sent at the next submit). */
+static void merge_chunk(rgpu_memory *m, size_t k, const uint8_t *got)
+{
+    size_t len = chunk_len(m, k), off = k * CHUNK;
+    uint8_t *local = m->shadow + off, *base = m->base + off;
+    if (hash_bytes(local, len) == m->chunk_hash[k]) {
+        memcpy(local, got, len); /* untouched by the host */
+    } else {
+        for (size_t i = 0; i < len; i++)
+            if (local[i] == base[i])
+                local[i] = got[i];
+    }
+    memcpy(base, got, len);
+    m->chunk_hash[k] = hash_bytes(base, len);
+    m->crc_ok[k] = 0;
+}
+
+/* Read back what the device changed: the server gets the CRC-32 of each chunk of base and
+ * replies with a bitmap of the chunks that differ, then those chunks (vkRgpuReadMemory). */
+static VkResult sync_down(rgpu_device *dev, rgpu_memory *m)
 {
     for (uint64_t off = 0; off < m->size; off += READ_PIECE) {
         uint64_t n = m->size - off < READ_PIECE ? m->size - off : READ_PIECE;
+        size_t k0 = (size_t)(off / CHUNK), nk = (size_t)((n + CHUNK - 1) / CHUNK);
+        uint8_t *crcs = malloc(4 * nk);
+        if (!crcs)
+            return VK_ERROR_OUT_OF_HOST_MEMORY;
+        for (size_t i = 0; i < nk; i++) {
+            size_t k = k0 + i;
+            if (!m->crc_ok[k]) {
+                m->crc[k] = crc32_bytes(m->base + k * CHUNK, chunk_len(m, k));
+                m->crc_ok[k] = 1;
+            }
+            for (int j = 0; j < 4; j++)
+                crcs[4 * i + (size_t)j] = (uint8_t)(m->crc[k] >> (8 * j));
+        }
         mp_buf b;
         mp_init(&b);
         mp_array(&b, 2);
         mp_str(&b, "vkRgpuReadMemory");
-        mp_array(&b, 3);
+        mp_array(&b, 4);
         mp_uint(&b, m->id);
         mp_uint(&b, off);
         mp_uint(&b, n);
+        mp_bin(&b, crcs, 4 * nk);
+        free(crcs);
         rgpu_reply r;
         VkResult st = rgpu_vk_call(dev->obj.srv, &b, NULL, 0, &r);
         mp_free(&b);
@@ -77,13 +147,24 @@ static VkResult read_remote(rgpu_device *dev, rgpu_memory *m, uint8_t *dst)
             rgpu_reply_free(&r);
             return st;
         }
-        if (r.bulk_len != n) {
-            RGPU_DEBUG("vkRgpuReadMemory returned %zu bytes, not %llu", r.bulk_len,
-                       (unsigned long long)n);
+        /* check the reply's size against its own bitmap before touching anything */
+        size_t nbitmap = (nk + 7) / 8, want = nbitmap;
+        const uint8_t *bits = r.bulk;
+        if (r.bulk_len >= nbitmap)
+            for (size_t i = 0; i < nk; i++)
+                if (bits[i >> 3] >> (i & 7) & 1)
+                    want += chunk_len(m, k0 + i);
+        if (r.bulk_len < nbitmap || r.bulk_len != want) {
+            RGPU_DEBUG("vkRgpuReadMemory returned %zu bytes, not %zu", r.bulk_len, want);
             rgpu_reply_free(&r);
             return VK_ERROR_DEVICE_LOST;
         }
-        memcpy(dst + off, r.bulk, (size_t)n);
+        const uint8_t *data = bits + nbitmap;
+        for (size_t i = 0; i < nk; i++)
+            if (bits[i >> 3] >> (i & 7) & 1) {
+                merge_chunk(m, k0 + i, data);
+                data += chunk_len(m, k0 + i);
+            }
         rgpu_reply_free(&r);
     }
     return VK_SUCCESS;
@@ -113,6 +194,7 @@ static void send_run(rgpu_device *dev, rgpu_memory *m, size_t off, size_t n)
 {
     write_remote(dev, m, off, n);
     memcpy(m->base + off, m->shadow + off, n);
+    m->crc_ok[off / CHUNK] = 0;
 }
 
 static void sync_chunk_up(rgpu_device *dev, rgpu_memory *m, size_t k)
@@ -153,34 +235,6 @@ static void sync_up(rgpu_device *dev, rgpu_memory *m)
             sync_chunk_up(dev, m, k);
 }
 
-static VkResult sync_down(rgpu_device *dev, rgpu_memory *m)
-{
-    uint8_t *fresh = malloc(m->size ? (size_t)m->size : 1);
-    if (!fresh)
-        return VK_ERROR_OUT_OF_HOST_MEMORY;
-    VkResult st = read_remote(dev, m, fresh);
-    if (st == VK_SUCCESS) {
-        for (size_t k = 0; k < m->nchunks; k++) {
-            size_t len = chunk_len(m, k), off = k * CHUNK;
-            uint8_t *local = m->shadow + off, *base = m->base + off;
-            const uint8_t *got = fresh + off;
-            if (hash_bytes(local, len) == m->chunk_hash[k]) {
-                memcpy(local, got, len); /* untouched by the host: the server's bytes */
-            } else {
-                /* the host wrote some bytes since: those win (sent at the next submit),
-                 * every other byte takes the server's value */
-                for (size_t i = 0; i < len; i++)
-                    if (local[i] == base[i])
-                        local[i] = got[i];
-            }
-            memcpy(base, got, len);
-            m->chunk_hash[k] = hash_bytes(base, len);
-        }
-    }
-    free(fresh);
-    return st;
-}
-
 VkResult rgpu_sync_to_server(rgpu_device *dev)
 {
     if (!dev)
@@ -215,6 +269,8 @@ void rgpu_memory_forget_all(rgpu_device *dev)
         free(m->shadow);
         free(m->base);
         free(m->chunk_hash);
+        free(m->crc);
+        free(m->crc_ok);
         free(m);
         m = next;
     }
@@ -260,6 +316,8 @@ static VKAPI_ATTR void VKAPI_CALL icd_FreeMemory(VkDevice device, VkDeviceMemory
             free(m->shadow);
             free(m->base);
             free(m->chunk_hash);
+            free(m->crc);
+            free(m->crc_ok);
             free(m);
             break;
         }
@@ -284,23 +342,36 @@ static VKAPI_ATTR VkResult VKAPI_CALL icd_MapMemory(VkDevice device, VkDeviceMem
         st = VK_ERROR_MEMORY_MAP_FAILED;
     } else if (!m->shadow) {
         m->nchunks = (size_t)((m->size + CHUNK - 1) / CHUNK);
-        m->shadow = aligned_alloc(4096, ((size_t)m->size + 4095) & ~(size_t)4095);
-        m->base = malloc(m->size ? (size_t)m->size : 1);
-        m->chunk_hash = calloc(m->nchunks ? m->nchunks : 1, sizeof *m->chunk_hash);
-        if (m->shadow && m->base && m->chunk_hash)
-            st = read_remote(dev, m, m->shadow);
-        else
-            st = VK_ERROR_OUT_OF_HOST_MEMORY;
+        /* start from zeros (what fresh memory holds on most drivers) and fetch the chunks
+         * that differ */
+        size_t bytes = ((size_t)m->size + 4095) & ~(size_t)4095;
+        m->shadow = aligned_alloc(4096, bytes);
+        m->base = calloc(1, m->size ? (size_t)m->size : 1);
+        size_t nk = m->nchunks ? m->nchunks : 1;
+        m->chunk_hash = calloc(nk, sizeof *m->chunk_hash);
+        m->crc = calloc(nk, sizeof *m->crc);
+        m->crc_ok = calloc(nk, 1);
+        st = VK_ERROR_OUT_OF_HOST_MEMORY;
+        if (m->shadow && m->base && m->chunk_hash && m->crc && m->crc_ok) {
+            memset(m->shadow, 0, bytes);
+            uint32_t zero_crc = crc32_bytes(m->base, m->size < CHUNK ? (size_t)m->size : CHUNK);
+            for (size_t k = 0; k < m->nchunks; k++) {
+                size_t len = chunk_len(m, k);
+                m->chunk_hash[k] = hash_bytes(m->base + k * CHUNK, len);
+                m->crc[k] = len == CHUNK || k == 0 ? zero_crc : crc32_bytes(m->base + k * CHUNK, len);
+                m->crc_ok[k] = 1;
+            }
+            st = sync_down(dev, m);
+        }
         if (st != VK_SUCCESS) {
             free(m->shadow);
             free(m->base);
             free(m->chunk_hash);
-            m->shadow = m->base = NULL;
+            free(m->crc);
+            free(m->crc_ok);
+            m->shadow = m->base = m->crc_ok = NULL;
             m->chunk_hash = NULL;
-        } else {
-            memcpy(m->base, m->shadow, (size_t)m->size);
-            for (size_t k = 0; k < m->nchunks; k++)
-                m->chunk_hash[k] = hash_bytes(m->base + k * CHUNK, chunk_len(m, k));
+            m->crc = NULL;
         }
     }
     if (st == VK_SUCCESS) {

@@ -10,7 +10,9 @@ objects. Closing the session destroys what it still holds, children before paren
 from __future__ import annotations
 
 import logging
+import sys
 import threading
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -35,6 +37,7 @@ MAX_WAIT_NS = 5_000_000_000  # one wait holds the session's worker at most this 
 SERVER_ID_BIT = 1 << 63  # ids the server assigns (physical devices); clients use the rest
 MAX_OUT_BYTES = 256 << 20
 MAX_STREAM_COMMANDS = 1 << 24
+READ_CHUNK = 64 << 10  # vkRgpuReadMemory's unit when the client sends its chunks' CRC-32s
 
 VK_ERROR_OUT_OF_DEVICE_MEMORY = -2
 
@@ -719,8 +722,12 @@ class VulkanSession(HandleMap):
         return [VK_SUCCESS]
 
     def read_memory(self, args: list[Any]) -> Any:
-        if len(args) != 3:
-            raise bad("vkRgpuReadMemory takes [memory, offset, size]")
+        """The bytes of a range; or, given the CRC-32 of each 64 KiB chunk of the range as the
+        client has it, a bitmap of the chunks that differ followed by those chunks alone (a
+        host waiting on a fence need not fetch a whole mapped heap the device barely wrote)."""
+        if len(args) not in (3, 4):
+            raise bad("vkRgpuReadMemory takes [memory, offset, size] or [memory, offset, size, "
+                      "crc32s]")
         mem = self.memory(args[0])
         offset, size = args[1], args[2]
         if not isinstance(offset, int) or not isinstance(size, int) or offset < 0 or size < 0 \
@@ -729,7 +736,25 @@ class VulkanSession(HandleMap):
                       f"{mem.size} bytes")
         base = self.mapping(mem)
         self._sync_range(mem, flush=False)
-        return bytes(self.ffi.buffer(base + offset, size))
+        data = self.ffi.buffer(base + offset, size)
+        if len(args) == 3:
+            return bytes(data)
+        nchunks = (size + READ_CHUNK - 1) // READ_CHUNK
+        theirs = args[3]
+        if not isinstance(theirs, (bytes, bytearray, memoryview)) or len(theirs) != 4 * nchunks:
+            raise bad(f"vkRgpuReadMemory: crc32s is bin of 4 bytes per {READ_CHUNK}-byte chunk "
+                      f"({4 * nchunks} bytes)")
+        view = memoryview(data)
+        known = memoryview(theirs).cast("B").cast("I") if sys.byteorder == "little" else \
+            [int.from_bytes(theirs[4 * k:4 * k + 4], "little") for k in range(nchunks)]
+        bitmap = bytearray((nchunks + 7) // 8)
+        changed: list[memoryview] = []
+        for k in range(nchunks):
+            chunk = view[k * READ_CHUNK:(k + 1) * READ_CHUNK]
+            if zlib.crc32(chunk) != known[k]:
+                bitmap[k >> 3] |= 1 << (k & 7)
+                changed.append(chunk)
+        return b"".join([bitmap, *changed])
 
     def submit_command_buffer(self, args: list[Any]) -> Any:
         """Replay a recorded stream into the real command buffer, between begin and end.
