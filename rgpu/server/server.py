@@ -27,6 +27,7 @@ from ..net.stream import start_tcp_server
 from ..net.tls import CertPair, ensure_server_cert, format_fingerprint, server_ssl_context
 from ..wire import Connection, ConnectionConfig, Flags, Frame, MessageKind, Role
 from ..wire.auth import token_key
+from .cuda.errors import CudaError
 from .discovery import CudaDeviceSummary, GpuInfo, discover_gpus
 from .session import CallError, Session
 
@@ -613,8 +614,6 @@ class RgpuServer:
         if method is None:
             raise CallError("unsupported", f"{fn} is not supported by this server's CUDA "
                             "backend", cuda=801)
-        from .cuda.errors import CudaError
-
         quota = self._quota(session)
         size = 0
         if quota is not None and fn in MemoryQuota.ALLOCATORS:
