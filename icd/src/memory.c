@@ -186,22 +186,52 @@ static void write_remote(rgpu_device *dev, rgpu_memory *m, size_t off, size_t n)
     mp_free(&b);
 }
 
-/* Runs of bytes the host changed in one chunk, sent one by one; past MAX_RUNS runs the rest of
- * the chunk goes as one span (the host rewrote it almost whole). */
+/* The bytes the host changed in one chunk: up to MAX_RUNS runs go as plain writes; past that
+ * (the host rewrote most of it) the span from the first to the last changed byte goes as one
+ * write with a mask of the changed bytes, so bytes the host left alone are never sent back
+ * over what the device may have written there. */
 #define MAX_RUNS 32
 
 static void send_run(rgpu_device *dev, rgpu_memory *m, size_t off, size_t n)
 {
     write_remote(dev, m, off, n);
     memcpy(m->base + off, m->shadow + off, n);
-    m->crc_ok[off / CHUNK] = 0;
+}
+
+static void send_masked(rgpu_device *dev, rgpu_memory *m, size_t off, size_t n)
+{
+    uint8_t *mask = calloc((n + 7) / 8, 1);
+    if (!mask) {
+        RGPU_DEBUG("vkRgpuWriteMemory: no memory for a mask of %zu bytes", n);
+        return;
+    }
+    const uint8_t *s = m->shadow + off, *b = m->base + off;
+    for (size_t i = 0; i < n; i++)
+        if (s[i] != b[i])
+            mask[i >> 3] |= (uint8_t)(1u << (i & 7));
+    mp_buf body;
+    mp_init(&body);
+    mp_array(&body, 3);
+    mp_str(&body, "vkRgpuWriteMemory");
+    mp_array(&body, 3);
+    mp_uint(&body, m->id);
+    mp_uint(&body, off);
+    mp_bin(&body, mask, (n + 7) / 8);
+    mp_uint(&body, 2); /* bulk_index: the data is the third argument, the mask the fourth */
+    VkResult st = rgpu_batch(dev->obj.srv->session, &body, m->shadow + off, n);
+    if (st != VK_SUCCESS)
+        RGPU_DEBUG("vkRgpuWriteMemory not sent (VkResult %d)", (int)st);
+    mp_free(&body);
+    free(mask);
+    memcpy(m->base + off, m->shadow + off, n);
 }
 
 static void sync_chunk_up(rgpu_device *dev, rgpu_memory *m, size_t k)
 {
     size_t start = k * CHUNK, end = start + chunk_len(m, k);
     const uint8_t *s = m->shadow, *b = m->base;
-    int runs = 0;
+    size_t run_off[MAX_RUNS], run_len[MAX_RUNS];
+    int runs = 0, many = 0;
     size_t i = start;
     while (i < end) {
         while (i < end && s[i] == b[i]) { /* skip equal bytes, 8 at a time where aligned */
@@ -212,18 +242,28 @@ static void sync_chunk_up(rgpu_device *dev, rgpu_memory *m, size_t k)
         }
         if (i >= end)
             break;
-        size_t j = i;
-        if (++runs > MAX_RUNS) {
-            j = end;
-            while (j > i && s[j - 1] == b[j - 1])
-                j--;
-        } else {
-            while (j < end && s[j] != b[j])
-                j++;
+        if (runs == MAX_RUNS) {
+            many = 1;
+            break;
         }
-        send_run(dev, m, i, j - i);
+        size_t j = i;
+        while (j < end && s[j] != b[j])
+            j++;
+        run_off[runs] = i;
+        run_len[runs++] = j - i;
         i = j;
     }
+    if (many) {
+        size_t last = end;
+        while (last > run_off[0] && s[last - 1] == b[last - 1])
+            last--;
+        send_masked(dev, m, run_off[0], last - run_off[0]);
+    } else {
+        for (int r = 0; r < runs; r++)
+            send_run(dev, m, run_off[r], run_len[r]);
+    }
+    if (runs)
+        m->crc_ok[k] = 0;
     m->chunk_hash[k] = hash_bytes(m->base + start, end - start);
 }
 

@@ -17,6 +17,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import numpy as np
+
 from rgpu.api import vk_generated as schema
 from rgpu.api.vk_schema import Command, Field
 
@@ -707,8 +709,12 @@ class VulkanSession(HandleMap):
             raise CallError("VkResult", f"mapped range sync returned {result_name(r)}", vk=r)
 
     def write_memory(self, args: list[Any]) -> Any:
-        if len(args) != 3:
-            raise bad("vkRgpuWriteMemory takes [memory, offset, data]")
+        """Write bytes at an offset; with a mask (a bit per byte, little-endian bit order),
+        only the bytes whose bit is set: the host changed those, and the device may have
+        written the ones between since the client last read them."""
+        if len(args) not in (3, 4):
+            raise bad("vkRgpuWriteMemory takes [memory, offset, data] or [memory, offset, "
+                      "data, mask]")
         mem = self.memory(args[0])
         offset, data = args[1], args[2]
         if not isinstance(offset, int) or not isinstance(data, (bytes, bytearray, memoryview)):
@@ -717,7 +723,18 @@ class VulkanSession(HandleMap):
             raise bad(f"vkRgpuWriteMemory: {offset}+{len(data)} is outside the allocation of "
                       f"{mem.size} bytes")
         base = self.mapping(mem)
-        self.ffi.memmove(base + offset, data, len(data))
+        n = len(data)
+        if len(args) == 3:
+            self.ffi.memmove(base + offset, data, n)
+        else:
+            mask = args[3]
+            if not isinstance(mask, (bytes, bytearray, memoryview)) or len(mask) != (n + 7) // 8:
+                raise bad(f"vkRgpuWriteMemory: the mask is bin of {(n + 7) // 8} bytes")
+            if n:
+                dst = np.frombuffer(self.ffi.buffer(base + offset, n), dtype=np.uint8)
+                chosen = np.unpackbits(np.frombuffer(mask, dtype=np.uint8), count=n,
+                                       bitorder="little").view(bool)
+                np.copyto(dst, np.frombuffer(data, dtype=np.uint8), where=chosen)
         self._sync_range(mem, flush=True)
         return [VK_SUCCESS]
 
