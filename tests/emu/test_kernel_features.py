@@ -69,6 +69,12 @@ def k(ptx_text) -> Kernels:
     return Kernels(ptx_text)
 
 
+@pytest.fixture
+def k80(nvcc_build) -> Kernels:
+    """The sm_80 build alone, for kernels whose feature exists only there."""
+    return Kernels(nvcc_build("features.cu", "-ptx", *FLAVOURS["sm_80"]).read_text())
+
+
 def bf16(x) -> np.ndarray:
     """float32 -> nearest-even bfloat16, returned as float32."""
     b = np.asarray(x, np.float32).view(np.uint32).astype(np.uint64)
@@ -231,3 +237,19 @@ def test_recursion_with_local_frames(k):
         return mine[1] + mine[2] if d == 0 else walk(mine, d - 1) + mine[0]
 
     np.testing.assert_array_equal(k.get(out, 96, np.int32), [walk(None, int(d)) for d in depth])
+
+
+def test_signed_atomic_add_returns_distinct_tickets(k):
+    counter, out = k.zeros(1, np.int32), k.zeros(256, np.int32)
+    k.mem.write(counter, np.int32(2**31 - 100).tobytes())  # and wraps past INT_MAX
+    k.launch("tickets", 2, 128, counter, out)
+    want = (np.arange(256) + 2**31 - 100 + 2**31) % 2**32 - 2**31
+    np.testing.assert_array_equal(np.sort(k.get(out, 256, np.int32)), np.sort(want))
+
+
+def test_wide_tile_scratch_in_reserved_shared_memory(k80):
+    v = (np.arange(256) % 17).astype(np.int32)
+    out = k80.zeros(256, np.int32)
+    k80.launch("widetile", 2, 128, k80.put(v), out)
+    want = np.repeat(v.reshape(-1, 64).sum(1), 64) + 1000 * (np.arange(256) % 128 // 64)
+    np.testing.assert_array_equal(k80.get(out, 256, np.int32), want)

@@ -132,3 +132,22 @@ extern "C" __global__ void recurse(const int* depth, int* out) {
   int t = blockIdx.x * blockDim.x + threadIdx.x;
   out[t] = walk(nullptr, depth[t]);
 }
+
+// atom.add.s32 into a .b32 register with every thread on one address (cuda::atomic_ref and
+// inline asm write it so): each thread must get its own ticket
+extern "C" __global__ void tickets(int* counter, int* out) {
+  int old;
+  asm volatile("atom.global.add.s32 %0, [%1], %2;" : "=r"(old) : "l"(counter), "r"(1));
+  out[blockIdx.x * blockDim.x + threadIdx.x] = old;
+}
+
+// tiles wider than a warp keep their scratch in the system-reserved shared memory of sm_80+
+// (%reserved_smem_offset_1)
+extern "C" __global__ void widetile(const int* in, int* out) {
+#if __CUDA_ARCH__ >= 800
+  cg::thread_block blk = cg::this_thread_block();
+  auto t64 = cg::tiled_partition<64>(blk);
+  int i = blockIdx.x * blockDim.x + threadIdx.x;
+  out[i] = cg::reduce(t64, in[i], cg::plus<int>()) + 1000 * t64.meta_group_rank();
+#endif
+}

@@ -178,6 +178,8 @@ def writer(op: Operand, dt: np.dtype, cx: CompileContext, ins: Instruction) -> C
             return wl
 
         def wlc(fr, v, m):
+            if v.dtype != dt:  # numpy promotion slipped through an op: bits must be dt's
+                v = coerce(v, dt)
             fr.regs[i] = convert(v, dt, dst)
 
         return wlc
@@ -194,6 +196,8 @@ def writer(op: Operand, dt: np.dtype, cx: CompileContext, ins: Instruction) -> C
         return w
 
     def wc(fr, v, m):
+        if v.dtype != dt:
+            v = coerce(v, dt)
         v = convert(v, dt, dst)
         if m is None:
             fr.regs[i] = v

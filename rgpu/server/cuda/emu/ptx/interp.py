@@ -190,6 +190,7 @@ class Batch:
         dynamic_shared: int,
         local_size: int,
         printf: Callable[[str], None],
+        reserved_shared: int = 0,
     ) -> None:
         self.kernel = kernel
         self.mem = mem
@@ -201,7 +202,15 @@ class Batch:
         self.bs = self.geo.bs
         self.N = self.bs * nb
         self.params = np.frombuffer(params, np.uint8) if params else np.zeros(0, np.uint8)
-        self.shared_limit = shared_static + dynamic_shared
+        # sm_80+ reserve shared memory per block for the system (cooperative groups keep
+        # multi-warp scratch there); it follows the program's own shared memory
+        self.reserved_shared_at = (shared_static + dynamic_shared + 15) // 16 * 16
+        self.reserved_shared = reserved_shared
+        self.shared_limit = (
+            self.reserved_shared_at + reserved_shared
+            if reserved_shared
+            else shared_static + dynamic_shared
+        )
         self.shsize = (self.shared_limit + 15) // 16 * 16 or 16
         self.shared = np.zeros(self.shsize * nb, np.uint8)
         self.dynamic_shared = dynamic_shared
@@ -306,6 +315,11 @@ class Batch:
             return U32.type(time.time_ns() & 0xFFFF_FFFF)
         if name == "%globaltimer_hi":
             return U32.type(time.time_ns() >> 32)
+        if name.startswith("%reserved_smem_offset_"):
+            at, size = self.reserved_shared_at, self.reserved_shared
+            part = name[len("%reserved_smem_offset_") :]
+            return U32.type({"begin": at, "end": at + size, "cap": size, "0": at,
+                             "1": at + size // 2}[part])  # fmt: skip
         if name == "%dynamic_smem_size":
             return U32.type(self.dynamic_shared)
         if name in ("%total_smem_size", "%aggr_smem_size"):

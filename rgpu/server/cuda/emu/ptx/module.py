@@ -40,7 +40,7 @@ from .interp import (
     Terminator,
     run_function,
 )
-from .ir import DTYPES, ArgList, Function, Imm, Instruction, PtxModule, Reg, Sym
+from .ir import DTYPES, ArgList, Function, Imm, Instruction, PtxModule, Reg, Special, Sym
 from .liveness import block_local_registers
 from .memory import DeviceMemory
 from .parser import local_layout, reachable_functions, shared_layout
@@ -136,11 +136,19 @@ class _Levels:
         return self.by_level[level]
 
 
+#: Bytes of system-reserved shared memory per block (sm_80+ reserve 1 KiB), present in a
+#: batch only when the kernel reads a ``%reserved_smem_offset_*`` register.
+RESERVED_SHARED = 1024
+
+
 class _CompiledKernel:
-    def __init__(self, entry: CompiledFunction, static_shared: int, local_size: int) -> None:
+    def __init__(
+        self, entry: CompiledFunction, static_shared: int, local_size: int, reserved: int = 0
+    ) -> None:
         self.entry = entry
         self.static_shared = static_shared
         self.local_size = local_size
+        self.reserved_shared = reserved
 
 
 class LoadedModule:
@@ -235,7 +243,15 @@ class LoadedModule:
                 bases[fn.name] = total_local
                 total_local += local_layout(fn)[1]
             levels = _Levels(self, name, funcs, shared_off, bases, total_local)
-            ck = _CompiledKernel(levels.get(0)[name], static, total_local)
+            reads_reserved = any(
+                isinstance(o, Special) and o.name.startswith("%reserved_smem")
+                for fn in funcs
+                for ins in fn.instructions
+                for o in ins.operands
+            )
+            ck = _CompiledKernel(
+                levels.get(0)[name], static, total_local, RESERVED_SHARED if reads_reserved else 0
+            )
             self._compiled[name] = ck
             return ck
 
@@ -535,7 +551,7 @@ class LoadedModule:
                 nb = min(per, nblocks - b0)
                 L = Batch(
                     kernel, self.memory, grid, block, b0, nb, params,  # type: ignore[arg-type]
-                    ck.static_shared, dynamic_shared, ck.local_size, printf,
+                    ck.static_shared, dynamic_shared, ck.local_size, printf, ck.reserved_shared,
                 )  # fmt: skip
                 try:
                     run_function(ck.entry, L, {}, None)

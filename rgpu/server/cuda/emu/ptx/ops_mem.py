@@ -382,7 +382,7 @@ def atomic_update(buf: np.ndarray, el: np.ndarray, opname: str, t: np.dtype, v, 
         table = np.zeros((nseg, maxlen + 1), t)
         table[:, 0] = init
         table[seg_id, rank + 1] = sv
-        acc = uf.accumulate(table, axis=1)
+        acc = uf.accumulate(table, axis=1, dtype=t)  # (add would widen small ints)
         old_sorted = acc[seg_id, rank]
         buf[addrs] = acc[np.arange(nseg), lens]
     elif opname == "exch":
@@ -421,7 +421,7 @@ def _sequential(opname: str, uf, t: np.dtype, init, vals: np.ndarray, cmps):
     """Old values and final value of one address updated by ``vals`` in order."""
     n = vals.size
     if uf is not None:
-        acc = uf.accumulate(np.concatenate([np.array([init], t), vals]))
+        acc = uf.accumulate(np.concatenate([np.array([init], t), vals]), dtype=t)
         return acc[:-1], acc[-1]
     old = np.empty(n, t)
     cur = t.type(init)
