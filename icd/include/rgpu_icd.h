@@ -250,6 +250,7 @@ uint64_t rgpu_len_of(const rgpu_field *fields, uint32_t i, const uint8_t *base);
 /* ---- calls (forward.c) ------------------------------------------------------------------- */
 /* The generic path of every generated entry point; returns VkResult / the u64 result. */
 uint64_t rgpu_forward(const rgpu_command *cmd, const uint64_t *args);
+VkResult rgpu_forward_async(const rgpu_command *cmd, const uint64_t *args);
 VkResult rgpu_vk_call(rgpu_server *srv, mp_buf *body, const void *bulk, size_t bulk_len,
                       rgpu_reply *out);
 VkResult rgpu_error_of(rgpu_reply *r);

@@ -386,6 +386,10 @@ static VKAPI_ATTR VkResult VKAPI_CALL icd_ResetCommandBuffer(VkCommandBuffer com
 
 /* ---- submission and waits ----------------------------------------------------------------- */
 
+/* vkQueueSubmit(2) and vkResetFences return only a VkResult: they go as BATCH calls (no round
+ * trip), and a failure comes back with the session's next reply -- the fence wait or status
+ * query that follows them -- as the errors of recorded command buffers do. */
+
 static uint64_t forward_named(const char *name, const uint64_t *args)
 {
     const rgpu_command_entry *e = rgpu_command_by_name(name);
@@ -401,7 +405,7 @@ static VKAPI_ATTR VkResult VKAPI_CALL icd_QueueSubmit(VkQueue queue, uint32_t n,
         return st;
     uint64_t a[4] = {(uint64_t)(uintptr_t)queue, n, (uint64_t)(uintptr_t)submits,
                      (uint64_t)fence};
-    return (VkResult)forward_named("vkQueueSubmit", a);
+    return rgpu_forward_async(rgpu_command_by_name("vkQueueSubmit")->cmd, a);
 }
 
 static VKAPI_ATTR VkResult VKAPI_CALL icd_QueueSubmit2(VkQueue queue, uint32_t n,
@@ -414,7 +418,14 @@ static VKAPI_ATTR VkResult VKAPI_CALL icd_QueueSubmit2(VkQueue queue, uint32_t n
         return st;
     uint64_t a[4] = {(uint64_t)(uintptr_t)queue, n, (uint64_t)(uintptr_t)submits,
                      (uint64_t)fence};
-    return (VkResult)forward_named("vkQueueSubmit2", a);
+    return rgpu_forward_async(rgpu_command_by_name("vkQueueSubmit2")->cmd, a);
+}
+
+static VKAPI_ATTR VkResult VKAPI_CALL icd_ResetFences(VkDevice device, uint32_t n,
+                                                      const VkFence *fences)
+{
+    uint64_t a[3] = {(uint64_t)(uintptr_t)device, n, (uint64_t)(uintptr_t)fences};
+    return rgpu_forward_async(rgpu_command_by_name("vkResetFences")->cmd, a);
 }
 
 static VKAPI_ATTR VkResult VKAPI_CALL icd_QueueWaitIdle(VkQueue queue)
@@ -539,6 +550,7 @@ static const struct {
     FN("vkQueueSubmit", icd_QueueSubmit),
     FN("vkQueueSubmit2", icd_QueueSubmit2),
     FN("vkQueueSubmit2KHR", icd_QueueSubmit2),
+    FN("vkResetFences", icd_ResetFences),
     FN("vkQueueWaitIdle", icd_QueueWaitIdle),
     FN("vkDeviceWaitIdle", icd_DeviceWaitIdle),
     FN("vkWaitForFences", icd_WaitForFences),

@@ -94,6 +94,73 @@ static uint64_t decode_items(const mp_doc *d, int node, const rgpu_field *af, ui
     return k;
 }
 
+/* The CALL/BATCH body [name, [args...]] of a (non-vkCmd) command; returns whether the command
+ * has outputs to decode from a reply. */
+static int encode_call(const rgpu_command *cmd, const uint64_t *args, rgpu_enc *enc, mp_buf *b)
+{
+    const uint8_t *base = (const uint8_t *)args;
+    const rgpu_field *P = cmd->params;
+    mp_init(b);
+    mp_array(b, 2);
+    mp_str(b, cmd->name);
+    mp_array(b, cmd->nparams);
+    int has_out = 0;
+    for (uint32_t i = 0; i < cmd->nparams; i++) {
+        const rgpu_field *f = &P[i];
+        if (f->dir == RGPU_DIR_IN) {
+            rgpu_encode_field(enc, b, P, cmd->nparams, i, base);
+        } else if (f->kind == 'h' && (f->shape == RGPU_SH_PTR || f->shape == RGPU_SH_ARRAY)) {
+            encode_new_handles(b, P, i, args);
+        } else if ((int)i == cmd->pair_count) {
+            has_out = 1;
+            const void *arr = (const void *)(uintptr_t)slot_ptr_u(args, cmd->pair_array);
+            const uint8_t *cnt = (const uint8_t *)(uintptr_t)args[i];
+            if (!arr || !cnt) {
+                mp_nil(b);
+            } else {
+                uint64_t cap = f->csize == 8 ? *(const uint64_t *)cnt : *(const uint32_t *)cnt;
+                mp_uint(b, cap);
+            }
+        } else if (f->kind == 's' && f->shape == RGPU_SH_PTR && (int)i != cmd->pair_array) {
+            has_out = 1;
+            const uint8_t *p = (const uint8_t *)(uintptr_t)args[i];
+            int off = out_struct_pnext_offset(f);
+            if (p && off >= 0) {
+                const void *chain;
+                memcpy(&chain, p + off, sizeof chain);
+                rgpu_encode_out_chain(b, chain);
+            } else {
+                mp_nil(b);
+            }
+        } else {
+            has_out = 1;
+            mp_nil(b);
+        }
+    }
+    return has_out;
+}
+
+/* A command whose only result is a VkResult, sent as a BATCH (no reply): its error, if any,
+ * comes back with the session's next reply. VK_SUCCESS unless it could not be sent. */
+VkResult rgpu_forward_async(const rgpu_command *cmd, const uint64_t *args)
+{
+    rgpu_dobj *owner = (rgpu_dobj *)(uintptr_t)args[0];
+    if (!owner || !owner->srv)
+        return VK_ERROR_UNKNOWN;
+    rgpu_enc enc = {owner->srv, 0};
+    mp_buf b;
+    int has_out = encode_call(cmd, args, &enc, &b);
+    VkResult st = VK_SUCCESS;
+    if (has_out || cmd->nreply)
+        st = VK_ERROR_UNKNOWN; /* a programming error: the command has outputs */
+    else if (b.oom)
+        st = VK_ERROR_OUT_OF_HOST_MEMORY;
+    else if (rgpu_batch(owner->srv->session, &b, NULL, 0) != VK_SUCCESS)
+        st = VK_ERROR_DEVICE_LOST;
+    mp_free(&b);
+    return st;
+}
+
 uint64_t rgpu_forward(const rgpu_command *cmd, const uint64_t *args)
 {
     const uint8_t *base = (const uint8_t *)args;
@@ -131,43 +198,7 @@ uint64_t rgpu_forward(const rgpu_command *cmd, const uint64_t *args)
     }
 
     mp_buf b;
-    mp_init(&b);
-    mp_array(&b, 2);
-    mp_str(&b, cmd->name);
-    mp_array(&b, cmd->nparams);
-    int has_out = 0;
-    for (uint32_t i = 0; i < cmd->nparams; i++) {
-        const rgpu_field *f = &P[i];
-        if (f->dir == RGPU_DIR_IN) {
-            rgpu_encode_field(&enc, &b, P, cmd->nparams, i, base);
-        } else if (f->kind == 'h' && (f->shape == RGPU_SH_PTR || f->shape == RGPU_SH_ARRAY)) {
-            encode_new_handles(&b, P, i, args);
-        } else if ((int)i == cmd->pair_count) {
-            has_out = 1;
-            const void *arr = (const void *)(uintptr_t)slot_ptr_u(args, cmd->pair_array);
-            const uint8_t *cnt = (const uint8_t *)(uintptr_t)args[i];
-            if (!arr || !cnt) {
-                mp_nil(&b);
-            } else {
-                uint64_t cap = f->csize == 8 ? *(const uint64_t *)cnt : *(const uint32_t *)cnt;
-                mp_uint(&b, cap);
-            }
-        } else if (f->kind == 's' && f->shape == RGPU_SH_PTR && (int)i != cmd->pair_array) {
-            has_out = 1;
-            const uint8_t *p = (const uint8_t *)(uintptr_t)args[i];
-            int off = out_struct_pnext_offset(f);
-            if (p && off >= 0) {
-                const void *chain;
-                memcpy(&chain, p + off, sizeof chain);
-                rgpu_encode_out_chain(&b, chain);
-            } else {
-                mp_nil(&b);
-            }
-        } else {
-            has_out = 1;
-            mp_nil(&b);
-        }
-    }
+    int has_out = encode_call(cmd, args, &enc, &b);
     if (enc.bad)
         RGPU_DEBUG("%s: an argument could not be encoded", cmd->name);
 
