@@ -60,6 +60,7 @@ _FAULTS: dict[str, tuple[CUresult, bool]] = {
     "misaligned_address": (R.CUDA_ERROR_MISALIGNED_ADDRESS, True),
     "barrier_divergence": (R.CUDA_ERROR_LAUNCH_FAILED, True),
     "launch_failed": (R.CUDA_ERROR_LAUNCH_FAILED, True),
+    "assert": (R.CUDA_ERROR_ASSERT, True),  # a failed device-side assert()
     "not_supported": (R.CUDA_ERROR_NOT_SUPPORTED, False),
     "invalid_ptx": (R.CUDA_ERROR_INVALID_PTX, False),
     "out_of_memory": (R.CUDA_ERROR_OUT_OF_MEMORY, False),
