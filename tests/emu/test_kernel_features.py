@@ -253,3 +253,24 @@ def test_wide_tile_scratch_in_reserved_shared_memory(k80):
     k80.launch("widetile", 2, 128, k80.put(v), out)
     want = np.repeat(v.reshape(-1, 64).sum(1), 64) + 1000 * (np.arange(256) % 128 // 64)
     np.testing.assert_array_equal(k80.get(out, 256, np.int32), want)
+
+
+def test_simd_video_intrinsics(k):
+    rng = np.random.default_rng(5)
+    x = rng.integers(0, 2**32, 32, dtype=np.uint64).astype(np.uint32)
+    y = rng.integers(0, 2**32, 32, dtype=np.uint64).astype(np.uint32)
+    x[:2], y[:2] = [0x7FFF8000, 0x80FF7F00], [0x00017FFF, 0x7F0180FF]
+    out = k.zeros(6 * 32, np.uint32)
+    k.launch("simd", 1, 32, k.put(x), k.put(y), out)
+    o = k.get(out, 6 * 32, np.uint32).reshape(32, 6)
+    b8 = lambda v: v.view(np.uint8).reshape(-1, 4).astype(np.int64)  # noqa: E731
+    u16 = lambda v: v.view(np.uint16).reshape(-1, 2).astype(np.int64)  # noqa: E731
+    s16 = lambda v: v.view(np.int16).reshape(-1, 2).astype(np.int64)  # noqa: E731
+    pack8 = lambda a: (a & 0xFF).astype(np.uint8).reshape(-1).view(np.uint32)  # noqa: E731
+    pack16 = lambda a: (a & 0xFFFF).astype(np.uint16).reshape(-1).view(np.uint32)  # noqa: E731
+    np.testing.assert_array_equal(o[:, 0], pack8(np.abs(b8(x) - b8(y))))
+    np.testing.assert_array_equal(o[:, 1], np.abs(u16(x) - u16(y)).sum(1))
+    np.testing.assert_array_equal(o[:, 2], pack16(np.clip(s16(x) + s16(y), -32768, 32767)))
+    np.testing.assert_array_equal(o[:, 3], pack16(np.minimum(s16(x), s16(y))))
+    np.testing.assert_array_equal(o[:, 4], pack16(u16(x) + u16(y)))
+    np.testing.assert_array_equal(o[:, 5], np.abs(b8(x) - b8(y)).sum(1))

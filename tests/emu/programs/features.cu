@@ -151,3 +151,16 @@ extern "C" __global__ void widetile(const int* in, int* out) {
   out[i] = cg::reduce(t64, in[i], cg::plus<int>()) + 1000 * t64.meta_group_rank();
 #endif
 }
+
+// SIMD intrinsics: video instructions (vabsdiff4, vabsdiff2.add) and, on sm_90, .u16x2/.s16x2
+extern "C" __global__ void simd(const unsigned* x, const unsigned* y, unsigned* out) {
+  int t = threadIdx.x;
+  unsigned a = x[t], b = y[t];
+  unsigned* o = out + 6 * t;
+  o[0] = __vabsdiffu4(a, b);
+  o[1] = __vsadu2(a, b);
+  o[2] = __vaddss2(a, b);
+  o[3] = __vmins2(a, b);
+  o[4] = __vadd2(a, b);
+  o[5] = __vsadu4(a, b);
+}

@@ -20,6 +20,7 @@ DTYPES: dict[str, np.dtype] = {
         "b8": np.uint8, "b16": np.uint16, "b32": np.uint32, "b64": np.uint64,
         "f16": np.float16, "bf16": np.uint16, "f16x2": np.uint32, "bf16x2": np.uint32,
         "f32": np.float32, "f64": np.float64, "pred": np.bool_, "b128": np.uint64,
+        "u16x2": np.uint32, "s16x2": np.uint32,
     }.items()
 }  # fmt: skip
 

@@ -32,7 +32,7 @@ from .compiler import (
     unsupported,
     writer,
 )
-from .ir import DTYPES, Instruction, Pair, Reg, Vec
+from .ir import DTYPES, Imm, Instruction, Pair, Reg, Vec
 
 M32 = np.uint64(0xFFFF_FFFF)
 
@@ -116,6 +116,8 @@ def _add(ins: Instruction, cx: CompileContext) -> Exec:
         return _carry(ins, cx, t)
     if (h := half.half_of(ins)) is not None:
         return half.arithmetic(ins, cx, h, "sub" if sub else "add")
+    if ins.types[-1] in _SIMD16:
+        return _simd16(ins, cx, "sub" if sub else "add")
     if t.kind == "f":
         mode = rounding(ins)
         if mode == "rn":
@@ -386,6 +388,89 @@ def _dot(ins: Instruction, cx: CompileContext) -> Exec:
     return f
 
 
+# --- SIMD on packed halves and bytes ---------------------------------------------------------
+_SIMD16 = ("u16x2", "s16x2")
+
+
+def _lanes(v, width: int, signed: bool) -> list[np.ndarray]:
+    """The ``32 // width`` fields of 32-bit values, sign- or zero-extended to int64."""
+    v = _arr(v).astype(np.int64) & 0xFFFF_FFFF
+    out = []
+    for k in range(32 // width):
+        x = (v >> (k * width)) & ((1 << width) - 1)
+        if signed:
+            x = x - ((x >> (width - 1)) << width)
+        out.append(x)
+    return out
+
+
+def _pack(fields: list[np.ndarray], width: int) -> np.ndarray:
+    r = np.zeros(np.shape(fields[0]), np.int64)
+    for k, x in enumerate(fields):
+        r = r | ((x & ((1 << width) - 1)) << (k * width))
+    return _out(r.astype(U32))
+
+
+_SIMD_FN = {
+    "add": np.add, "sub": np.subtract, "min": np.minimum, "max": np.maximum,
+    "absdiff": lambda a, b: np.abs(a - b), "avrg": lambda a, b: (a + b + 1) >> 1,
+}  # fmt: skip
+
+
+def _simd16(ins: Instruction, cx: CompileContext, what: str) -> Exec:
+    """add/sub[.sat] and min/max[.relu] on .u16x2/.s16x2 (sm_90): each half on its own."""
+    signed = ins.types[-1] == "s16x2"
+    sat, relu = "sat" in ins.mods, "relu" in ins.mods
+    lo, hi = (-(1 << 15), (1 << 15) - 1) if signed else (0, 0xFFFF)
+    fn = _SIMD_FN[what]
+    o = ins.operands
+    ra, rb = reader(o[1], U32, cx, ins), reader(o[2], U32, cx, ins)
+    w = writer(o[0], U32, cx, ins)
+
+    def f(fr, m):
+        rs = [fn(x, y) for x, y in zip(_lanes(ra(fr), 16, signed), _lanes(rb(fr), 16, signed),
+                                        strict=True)]  # fmt: skip
+        if sat:
+            rs = [np.clip(r, lo, hi) for r in rs]
+        if relu:
+            rs = [np.maximum(r, 0) for r in rs]
+        w(fr, _pack(rs, 16), m)
+
+    return f
+
+
+@op("vadd2", "vsub2", "vavrg2", "vabsdiff2", "vmin2", "vmax2",
+    "vadd4", "vsub4", "vavrg4", "vabsdiff4", "vmin4", "vmax4")  # fmt: skip
+def _video_simd(ins: Instruction, cx: CompileContext) -> Exec:
+    """SIMD video instructions (``__vabsdiffu4``, ``__vsadu2`` ...) without operand selectors:
+    ``vop4.dtype.atype.btype[.sat] d, a, b, c`` works on bytes (``vop2``: halves), each field
+    of a and b signed as its type says; ``.add`` sums the fields' results into c instead."""
+    ts = ins.types
+    o = ins.operands
+    if len(ts) != 3 or len(o) != 4 or not all(isinstance(x, (Reg, Imm)) for x in o[1:]):
+        return unsupported(ins, cx, f"`{ins.opcode}` with operand selectors or masks")
+    width = 8 if ins.opcode.endswith("4") else 16
+    a_signed, b_signed, d_signed = ts[1] == "s32", ts[2] == "s32", ts[0] == "s32"
+    fn = _SIMD_FN[ins.opcode[1:-1]]
+    add, sat = "add" in ins.mods, "sat" in ins.mods
+    lo, hi = (-(1 << (width - 1)), (1 << (width - 1)) - 1) if d_signed else (0, (1 << width) - 1)
+    ra, rb, rc = (reader(o[k], U32, cx, ins) for k in (1, 2, 3))
+    w = writer(o[0], U32, cx, ins)
+
+    def f(fr, m):
+        rs = [fn(x, y) for x, y in zip(_lanes(ra(fr), width, a_signed),
+                                        _lanes(rb(fr), width, b_signed), strict=True)]  # fmt: skip
+        if add:
+            total = _arr(rc(fr)).astype(np.int64) + sum(rs)
+            w(fr, _out((total & 0xFFFF_FFFF).astype(U32)), m)
+            return
+        if sat:
+            rs = [np.clip(r, lo, hi) for r in rs]
+        w(fr, _pack(rs, width), m)
+
+    return f
+
+
 # --- div / rem ---------------------------------------------------------------------------------
 def int_div(a, b, t: np.dtype, want_rem: bool):
     a, b = _arr(a), _arr(b)
@@ -457,6 +542,8 @@ def _minmax(ins: Instruction, cx: CompileContext) -> Exec:
         if len(ins.operands) > 3:
             return unsupported(ins, cx, "three-input min/max")
         return half.minmax(ins, cx, h, is_min)
+    if ins.types[-1] in _SIMD16:
+        return _simd16(ins, cx, ins.opcode)
     if t.kind == "f":
         if len(ins.operands) > 3:
             return unsupported(ins, cx, "three-input min/max")
