@@ -59,8 +59,8 @@ class Kernels:
             raw = a.tobytes() if isinstance(a, np.generic) else bytes(a) if isinstance(
                 a, bytes) else int(a).to_bytes(p.size, "little", signed=int(a) < 0)
             buf[p.offset : p.offset + p.size] = raw
-        grid = (grid, 1, 1) if isinstance(grid, int) else grid
-        block = (block, 1, 1) if isinstance(block, int) else block
+        grid = (grid, 1, 1) if isinstance(grid, int) else tuple(grid) + (1,) * (3 - len(grid))
+        block = (block, 1, 1) if isinstance(block, int) else tuple(block) + (1,) * (3 - len(block))
         self.loaded.launch(name, grid, block, shared, bytes(buf), self.printed.append)
 
 
@@ -162,12 +162,21 @@ def test_half_and_bfloat16_atomic_add(k):
     assert as_f32(b2).tolist() == [100, 50]
 
 
-def test_unsupported_instruction_names_itself(k):
+@pytest.mark.parametrize(
+    "text, name",
+    [
+        ("tex.1d.v4.f32.s32 {%r0,%r0,%r0,%r0}, [%rd0, {%r1}];", "tex.1d"),
+        ("mma.sync.aligned.m16n8k8.row.col.f32.f16.f16.f32 {%r0,%r0,%r0,%r0}, {%r0,%r0}, {%r0}, "
+         "{%r0,%r0,%r0,%r0};", "mma.sync"),
+        ("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%r0,%r0,%r0,%r0}, [%rd0];", "ldmatrix"),
+    ],
+)
+def test_unsupported_instruction_names_itself(text, name):
+    """Instructions the machine lacks fail when executed, naming themselves, never silently."""
     with pytest.raises(EmuFault) as info:
-        Kernels(".version 8.0\n.target sm_75\n.address_size 64\n"
-                ".visible .entry t() { .reg .b32 %r<2>; tex.1d.v4.f32.s32 {%r0,%r0,%r0,%r0}, "
-                "[%r1, {%r1}]; ret; }").launch("t", 1, 1)
-    assert info.value.kind == "not_supported" and "tex.1d" in str(info.value)
+        Kernels(".version 8.0\n.target sm_80\n.address_size 64\n.visible .entry t() { "
+                ".reg .b32 %r<2>; .reg .b64 %rd<1>; " + text + " ret; }").launch("t", 1, 32)
+    assert info.value.kind == "not_supported" and name in str(info.value)
 
 
 def test_half_shuffle_relu_and_unordered_compares(k):
@@ -274,3 +283,23 @@ def test_simd_video_intrinsics(k):
     np.testing.assert_array_equal(o[:, 3], pack16(np.minimum(s16(x), s16(y))))
     np.testing.assert_array_equal(o[:, 4], pack16(u16(x) + u16(y)))
     np.testing.assert_array_equal(o[:, 5], np.abs(b8(x) - b8(y)).sum(1))
+
+
+def test_wmma_half_gemm_and_int8(k):
+    rng = np.random.default_rng(6)
+    m, n, kk = 64, 48, 32
+    a = rng.standard_normal((m, kk)).astype(np.float16)
+    b = rng.standard_normal((kk, n)).astype(np.float16)
+    c = k.zeros(m * n, np.float32)
+    k.launch("wmmaGemm", (2, 2), (64, 2), k.put(a), k.put(b), c, m, n, kk)
+    # f16 products are exact; the accumulation order inside a tensor core is unspecified
+    want = a.astype(np.float64) @ b.astype(np.float64) * 0.5
+    np.testing.assert_allclose(k.get(c, m * n, np.float32).reshape(m, n), want, rtol=1e-5,
+                               atol=1e-5)
+    a8 = rng.integers(-128, 128, (16, 16)).astype(np.int8)
+    b8 = rng.integers(-128, 128, (16, 16)).astype(np.int8)
+    c0 = rng.integers(-1000, 1000, (16, 16)).astype(np.int32)
+    pc = k.put(c0)
+    k.launch("wmmaInt8", 1, 32, k.put(a8), k.put(b8.T.copy()), pc)
+    want8 = a8.astype(np.int64) @ b8.astype(np.int64) + c0
+    np.testing.assert_array_equal(k.get(pc, 256, np.int32).reshape(16, 16).T, want8)

@@ -4,6 +4,7 @@
 #include <cooperative_groups/reduce.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <mma.h>
 namespace cg = cooperative_groups;
 
 // vote/redux/match/elect .sync with a per-lane membermask (tiles smaller than a warp)
@@ -163,4 +164,36 @@ extern "C" __global__ void simd(const unsigned* x, const unsigned* y, unsigned* 
   o[3] = __vmins2(a, b);
   o[4] = __vadd2(a, b);
   o[5] = __vsadu4(a, b);
+}
+
+// tensor cores through nvcuda::wmma: a tiled half-precision GEMM with float accumulators, one
+// warp per 16x16 tile of C, and an int8 product with a column-major B stored column-major
+extern "C" __global__ void wmmaGemm(const __half* A, const __half* B, float* C, int M, int N,
+                                    int K) {
+  using namespace nvcuda;
+  int wm = (blockIdx.y * blockDim.y + threadIdx.y) * 16;
+  int wn = (blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32) * 16;
+  if (wm >= M || wn >= N) return;
+  wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major> fa;
+  wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, wmma::row_major> fb;
+  wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+  wmma::fill_fragment(acc, 0.0f);
+  for (int k = 0; k < K; k += 16) {
+    wmma::load_matrix_sync(fa, A + wm * K + k, K);
+    wmma::load_matrix_sync(fb, B + k * N + wn, N);
+    wmma::mma_sync(acc, fa, fb, acc);
+  }
+  for (int i = 0; i < acc.num_elements; i++) acc.x[i] *= 0.5f;
+  wmma::store_matrix_sync(C + wm * N + wn, acc, N, wmma::mem_row_major);
+}
+extern "C" __global__ void wmmaInt8(const signed char* a, const signed char* b, int* c) {
+  using namespace nvcuda;
+  wmma::fragment<wmma::matrix_a, 16, 16, 16, signed char, wmma::row_major> fa;
+  wmma::fragment<wmma::matrix_b, 16, 16, 16, signed char, wmma::col_major> fb;
+  wmma::fragment<wmma::accumulator, 16, 16, 16, int> fc;
+  wmma::load_matrix_sync(fc, c, 16, wmma::mem_row_major);
+  wmma::load_matrix_sync(fa, a, 16);
+  wmma::load_matrix_sync(fb, b, 16);
+  wmma::mma_sync(fc, fa, fb, fc);
+  wmma::store_matrix_sync(c, fc, 16, wmma::mem_col_major);
 }

@@ -16,7 +16,7 @@ laptops without a GPU still have a CUDA device (see ``research/ptx-emulation.md`
 Every failure is an :class:`EmuFault` whose ``kind`` the CUDA layer maps to a CUresult.
 
 Known limits, each reported rather than silently wrong where it can be detected: no textures,
-surfaces, tensor-core (``mma``/``wmma``), bulk copies/TMA (``mbarrier`` transaction counts),
+surfaces, PTX-level tensor-core ``mma``/``ldmatrix`` (``wmma`` is supported), bulk copies/TMA (``mbarrier`` transaction counts),
 cluster or grid-wide sync (``cp.async`` runs synchronously; ``mbarrier`` phases are supported);
 recursion stacks ``.local`` frames up to 256 levels; warp collectives
 executed by only part of their member mask read the non-participating lanes' current values;
