@@ -1,6 +1,8 @@
 """Byte-stream transports: TCP + TLS 1.3, plain TCP (``--insecure``) and the Unix socket.
 
-A thin asyncio Protocol feeds the sans-IO connection; TCP_NODELAY is asyncio's default.
+A thin asyncio BufferedProtocol feeds the sans-IO connection: the transport (TLS included)
+writes received bytes into memory the connection hands out, so a large bulk segment lands in
+its final buffer without a staging copy. TCP_NODELAY is asyncio's default.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ OnPeer = Callable[[Peer], None]
 _SOCKET_BUFFER = 4 << 20
 
 
-class StreamAdapter(asyncio.Protocol):
+class StreamAdapter(asyncio.BufferedProtocol):
     def __init__(self, make_conn: MakeConnection, on_peer: OnPeer, transport_name: str,
                  initiate: bool) -> None:
         self._make_conn = make_conn
@@ -70,7 +72,20 @@ class StreamAdapter(asyncio.Protocol):
         for bufs in out.values():
             self.transport.writelines(bufs)
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        peer = self.peer
+        if peer is None:  # refused in connection_made: whatever arrives is dropped
+            return memoryview(bytearray(4096))
+        return peer.conn.receive_buffer()
+
+    def buffer_updated(self, nbytes: int) -> None:
+        peer = self.peer
+        if peer is None:
+            return
+        peer.conn.received_into(nbytes)
+        peer.pump()
+
+    def data_received(self, data: bytes) -> None:  # transports without buffered reads
         peer = self.peer
         if peer is None:
             return

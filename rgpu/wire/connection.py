@@ -132,7 +132,8 @@ class Connection:
         self._events: deque[Event] = deque()
         self._out: dict[int, list[bytes | bytearray | memoryview]] = {}
         self._session_stream: dict[int, int] = {}
-        self._partial: dict[tuple[int, int, int], tuple[Frame, list[bytes], int]] = {}
+        self._partial: dict[tuple[int, int, int],
+                            tuple[Frame, list[bytes | bytearray | memoryview], int]] = {}
         self._request_ids = itertools.count(1)
         self._nonce_c = b""
         self._nonce_s = b""
@@ -231,11 +232,38 @@ class Connection:
     def receive_data(self, data: bytes | bytearray | memoryview, stream: int = 0) -> None:
         if self.state is State.CLOSED:
             return
+        decoder = self._decoder(stream)
+        try:
+            decoder.feed(data)
+        except ProtocolError as exc:
+            self.close(exc.code, str(exc))
+            return
+        self._decode(decoder, stream)
+
+    def receive_buffer(self, stream: int = 0) -> memoryview:
+        """Memory the transport may read the stream's next bytes into (zero-copy receive);
+        report how many it wrote with :meth:`received_into`."""
+        return self._decoder(stream).get_buffer()
+
+    def received_into(self, nbytes: int, stream: int = 0) -> None:
+        if self.state is State.CLOSED:
+            return
+        decoder = self._decoder(stream)
+        try:
+            decoder.buffer_updated(nbytes)
+        except ProtocolError as exc:
+            self.close(exc.code, str(exc))
+            return
+        self._decode(decoder, stream)
+
+    def _decoder(self, stream: int) -> FrameDecoder:
         decoder = self._decoders.get(stream)
         if decoder is None:
             decoder = self._decoders[stream] = FrameDecoder(self.config.limits)
+        return decoder
+
+    def _decode(self, decoder: FrameDecoder, stream: int) -> None:
         try:
-            decoder.feed(data)
             for frame in decoder.frames():
                 self._handle(frame, stream)
                 if self.state is State.CLOSED:
@@ -331,7 +359,7 @@ class Connection:
         if entry is None:
             if not frame.flags & F_MORE:
                 return frame
-            self._partial[key] = (frame, [bytes(frame.bulk)], len(frame.bulk))
+            self._partial[key] = (frame, [frame.bulk], len(frame.bulk))
             return None
         head, parts, size = entry
         size += len(frame.bulk)
@@ -339,7 +367,7 @@ class Connection:
             raise ProtocolError(
                 f"message bulk exceeds the limit of {self.config.limits.max_message_bulk} "
                 "bytes", code="too_large")
-        parts.append(bytes(frame.bulk))
+        parts.append(frame.bulk)
         if frame.flags & F_MORE:
             self._partial[key] = (head, parts, size)
             return None

@@ -107,7 +107,7 @@ class Frame:
     session: int
     request: int
     body: Any
-    bulk: bytes | memoryview = b""
+    bulk: bytes | bytearray | memoryview = b""
 
     @property
     def more(self) -> bool:
@@ -170,31 +170,85 @@ def encode_frame_bytes(kind: MessageKind, body: Any = None, **kwargs: Any) -> by
     return b"".join(bytes(b) for b in encode_frame(kind, body, **kwargs))
 
 
+#: A bulk segment at least this large is received straight into a buffer of its own (see
+#: :meth:`FrameDecoder.get_buffer`), not through the decoder's staging buffer.
+DIRECT_BULK = 1 << 16
+_SCRATCH = 256 << 10
+
+
 class FrameDecoder:
     """Incremental decoder for one byte stream.
 
     ``feed()`` buffers bytes; iterating ``frames()`` yields each complete frame. The first
     violation raises :class:`ProtocolError` and the decoder refuses further input, because a
     byte stream cannot be resynchronised once a length is wrong.
+
+    A transport that reads into memory it is given (``asyncio.BufferedProtocol``, TLS included)
+    uses ``get_buffer()`` / ``buffer_updated()`` instead of ``feed()``: once the header and body
+    of a frame with a large bulk segment are in, the rest of that segment is read straight into
+    the bytearray that becomes ``Frame.bulk``, with no staging copy.
     """
 
     def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
         self.limits = limits
         self._buf = bytearray()
         self._failed: ProtocolError | None = None
+        self._ready: list[Frame] = []
+        # the frame whose bulk is being received directly: its header fields and body
+        self._direct: bytearray | None = None
+        self._direct_pos = 0
+        self._direct_head: tuple[MessageKind, int, int, int, Any] | None = None
+        self._scratch: bytearray | None = None
 
     @property
     def buffered(self) -> int:
-        return len(self._buf)
+        return len(self._buf) + (1 if self._direct is not None else 0)
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         if self._failed is not None:
             raise self._failed
+        if self._direct is not None:
+            view = memoryview(data).cast("B")
+            n = min(len(view), len(self._direct) - self._direct_pos)
+            self._direct[self._direct_pos:self._direct_pos + n] = view[:n]
+            self._advance_direct(n)
+            if n == len(view):
+                return
+            data = view[n:]
         self._buf += data
         if len(self._buf) >= HEADER_SIZE:
             # Validate the header of the frame at the front as soon as it is complete, so that
             # an oversized length is refused before its payload is accumulated.
             self._check_header(self._buf)
+
+    def get_buffer(self) -> memoryview:
+        """Where the next bytes of the stream may be written; then call :meth:`buffer_updated`."""
+        if self._direct is not None:
+            return memoryview(self._direct)[self._direct_pos:]
+        if self._scratch is None:
+            self._scratch = bytearray(_SCRATCH)
+        return memoryview(self._scratch)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        """``nbytes`` bytes were written at the start of the last :meth:`get_buffer`."""
+        if self._failed is not None:
+            raise self._failed
+        if self._direct is not None:
+            self._advance_direct(nbytes)
+        else:
+            assert self._scratch is not None
+            with memoryview(self._scratch) as view:
+                self.feed(view[:nbytes])
+
+    def _advance_direct(self, n: int) -> None:
+        assert self._direct is not None and self._direct_head is not None
+        self._direct_pos += n
+        if self._direct_pos == len(self._direct):
+            kind, flags, session, request, body = self._direct_head
+            self._ready.append(Frame(kind, flags, session, request, body, self._direct))
+            self._direct = None
+            self._direct_head = None
+            self._direct_pos = 0
 
     def _check_header(self, buf: bytearray) -> tuple[int, int, int, int, int, int]:
         magic, version, kind, flags, reserved, session, request, body_len, bulk_len = (
@@ -227,16 +281,22 @@ class FrameDecoder:
         return kind, flags, session, request, body_len, bulk_len
 
     def frames(self) -> Iterator[Frame]:
+        while self._ready:
+            yield self._ready.pop(0)
         buf = self._buf
         pos = 0
         try:
-            while len(buf) - pos >= HEADER_SIZE:
+            while self._direct is None and len(buf) - pos >= HEADER_SIZE:
                 if pos:
                     del buf[:pos]
                     pos = 0
                 kind, flags, session, request, body_len, bulk_len = self._check_header(buf)
                 end = HEADER_SIZE + body_len + bulk_len
                 if len(buf) < end:
+                    if bulk_len >= DIRECT_BULK and len(buf) >= HEADER_SIZE + body_len:
+                        self._start_direct(buf, kind, flags, session, request, body_len,
+                                           bulk_len)
+                        pos = len(buf)
                     return
                 # one copy each (slicing the bytearray itself would copy twice); the view is
                 # released before the buffer is resized
@@ -254,6 +314,23 @@ class FrameDecoder:
         finally:
             if pos:
                 del buf[:pos]
+
+    def _start_direct(self, buf: bytearray, kind: int, flags: int, session: int, request: int,
+                      body_len: int, bulk_len: int) -> None:
+        """The header and body are in, most of a large bulk segment is not: give the segment
+        a buffer of its own (its size was checked against the limits with the header)."""
+        with memoryview(buf) as view:
+            body_raw = bytes(view[HEADER_SIZE:HEADER_SIZE + body_len])
+            have = view[HEADER_SIZE + body_len:]
+            bulk = bytearray(bulk_len)
+            bulk[:len(have)] = have
+            got = len(have)
+        if flags & F_COMPRESSED:
+            body_raw = self._decompress(body_raw)
+        body = unpack_body(body_raw, self.limits)
+        self._direct = bulk
+        self._direct_pos = got
+        self._direct_head = (_KIND_OF[kind], flags, session, request, body)
 
     def _decompress(self, data: bytes) -> bytes:
         if len(data) < _LZ4_SIZE.size:

@@ -172,3 +172,72 @@ def test_fuzz_mutated_frames(seed: bytes, flips: list[tuple[int, int]], cut: int
         data[pos % len(data)] = val
     _check_fuzz(bytes(data[: max(1, cut % (len(data) + 1))]))
     _check_fuzz(bytes(data))
+
+
+def _decode_buffered(data: bytes, steps: list[int]) -> tuple[list, FrameDecoder, int]:
+    """Decode as a BufferedProtocol transport does: write into get_buffer() (at most the
+    step, at most what it offers), then buffer_updated(). Returns the frames, the decoder
+    and how many writes went straight into a frame's own bulk buffer."""
+    from rgpu.wire.frames import DIRECT_BULK  # noqa: F401  (documents what is tested)
+
+    dec = FrameDecoder(Limits())
+    out: list = []
+    pos = i = direct_writes = 0
+    while pos < len(data):
+        buf = dec.get_buffer()
+        direct = dec._direct is not None
+        n = min(len(buf), steps[i % len(steps)], len(data) - pos)
+        i += 1
+        buf[:n] = data[pos:pos + n]
+        del buf
+        dec.buffer_updated(n)
+        direct_writes += direct
+        pos += n
+        out.extend(dec.frames())
+    return out, dec, direct_writes
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(sizes=st.lists(st.sampled_from([0, 5, 700, 65535, 65536, 200_001, 1 << 20]),
+                      min_size=1, max_size=5),
+       steps=st.lists(st.integers(1, 300_000), min_size=1, max_size=4),
+       compress=st.booleans())
+def test_buffered_receive_puts_large_bulk_straight_into_its_frame(
+        sizes: list[int], steps: list[int], compress: bool) -> None:
+    """Frames with small and large bulk segments, read in arbitrary pieces through
+    get_buffer/buffer_updated, come out whole, in order, and equal to what was sent; large
+    segments are filled in place."""
+    rng = random.Random(len(sizes) * 7919 + sum(steps))
+    sent = []
+    data = bytearray()
+    for k, size in enumerate(sizes):
+        bulk = rng.randbytes(size)
+        body = ["fn", [k, "x" * (600 if compress else 3)]]
+        sent.append((body, bulk))
+        data += encode_frame_bytes(MessageKind.CALL, body, session=k + 1, request=k, bulk=bulk)
+    frames, dec, direct_writes = _decode_buffered(bytes(data), steps)
+    assert [(f.body, bytes(f.bulk)) for f in frames] == sent
+    assert [f.session for f in frames] == list(range(1, len(sizes) + 1))
+    assert dec.buffered == 0
+    big = [s for s in sizes if s >= 1 << 16]
+    if big and max(steps) < big[0] // 2:
+        assert direct_writes > 0
+
+
+def test_buffered_and_fed_bytes_mix() -> None:
+    """feed() in the middle of a directly received segment continues it."""
+    bulk = bytes(range(256)) * 1024  # 256 KiB
+    data = encode_frame_bytes(MessageKind.REPLY, {"ok": 1}, request=9, bulk=bulk) + \
+        encode_frame_bytes(MessageKind.PING, None, request=10)
+    dec = FrameDecoder(Limits())
+    dec.feed(data[:HEADER_SIZE + 200])
+    assert list(dec.frames()) == []
+    buf = dec.get_buffer()
+    body_len = HEADER.unpack_from(data, 0)[7]
+    assert len(buf) == len(bulk) - (200 - body_len)  # the rest of the segment, in place
+    dec.feed(data[HEADER_SIZE + 200:HEADER_SIZE + 100_000])
+    dec.feed(data[HEADER_SIZE + 100_000:])
+    frames = list(dec.frames())
+    assert [f.kind for f in frames] == [MessageKind.REPLY, MessageKind.PING]
+    assert bytes(frames[0].bulk) == bulk and frames[0].body == {"ok": 1}
+    assert dec.buffered == 0
