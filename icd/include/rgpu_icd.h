@@ -118,6 +118,7 @@ typedef struct {
     const rgpu_command *cmd;
     PFN_vkVoidFunction fn;
     int level;
+    const char *origins;       /* the core versions and extensions providing it, space-separated */
 } rgpu_command_entry;
 
 extern const uint32_t rgpu_struct_count;
@@ -188,6 +189,8 @@ typedef struct rgpu_device {
     struct rgpu_dobj **queues;
     int nqueues;
     struct rgpu_cmdbuf *cmdbufs; /* every live command buffer (freed with their pool) */
+    char **extensions;           /* the device extensions the application enabled */
+    uint32_t nextensions;
     uint64_t seen_semaphore[8];  /* timeline values last read by vkGetSemaphoreCounterValue: */
     uint64_t seen_value[8];      /* a poll that sees nothing new needs no memory read-back */
     unsigned seen_next;

@@ -83,6 +83,11 @@ static VKAPI_ATTR VkResult VKAPI_CALL icd_CreateDevice(VkPhysicalDevice physical
         return st;
     }
     dev->obj.dev = dev;
+    uint32_t n = pCreateInfo->enabledExtensionCount;
+    dev->extensions = calloc(n ? n : 1, sizeof *dev->extensions);
+    for (uint32_t i = 0; dev->extensions && i < n; i++)
+        if ((dev->extensions[dev->nextensions] = strdup(pCreateInfo->ppEnabledExtensionNames[i])))
+            dev->nextensions++;
     *pDevice = (VkDevice)dev;
     return VK_SUCCESS;
 }
@@ -107,6 +112,9 @@ static VKAPI_ATTR void VKAPI_CALL icd_DestroyDevice(VkDevice device,
     for (int i = 0; i < dev->nqueues; i++)
         free(dev->queues[i]);
     free(dev->queues);
+    for (uint32_t i = 0; i < dev->nextensions; i++)
+        free(dev->extensions[i]);
+    free(dev->extensions);
     pthread_mutex_destroy(&dev->mu);
     free(dev);
 }
@@ -181,14 +189,47 @@ static VKAPI_ATTR void VKAPI_CALL icd_GetDeviceQueue2(VkDevice device,
                         info->flags);
 }
 
+/* Entry points the ICD implements by hand that the generated table does not list. */
+static const char *special_origins(const char *name)
+{
+    if (!strcmp(name, "vkCmdPushDescriptorSetWithTemplateKHR"))
+        return "VK_KHR_push_descriptor";
+    if (!strcmp(name, "vkUpdateDescriptorSetWithTemplateKHR"))
+        return "VK_KHR_descriptor_update_template";
+    return "VK_VERSION_1_0";
+}
+
+/* As drivers do, a command is handed out only when a core version (rgpu's ICD is 1.3) or an
+ * extension the device was created with provides it: applications test optional features by
+ * whether vkGetDeviceProcAddr returns NULL. */
+static int provided(const rgpu_device *dev, const char *origins)
+{
+    const char *p = origins;
+    while (*p) {
+        const char *end = strchr(p, ' ');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        if (len > 11 && !strncmp(p, "VK_VERSION_", 11))
+            return 1;
+        for (uint32_t i = 0; dev && i < dev->nextensions; i++)
+            if (strlen(dev->extensions[i]) == len && !strncmp(dev->extensions[i], p, len))
+                return 1;
+        p += len;
+        while (*p == ' ')
+            p++;
+    }
+    return 0;
+}
+
 static VKAPI_ATTR PFN_vkVoidFunction VKAPI_CALL icd_GetDeviceProcAddr(VkDevice device,
                                                                       const char *pName)
 {
-    (void)device;
     if (!pName)
         return NULL;
     if (!strcmp(pName, "vkGetDeviceProcAddr"))
         return (PFN_vkVoidFunction)icd_GetDeviceProcAddr;
+    const rgpu_command_entry *e = rgpu_command_by_name(pName);
+    if (device && !provided((const rgpu_device *)device, e ? e->origins : special_origins(pName)))
+        return NULL;
     return rgpu_device_proc(pName);
 }
 
@@ -384,6 +425,47 @@ static VKAPI_ATTR VkResult VKAPI_CALL icd_ResetCommandBuffer(VkCommandBuffer com
     return VK_SUCCESS;
 }
 
+/* ---- VK_EXT_multi_draw ---------------------------------------------------------------------- */
+
+/* pVertexInfo / pIndexInfo are arrays with the application's stride; the wire carries packed
+ * arrays, so they are recorded packed with the stride of the struct itself. */
+static VKAPI_ATTR void VKAPI_CALL icd_CmdDrawMultiEXT(VkCommandBuffer commandBuffer,
+                                                     uint32_t drawCount,
+                                                     const VkMultiDrawInfoEXT *pVertexInfo,
+                                                     uint32_t instanceCount,
+                                                     uint32_t firstInstance, uint32_t stride)
+{
+    VkMultiDrawInfoEXT *packed = calloc(drawCount ? drawCount : 1, sizeof *packed);
+    if (!packed) {
+        ((rgpu_cmdbuf *)commandBuffer)->stream.oom = 1;
+        return;
+    }
+    for (uint32_t i = 0; i < drawCount; i++)
+        memcpy(&packed[i], (const uint8_t *)pVertexInfo + (size_t)i * stride, sizeof *packed);
+    uint64_t a[6] = {(uint64_t)(uintptr_t)commandBuffer, drawCount, (uint64_t)(uintptr_t)packed,
+                     instanceCount, firstInstance, sizeof *packed};
+    rgpu_forward(rgpu_command_by_name("vkCmdDrawMultiEXT")->cmd, a);
+    free(packed);
+}
+
+static VKAPI_ATTR void VKAPI_CALL icd_CmdDrawMultiIndexedEXT(
+    VkCommandBuffer commandBuffer, uint32_t drawCount, const VkMultiDrawIndexedInfoEXT *pIndexInfo,
+    uint32_t instanceCount, uint32_t firstInstance, uint32_t stride, const int32_t *pVertexOffset)
+{
+    VkMultiDrawIndexedInfoEXT *packed = calloc(drawCount ? drawCount : 1, sizeof *packed);
+    if (!packed) {
+        ((rgpu_cmdbuf *)commandBuffer)->stream.oom = 1;
+        return;
+    }
+    for (uint32_t i = 0; i < drawCount; i++)
+        memcpy(&packed[i], (const uint8_t *)pIndexInfo + (size_t)i * stride, sizeof *packed);
+    uint64_t a[7] = {(uint64_t)(uintptr_t)commandBuffer, drawCount, (uint64_t)(uintptr_t)packed,
+                     instanceCount, firstInstance, sizeof *packed,
+                     (uint64_t)(uintptr_t)pVertexOffset};
+    rgpu_forward(rgpu_command_by_name("vkCmdDrawMultiIndexedEXT")->cmd, a);
+    free(packed);
+}
+
 /* ---- submission and waits ----------------------------------------------------------------- */
 
 /* vkQueueSubmit(2) and vkResetFences return only a VkResult: they go as BATCH calls (no round
@@ -551,6 +633,8 @@ static const struct {
     FN("vkQueueSubmit2", icd_QueueSubmit2),
     FN("vkQueueSubmit2KHR", icd_QueueSubmit2),
     FN("vkResetFences", icd_ResetFences),
+    FN("vkCmdDrawMultiEXT", icd_CmdDrawMultiEXT),
+    FN("vkCmdDrawMultiIndexedEXT", icd_CmdDrawMultiIndexedEXT),
     FN("vkQueueWaitIdle", icd_QueueWaitIdle),
     FN("vkDeviceWaitIdle", icd_DeviceWaitIdle),
     FN("vkWaitForFences", icd_WaitForFences),

@@ -234,8 +234,9 @@ def generate_commands() -> str:
     out.append("const rgpu_command_entry rgpu_commands[] = {\n")
     for name, target in names:
         c = schema.COMMANDS[target]
+        origins = " ".join(schema.COMMAND_ORIGINS.get(name, ()))
         out.append(f'    {{"{name}", &C_{target}, (PFN_vkVoidFunction)G_{target}, '
-                   f"RGPU_LEVEL_{c.level.upper()}}},\n")
+                   f'RGPU_LEVEL_{c.level.upper()}, "{origins}"}},\n')
     out.append("};\n\n")
     out.append("/* Extensions whose commands and structs the wire carries (instance ones with the "
                "header's spec version; devices report their own). */\n")

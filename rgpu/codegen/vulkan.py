@@ -292,6 +292,23 @@ def select(reg: Registry) -> tuple[dict[str, Struct], dict[str, Command], dict[s
     return structs, commands, aliases, extensions, struct_aliases, struct_origins
 
 
+def command_origins(reg: Registry, names: Iterable[str]) -> dict[str, tuple[str, ...]]:
+    """Command name (aliases included) -> the core versions and selected extensions that
+    provide it: a driver hands out a command only for its version or an enabled extension."""
+    extensions = _selected_extensions(reg)
+    included = set(CORE_VERSIONS) | {e.name for e in extensions}
+    sources = [(f.name, f.commands) for f in reg.features if f.name in CORE_VERSIONS]
+    sources += [(e.name, e.commands) for e in extensions]
+    wanted = set(names)
+    origins: dict[str, list[str]] = {}
+    for origin, cmds in sources:
+        for c, dep in cmds:
+            if c in wanted and (dep is None or all(d in included for d in re.split(
+                    r"[,+()]", dep) if d.strip())) and origin not in origins.get(c, []):
+                origins.setdefault(c, []).append(origin)
+    return {n: tuple(origins.get(n, ())) for n in sorted(wanted)}
+
+
 def _handles(reg: Registry, commands: dict[str, Command]) -> dict[str, tuple[bool, str | None,
                                                                               str | None]]:
     result: dict[str, tuple[bool, str | None, str | None]] = {}
@@ -376,6 +393,10 @@ def generate(xml_path: Path = DEFAULT_VK_XML) -> str:
     out.append("\n#: Extension-suffixed names of promoted commands -> the schema entry.\n")
     out.append("COMMAND_ALIASES: dict[str, str] = {\n")
     out += [f"    {k!r}: {v!r},\n" for k, v in sorted(aliases.items())]
+    out.append("}\n\n#: command name -> the core versions and extensions that provide it\n")
+    out.append("COMMAND_ORIGINS: dict[str, tuple[str, ...]] = {\n")
+    out += [f"    {k!r}: {_lit(v)},\n"
+            for k, v in command_origins(reg, [*commands, *aliases]).items()]
     out.append("}\n\n#: rgpu's private commands (rgpu/codegen/vk_private.py).\n")
     out.append("PRIVATE_COMMANDS: dict[str, C] = {}\n")
     for c in PRIVATE_COMMANDS:

@@ -7,8 +7,9 @@ short on a two-core machine; each was written to catch a failure found by runnin
 programs: an array argument (`vkCmdSetBlendConstants`) the server could not replay,
 `vkCmdPushDescriptorSetWithTemplateKHR` missing, mapped memory not read back when completion
 is learnt by polling a timeline semaphore, device writes lost when the host wrote
-neighbouring bytes of the same memory before waiting, and command buffers larger than a wire
-frame refused. The Khronos validation layer runs on
+neighbouring bytes of the same memory before waiting, command buffers larger than a wire
+frame refused, `vkCmdDrawMultiIndexedEXT` arrays read with the wrong stride, and entry points
+handed out for extensions the device does not have. The Khronos validation layer runs on
 the application's side when it is installed, and must stay silent on both paths.
 """
 
@@ -68,9 +69,18 @@ def compat_render(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 
 def _same_as_lavapipe(pool: tuple[Rig, ServerProc, DaemonProc], manifest: Path,
                       argv: list[Path], name: str) -> None:
+    """Without layers (the application talks to the ICD through the loader alone), then with
+    the validation layer where it is installed."""
+    _compare(pool, manifest, argv, name, {})
+    if _validation_layer():
+        _compare(pool, manifest, argv, name,
+                 {"VK_INSTANCE_LAYERS": "VK_LAYER_KHRONOS_validation"})
+
+
+def _compare(pool: tuple[Rig, ServerProc, DaemonProc], manifest: Path, argv: list[Path],
+             name: str, layers: dict[str, str]) -> None:
     rig, _server, daemon = pool
     assert LAVAPIPE is not None
-    layers = {"VK_INSTANCE_LAYERS": "VK_LAYER_KHRONOS_validation"} if _validation_layer() else {}
     direct_env = {**rig.env, "VK_ICD_FILENAMES": str(LAVAPIPE),
                   "VK_DRIVER_FILES": str(LAVAPIPE), "NODEVICE_SELECT": "1", **layers}
     command = [str(p) for p in argv]

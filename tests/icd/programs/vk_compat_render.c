@@ -12,9 +12,11 @@
  *   single-sample image, drawn by a secondary command buffer (vkCmdExecuteCommands) with
  *   dynamic viewport, scissor and blend constants (vkCmdSetBlendConstants: an array argument);
  * - dynamic rendering (vkCmdBeginRendering) with synchronization2 barriers, an image cleared by
- *   vkCmdClearColorImage and loaded, vkCmdDrawIndexedIndirect with two draws, a precise
+ *   vkCmdClearColorImage and loaded, vkCmdDrawIndexedIndirect with two draws,
+ *   vkCmdDrawMultiIndexedEXT from an array with a stride larger than its struct, a precise
  *   occlusion query read with VK_QUERY_RESULT_WITH_AVAILABILITY_BIT, the depth attachment read
- *   back. */
+ *   back;
+ * - vkGetDeviceProcAddr: NULL for a command of an extension the device was not created with. */
 #include "compat_common.h"
 
 #define W 64
@@ -106,14 +108,25 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: vk_compat_render TEX.vert.spv TEX.frag.spv\n");
         return 2;
     }
+    VkPhysicalDeviceMultiDrawFeaturesEXT multi_draw = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MULTI_DRAW_FEATURES_EXT, .multiDraw = 1};
     VkPhysicalDeviceVulkan13Features f13 = {
-        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_3_FEATURES, .synchronization2 = 1,
-        .dynamicRendering = 1};
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_3_FEATURES, .pNext = &multi_draw,
+        .synchronization2 = 1, .dynamicRendering = 1};
     VkPhysicalDeviceFeatures2 f2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2,
                                     .pNext = &f13,
                                     .features = {.multiDrawIndirect = 1,
                                                  .occlusionQueryPrecise = 1}};
-    init_device("vk_compat_render", &f2, NULL, 0);
+    const char *exts[] = {VK_EXT_MULTI_DRAW_EXTENSION_NAME};
+    init_device("vk_compat_render", &f2, exts, 1);
+    PFN_vkCmdDrawMultiIndexedEXT draw_multi_indexed =
+        (PFN_vkCmdDrawMultiIndexedEXT)vkGetDeviceProcAddr(dev, "vkCmdDrawMultiIndexedEXT");
+    /* an extension the device was not created with (nor supports) has no entry points */
+    printf("vkCmdDrawMultiIndexedEXT %s, vkGetPipelineExecutablePropertiesKHR %s\n",
+           draw_multi_indexed ? "found" : "missing",
+           vkGetDeviceProcAddr(dev, "vkGetPipelineExecutablePropertiesKHR") ? "found" : "absent");
+    if (!draw_multi_indexed)
+        return 1;
     VkShaderModule vs = load_shader(argv[1]), fs = load_shader(argv[2]);
 
     /* the texture: staging upload, then a mip chain by blits */
@@ -394,6 +407,14 @@ int main(int argc, char **argv)
     vkCmdBindIndexBuffer(cb, ibuf.buf, 0, VK_INDEX_TYPE_UINT16);
     vkCmdPushConstants(cb, pl, VK_SHADER_STAGE_VERTEX_BIT, 0, 16, offset2);
     vkCmdDrawIndexedIndirect(cb, indirect.buf, 0, 2, sizeof(VkDrawIndexedIndirectCommand));
+    /* the same quads again, shifted, from an array with a stride of the application's own */
+    struct {
+        VkMultiDrawIndexedInfoEXT draw;
+        uint32_t tag[3];
+    } multi[2] = {{{0, 6, 0}, {1, 2, 3}}, {{6, 6, 0}, {4, 5, 6}}};
+    const float offset3[4] = {0.15f, -0.1f, -0.05f, 0};
+    vkCmdPushConstants(cb, pl, VK_SHADER_STAGE_VERTEX_BIT, 0, 16, offset3);
+    draw_multi_indexed(cb, 2, &multi[0].draw, 1, 0, sizeof multi[0], NULL);
     vkCmdEndRendering(cb);
     vkCmdEndQuery(cb, qp, 0);
     submit_once(cb);
