@@ -303,3 +303,16 @@ def test_wmma_half_gemm_and_int8(k):
     k.launch("wmmaInt8", 1, 32, k.put(a8), k.put(b8.T.copy()), pc)
     want8 = a8.astype(np.int64) @ b8.astype(np.int64) + c0
     np.testing.assert_array_equal(k.get(pc, 256, np.int32).reshape(16, 16).T, want8)
+
+
+def test_grid_sync_in_cooperative_launch_and_trap_otherwise(k):
+    n = 8 * 64
+    p = k.zeros(n, np.int32)
+    info = k.module.kernels["gridsync"]
+    params = p.to_bytes(info.params[0].size, "little")
+    k.loaded.launch("gridsync", (8, 1, 1), (64, 1, 1), 0, params, print, cooperative=True)
+    i = np.arange(n)
+    np.testing.assert_array_equal(k.get(p, n, np.int32), i + 1000 * ((i + 64) % n))
+    with pytest.raises(EmuFault) as err:
+        k.launch("gridsync", 8, 64, p)
+    assert "grid.sync() in a launch that is not cooperative" in str(err.value)

@@ -197,3 +197,13 @@ extern "C" __global__ void wmmaInt8(const signed char* a, const signed char* b, 
   wmma::mma_sync(fc, fa, fb, fc);
   wmma::store_matrix_sync(c, fc, 16, wmma::mem_col_major);
 }
+
+// cooperative groups' grid-wide barrier (a cooperative launch; %envreg1:%envreg2 is its
+// barrier word): every block reads what the next block wrote before the barrier
+extern "C" __global__ void gridsync(int* p) {
+  cg::grid_group g = cg::this_grid();
+  unsigned long long i = g.thread_rank();
+  p[i] = (int)i;
+  g.sync();
+  p[i] += 1000 * p[(i + blockDim.x) % g.size()];
+}

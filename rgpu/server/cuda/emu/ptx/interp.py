@@ -41,6 +41,10 @@ from .ir import Instruction
 from .memory import DeviceMemory
 
 STARVATION_LIMIT = 256
+TRAP_MESSAGE = (
+    "trap executed (__trap(), or cooperative groups' grid.sync() in a launch that is not "
+    "cooperative)"
+)
 #: Bytes of local memory one batch may grow to when recursion stacks frames.
 LOCAL_BATCH_LIMIT = 1 << 30
 #: Basic blocks one batch may execute before the launch is declared hung (a GPU watchdog's job);
@@ -191,8 +195,10 @@ class Batch:
         local_size: int,
         printf: Callable[[str], None],
         reserved_shared: int = 0,
+        grid_workspace: int = 0,
     ) -> None:
         self.kernel = kernel
+        self.grid_workspace = grid_workspace
         self.mem = mem
         self.grid = grid
         self.block = block
@@ -315,6 +321,11 @@ class Batch:
             return U32.type(time.time_ns() & 0xFFFF_FFFF)
         if name == "%globaltimer_hi":
             return U32.type(time.time_ns() >> 32)
+        if name.startswith("%envreg"):
+            # driver environment: envreg1:envreg2 point cooperative groups' grid.sync() at its
+            # barrier word (0, and grid.sync() traps, unless the launch is cooperative)
+            ws = self.grid_workspace
+            return U32.type({"%envreg1": ws >> 32, "%envreg2": ws & 0xFFFF_FFFF}.get(name, 0))
         if name.startswith("%reserved_smem_offset_"):
             at, size = self.reserved_shared_at, self.reserved_shared
             part = name[len("%reserved_smem_offset_") :]
@@ -685,7 +696,7 @@ def run_function(cf: CompiledFunction, L: Batch, ps: dict, init_mask: np.ndarray
                             return
                     pc = end + 1
                     continue
-                raise cf.cx.fault(cf.instructions[end], "launch_failed", "trap executed")
+                raise cf.cx.fault(cf.instructions[end], "launch_failed", TRAP_MESSAGE)
 
             # diverged: run the basic block at the minimum PC among runnable lanes
             cur = int(pcs.min())
@@ -762,7 +773,7 @@ def run_function(cf: CompiledFunction, L: Batch, ps: dict, init_mask: np.ndarray
                             if n_alive == 0:
                                 return
                 else:
-                    raise cf.cx.fault(cf.instructions[end], "launch_failed", "trap executed")
+                    raise cf.cx.fault(cf.instructions[end], "launch_failed", TRAP_MESSAGE)
             if n_waiting and L.bar_arrived:  # a bar.arrive may have completed a barrier
                 pcs, n_waiting = _release(cf, L, fr, pcs)
             if n_waiting == 0:

@@ -57,6 +57,9 @@ MAX_GRID = (2**31 - 1, 65535, 65535)
 #: Recursion levels of ``.local`` frames a launch may stack (see _Levels); a guard against
 #: runaway recursion, far beyond what the hardware's default 1 KiB stack allows.
 MAX_LOCAL_LEVELS = 256
+#: Threads a cooperative launch may have: all of them run as one batch (the device's SMs times
+#: their resident threads, with room to spare).
+MAX_COOPERATIVE_THREADS = 1 << 18
 #: Function "addresses" (``mov.u64 %rd, func``) live in their own window, 16 bytes apart.
 FUNC_WINDOW = 0x7B00_0000_0000
 
@@ -478,10 +481,15 @@ class LoadedModule:
         dynamic_shared: int,
         params: bytes,
         printf: Callable[[str], None],
+        cooperative: bool = False,
     ) -> None:
-        """Run ``kernel`` to completion; raises :class:`EmuFault` and nothing else."""
+        """Run ``kernel`` to completion; raises :class:`EmuFault` and nothing else.
+
+        ``cooperative`` (cuLaunchCooperativeKernel): every block runs in one batch and
+        cooperative groups' ``grid.sync()`` gets its barrier word, so grid-wide barriers work.
+        """
         try:
-            self._launch(kernel, grid, block, dynamic_shared, params, printf)
+            self._launch(kernel, grid, block, dynamic_shared, params, printf, cooperative)
         except EmuFault:
             raise
         except (TypeError, ValueError, OverflowError) as exc:
@@ -497,6 +505,7 @@ class LoadedModule:
         dynamic_shared: int,
         params: bytes,
         printf: Callable[[str], None],
+        cooperative: bool = False,
     ) -> None:
         if not self._loaded:
             raise EmuFault("invalid_value", f"{kernel}: module was unloaded")
@@ -546,12 +555,32 @@ class LoadedModule:
         per = max(1, lanes // bs)
         if ck.local_size:
             per = max(1, min(per, (64 << 20) // max(1, ck.local_size * bs)))
+        workspace = 0
+        if cooperative:  # all blocks co-resident, as the hardware guarantees such a launch
+            if nblocks * bs > MAX_COOPERATIVE_THREADS:
+                raise EmuFault(
+                    "invalid_value",
+                    f"{kernel}: cooperative launch of {nblocks * bs} threads exceeds the "
+                    f"{MAX_COOPERATIVE_THREADS} the emulated device runs at once",
+                )
+            per = nblocks
+            workspace = self.memory.alloc(16, 16)
+        try:
+            self._run_batches(kernel, ck, grid, block, nblocks, per, dynamic_shared, params,
+                              printf, workspace)  # fmt: skip
+        finally:
+            if workspace:
+                self.memory.free(workspace)
+
+    def _run_batches(self, kernel, ck, grid, block, nblocks, per, dynamic_shared, params, printf,
+                     workspace) -> None:  # fmt: skip
         with np.errstate(all="ignore"):
             for b0 in range(0, nblocks, per):
                 nb = min(per, nblocks - b0)
                 L = Batch(
                     kernel, self.memory, grid, block, b0, nb, params,  # type: ignore[arg-type]
                     ck.static_shared, dynamic_shared, ck.local_size, printf, ck.reserved_shared,
+                    workspace,
                 )  # fmt: skip
                 try:
                     run_function(ck.entry, L, {}, None)

@@ -71,6 +71,7 @@ SPECIAL_REGISTERS: dict[str, str] = {
     **{f"%{n}.{c}": "u32" for n in ("clusterid", "nclusterid") for c in "xyz"},
     "%cluster_ctarank": "u32", "%cluster_nctarank": "u32",
     **{f"%reserved_smem_offset_{n}": "u32" for n in ("begin", "end", "cap", "0", "1")},
+    **{f"%envreg{n}": "u32" for n in range(32)},
 }  # fmt: skip
 
 _LINE_DIRECTIVES = frozenset({".version", ".target", ".address_size", ".file", ".loc"})
