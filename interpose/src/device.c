@@ -104,6 +104,11 @@ static CUresult fetch_facts(rgpu_device *dev)
         dev->attr[CU_DEVICE_ATTRIBUTE_CAN_USE_HOST_POINTER_FOR_REGISTERED_MEM] = 0;
         dev->attr[CU_DEVICE_ATTRIBUTE_DIRECT_MANAGED_MEM_ACCESS_FROM_HOST] = 0;
         dev->attr[CU_DEVICE_ATTRIBUTE_HOST_NATIVE_ATOMIC_SUPPORTED] = 0;
+        /* memory pools are the shim's (pools.c): device-located, not exportable */
+        dev->attr[CU_DEVICE_ATTRIBUTE_MEMORY_POOLS_SUPPORTED] = 1;
+        dev->attr[CU_DEVICE_ATTRIBUTE_MEMPOOL_SUPPORTED_HANDLE_TYPES] = 0;
+        dev->attr[CU_DEVICE_ATTRIBUTE_HOST_MEMORY_POOLS_SUPPORTED] = 0;
+        dev->attr[CU_DEVICE_ATTRIBUTE_HOST_NUMA_MEMORY_POOLS_SUPPORTED] = 0;
     }
     rgpu_reply_free(&r);
     RGPU_DEBUG("pool GPU %d: %s, sm_%d%d, %zu bytes", dev->pool_index, dev->name, dev->cc_major,

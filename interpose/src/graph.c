@@ -664,6 +664,60 @@ CUresult cuGraphRemoveDependencies_v2(CUgraph hGraph, const CUgraphNode *from,
     return CUDA_SUCCESS;
 }
 
+/* A copy of g with the same edges; each copy's `origin` is the node it was cloned from. */
+CUresult cuGraphClone(CUgraph *phGraphClone, CUgraph originalGraph)
+{
+    rgpu_graph *g = graph_check(originalGraph);
+    if (!g || !phGraphClone)
+        return CUDA_ERROR_INVALID_VALUE;
+    CUgraph h;
+    CUresult st = cuGraphCreate(&h, 0);
+    if (st != CUDA_SUCCESS)
+        return st;
+    rgpu_graph *c = (rgpu_graph *)h;
+    for (size_t i = 0; i < g->n && st == CUDA_SUCCESS; i++) {
+        rgpu_gnode *n;
+        st = node_new(c, NULL, 0, &n);
+        if (st == CUDA_SUCCESS) {
+            n->origin = g->nodes[i];
+            st = node_copy_contents(n, g->nodes[i]);
+        }
+    }
+    for (size_t i = 0; i < g->n && st == CUDA_SUCCESS; i++) {
+        rgpu_gnode *src = g->nodes[i], *dst = c->nodes[i];
+        free(dst->deps);
+        dst->deps = calloc(src->ndeps ? src->ndeps : 1, sizeof *dst->deps);
+        if (!dst->deps) {
+            st = CUDA_ERROR_OUT_OF_MEMORY;
+            break;
+        }
+        for (size_t j = 0; j < src->ndeps; j++)
+            for (size_t k = 0; k < g->n; k++)
+                if (g->nodes[k] == src->deps[j])
+                    dst->deps[dst->ndeps++] = c->nodes[k];
+    }
+    if (st != CUDA_SUCCESS) {
+        cuGraphDestroy(h);
+        return st;
+    }
+    *phGraphClone = h;
+    return CUDA_SUCCESS;
+}
+
+CUresult cuGraphNodeFindInClone(CUgraphNode *phNode, CUgraphNode hOriginalNode,
+                                CUgraph hClonedGraph)
+{
+    rgpu_graph *c = graph_check(hClonedGraph);
+    if (!c || !phNode || !hOriginalNode)
+        return CUDA_ERROR_INVALID_VALUE;
+    for (size_t i = 0; i < c->n; i++)
+        if ((CUgraphNode)c->nodes[i]->origin == hOriginalNode) {
+            *phNode = (CUgraphNode)c->nodes[i];
+            return CUDA_SUCCESS;
+        }
+    return CUDA_ERROR_INVALID_VALUE;
+}
+
 /* ---- executable graphs ------------------------------------------------------------------- */
 
 static void exec_clear(rgpu_exec *e)
