@@ -316,3 +316,44 @@ def test_grid_sync_in_cooperative_launch_and_trap_otherwise(k):
     with pytest.raises(EmuFault) as err:
         k.launch("gridsync", 8, 64, p)
     assert "grid.sync() in a launch that is not cooperative" in str(err.value)
+
+
+def test_fns_struct_return_and_printf(k):
+    s = k.put(np.frombuffer(b"hello\0", np.uint8))
+    nth, sums = k.zeros(64, np.int32), k.zeros(64, np.float64)
+    k.launch("assorted", 1, 64, nth, sums, s)
+    mask = 0xF0F0F0F0
+
+    def fns(base, offset):
+        if offset == 0:
+            return base if mask >> base & 1 else 0xFFFFFFFF
+        step = 1 if offset > 0 else -1
+        seen, pos = 0, base
+        while 0 <= pos < 32:
+            seen += mask >> pos & 1
+            if mask >> pos & 1 and seen == abs(offset):
+                return pos
+            pos += step
+        return 0xFFFFFFFF
+
+    want = [fns(t % 32, t % 8 - 3) for t in range(64)]
+    np.testing.assert_array_equal(k.get(nth, 64, np.int32).view(np.uint32), want)
+    t = np.arange(64)
+    np.testing.assert_array_equal(k.get(sums, 64, np.float64), t * 1.5 + t * t + t - 0.5)
+    assert k.printed == [
+        "[   3.142|42    |00042|+42|ff|FF|10|18446744073709551611|-77|1.23e+04|1e-10|z|hello|%|"
+        "    ab|0x1234]\n"
+    ]
+
+
+def test_tf32_conversion_and_vector_atomics(k, flavour):
+    x = np.random.default_rng(7).standard_normal(32).astype(np.float32)
+    x[:3] = [1 + 2**-11, 1 + 3 * 2**-12, -(1 + 2**-11)]  # ties round away from zero
+    tf, p2, p4 = k.zeros(32, np.uint32), k.zeros(2, np.float32), k.zeros(4, np.float32)
+    k.launch("newer", 2, 32, k.put(x), tf, p2, p4)
+    if flavour != "default":
+        bits = x.view(np.uint32).astype(np.uint64)
+        np.testing.assert_array_equal(k.get(tf, 32, np.uint32), ((bits + 0x1000) >> 13) << 13)
+    if flavour == "sm_90":
+        assert k.get(p2, 2, np.float32).tolist() == [64, 128]
+        assert k.get(p4, 4, np.float32).tolist() == [64, 128, 192, 256]

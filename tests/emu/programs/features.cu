@@ -207,3 +207,29 @@ extern "C" __global__ void gridsync(int* p) {
   g.sync();
   p[i] += 1000 * p[(i + blockDim.x) % g.size()];
 }
+
+// __fns, a struct returned by value from a non-inlined function, printf's conversions
+struct Triple { double a; int b; float c[3]; };
+__device__ __noinline__ Triple triple(int i) { return Triple{i * 1.5, i * i, {(float)i, -1.f, 0.5f}}; }
+extern "C" __global__ void assorted(int* nth, double* sums, const char* s) {
+  int t = threadIdx.x;
+  nth[t] = __fns(0xF0F0F0F0u, t % 32, t % 8 - 3);
+  Triple r = triple(t);
+  sums[t] = r.a + r.b + r.c[0] + r.c[1] + r.c[2];
+  if (t == 0)
+    printf("[%8.3f|%-6d|%05d|%+d|%x|%X|%o|%llu|%lld|%.2e|%g|%c|%s|%%|%6s|%p]\n", 3.14159f, 42,
+           42, 42, 255, 255, 8, 18446744073709551611ull, -77ll, 12345.678, 1e-10, 'z', s, "ab",
+           (void*)0x1234);
+}
+
+// sm_80+: float -> tf32 conversion; sm_90: vector atomics on float2/float4
+extern "C" __global__ void newer(const float* x, unsigned* tf, float2* p2, float4* p4) {
+  int t = threadIdx.x;
+#if __CUDA_ARCH__ >= 800
+  tf[t] = __float_as_uint(nvcuda::wmma::__float_to_tf32(x[t]));
+#endif
+#if __CUDA_ARCH__ >= 900
+  atomicAdd(p2, make_float2(1.f, 2.f));
+  atomicAdd(p4, make_float4(1.f, 2.f, 3.f, 4.f));
+#endif
+}

@@ -644,6 +644,39 @@ def bit_length(x, t: np.dtype):
     return np.where(hi > 0, np.frexp(hi)[1] + 32, np.frexp(lo)[1]).astype(np.int64)
 
 
+@op("fns")
+def _fns(ins: Instruction, cx: CompileContext) -> Exec:
+    """fns.b32 d, mask, base, offset: the bit position of the offset-th set bit of mask counting
+    up (offset > 0) or down (offset < 0) from base, base itself when offset is 0 and that bit is
+    set; 0xffffffff when there is none (``__fns``)."""
+    o = ins.operands
+    rm, rb = reader(o[1], U32, cx, ins), reader(o[2], U32, cx, ins)
+    ro = reader(o[3], np.dtype(np.int32), cx, ins)
+    w = writer(o[0], U32, cx, ins)
+
+    def f(fr, m):
+        mask = _arr(rm(fr)).astype(np.int64)
+        base = _arr(rb(fr)).astype(np.int64) & 31
+        off = _arr(ro(fr)).astype(np.int64)
+        shape = np.broadcast_shapes(mask.shape, base.shape, off.shape)
+        d = np.full(shape, 0xFFFF_FFFF, np.int64)
+        bit_at = lambda p: (mask >> np.clip(p, 0, 31)) & 1  # noqa: E731
+        d = np.where((off == 0) & (bit_at(base) == 1), base, d)
+        left = np.abs(off)  # set bits still to pass, the found one included
+        step = np.where(off > 0, 1, -1)
+        found = off == 0
+        for k in range(32):
+            pos = base + step * k
+            hit = ~found & (pos >= 0) & (pos < 32) & (bit_at(pos) == 1)
+            left = left - hit
+            now = hit & (left == 0)
+            d = np.where(now, pos, d)
+            found = found | now
+        w(fr, _out(d.astype(U32)), m)
+
+    return f
+
+
 @op("popc")
 def _popc(ins: Instruction, cx: CompileContext) -> Exec:
     t = UINT[last_type(ins, cx).itemsize]

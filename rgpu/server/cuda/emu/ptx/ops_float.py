@@ -109,6 +109,8 @@ def _int_to_int(a, src: np.dtype, dst: np.dtype, sat: bool):
 @op("cvt")
 def _cvt(ins: Instruction, cx: CompileContext) -> Exec:
     ts = ins.types
+    if "tf32" in ins.mods and ts == ["f32"]:
+        return _cvt_tf32(ins, cx)
     if len(ts) != 2:
         raise cx.fault(ins, "invalid_ptx", "cvt needs a destination and a source type")
     if ts[0] in ("f16x2", "bf16x2") and ts[1] == "f32" and len(ins.operands) == 3:
@@ -181,6 +183,39 @@ def _cvt(ins: Instruction, cx: CompileContext) -> Exec:
         w(fr, finish(r), m)
 
     return f2f
+
+
+def _cvt_tf32(ins: Instruction, cx: CompileContext) -> Exec:
+    """cvt.{rna,rn,rz}[.satfinite][.relu].tf32.f32: a float32 rounded to tf32's 10 mantissa bits,
+    kept as a float32 bit pattern whose low 13 bits are zero (``wmma::__float_to_tf32``)."""
+    mode = next((m for m in ins.mods if m in ("rna", "rn", "rz")), "rna")
+    satfinite, relu = "satfinite" in ins.mods, "relu" in ins.mods
+    o = ins.operands
+    ra = reader(o[1], F32, cx, ins)
+    w = writer(o[0], U32, cx, ins)
+    low = np.uint64(0x1FFF)
+
+    def f(fr, m):
+        x = _arr(ra(fr)).astype(F32)
+        if relu:
+            x = np.where(x < 0, F32.type(0), x)
+        bits = x.view(U32).astype(U64)
+        if mode == "rna":  # ties away from zero: add half an ulp to the magnitude
+            r = bits + np.uint64(0x1000)
+        elif mode == "rn":
+            r = bits + np.uint64(0xFFF) + ((bits >> np.uint64(13)) & np.uint64(1))
+        else:
+            r = bits
+        r = (r & ~low).astype(U32)
+        nan = np.isnan(x)
+        r = np.where(nan | np.isinf(x), bits.astype(U32) & ~U32.type(0x1FFF) | nan, r)
+        if satfinite:  # overflow and infinities clamp to the largest tf32, NaN stays NaN
+            big = U32.type(0x7F7F_E000)
+            over = ~nan & ((r & U32.type(0x7FFF_FFFF)) > big)
+            r = np.where(over, (r & U32.type(0x8000_0000)) | big, r)
+        w(fr, _out(r), m)
+
+    return f
 
 
 def _cvt_pack2(ins: Instruction, cx: CompileContext, bf16: bool) -> Exec:

@@ -33,7 +33,7 @@ from .compiler import (
     unsupported,
     writer,
 )
-from .ir import Addr, Instruction, Reg, Sink, Sym, Vec
+from .ir import Addr, Instruction, Reg, Sink, Sym, Vec, type_size
 
 _SPACES = ("global", "shared", "local", "param", "const")
 
@@ -480,9 +480,11 @@ def _atom(ins: Instruction, cx: CompileContext) -> Exec:
     opname = next((m for m in ins.mods if m in _ATOM_OPS), None)
     if opname is None:
         return unsupported(ins, cx)
+    if _vec(ins) > 1:
+        return _vector_atom(ins, cx)
     hk = half.half_of(ins)
     if hk is not None:
-        if _vec(ins) > 1 or half.atomic_combine(opname, *hk) is None:
+        if half.atomic_combine(opname, *hk) is None:
             return unsupported(ins, cx)
         return _half_atom(ins, cx, hk, opname)
     if t.kind == "f" and opname not in ("add", "min", "max", "exch"):
@@ -549,6 +551,34 @@ def _atom(ins: Instruction, cx: CompileContext) -> Exec:
                 wdst(fr, old, idx)  # type: ignore[misc]
 
     return atom
+
+
+def _vector_atom(ins: Instruction, cx: CompileContext) -> Exec:
+    """atom/red.vN (sm_90 ``atomicAdd(float2*/float4*)``, packed halves): each element is its
+    own atomic on consecutive addresses, compiled as the scalar instruction it amounts to."""
+    o = ins.operands
+    has_dst = ins.opcode == "atom"
+    a_op = o[1] if has_dst else o[0]
+    src = o[2] if has_dst else o[1]
+    dst = o[0] if has_dst else None
+    n = _vec(ins)
+    bad_dst = dst is not None and (not isinstance(dst, Vec) or len(dst.items) != n)
+    if not isinstance(a_op, Addr) or not isinstance(src, Vec) or len(src.items) != n or bad_dst:
+        raise cx.fault(ins, "invalid_ptx", "vector atomic needs vector operands")
+    size = type_size(ins.types[-1])
+    mods = tuple(m for m in ins.mods if m not in ("v2", "v4", "v8"))
+    parts = []
+    for j in range(n):
+        addr = Addr(a_op.base, a_op.offset + j * size)
+        ops_ = (addr, src.items[j]) if dst is None else (dst.items[j], addr, src.items[j])  # type: ignore[union-attr]
+        sub = Instruction(ins.opcode, mods, ops_, None, False, ins.line, ins.text)
+        parts.append(_atom(sub, cx))
+
+    def f(fr, m):
+        for p in parts:
+            p(fr, m)
+
+    return f
 
 
 def _half_atom(ins: Instruction, cx: CompileContext, hk: tuple[str, bool], opname: str) -> Exec:
