@@ -193,6 +193,7 @@ uint64_t rgpu_stream_id(CUstream s);
 void rgpu_cls_context_destroyed(CUcontext ctx);
 RGPU_EXPORT void rgpu_integrity_mix(uint8_t state[66], const void *data, size_t n, uint8_t mask);
 RGPU_EXPORT void rgpu_integrity_final(uint8_t state[66], uint64_t out[2]);
+extern void *rgpu_context_identity_table[]; /* 21318c60 (export_private.c) */
 
 /* ---- unsupported -------------------------------------------------------------------------- */
 RGPU_EXPORT void rgpu_report_unsupported(const char *name);

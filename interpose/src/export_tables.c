@@ -8,6 +8,7 @@
  *   263e8860 CONTEXT_CHECKS         "no problem" answers
  *   d4082055 INTEGRITY_CHECK        a keyed hash over this process and the reported devices
  *   f8cff951 (optional)             CUDA_ERROR_NOT_FOUND, the documented safe answer
+ *   21318c60 (library-private)      every slot reports itself and fails (export_private.c)
  *
  * The integrity hash is an HMAC-shaped construction over a byte-mixing compression function
  * with a 256-byte substitution table (the MD2 permutation, PI digits). The inputs are exactly
@@ -390,6 +391,8 @@ static const struct {
      context_checks, "CONTEXT_CHECKS"},
     {{0xd4, 0x08, 0x20, 0x55, 0xbd, 0xe6, 0x70, 0x4b, 0x8d, 0x34, 0xba, 0x12, 0x3c, 0x66, 0xe1, 0xf2},
      integrity_table, "INTEGRITY_CHECK"},
+    {{0x21, 0x31, 0x8c, 0x60, 0x97, 0x14, 0x32, 0x48, 0x8c, 0xa6, 0x41, 0xff, 0x73, 0x24, 0xc8, 0xf2},
+     rgpu_context_identity_table, "21318c60 (library-private)"},
 };
 
 /* Set once cudart has asked for its table: the runtime is in this process (module.c). */

@@ -837,3 +837,15 @@ def test_integrity_check_vectors() -> None:
     assert got["pass4"][0] == _PASS4_OUT
     assert got["pass5"][0] == _PASS5_OUT
     assert got["pass5"][1] == _PASS5_OUT[:16]
+
+
+def test_cuda_python_runtime_bindings(rig: Rig) -> None:
+    """cuda.bindings.runtime links a recent cudart statically; it needs the library-private
+    export table 21318c60 to exist (every runtime call failed with cudaErrorSymbolNotFound
+    without it) and calls none of its slots on these paths."""
+    try:
+        import cuda.bindings.runtime  # noqa: F401
+    except ImportError:
+        pytest.skip("cuda-python (cuda.bindings) is not installed")
+    result = rig.run([sys.executable, str(PROGRAMS / "cuda_python_runtime.py")], preload=False)
+    _assert_passed(result, rig)
