@@ -357,3 +357,11 @@ def test_tf32_conversion_and_vector_atomics(k, flavour):
     if flavour == "sm_90":
         assert k.get(p2, 2, np.float32).tolist() == [64, 128]
         assert k.get(p4, 4, np.float32).tolist() == [64, 128, 192, 256]
+
+
+def test_scan_with_negative_address_offsets(k):
+    n = 512
+    x = np.random.default_rng(8).integers(0, 10, n).astype(np.float32)
+    out = k.zeros(n, np.float32)
+    k.launch("scan", 1, n // 2, k.put(x), out, n, shared=(n + n // 32) * 4)
+    np.testing.assert_array_equal(k.get(out, n, np.float32), np.cumsum(x) - x)

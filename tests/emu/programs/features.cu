@@ -224,12 +224,43 @@ extern "C" __global__ void assorted(int* nth, double* sums, const char* s) {
 
 // sm_80+: float -> tf32 conversion; sm_90: vector atomics on float2/float4
 extern "C" __global__ void newer(const float* x, unsigned* tf, float2* p2, float4* p4) {
-  int t = threadIdx.x;
 #if __CUDA_ARCH__ >= 800
-  tf[t] = __float_as_uint(nvcuda::wmma::__float_to_tf32(x[t]));
+  tf[threadIdx.x] = __float_as_uint(nvcuda::wmma::__float_to_tf32(x[threadIdx.x]));
 #endif
 #if __CUDA_ARCH__ >= 900
   atomicAdd(p2, make_float2(1.f, 2.f));
   atomicAdd(p4, make_float4(1.f, 2.f, 3.f, 4.f));
 #endif
+}
+
+// Blelloch scan with bank-conflict padding: nvcc addresses shared memory as [%r+-4]
+#define PAD(n) ((n) >> 5)
+extern "C" __global__ void scan(const float* in, float* out, int n) {
+  extern __shared__ float temp[];
+  int t = threadIdx.x, off = 1;
+  int ai = t, bi = t + n / 2;
+  temp[ai + PAD(ai)] = in[ai];
+  temp[bi + PAD(bi)] = in[bi];
+  for (int d = n >> 1; d > 0; d >>= 1) {
+    __syncthreads();
+    if (t < d) {
+      int a = off * (2 * t + 1) - 1, b = off * (2 * t + 2) - 1;
+      temp[b + PAD(b)] += temp[a + PAD(a)];
+    }
+    off *= 2;
+  }
+  if (t == 0) temp[n - 1 + PAD(n - 1)] = 0;
+  for (int d = 1; d < n; d *= 2) {
+    off >>= 1;
+    __syncthreads();
+    if (t < d) {
+      int a = off * (2 * t + 1) - 1, b = off * (2 * t + 2) - 1;
+      float x = temp[a + PAD(a)];
+      temp[a + PAD(a)] = temp[b + PAD(b)];
+      temp[b + PAD(b)] += x;
+    }
+  }
+  __syncthreads();
+  out[ai] = temp[ai + PAD(ai)];
+  out[bi] = temp[bi + PAD(bi)];
 }
