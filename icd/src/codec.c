@@ -244,6 +244,28 @@ static int write_descriptor_skips(const rgpu_struct *s, const uint8_t *p, const 
     return !wanted || strcmp(wanted, f->name) != 0;
 }
 
+/* Blobs past this size (a saved pipeline cache, a large SPIR-V module) would overflow a
+ * frame's body: they go ahead as the bulk of a vkRgpuStageBlob BATCH, and the body names them
+ * as [id] (docs/VULKAN_ENCODING.md). */
+#define BLOB_INLINE_MAX (1u << 20)
+
+static void stage_blob(rgpu_enc *e, mp_buf *b, const uint8_t *p, size_t n)
+{
+    uint64_t id = rgpu_new_id();
+    mp_buf body;
+    mp_init(&body);
+    mp_array(&body, 3);
+    mp_str(&body, "vkRgpuStageBlob");
+    mp_array(&body, 1);
+    mp_uint(&body, id);
+    mp_uint(&body, 1); /* bulk_index: the data is the second argument */
+    if (body.oom || rgpu_batch(e->srv->session, &body, p, n) != VK_SUCCESS)
+        e->bad = 1;
+    mp_free(&body);
+    mp_array(b, 1);
+    mp_uint(b, id);
+}
+
 void rgpu_encode_field(rgpu_enc *e, mp_buf *b, const rgpu_field *fields, uint32_t nfields,
                        uint32_t i, const uint8_t *base)
 {
@@ -313,6 +335,8 @@ void rgpu_encode_field(rgpu_enc *e, mp_buf *b, const rgpu_field *fields, uint32_
         const uint8_t *p = read_ptr(at);
         if (!p)
             mp_nil(b);
+        else if (n > BLOB_INLINE_MAX && e->srv)
+            stage_blob(e, b, p, (size_t)n);
         else
             mp_bin(b, p, (size_t)n);
         break;

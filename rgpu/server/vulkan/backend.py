@@ -39,6 +39,8 @@ MAX_WAIT_NS = 5_000_000_000  # one wait holds the session's worker at most this 
 SERVER_ID_BIT = 1 << 63  # ids the server assigns (physical devices); clients use the rest
 MAX_OUT_BYTES = 256 << 20
 MAX_STREAM_COMMANDS = 1 << 24
+MAX_STAGED = 64
+MAX_STAGED_BYTES = 1 << 30
 READ_CHUNK = 64 << 10  # vkRgpuReadMemory's unit when the client sends its chunks' CRC-32s
 
 VK_ERROR_OUT_OF_DEVICE_MEMORY = -2
@@ -74,6 +76,10 @@ def _unpack_stream(data: bytes | bytearray | memoryview) -> list[Any]:
     except (ValueError, msgpack.UnpackException) as exc:
         raise bad(f"a recorded stream is not msgpack entries: {exc}") from None
     return entries
+
+
+def _is_id(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and 0 < v < 1 << 64
 
 
 def result_name(code: int) -> str:
@@ -773,6 +779,20 @@ class VulkanSession(HandleMap):
                 changed.append(chunk)
         return b"".join([bitmap, *changed])
 
+    def stage_blob(self, args: list[Any]) -> Any:
+        """Keep a blob too large for a frame's body (the CALL's bulk) for the call that names it
+        next: a blob slot holding ``[id]`` takes it (pInitialData, pCode of many MiB)."""
+        if len(args) != 2 or not _is_id(args[0]) or not isinstance(args[1], (bytes, bytearray,
+                                                                            memoryview)):
+            raise bad("vkRgpuStageBlob takes [id, data]")
+        staged = self.codec.staged
+        if len(staged) >= MAX_STAGED or sum(len(b) for b in staged.values()) + len(args[1]) \
+                > MAX_STAGED_BYTES:
+            raise bad(f"vkRgpuStageBlob: more than {MAX_STAGED} blobs or "
+                      f"{MAX_STAGED_BYTES >> 20} MiB staged and not used")
+        staged[args[0]] = args[1]
+        return [VK_SUCCESS]
+
     def submit_command_buffer(self, args: list[Any]) -> Any:
         """Replay a recorded stream into the real command buffer, between begin and end.
 
@@ -893,4 +913,5 @@ _PRIVATE: dict[str, Callable[[VulkanSession, list[Any]], Any]] = {
     "vkRgpuWriteMemory": VulkanSession.write_memory,
     "vkRgpuReadMemory": VulkanSession.read_memory,
     "vkRgpuSubmitCommandBuffer": VulkanSession.submit_command_buffer,
+    "vkRgpuStageBlob": VulkanSession.stage_blob,
 }

@@ -105,6 +105,9 @@ class Codec:
         self.ffi = ffi
         self.handles = handles
         self.NULL = ffi.NULL
+        #: blobs too large for a frame's body, sent ahead by vkRgpuStageBlob: id -> bytes,
+        #: each taken by the first blob slot that names it (``[id]`` instead of bin)
+        self.staged: dict[int, bytes | bytearray | memoryview] = {}
 
     # ..... decoding (wire -> C) ...............................................................
 
@@ -278,6 +281,11 @@ class Codec:
             keep.append(out)
             return out
         if shape == "blob":
+            if isinstance(v, list) and len(v) == 1 and _is_int(v[0]):
+                staged = self.staged.pop(v[0], None)
+                if staged is None:
+                    raise bad(f"{path}: no blob was staged as {v[0]}")
+                v = staged
             if not isinstance(v, (bytes, bytearray, memoryview)):
                 raise bad(f"{path}: expected bin, got {_describe(v)}")
             if count is not None and len(v) != count:

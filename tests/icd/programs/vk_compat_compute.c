@@ -7,7 +7,7 @@
  *   buffer device address, two descriptor sets (storage buffer + uniform texel buffer, pushed
  *   with a push-descriptor template; storage image + uniform buffer, by an update template),
  *   built through a pipeline cache that is saved (vkGetPipelineCacheData, VK_INCOMPLETE
- *   included), reloaded and merged;
+ *   included), reloaded and merged; a cache created from 9 MiB of another driver's data;
  * - vkCmdFillBuffer / vkCmdUpdateBuffer, synchronization2 events (vkCmdSetEvent2 /
  *   vkCmdWaitEvents2) and a host-set event, a secondary command buffer re-recorded and run
  *   with vkCmdExecuteCommands, vkCmdDispatchIndirect, timestamps read with and without
@@ -267,6 +267,18 @@ int main(int argc, char **argv)
     CHECK(vkCreatePipelineCache(dev, &pcci, NULL, &reloaded));
     CHECK(vkCreateComputePipelines(dev, reloaded, 1, &cpci, NULL, &pipe));
     CHECK(vkMergePipelineCaches(dev, reloaded, 1, &cache));
+    /* a 9 MiB cache saved by another driver: drivers ignore data they do not recognise */
+    size_t stale_size = 9u << 20;
+    uint8_t *stale = malloc(stale_size);
+    for (size_t i = 0; i < stale_size; i++)
+        stale[i] = (uint8_t)(i * 7 + (i >> 12));
+    VkPipelineCacheCreateInfo stale_info = {.sType = VK_STRUCTURE_TYPE_PIPELINE_CACHE_CREATE_INFO,
+                                            .initialDataSize = stale_size, .pInitialData = stale};
+    VkPipelineCache stale_cache;
+    printf("pipeline cache from 9 MiB of foreign data: VkResult %d\n",
+           (int)vkCreatePipelineCache(dev, &stale_info, NULL, &stale_cache));
+    vkDestroyPipelineCache(dev, stale_cache, NULL);
+    free(stale);
     vkDestroyPipeline(dev, first, NULL);
     vkDestroyPipelineCache(dev, cache, NULL);
     vkDestroyPipelineCache(dev, reloaded, NULL);
