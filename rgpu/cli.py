@@ -456,30 +456,44 @@ def _shim_env(socket: Path) -> dict[str, str]:
     return env
 
 
-async def _daemon_alive(path: Path) -> bool:
+async def _daemon_status(path: Path) -> dict[str, Any] | None:
+    """The daemon's status, or None when no daemon answers on `path`."""
     from .net import connect_local
     from .wire import MessageKind
 
     try:
         peer = await connect_local(path, name="rgpu cli", timeout=2)
     except Exception:
-        return False
+        return None
     try:
-        await peer.request(MessageKind.CONTROL, {"op": "status"}, timeout=5)
-        return True
+        reply = await peer.request(MessageKind.CONTROL, {"op": "status"}, timeout=5)
+        return reply.body if isinstance(reply.body, dict) else {}
     except Exception:
-        return False
+        return None
     finally:
         peer.close("bye", "done")
 
 
+async def _daemon_alive(path: Path) -> bool:
+    return await _daemon_status(path) is not None
+
+
+def _pool_ready(status: dict[str, Any]) -> bool:
+    """Every server connected, or at least one GPU in the pool."""
+    pending = [s for s in status.get("servers", []) if s.get("state") != "connected"]
+    return not pending or bool(status.get("gpus"))
+
+
 def _ensure_daemon(cfg: Config, socket: Path, servers: list[str], token: str | None,
-                   transport: str | None) -> None:
-    """Use the daemon on `socket`, or start one for the configured (or given) servers."""
-    if asyncio.run(_daemon_alive(socket)):
+                   transport: str | None) -> dict[str, Any] | None:
+    """Use the daemon on `socket`, or start one for the configured (or given) servers.
+
+    Returns the status of a daemon that was already running (None for a new one)."""
+    status = asyncio.run(_daemon_status(socket))
+    if status is not None:
         if servers:
             log.info("a daemon is already running on %s; -s is ignored", socket)
-        return
+        return status
     if not servers and not cfg.client.servers:
         _fail(f"no rgpu daemon at {socket} and no servers configured; start one with "
               "`rgpu client -s HOST:PORT -t TOKEN`, or pass -s/-t to `rgpu run`")
@@ -504,9 +518,10 @@ def _ensure_daemon(cfg: Config, socket: Path, servers: list[str], token: str | N
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         if asyncio.run(_daemon_alive(socket)):
-            return
+            return None
         time.sleep(0.2)
     _fail(f"the rgpu daemon did not start within 15 s; see {logfile}")
+    return None
 
 
 def _wait_for_pool(socket: Path, timeout: float) -> None:
@@ -523,8 +538,7 @@ def _wait_for_pool(socket: Path, timeout: float) -> None:
         finally:
             peer.close("bye", "done")
         st = reply.body
-        pending = [s for s in st["servers"] if s["state"] != "connected"]
-        return -1 if pending and not st["gpus"] else len(st["gpus"])
+        return len(st["gpus"]) if _pool_ready(st) else -1
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -553,8 +567,9 @@ def run(
     cfg = _load(config, log_level, "warn")
     socket = socket_path or cfg.client.socket_path
     try:
-        _ensure_daemon(cfg, socket, servers or [], token, transport)
-        _wait_for_pool(socket, 10)
+        status = _ensure_daemon(cfg, socket, servers or [], token, transport)
+        if status is None or not _pool_ready(status):
+            _wait_for_pool(socket, 10)
         env = dict(os.environ)
         env.update(_shim_env(socket))
     except RgpuError as exc:

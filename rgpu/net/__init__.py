@@ -10,14 +10,16 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+from typing import TYPE_CHECKING
 
 from ..errors import AuthError, ConnectError, RgpuError
 from ..wire import Connection, ConnectionConfig, Role
 from ..wire.auth import token_key
 from .peer import Peer, PeerClosed, check_reply
-from .quic import connect_quic, load_engine
 from .stream import connect_tcp, connect_unix, peer_cert_der
-from .tls import KnownServers, check_fingerprint, client_ssl_context, fingerprint_of
+
+if TYPE_CHECKING:
+    from .tls import KnownServers
 
 __all__ = ["Peer", "PeerClosed", "check_reply", "connect_local", "connect_server"]
 
@@ -41,6 +43,11 @@ async def connect_server(
     features: tuple[str, ...] = (),
 ) -> Peer:
     """Connect, verify the certificate, authenticate; raise RgpuError with a one-line cause."""
+    # TLS certificates and QUIC load on first use: `rgpu run` and the shims' daemon socket
+    # (connect_local) need neither, and importing them costs about 100 ms
+    from .quic import connect_quic, load_engine
+    from .tls import check_fingerprint, client_ssl_context, fingerprint_of
+
     label = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
     key = token_key(token) if token else None
 
