@@ -4,8 +4,9 @@ Each program (``programs/compat_*.cu``, built with nvcc's defaults) checks its r
 the host and prints ``PASSED``: managed memory, mapped page-locked memory, pitched 2D copies and
 memory pools (``compat_memory``); kernel printf on the app's stdout, launch-configuration
 errors, occupancy, host callbacks and events across streams, device properties
-(``compat_runtime``). One emulated-GPU server and one daemon on loopback (TCP+TLS), from
-``test_cuda_apps``; every process is bounded in time.
+(``compat_runtime``); CUDA graphs, captured and explicit (``compat_graphs``). One
+emulated-GPU server and one daemon on loopback (TCP+TLS), from ``test_cuda_apps``; every
+process is bounded in time.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 import test_cuda_apps as apps
 
-PROGRAMS = ("compat_memory", "compat_runtime")
+PROGRAMS = ("compat_memory", "compat_runtime", "compat_graphs")
 
 
 @pytest.fixture(scope="module")
@@ -66,3 +67,12 @@ def test_runtime_behaviour(tcp_rig: apps.Rig, compat_programs: dict[str, Path]) 
     assert lines[:6] == expected, result.stdout
     for section in ("errors", "occupancy", "streams", "properties"):
         assert f"{section} ok" in result.stdout
+
+
+def test_graphs(tcp_rig: apps.Rig, compat_programs: dict[str, Path]) -> None:
+    """Stream capture with a fork onto a second stream and a join back, replayed five times
+    (host function included); explicit memset/kernel/memcpy nodes with parameter updates in the
+    executable graph, cudaGraphExecUpdate and cudaGraphClone."""
+    result = tcp_rig.run([str(compat_programs["compat_graphs"])])
+    apps._assert_passed(result, tcp_rig)
+    assert "nodes 7 edges 7" in result.stdout
