@@ -5,6 +5,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <mma.h>
+#include <cuda/barrier>
 namespace cg = cooperative_groups;
 
 // vote/redux/match/elect .sync with a per-lane membermask (tiles smaller than a warp)
@@ -263,4 +264,42 @@ extern "C" __global__ void scan(const float* in, float* out, int n) {
   __syncthreads();
   out[ai] = temp[ai + PAD(ai)];
   out[bi] = temp[bi + PAD(bi)];
+}
+
+// sm_90 bulk copies (TMA) completing an mbarrier transaction: through libcu++ (copy, then
+// arrive.expect_tx), and by hand with the arrival first, so the copy completes the phase
+extern "C" __global__ void bulkcopy(const float* in, float* out) {
+#if __CUDA_ARCH__ >= 900
+  using barrier = cuda::barrier<cuda::thread_scope_block>;
+  __shared__ alignas(16) float tile[256];
+  __shared__ alignas(16) float tile2[256];
+#pragma nv_diag_suppress static_var_with_dynamic_init
+  __shared__ barrier bar;
+  __shared__ alignas(8) unsigned long long raw;
+  int t = threadIdx.x;
+  if (t == 0) {
+    init(&bar, blockDim.x);
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"((unsigned)__cvta_generic_to_shared(&raw)));
+  }
+  __syncthreads();
+  barrier::arrival_token tok;
+  if (t == 0) {
+    cuda::device::memcpy_async_tx(tile, in + blockIdx.x * 256, cuda::aligned_size_t<16>(sizeof(tile)), bar);
+    tok = cuda::device::barrier_arrive_tx(bar, 1, sizeof(tile));
+    unsigned b = (unsigned)__cvta_generic_to_shared(&raw);
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;"
+                 :: "r"(b), "r"((unsigned)sizeof(tile2)));
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];"
+                 :: "r"((unsigned)__cvta_generic_to_shared(tile2)), "l"(in + (blockIdx.x ^ 1) * 256),
+                    "r"((unsigned)sizeof(tile2)), "r"(b) : "memory");
+  } else {
+    tok = bar.arrive();
+  }
+  bar.wait(std::move(tok));
+  unsigned done = 0;
+  while (!done)
+    asm volatile("{ .reg .pred p; mbarrier.try_wait.parity.shared::cta.b64 p, [%1], 0; selp.u32 %0, 1, 0, p; }"
+                 : "=r"(done) : "r"((unsigned)__cvta_generic_to_shared(&raw)));
+  out[blockIdx.x * 256 + t] = tile[255 - t] * 3 + tile2[t];
+#endif
 }

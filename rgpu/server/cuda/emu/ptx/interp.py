@@ -228,6 +228,8 @@ class Batch:
         #: (.func, recursion level) whose .local frame is on the call stack
         self.active_frames: set[tuple[str, int]] = set()
         self.bar_arrived: dict[int, np.ndarray] = {}  # barrier id -> bar.arrive tally per block
+        #: (id(buffer), element) of an mbarrier -> its transaction count (expect_tx/complete_tx)
+        self.mbar_tx: dict[tuple[int, int], int] = {}
         self._special: dict[str, Any] = {}
         self._views: dict[tuple[int, np.dtype], np.ndarray] = {}
         self._elcache: dict[tuple[int, str, int], tuple] = {}

@@ -657,7 +657,9 @@ def _cp_async(ins: Instruction, cx: CompileContext) -> Exec:
             _arrive(buf, el, np.ones(idx.size, np.int64), False)
 
         return arrive_noinc
-    if "bulk" in mods or "shared" not in mods or "global" not in mods:
+    if "bulk" in mods:
+        return _cp_async_bulk(ins, cx)
+    if "shared" not in mods or "global" not in mods:
         return unsupported(ins, cx)
     o = ins.operands
     if len(o) < 3 or not isinstance(o[0], Addr) or not isinstance(o[1], Addr):
@@ -690,3 +692,56 @@ def _cp_async(ins: Instruction, cx: CompileContext) -> Exec:
             dbuf[del_ + k] = b
 
     return cp
+
+
+def _cp_async_bulk(ins: Instruction, cx: CompileContext) -> Exec:
+    """Non-tensor bulk copies (TMA), performed when issued: ``cp.async.bulk.shared.global
+    .mbarrier::complete_tx::bytes [dst], [src], size, [mbar]`` (then ``complete_tx`` on the
+    barrier), ``cp.async.bulk.global.shared.bulk_group [dst], [src], size``, and the group
+    commits/waits and prefetches, which have nothing left to do."""
+    mods = ins.mods
+    if "tensor" in mods:
+        return unsupported(ins, cx, "tensor-map bulk copies (`cp.async.bulk.tensor`)")
+    if any(m in mods for m in ("commit_group", "wait_group", "prefetch")):
+        return lambda fr, m: None
+    o = ins.operands
+    spaces = [m for m in mods if m in ("shared", "global")]
+    if len(spaces) != 2 or len(o) < 3 or not isinstance(o[0], Addr) or not isinstance(o[1], Addr):
+        return unsupported(ins, cx)
+    if any(m.startswith("multicast") or m.startswith("L2::") for m in mods):
+        return unsupported(ins, cx, "bulk copies with multicast or cache hints")
+    dst_space, src_space = spaces
+    mbar = o[3] if len(o) > 3 and "mbarrier::complete_tx::bytes" in mods else None
+    if mbar is not None and not isinstance(mbar, Addr):
+        raise cx.fault(ins, "invalid_ptx", "bulk copy needs an mbarrier address")
+    rd_dst, _ = addr_reader(o[0], cx, ins)
+    rd_src, _ = addr_reader(o[1], cx, ins)
+    rsize = reader(o[2], U32, cx, ins)
+    rd_bar = addr_reader(mbar, cx, ins)[0] if mbar is not None else None
+    fault = cx.faulter(ins)
+    byte = np.dtype(np.uint8)
+
+    def lanes(v, idx, n):
+        return v[idx] if isinstance(v, np.ndarray) else np.full(idx.size, v, U64)
+
+    def bulk(fr, m):
+        from .ops_sync import complete_tx
+
+        L = fr.L
+        idx = np.flatnonzero(m) if m is not None else np.arange(L.N)
+        d, s = lanes(rd_dst(fr), idx, L.N), lanes(rd_src(fr), idx, L.N)
+        size = np.broadcast_to(np.asarray(rsize(fr), np.int64), (L.N,))[idx]
+        for j in range(idx.size):  # one issuing thread per copy, usually
+            n = int(size[j])
+            one = idx[j : j + 1]
+            src = s[j] + np.arange(n, dtype=np.uint64)
+            dst = d[j] + np.arange(n, dtype=np.uint64)
+            ((_, sbuf, sel_),) = L.resolve(src_space, src, 1, byte, np.repeat(one, n), fault)
+            ((_, dbuf, del_),) = L.resolve(dst_space, dst, 1, byte, np.repeat(one, n), fault)
+            dbuf[del_] = sbuf[sel_]
+        if rd_bar is not None:
+            b = lanes(rd_bar(fr), idx, L.N)
+            ((_, buf, el),) = L.resolve("shared", b, 8, U64, idx, fault)
+            complete_tx(buf, el, size, L.mbar_tx)
+
+    return bulk

@@ -6,8 +6,13 @@ the current phase, bits 32-62 the expected count, bit 63 the phase parity. An ar
 state token holding the phase it arrived in; ``test_wait``/``try_wait`` report whether that
 phase has completed. Arrivals of the lanes of one instruction are applied in lane order. Copies
 made with ``cp.async`` are already complete when they are issued here, so
-``cp.async.mbarrier.arrive`` only counts an arrival in its ``.noinc`` form. Transaction counts
-(``expect_tx``/``complete_tx``, used by TMA) are not supported.
+``cp.async.mbarrier.arrive`` only counts an arrival in its ``.noinc`` form.
+
+Transaction counts (``expect_tx``/``complete_tx``: ``cuda::memcpy_async`` into a
+``cuda::barrier`` on sm_90 uses ``cp.async.bulk``) live beside the word, per barrier, in the
+batch; a phase whose arrivals are all in completes only once its count is back at zero, by the
+arrival or by the ``complete_tx`` that gets there last. Bulk copies are performed when issued,
+so their ``complete_tx`` comes right after.
 """
 
 from __future__ import annotations
@@ -38,8 +43,13 @@ def _space(ins: Instruction) -> str:
     return "shared" if "shared" in ins.mods else "generic"
 
 
-def _arrive(buf: np.ndarray, el, counts: np.ndarray, drop: bool) -> np.ndarray:
-    """Apply arrivals (in lane order) to barrier words; returns each lane's state token."""
+def _arrive(
+    buf: np.ndarray, el, counts: np.ndarray, drop: bool, tx: dict | None = None, add_tx=None
+) -> np.ndarray:
+    """Apply arrivals (in lane order) to barrier words; returns each lane's state token.
+
+    ``tx`` holds the transaction counts of the batch's barriers; ``add_tx`` (per lane) is added
+    to them before each arrival (``mbarrier.arrive.expect_tx``)."""
     el = np.broadcast_to(np.asarray(el), counts.shape)
     tokens = np.empty(counts.size, np.uint64)
     for a in np.unique(el):
@@ -47,6 +57,20 @@ def _arrive(buf: np.ndarray, el, counts: np.ndarray, drop: bool) -> np.ndarray:
         word = int(buf[a])
         pending, expected, phase = word & 0xFFFF_FFFF, (word >> 32) & 0x7FFF_FFFF, word >> 63
         k = lanes.size
+        key = (id(buf), int(a))
+        if tx is not None and (add_tx is not None or tx.get(key, 0)):
+            for i in lanes:  # with transactions in flight: one arrival at a time
+                if add_tx is not None:
+                    tx[key] = tx.get(key, 0) + int(add_tx[i])
+                tokens[i] = phase << 63
+                if drop:
+                    expected = max(expected - 1, 0)
+                pending = max(pending - int(counts[i]), 0)
+                if pending == 0 and tx.get(key, 0) == 0:
+                    phase ^= 1
+                    pending = expected
+            buf[a] = np.uint64((phase << 63) | (expected << 32) | (pending & 0xFFFF_FFFF))
+            continue
         if not drop and expected > 0 and 0 < pending <= expected and (counts[lanes] == 1).all():
             # k single arrivals: phase completions happen at arrivals pending, +expected, ...
             j = np.arange(k)
@@ -72,6 +96,20 @@ def _arrive(buf: np.ndarray, el, counts: np.ndarray, drop: bool) -> np.ndarray:
     return tokens
 
 
+def complete_tx(buf: np.ndarray, el, amounts: np.ndarray, tx: dict) -> None:
+    """Subtract transaction bytes (in lane order); a phase whose arrivals are all in and whose
+    count reaches zero completes."""
+    el = np.broadcast_to(np.asarray(el), amounts.shape)
+    for i in range(amounts.size):
+        a = int(el[i])
+        key = (id(buf), a)
+        tx[key] = tx.get(key, 0) - int(amounts[i])
+        word = int(buf[a])
+        pending, expected, phase = word & 0xFFFF_FFFF, (word >> 32) & 0x7FFF_FFFF, word >> 63
+        if pending == 0 and tx[key] == 0:
+            buf[a] = np.uint64(((phase ^ 1) << 63) | (expected << 32) | expected)
+
+
 @op("mbarrier")
 def _mbarrier(ins: Instruction, cx: CompileContext) -> Exec:
     mods = ins.mods
@@ -80,10 +118,10 @@ def _mbarrier(ins: Instruction, cx: CompileContext) -> Exec:
     fault = cx.faulter(ins)
     kind = next(
         (m for m in mods if m in ("init", "arrive", "arrive_drop", "test_wait", "try_wait",
-                                  "inval", "pending_count")),
+                                  "inval", "pending_count", "expect_tx", "complete_tx")),
         None,
     )  # fmt: skip
-    if kind is None or "expect_tx" in mods or "noComplete" in mods:
+    if kind is None or "noComplete" in mods:
         return unsupported(ins, cx)
     if kind == "inval":
         return lambda fr, m: None
@@ -91,7 +129,7 @@ def _mbarrier(ins: Instruction, cx: CompileContext) -> Exec:
         rs = reader(o[1], U64, cx, ins)
         wp = writer(o[0], U32, cx, ins)
         return lambda fr, m: wp(fr, (np.asarray(rs(fr)) & _LOW).astype(U32)[()], m)
-    addr_op = o[1] if kind != "init" else o[0]
+    addr_op = o[0] if kind in ("init", "expect_tx", "complete_tx") else o[1]
     if not isinstance(addr_op, Addr):
         raise cx.fault(ins, "invalid_ptx", "mbarrier needs an address operand")
     rd_addr, _ = addr_reader(addr_op, cx, ins)
@@ -114,16 +152,39 @@ def _mbarrier(ins: Instruction, cx: CompileContext) -> Exec:
 
         return init
 
+    if kind in ("expect_tx", "complete_tx"):  # mbarrier.expect_tx [addr], txCount
+        rtx = reader(o[1], U32, cx, ins)
+        sign = 1 if kind == "expect_tx" else -1
+
+        def tx_op(fr, m):
+            idx, buf, el = locate(fr, m)
+            n = np.broadcast_to(np.asarray(rtx(fr), np.int64), (fr.L.N,))[idx]
+            if sign < 0:
+                complete_tx(buf, el, n, fr.L.mbar_tx)
+                return
+            el = np.broadcast_to(np.asarray(el), n.shape)
+            for a, k in zip(el.tolist(), n.tolist(), strict=True):
+                key = (id(buf), a)
+                fr.L.mbar_tx[key] = fr.L.mbar_tx.get(key, 0) + k
+
+        return tx_op
+
     if kind in ("arrive", "arrive_drop"):
+        expect = "expect_tx" in mods  # arrive.expect_tx: the operand is a byte count
         rcount = reader(o[2], U32, cx, ins) if len(o) > 2 else None
         wtok = scatter_writer(o[0], U64, cx, ins) if not isinstance(o[0], Sink) else None
 
         def arrive(fr, m):
             idx, buf, el = locate(fr, m)
             counts = np.ones(idx.size, np.int64)
+            add = None
             if rcount is not None:
-                counts = np.broadcast_to(np.asarray(rcount(fr), np.int64), (fr.L.N,))[idx]
-            tokens = _arrive(buf, el, counts, kind == "arrive_drop")
+                v = np.broadcast_to(np.asarray(rcount(fr), np.int64), (fr.L.N,))[idx]
+                if expect:
+                    add = v
+                else:
+                    counts = v
+            tokens = _arrive(buf, el, counts, kind == "arrive_drop", fr.L.mbar_tx, add)
             if wtok is not None:
                 wtok(fr, tokens, idx)
 
