@@ -66,18 +66,50 @@ static int out_struct_pnext_offset(const rgpu_field *f)
     return -1;
 }
 
+/* The bytes of a bin output: in the reply, or -- past what a frame's body holds -- named
+ * [id] and fetched with vkRgpuFetchBlob into `held` (freed by the caller). NULL if neither. */
+static const uint8_t *output_bytes(rgpu_server *srv, const mp_doc *d, int node, size_t *len,
+                                   rgpu_reply *held)
+{
+    if (d->nodes[node].type == MP_BIN) {
+        *len = d->nodes[node].count;
+        return d->nodes[node].v.p;
+    }
+    int64_t id;
+    if (d->nodes[node].type != MP_ARRAY || d->nodes[node].count != 1 ||
+        mp_get_i64(d, mp_first(d, node), &id) != 0)
+        return NULL;
+    mp_buf b;
+    mp_init(&b);
+    mp_array(&b, 2);
+    mp_str(&b, "vkRgpuFetchBlob");
+    mp_array(&b, 1);
+    mp_uint(&b, (uint64_t)id);
+    VkResult st = rgpu_vk_call(srv, &b, NULL, 0, held);
+    mp_free(&b);
+    if (st != VK_SUCCESS)
+        return NULL;
+    *len = held->bulk_len;
+    return held->bulk;
+}
+
 /* Copy an enumeration's items into the application's array; returns how many fit. */
 static uint64_t decode_items(const mp_doc *d, int node, const rgpu_field *af, uint8_t *arr,
                              uint64_t cap, rgpu_server *srv)
 {
     if (mp_is_nil(d, node))
         return 0;
-    if (d->nodes[node].type == MP_BIN) { /* byte arrays (vkGetPipelineCacheData) */
-        uint64_t n = d->nodes[node].count;
-        if (arr) {
+    if (af->csize == 1 && af->kind != 's') { /* byte arrays (vkGetPipelineCacheData) */
+        rgpu_reply held;
+        memset(&held, 0, sizeof held);
+        size_t len = 0;
+        const uint8_t *p = output_bytes(srv, d, node, &len, &held);
+        uint64_t n = p ? len : 0;
+        if (arr && p) {
             n = n < cap ? n : cap;
-            memcpy(arr, d->nodes[node].v.p, (size_t)n);
+            memcpy(arr, p, (size_t)n);
         }
+        rgpu_reply_free(&held);
         return n;
     }
     if (d->nodes[node].type != MP_ARRAY)
@@ -255,10 +287,15 @@ uint64_t rgpu_forward(const rgpu_command *cmd, const uint64_t *args)
                     one.offset = 0;
                     one.shape = RGPU_SH_VAL;
                     rgpu_decode_field(d, item, &one, dst, owner->srv);
-                } else if (f->shape == RGPU_SH_BLOB && d->nodes[item].type == MP_BIN) {
+                } else if (f->shape == RGPU_SH_BLOB) { /* vkGetQueryPoolResults' pData */
                     uint64_t n = rgpu_len_of(P, (uint32_t)idx, base);
-                    uint64_t got = d->nodes[item].count;
-                    memcpy(dst, d->nodes[item].v.p, (size_t)(got < n ? got : n));
+                    rgpu_reply held;
+                    memset(&held, 0, sizeof held);
+                    size_t got = 0;
+                    const uint8_t *p = output_bytes(owner->srv, d, item, &got, &held);
+                    if (p)
+                        memcpy(dst, p, (size_t)(got < n ? got : n));
+                    rgpu_reply_free(&held);
                 } else if (f->shape == RGPU_SH_ARRAY) {
                     decode_items(d, item, f, dst, rgpu_len_of(P, (uint32_t)idx, base),
                                  owner->srv);

@@ -39,6 +39,7 @@ MAX_WAIT_NS = 5_000_000_000  # one wait holds the session's worker at most this 
 SERVER_ID_BIT = 1 << 63  # ids the server assigns (physical devices); clients use the rest
 MAX_OUT_BYTES = 256 << 20
 MAX_STREAM_COMMANDS = 1 << 24
+REPLY_INLINE_MAX = 1 << 20  # larger bin outputs are fetched with vkRgpuFetchBlob
 MAX_STAGED = 64
 MAX_STAGED_BYTES = 1 << 30
 READ_CHUNK = 64 << 10  # vkRgpuReadMemory's unit when the client sends its chunks' CRC-32s
@@ -157,6 +158,8 @@ class VulkanSession(HandleMap):
         self._by_real: dict[tuple[str, int], int] = {}
         self._next_server_id = SERVER_ID_BIT | (1 << 48)  # past every physical-device id
         self._instances_made = 0
+        self.outgoing: dict[int, bytes | bytearray] = {}  # reply data waiting for a fetch
+        self._outgoing_id = 0
         self._pfns: dict[tuple[int, str], Any] = {}
         self._messengers: dict[int, Any] = {}  # validation messengers by instance id
         self._instance = 0  # the instance of the call being run (for server-assigned ids)
@@ -367,7 +370,22 @@ class VulkanSession(HandleMap):
                 reply.append(items)
             else:
                 reply.append(self._encode_out(params[i], cargs[i], lookup))
+        for k, item in enumerate(reply):  # data a frame's body cannot hold waits for a fetch
+            if isinstance(item, (bytes, bytearray)) and len(item) > REPLY_INLINE_MAX:
+                self._outgoing_id += 1
+                self.outgoing[self._outgoing_id] = item
+                reply[k] = [self._outgoing_id]
         return reply
+
+    def fetch_blob(self, args: list[Any]) -> Any:
+        """The bytes a reply named ``[id]`` because they did not fit its body, as the reply's
+        bulk segment (split into frames by the transport); each fetched once."""
+        if len(args) != 1 or not isinstance(args[0], int):
+            raise bad("vkRgpuFetchBlob takes [id]")
+        data = self.outgoing.pop(args[0], None)
+        if data is None:
+            raise bad(f"vkRgpuFetchBlob: no reply data is waiting as {args[0]}")
+        return bytes(data)
 
     def _out_buffer(self, f: Field, v: Any, keep: list[Any], lookup: Callable[[str], Any],
                     new_handles: list[tuple[Field, list[int], Any]], fn: str) -> Any:
@@ -914,4 +932,5 @@ _PRIVATE: dict[str, Callable[[VulkanSession, list[Any]], Any]] = {
     "vkRgpuReadMemory": VulkanSession.read_memory,
     "vkRgpuSubmitCommandBuffer": VulkanSession.submit_command_buffer,
     "vkRgpuStageBlob": VulkanSession.stage_blob,
+    "vkRgpuFetchBlob": VulkanSession.fetch_blob,
 }

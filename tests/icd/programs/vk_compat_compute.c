@@ -17,7 +17,8 @@
  * - a command pool reset and re-recording, vkGetFenceStatus polling;
  * - a persistently mapped ring: the host writes frame N+1's input while frame N's output is
  *   written by the device into the same memory (same 64 KiB), then waits and reads it;
- * - a command buffer of over 10 MiB (more than a wire frame's body);
+ * - a command buffer of over 10 MiB and 9.6 MB of query results (more than a wire frame's
+ *   body each way);
  * - hundreds of buffers and samplers created and destroyed. */
 #include <time.h>
 
@@ -510,6 +511,28 @@ int main(int argc, char **argv)
     printf("160 updates of 64 KiB: %016llx\n", (unsigned long long)fnv1a64(big.map, 4 << 16));
     free(words);
     free_buffer(&big);
+
+    /* 600,000 queries read at once: 9.6 MB of results, more than a wire frame's body */
+    const uint32_t nq = 600000;
+    VkQueryPoolCreateInfo big_qpci = {.sType = VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO,
+                                      .queryType = VK_QUERY_TYPE_TIMESTAMP, .queryCount = nq};
+    VkQueryPool big_qp;
+    CHECK(vkCreateQueryPool(dev, &big_qpci, NULL, &big_qp));
+    VkCommandBuffer stamps = begin_once();
+    vkCmdResetQueryPool(stamps, big_qp, 0, nq);
+    for (uint32_t q = 0; q < nq; q += 1000)
+        vkCmdWriteTimestamp(stamps, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, big_qp, q);
+    submit_once(stamps);
+    uint64_t *results = calloc(nq, 16);
+    qr = vkGetQueryPoolResults(dev, big_qp, 0, nq, (size_t)nq * 16, results, 16,
+                               VK_QUERY_RESULT_64_BIT | VK_QUERY_RESULT_WITH_AVAILABILITY_BIT);
+    uint64_t available = 0;
+    for (uint32_t q = 0; q < nq; q++)
+        available += results[2 * q + 1];
+    printf("%u queries read at once: VkResult %d, %llu available\n", nq, (int)qr,
+           (unsigned long long)available);
+    free(results);
+    vkDestroyQueryPool(dev, big_qp, NULL);
 
     /* objects made and destroyed in a loop */
     for (int i = 0; i < 200; i++) {
