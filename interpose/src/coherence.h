@@ -28,7 +28,7 @@ CUresult rgpu_coherent_after_blocking_copy(void);
  * host copies (rgpu_coherent_pull). */
 CUresult rgpu_synchronized(void);
 
-enum { COH_MANAGED = 1, COH_HOSTALLOC = 2, COH_REGISTERED = 4 };
+enum { COH_MANAGED = 1, COH_HOSTALLOC = 2, COH_REGISTERED = 4, COH_GLOBAL = 8 };
 /* Is p (a host or a device address) inside a managed or mapped range: its device address and
  * kind (COH_*). */
 int rgpu_coherent_find(const void *p, uint64_t *dev_addr, unsigned *kind);
@@ -38,6 +38,8 @@ int rgpu_coherent_is_managed(uint64_t p, uint64_t *base, size_t *size);
 CUresult rgpu_coherent_host_alloc(void **pp, size_t bytesize, unsigned flags);
 /* Registered host memory [p, p+bytesize) gets a device copy (CU_MEMHOSTREGISTER_DEVICEMAP). */
 CUresult rgpu_coherent_register(void *p, size_t bytesize, unsigned flags);
+/* The host copy of a `__managed__` variable at device address dev (cuLibraryGetManaged). */
+CUresult rgpu_coherent_global(uint64_t dev, size_t size, void **host);
 /* Drop the range starting at host (by_host) or device address p; 0 when there is none. */
 int rgpu_coherent_release(uint64_t p, int by_host);
 /* The device address of host address p in a mapped range, 0 if it is in none. */

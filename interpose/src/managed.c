@@ -338,6 +338,39 @@ CUresult rgpu_coherent_register(void *p, size_t bytesize, unsigned flags)
     return CUDA_SUCCESS;
 }
 
+/* A module's `__managed__` variable at device address `dev`: the host's copy (made once, from
+ * the variable's initial contents), which cudart hands to host code. The variable lives as
+ * long as its module; its host copy stays (a few bytes) after that. */
+CUresult rgpu_coherent_global(uint64_t dev, size_t size, void **host)
+{
+    pthread_mutex_lock(&coh_mu);
+    for (size_t i = 0; i < n_ranges; i++)
+        if (ranges[i].dev_addr == dev && ranges[i].size == size) {
+            *host = ranges[i].host;
+            pthread_mutex_unlock(&coh_mu);
+            return CUDA_SUCCESS;
+        }
+    pthread_mutex_unlock(&coh_mu);
+    uint8_t *h = calloc(1, size ? size : 1), *ref = calloc(1, size ? size : 1);
+    if (!h || !ref) {
+        free(h);
+        free(ref);
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    }
+    coh_range r = {dev, h, size, 0, ref, 0, rgpu_current_ctx(), COH_MANAGED | COH_GLOBAL, 0,
+                   __atomic_load_n(&device_gen, __ATOMIC_ACQUIRE), 0};
+    CUresult st = pull_range(&r);
+    if (st == CUDA_SUCCESS && add_range(&r) != 0)
+        st = CUDA_ERROR_OUT_OF_MEMORY;
+    if (st != CUDA_SUCCESS) {
+        free(h);
+        free(ref);
+        return st;
+    }
+    *host = h;
+    return CUDA_SUCCESS;
+}
+
 /* Forget the range starting at `p` (a host address, or a device one when !by_host): unmap
  * the host copy we mapped and free the device copy. 0 when there is none. */
 int rgpu_coherent_release(uint64_t p, int by_host)
@@ -351,6 +384,10 @@ int rgpu_coherent_release(uint64_t p, int by_host)
         return 0;
     }
     coh_range r = ranges[i];
+    if (r.kind & COH_GLOBAL) { /* a module's variable: not ours to free */
+        pthread_mutex_unlock(&coh_mu);
+        return 0;
+    }
     ranges[i] = ranges[--n_ranges];
     pthread_mutex_unlock(&coh_mu);
     free(r.ref);

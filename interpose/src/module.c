@@ -566,6 +566,35 @@ CUresult cuLibraryGetGlobal(CUdeviceptr *dptr, size_t *bytes, CUlibrary library,
     return get_global(l->id, dev, "cuLibraryGetGlobal", name, dptr, bytes);
 }
 
+/* A `__managed__` variable: cudart gives host code the address answered here, so it is the
+ * variable's host copy, kept coherent with the device's (managed.c); kernels use the
+ * variable itself. */
+CUresult cuLibraryGetManaged(CUdeviceptr *dptr, size_t *bytes, CUlibrary library,
+                             const char *name)
+{
+    rgpu_obj *l = rgpu_obj_check(library, RK_LIBRARY);
+    if (!l)
+        return CUDA_ERROR_INVALID_HANDLE;
+    int dev = rgpu_current_ctx() ? rgpu_current_dev() : l->dev;
+    CUresult st = library_on(l, dev);
+    if (st != CUDA_SUCCESS)
+        return st;
+    CUdeviceptr d = 0;
+    size_t size = 0;
+    st = get_global(l->id, dev, "cuLibraryGetManaged", name, &d, &size);
+    if (st != CUDA_SUCCESS)
+        return st;
+    void *host;
+    st = rgpu_coherent_global(d, size, &host);
+    if (st != CUDA_SUCCESS)
+        return st;
+    if (dptr)
+        *dptr = (CUdeviceptr)(uintptr_t)host;
+    if (bytes)
+        *bytes = size;
+    return CUDA_SUCCESS;
+}
+
 CUresult cuLibraryGetKernelCount(unsigned int *count, CUlibrary lib)
 {
     rgpu_obj *l = rgpu_obj_check(lib, RK_LIBRARY);

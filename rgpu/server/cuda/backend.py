@@ -370,6 +370,11 @@ class CudaSession(abc.ABC):
         """[dptr, bytes] of a library variable in the current context."""
 
     @abc.abstractmethod
+    def cuLibraryGetManaged(self, library: int, name: str) -> list[int]:
+        """[dptr, bytes] of a library's `__managed__` variable (CUDA_ERROR_NOT_FOUND for
+        other names)."""
+
+    @abc.abstractmethod
     def cuLibraryGetKernelCount(self, library: int) -> int:
         """Number of kernels in the library."""
 

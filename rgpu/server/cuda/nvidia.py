@@ -1311,6 +1311,16 @@ class NvidiaSession(CudaSession):
         return self._add_global("cuLibraryGetGlobal", dptr, size, ("library", library))
 
     @_api
+    def cuLibraryGetManaged(self, library: int, name: str) -> list[int]:
+        """[dptr, bytes] of a library's `__managed__` variable in the current context (the
+        shim keeps the application's host copy coherent with it)."""
+        lib = self._library(library)
+        self._ctx()
+        dptr, size = self._call("cuLibraryGetManaged", "cuLibraryGetManaged", lib.handle,
+                                name.encode())
+        return self._add_global("cuLibraryGetManaged", dptr, size, ("library", library))
+
+    @_api
     def cuLibraryGetKernelCount(self, library: int) -> int:
         """Kernels in the library."""
         lib = self._library(library)

@@ -1,6 +1,7 @@
 // Memory features of the runtime API that real programs use, each checked against host
 // results: managed memory (pointers to managed memory inside managed memory, host writes
-// between kernels, copies and memsets into it, attributes and hints), mapped page-locked
+// between kernels, copies and memsets into it, attributes and hints, `__managed__`
+// variables), mapped page-locked
 // memory (cudaHostAllocMapped used through cudaHostGetDevicePointer and directly, registered
 // memory), pitched allocations with cudaMemcpy2D in every direction and cudaMemset2D, and
 // memory pools under cudaMallocAsync.
@@ -17,6 +18,14 @@
             return 1;                                                  \
         }                                                              \
     } while (0)
+
+__device__ __managed__ int managed_var[16];
+__device__ __managed__ float managed_scale = 2.5f;
+
+__global__ void scale_managed_var()
+{
+    managed_var[threadIdx.x] = (int)(managed_var[threadIdx.x] * managed_scale) + 100;
+}
 
 struct Node {
     int *data;
@@ -120,6 +129,19 @@ static int managed()
     CHECK(cudaFree(f));
     CHECK(cudaStreamDestroy(s));
     free(h);
+
+    EXPECT(managed_scale == 2.5f); /* its initial value, seen by the host */
+    for (int i = 0; i < 16; i++)
+        managed_var[i] = i;
+    scale_managed_var<<<1, 16>>>();
+    CHECK(cudaDeviceSynchronize());
+    for (int i = 0; i < 16; i++)
+        EXPECT(managed_var[i] == (int)(i * 2.5f) + 100);
+    managed_scale = 1.0f;
+    scale_managed_var<<<1, 16>>>();
+    CHECK(cudaDeviceSynchronize());
+    for (int i = 0; i < 16; i++)
+        EXPECT(managed_var[i] == (int)(i * 2.5f) + 200);
     printf("managed ok\n");
     return 0;
 }

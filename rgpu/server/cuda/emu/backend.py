@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import re
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Callable
@@ -81,6 +82,30 @@ _LIMIT_DEFAULTS: dict[int, int] = {
 _DEFAULT_STREAMS = (0, 1, 2)  # NULL, CU_STREAM_LEGACY, CU_STREAM_PER_THREAD
 _PARSE_CACHE_SIZE = 32
 _PRINTF_KEPT = 10_000
+
+
+_MANAGED_ATTRIBUTE = re.compile(r"\.attribute\s*\(\s*\.managed\s*\)\s*")
+_DECLARED_NAME = re.compile(r"([A-Za-z_$%][\w$]*)\s*(?:\[[^\]]*\])*\s*(?:=|;)")
+
+
+def managed_globals(text: str) -> tuple[str, frozenset[str]]:
+    """PTX without `.attribute(.managed)` and the names of the variables that had it.
+
+    The attribute only tells the driver that the host sees the variable too (the shim keeps a
+    coherent host copy, from cuLibraryGetManaged); to the device it is an ordinary global.
+    """
+    if ".managed" not in text:
+        return text, frozenset()
+    names: set[str] = set()
+    out: list[str] = []
+    for line in text.splitlines(keepends=True):
+        if _MANAGED_ATTRIBUTE.search(line):
+            line = _MANAGED_ATTRIBUTE.sub("", line)
+            m = _DECLARED_NAME.search(line)
+            if m:
+                names.add(m.group(1))
+        out.append(line)
+    return "".join(out), frozenset(names)
 
 
 def fault_to_error(fault: EmuFault) -> tuple[CudaError, bool]:
@@ -158,6 +183,7 @@ class _Code:
     loaded: LoadedModule
     source: str
     device: int
+    managed: frozenset[str] = frozenset()  # `__managed__` variables (cuLibraryGetManaged)
 
 
 @dataclass
@@ -410,11 +436,13 @@ class EmuSession(CudaSession):
         if not isinstance(image, bytes | bytearray | memoryview):
             raise CudaError(R.CUDA_ERROR_INVALID_VALUE, "image must be bytes")
         choice = ptx_from_image(bytes(image), DEVICE_ARCH)
-        ptx = self.backend.parse(choice.text)
+        text, managed = managed_globals(choice.text)
+        ptx = self.backend.parse(text)
         loaded = LoadedModule(ptx, self.backend.memories[device])
         log.debug("[session %s] loaded %s: kernels %s", self.name, choice.source,
                   ", ".join(sorted(ptx.kernels)))
-        return _Code(ptx=ptx, loaded=loaded, source=choice.source, device=device)
+        return _Code(ptx=ptx, loaded=loaded, source=choice.source, device=device,
+                     managed=managed)
 
     def _function(self, f: int) -> _Function:
         """A function, or a kernel passed where a function is expected (cudart does so)."""
@@ -973,6 +1001,15 @@ class EmuSession(CudaSession):
     def cuLibraryGetGlobal(self, library: int, name: str) -> list[int]:
         """[dptr, bytes] of a library variable."""
         return self._global(self._library(library).code, name)
+
+    @_api
+    def cuLibraryGetManaged(self, library: int, name: str) -> list[int]:
+        """[dptr, bytes] of a library's `__managed__` variable (the shim makes the host's
+        copy coherent with it)."""
+        code = self._library(library).code
+        if name not in code.managed:
+            raise CudaError(R.CUDA_ERROR_NOT_FOUND, f"no managed variable named {name!r}")
+        return self._global(code, name)
 
     @_api
     def cuLibraryGetKernelCount(self, library: int) -> int:
