@@ -6,7 +6,6 @@ Every config setting has a flag that overrides it. User errors print one line,
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
 import logging
@@ -56,6 +55,8 @@ def _run(main: Callable[[], Awaitable[T]], uvloop_ok: bool = False) -> T:
 
 
 def _run_loop(main: Callable[[], Awaitable[T]], uvloop_ok: bool = False) -> T:
+    import asyncio  # not at the top: `rgpu run` and `rgpu token` need no event loop
+
     if uvloop_ok:
         try:
             import uvloop
@@ -218,6 +219,8 @@ def server(
         print(f"rgpu server listening on {scfg.bind}:{srv.port} "
               f"({', '.join(srv.ports)}), server_id {srv.server_id}", flush=True)
         print(f"certificate fingerprint {format_fingerprint(srv.cert.fingerprint)}", flush=True)
+        import asyncio
+
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -351,6 +354,8 @@ def client(
         daemon = Daemon(cfg, quic_engine=quic_engine or cfg.server.quic_engine)
         await daemon.start()
         print(f"rgpu client daemon listening on {ccfg.socket_path}", flush=True)
+        import asyncio
+
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -456,26 +461,62 @@ def _shim_env(socket: Path) -> dict[str, str]:
     return env
 
 
-async def _daemon_status(path: Path) -> dict[str, Any] | None:
-    """The daemon's status, or None when no daemon answers on `path`."""
-    from .net import connect_local
-    from .wire import MessageKind
+def _daemon_status(path: Path, timeout: float = 5.0) -> dict[str, Any] | None:
+    """The daemon's status, or None when no daemon answers on `path`.
 
+    A blocking socket driving the sans-IO connection: `rgpu run` asks this before every
+    program, and an event loop (and the network stack's imports) would cost more than the
+    exchange itself."""
+    import socket as so
+    import time
+
+    from .wire import (
+        Connection,
+        ConnectionClosed,
+        ConnectionConfig,
+        MessageKind,
+        MessageReceived,
+        Role,
+        State,
+    )
+
+    deadline = time.monotonic() + timeout
+    sock = so.socket(so.AF_UNIX, so.SOCK_STREAM)
     try:
-        peer = await connect_local(path, name="rgpu cli", timeout=2)
-    except Exception:
+        sock.settimeout(timeout)
+        sock.connect(str(path))
+        conn = Connection(ConnectionConfig(Role.CLIENT, require_auth=False, name="rgpu cli"))
+        conn.initiate()
+        sent = False
+        while time.monotonic() < deadline:
+            for bufs in conn.data_to_send().values():
+                sock.sendall(b"".join(bytes(b) for b in bufs))
+            while (ev := conn.next_event()) is not None:
+                if isinstance(ev, ConnectionClosed):
+                    return None
+                if isinstance(ev, MessageReceived) and ev.frame.request == 1:
+                    body = ev.frame.body
+                    if ev.frame.kind is MessageKind.ERROR:
+                        return None
+                    return body if isinstance(body, dict) else {}
+            if not sent and conn.state is State.ESTABLISHED:
+                conn.send(MessageKind.CONTROL, {"op": "status"}, request=1)
+                sent = True
+                continue
+            sock.settimeout(max(0.01, deadline - time.monotonic()))
+            data = sock.recv(1 << 16)
+            if not data:
+                return None
+            conn.receive_data(data)
         return None
-    try:
-        reply = await peer.request(MessageKind.CONTROL, {"op": "status"}, timeout=5)
-        return reply.body if isinstance(reply.body, dict) else {}
-    except Exception:
+    except OSError:
         return None
     finally:
-        peer.close("bye", "done")
+        sock.close()
 
 
-async def _daemon_alive(path: Path) -> bool:
-    return await _daemon_status(path) is not None
+def _daemon_alive(path: Path) -> bool:
+    return _daemon_status(path, timeout=2.0) is not None
 
 
 def _pool_ready(status: dict[str, Any]) -> bool:
@@ -489,7 +530,7 @@ def _ensure_daemon(cfg: Config, socket: Path, servers: list[str], token: str | N
     """Use the daemon on `socket`, or start one for the configured (or given) servers.
 
     Returns the status of a daemon that was already running (None for a new one)."""
-    status = asyncio.run(_daemon_status(socket))
+    status = _daemon_status(socket)
     if status is not None:
         if servers:
             log.info("a daemon is already running on %s; -s is ignored", socket)
@@ -517,7 +558,7 @@ def _ensure_daemon(cfg: Config, socket: Path, servers: list[str], token: str | N
                          start_new_session=True)
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
-        if asyncio.run(_daemon_alive(socket)):
+        if _daemon_alive(socket):
             return None
         time.sleep(0.2)
     _fail(f"the rgpu daemon did not start within 15 s; see {logfile}")
@@ -528,21 +569,10 @@ def _wait_for_pool(socket: Path, timeout: float) -> None:
     """Give a freshly started daemon a moment to connect its servers."""
     import time
 
-    from .net import connect_local
-    from .wire import MessageKind
-
-    async def gpus() -> int:
-        peer = await connect_local(socket, name="rgpu cli")
-        try:
-            reply = await peer.request(MessageKind.CONTROL, {"op": "status"}, timeout=5)
-        finally:
-            peer.close("bye", "done")
-        st = reply.body
-        return len(st["gpus"]) if _pool_ready(st) else -1
-
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if asyncio.run(gpus()) >= 0:
+        status = _daemon_status(socket)
+        if status is not None and _pool_ready(status):
             return
         time.sleep(0.2)
 

@@ -12,6 +12,7 @@ from rgpu.wire.auth import generate_token
 from .procs import (
     Rig,
     assert_one_line_error,
+    daemon_request_async,
     daemon_status,
     free_port,
     open_app,
@@ -168,3 +169,78 @@ def test_daemon_socket_in_use_is_a_one_line_error(rig: Rig) -> None:
     second = rig.cli("client", "--socket", str(daemon.socket), "--no-local-gpus",
                      "--log-level", "warn")
     assert_one_line_error(second, "already listening", str(daemon.socket))
+
+
+_SHOW_ENV = ("import os, sys; print(' '.join(os.environ.get(k, '-') for k in ('RGPU_SOCKET', "
+             "'LD_PRELOAD', 'LD_LIBRARY_PATH', 'VK_ICD_FILENAMES'))); sys.exit(3)")
+
+
+def test_run_uses_the_running_daemon_and_keeps_the_exit_status(rig: Rig) -> None:
+    """`rgpu run -- CMD` finds the daemon on its socket and execs CMD with the shims' variables
+    (the exit status is CMD's); `rgpu env` prints the same variables as exports."""
+    import sys
+
+    token = generate_token()
+    server = rig.server(token=token, transport="tcp")
+    daemon = rig.daemon([server.address], token=token, transport="tcp")
+    result = rig.cli("run", "--socket", str(daemon.socket), "--", sys.executable, "-c",
+                     _SHOW_ENV)
+    assert result.returncode == 3, result
+    sock, preload, libpath, icd = result.stdout.split()
+    assert sock == str(daemon.socket)
+    assert preload.endswith("librgpu_cuda.so")
+    assert libpath.split(":")[0].endswith("cuda")
+    assert icd.endswith("rgpu_icd.json")
+    exports = rig.cli("env", "--socket", str(daemon.socket))
+    assert exports.returncode == 0, exports
+    assert f"export RGPU_SOCKET={daemon.socket}" in exports.stdout
+    assert f"export LD_PRELOAD={preload}" in exports.stdout
+
+
+def test_run_starts_a_daemon_when_none_runs(rig: Rig) -> None:
+    """With no daemon on the socket, `rgpu run -s HOST:PORT -t TOKEN -- CMD` starts one for
+    that server, waits for its pool and runs CMD; without servers it is a one-line error."""
+    import os
+    import signal
+    import sys
+    import time
+
+    sock = rig.path("own-daemon") / "rgpu.sock"
+    refused = rig.cli("run", "--socket", str(sock), "--", sys.executable, "-c", "pass")
+    assert_one_line_error(refused, "no rgpu daemon", str(sock))
+
+    token = generate_token()
+    server = rig.server(token=token, transport="tcp")
+    started: list[int] = []
+    try:
+        result = rig.cli("run", "--socket", str(sock), "-s", server.address, "-t", token,
+                         "--transport", "tcp", "--", sys.executable, "-c", _SHOW_ENV)
+        for pid in os.listdir("/proc"):  # the daemon it left running, to stop it
+            if pid.isdigit():
+                try:
+                    with open(f"/proc/{pid}/cmdline", "rb") as f:
+                        if str(sock).encode() in f.read() and int(pid) != os.getpid():
+                            started.append(int(pid))
+                except OSError:
+                    pass
+        assert result.returncode == 3, f"{result}\n{(sock.parent / 'daemon.log').read_text()}"
+        assert result.stdout.split()[0] == str(sock)
+        assert started, "no daemon process found for the socket"
+        status = run_async(daemon_request_async(sock, {"op": "status"}), timeout=15)
+        assert [s["state"] for s in status["servers"]] == ["connected"], status
+    finally:
+        for pid in started:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 10
+        while started and time.monotonic() < deadline:
+            started = [p for p in started if os.path.exists(f"/proc/{p}")
+                       and b"zombie" not in open(f"/proc/{p}/status", "rb").read().lower()]
+            time.sleep(0.1)
+        for pid in started:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
