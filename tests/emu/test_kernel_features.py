@@ -376,3 +376,31 @@ def test_bulk_copies_complete_mbarrier_transactions(k, flavour):
         want = (blocks[:, ::-1].astype(np.float64) * 3 + blocks[::-1]).astype(np.float32)
         # tile*3 + tile2 is one fma.rn.f32; the f64 reference rounds twice in rare ties
         np.testing.assert_array_max_ulp(k.get(out, 512, np.float32), want.ravel(), maxulp=1)
+
+
+def test_prmt_modes():
+    """All byte-permute modes (the PTX ISA's table, selector 0..3 per thread)."""
+    modes = ["f4e", "b4e", "rc8", "ecl", "ecr", "rc16"]
+    body = "".join(
+        f"prmt.b32.{m} %r3, %r1, %r2, %r0; st.global.u32 [%rd1+{4 * i}], %r3;"
+        for i, m in enumerate(modes)
+    )
+    k = Kernels(
+        ".version 8.0\n.target sm_75\n.address_size 64\n.visible .entry t(.param .u64 out) {"
+        " .reg .b32 %r<4>; .reg .b64 %rd<3>; ld.param.u64 %rd0, [out];"
+        " mov.u32 %r0, %tid.x; mul.wide.u32 %rd2, %r0, 24; add.s64 %rd1, %rd0, %rd2;"
+        " mov.u32 %r1, 0x33221100; mov.u32 %r2, 0x77665544; " + body + " ret; }"
+    )
+    out = k.zeros(4 * 6, np.uint32)
+    k.launch("t", 1, 4, out)
+    got = k.get(out, 24, np.uint32).reshape(4, 6).T
+    want = {
+        "f4e": [0x33221100, 0x44332211, 0x55443322, 0x66554433],
+        "b4e": [0x55667700, 0x66770011, 0x77001122, 0x00112233],
+        "rc8": [0x00000000, 0x11111111, 0x22222222, 0x33333333],
+        "ecl": [0x33221100, 0x33221111, 0x33222222, 0x33333333],
+        "ecr": [0x00000000, 0x11111100, 0x22221100, 0x33221100],
+        "rc16": [0x11001100, 0x33223322, 0x11001100, 0x33223322],
+    }
+    for i, m in enumerate(modes):
+        assert got[i].tolist() == want[m], m

@@ -16,9 +16,9 @@ laptops without a GPU still have a CUDA device (see ``research/ptx-emulation.md`
 Every failure is an :class:`EmuFault` whose ``kind`` the CUDA layer maps to a CUresult.
 
 Known limits, each reported rather than silently wrong where it can be detected: no textures,
-surfaces, PTX-level tensor-core ``mma``/``ldmatrix`` (``wmma`` is supported), bulk copies/TMA
-(``mbarrier`` transaction counts) or clusters (``cp.async`` runs synchronously; ``mbarrier``
-phases are supported); grid-wide sync only in cooperative launches (all blocks then run as one
+surfaces, PTX-level tensor-core ``mma``/``ldmatrix`` (``wmma`` is supported), tensor-map bulk
+copies or clusters (``cp.async`` and 1D ``cp.async.bulk`` run synchronously when issued;
+``mbarrier`` phases and transaction counts are supported); grid-wide sync only in cooperative launches (all blocks then run as one
 batch); recursion stacks ``.local`` frames up to 256 levels; warp collectives
 executed by only part of their member mask read the non-participating lanes' current values;
 barrier numbers held in registers count as barrier 0; ``.approx`` instructions are

@@ -807,8 +807,6 @@ def _bmsk(ins: Instruction, cx: CompileContext) -> Exec:
 @op("prmt")
 def _prmt(ins: Instruction, cx: CompileContext) -> Exec:
     mode = next((x for x in ins.mods if x in ("f4e", "b4e", "rc8", "ecl", "ecr", "rc16")), None)
-    if mode not in (None, "f4e", "rc8", "rc16"):
-        return unsupported(ins, cx)
     o = ins.operands
     ra, rb, rc = (reader(o[k], U32, cx, ins) for k in (1, 2, 3))
     w = writer(o[0], U32, cx, ins)
@@ -826,8 +824,14 @@ def _prmt(ins: Instruction, cx: CompileContext) -> Exec:
                 idx, sign = sel & b7, (sel & b8) != 0
             elif mode == "f4e":
                 idx = (s + np.uint64(i)) & b7
+            elif mode == "b4e":
+                idx = (s - np.uint64(i)) & b7
             elif mode == "rc8":
                 idx = s
+            elif mode == "ecl":  # edge clamp left
+                idx = np.maximum(s, np.uint64(i))
+            elif mode == "ecr":  # edge clamp right
+                idx = np.minimum(s, np.uint64(i))
             else:  # rc16: replicate the selected 16-bit half
                 idx = (s & np.uint64(1)) * np.uint64(2) + np.uint64(i & 1)
             byte = (src >> (idx * b8)) & bff
