@@ -58,6 +58,10 @@ CUresult rgpu_capture_kernel(CUstream s, const CUDA_KERNEL_NODE_PARAMS *p);
 CUresult rgpu_capture_copy(CUstream s, const CUDA_MEMCPY3D *c);
 CUresult rgpu_capture_memset(CUstream s, const CUDA_MEMSET_NODE_PARAMS *m);
 CUresult rgpu_capture_host(CUstream s, CUhostFn fn, void *userData);
+CUresult rgpu_capture_alloc(CUstream s, CUdeviceptr *dptr, size_t size);
+CUresult rgpu_capture_free(CUstream s, CUdeviceptr dptr);
+/* Is p memory of a graph's allocation node (held by the graph: frees leave it alone). */
+int rgpu_graph_owns(CUdeviceptr p);
 int rgpu_capture_event_record(CUevent e, CUstream s);
 int rgpu_capture_wait_event(CUstream s, CUevent e);
 void rgpu_linear_copy3d(CUDA_MEMCPY3D *c, CUmemorytype dt, uint64_t dst, CUmemorytype st,

@@ -8,7 +8,13 @@
  * that stream and join it back. Kernel arguments are copied when a node is made, as CUDA does.
  * Instantiation orders a copy of the nodes topologically; cuGraphLaunch queues them, in that
  * order, on the launch stream with the same calls an application would make, so they reach
- * the server in one stream order that honours every dependency. */
+ * the server in one stream order that honours every dependency.
+ *
+ * Memory nodes (cuGraphAddMemAllocNode, cudaMallocAsync/cudaFreeAsync in a capture): the
+ * address an allocation node hands out must hold for every launch, so the memory is allocated
+ * when the node is made and held by the graphs and executable graphs that contain the node
+ * until the last of them is destroyed; launches allocate and free nothing, and a free of that
+ * address outside a graph leaves it to them. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -20,6 +26,14 @@
 
 typedef struct rgpu_gnode rgpu_gnode;
 typedef struct rgpu_graph rgpu_graph;
+
+/* Memory of an allocation node, shared by the node's copies (clones, executable graphs). */
+typedef struct graph_mem {
+    CUdeviceptr ptr;
+    size_t size;
+    int refs;
+    struct graph_mem *next;
+} graph_mem;
 
 struct rgpu_gnode {
     uint32_t magic;
@@ -39,6 +53,10 @@ struct rgpu_gnode {
     CUDA_MEMSET_NODE_PARAMS memset;
     /* CU_GRAPH_NODE_TYPE_HOST */
     CUDA_HOST_NODE_PARAMS host;
+    /* CU_GRAPH_NODE_TYPE_MEM_ALLOC (mem, alloc) and CU_GRAPH_NODE_TYPE_MEM_FREE (free_ptr) */
+    graph_mem *mem;
+    CUDA_MEM_ALLOC_NODE_PARAMS alloc;
+    CUdeviceptr free_ptr;
     rgpu_gnode *origin; /* in an executable graph: the node it was instantiated from */
 };
 
@@ -80,6 +98,9 @@ typedef struct {
 } captured_event;
 
 static pthread_mutex_t graph_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t mem_mu = PTHREAD_MUTEX_INITIALIZER;
+static graph_mem *graph_mems;
+static uint64_t graph_mem_used, graph_mem_high;
 static capturing_stream *cstreams;
 static size_t n_cstreams, cap_cstreams;
 static captured_event *cevents;
@@ -117,10 +138,113 @@ static rgpu_exec *exec_check(CUgraphExec h)
     return e && e->magic == EXEC_MAGIC ? e : NULL;
 }
 
+/* ---- memory of allocation nodes ---------------------------------------------------------- */
+
+static CUresult graph_mem_new(size_t size, graph_mem **out)
+{
+    graph_mem *m = calloc(1, sizeof *m);
+    if (!m)
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    CUresult st = cuMemAlloc_v2(&m->ptr, size);
+    if (st != CUDA_SUCCESS) {
+        free(m);
+        return st;
+    }
+    m->size = size;
+    m->refs = 1;
+    pthread_mutex_lock(&mem_mu);
+    m->next = graph_mems;
+    graph_mems = m;
+    graph_mem_used += size;
+    if (graph_mem_used > graph_mem_high)
+        graph_mem_high = graph_mem_used;
+    pthread_mutex_unlock(&mem_mu);
+    *out = m;
+    return CUDA_SUCCESS;
+}
+
+static void graph_mem_ref(graph_mem *m)
+{
+    if (m)
+        __atomic_add_fetch(&m->refs, 1, __ATOMIC_ACQ_REL);
+}
+
+static void graph_mem_unref(graph_mem *m)
+{
+    if (!m || __atomic_sub_fetch(&m->refs, 1, __ATOMIC_ACQ_REL) > 0)
+        return;
+    pthread_mutex_lock(&mem_mu);
+    for (graph_mem **p = &graph_mems; *p; p = &(*p)->next)
+        if (*p == m) {
+            *p = m->next;
+            break;
+        }
+    graph_mem_used -= m->size;
+    pthread_mutex_unlock(&mem_mu);
+    cuMemFree_v2(m->ptr); /* no longer a graph's: really freed */
+    free(m);
+}
+
+int rgpu_graph_owns(CUdeviceptr p)
+{
+    if (!__atomic_load_n(&graph_mems, __ATOMIC_ACQUIRE))
+        return 0;
+    pthread_mutex_lock(&mem_mu);
+    int yes = 0;
+    for (graph_mem *m = graph_mems; m && !yes; m = m->next)
+        yes = m->ptr == p;
+    pthread_mutex_unlock(&mem_mu);
+    return yes;
+}
+
+CUresult cuDeviceGraphMemTrim(CUdevice device)
+{
+    /* memory not held by a graph was freed already: nothing to give back */
+    return device >= 0 && device < rgpu_device_count ? CUDA_SUCCESS : CUDA_ERROR_INVALID_DEVICE;
+}
+
+CUresult cuDeviceGetGraphMemAttribute(CUdevice device, CUgraphMem_attribute attr, void *value)
+{
+    if (device < 0 || device >= rgpu_device_count)
+        return CUDA_ERROR_INVALID_DEVICE;
+    if (!value)
+        return CUDA_ERROR_INVALID_VALUE;
+    pthread_mutex_lock(&mem_mu);
+    CUresult st = CUDA_SUCCESS;
+    switch (attr) {
+    case CU_GRAPH_MEM_ATTR_USED_MEM_CURRENT:
+    case CU_GRAPH_MEM_ATTR_RESERVED_MEM_CURRENT:
+        *(cuuint64_t *)value = graph_mem_used;
+        break;
+    case CU_GRAPH_MEM_ATTR_USED_MEM_HIGH:
+    case CU_GRAPH_MEM_ATTR_RESERVED_MEM_HIGH:
+        *(cuuint64_t *)value = graph_mem_high;
+        break;
+    default:
+        st = CUDA_ERROR_INVALID_VALUE;
+    }
+    pthread_mutex_unlock(&mem_mu);
+    return st;
+}
+
+CUresult cuDeviceSetGraphMemAttribute(CUdevice device, CUgraphMem_attribute attr, void *value)
+{
+    if (device < 0 || device >= rgpu_device_count)
+        return CUDA_ERROR_INVALID_DEVICE;
+    if (!value || (attr != CU_GRAPH_MEM_ATTR_USED_MEM_HIGH &&
+                   attr != CU_GRAPH_MEM_ATTR_RESERVED_MEM_HIGH) || *(cuuint64_t *)value != 0)
+        return CUDA_ERROR_INVALID_VALUE; /* only the high marks, and only back to zero */
+    pthread_mutex_lock(&mem_mu);
+    graph_mem_high = graph_mem_used;
+    pthread_mutex_unlock(&mem_mu);
+    return CUDA_SUCCESS;
+}
+
 static void node_free(rgpu_gnode *n)
 {
     if (!n)
         return;
+    graph_mem_unref(n->mem);
     n->magic = 0;
     free(n->deps);
     free(n->params);
@@ -203,6 +327,10 @@ static CUresult node_copy_contents(rgpu_gnode *dst, const rgpu_gnode *src)
     dst->copy = src->copy;
     dst->memset = src->memset;
     dst->host = src->host;
+    dst->alloc = src->alloc;
+    dst->free_ptr = src->free_ptr;
+    dst->mem = src->mem;
+    graph_mem_ref(dst->mem);
     if (src->type != CU_GRAPH_NODE_TYPE_KERNEL)
         return CUDA_SUCCESS;
     CUDA_KERNEL_NODE_PARAMS p = src->kernel;
@@ -246,7 +374,14 @@ static CUresult run_node(rgpu_gnode *n, CUstream s)
     }
     case CU_GRAPH_NODE_TYPE_HOST:
         return cuLaunchHostFunc(s, n->host.fn, n->host.userData);
+    case CU_GRAPH_NODE_TYPE_MEM_FREE:
+        /* memory from outside the graph is freed by the launch (a second launch frees it
+         * again, which CUDA leaves undefined); a graph's own stays for later launches */
+        if (!rgpu_graph_owns(n->free_ptr))
+            return cuMemFreeAsync(n->free_ptr, s);
+        return CUDA_SUCCESS;
     case CU_GRAPH_NODE_TYPE_EMPTY:
+    case CU_GRAPH_NODE_TYPE_MEM_ALLOC: /* allocated for the graph's lifetime */
         return CUDA_SUCCESS;
     default:
         return CUDA_ERROR_NOT_SUPPORTED;
@@ -501,6 +636,68 @@ CUresult cuGraphAddEmptyNode(CUgraphNode *phGraphNode, CUgraph hGraph,
 {
     rgpu_gnode *n;
     return add_simple(phGraphNode, hGraph, dependencies, numDependencies, &n);
+}
+
+CUresult cuGraphAddMemAllocNode(CUgraphNode *phGraphNode, CUgraph hGraph,
+                                const CUgraphNode *dependencies, size_t numDependencies,
+                                CUDA_MEM_ALLOC_NODE_PARAMS *nodeParams)
+{
+    if (!nodeParams || nodeParams->bytesize == 0)
+        return CUDA_ERROR_INVALID_VALUE;
+    if (nodeParams->poolProps.allocType != CU_MEM_ALLOCATION_TYPE_PINNED ||
+        nodeParams->poolProps.location.type != CU_MEM_LOCATION_TYPE_DEVICE) {
+        rgpu_report_unsupported("cuGraphAddMemAllocNode (memory not located on a device)");
+        return CUDA_ERROR_NOT_SUPPORTED;
+    }
+    rgpu_gnode *n;
+    CUresult st = add_simple(phGraphNode, hGraph, dependencies, numDependencies, &n);
+    if (st != CUDA_SUCCESS)
+        return st;
+    st = graph_mem_new(nodeParams->bytesize, &n->mem);
+    if (st != CUDA_SUCCESS) {
+        node_unlink(n->graph, n);
+        node_free(n);
+        return st;
+    }
+    n->type = CU_GRAPH_NODE_TYPE_MEM_ALLOC;
+    nodeParams->dptr = n->mem->ptr;
+    n->alloc = *nodeParams;
+    n->alloc.accessDescs = NULL; /* the caller's array need not outlive the call */
+    n->alloc.accessDescCount = 0;
+    return CUDA_SUCCESS;
+}
+
+CUresult cuGraphMemAllocNodeGetParams(CUgraphNode hNode, CUDA_MEM_ALLOC_NODE_PARAMS *params_out)
+{
+    rgpu_gnode *n = node_check(hNode);
+    if (!n || n->type != CU_GRAPH_NODE_TYPE_MEM_ALLOC || !params_out)
+        return CUDA_ERROR_INVALID_VALUE;
+    *params_out = n->alloc;
+    return CUDA_SUCCESS;
+}
+
+CUresult cuGraphAddMemFreeNode(CUgraphNode *phGraphNode, CUgraph hGraph,
+                               const CUgraphNode *dependencies, size_t numDependencies,
+                               CUdeviceptr dptr)
+{
+    if (!rgpu_range_device(dptr, NULL))
+        return CUDA_ERROR_INVALID_VALUE;
+    rgpu_gnode *n;
+    CUresult st = add_simple(phGraphNode, hGraph, dependencies, numDependencies, &n);
+    if (st == CUDA_SUCCESS) {
+        n->type = CU_GRAPH_NODE_TYPE_MEM_FREE;
+        n->free_ptr = dptr;
+    }
+    return st;
+}
+
+CUresult cuGraphMemFreeNodeGetParams(CUgraphNode hNode, CUdeviceptr *dptr_out)
+{
+    rgpu_gnode *n = node_check(hNode);
+    if (!n || n->type != CU_GRAPH_NODE_TYPE_MEM_FREE || !dptr_out)
+        return CUDA_ERROR_INVALID_VALUE;
+    *dptr_out = n->free_ptr;
+    return CUDA_SUCCESS;
 }
 
 CUresult cuGraphNodeGetType(CUgraphNode hNode, CUgraphNodeType *type)
@@ -1225,6 +1422,51 @@ CUresult rgpu_capture_copy(CUstream s, const CUDA_MEMCPY3D *c)
 CUresult rgpu_capture_memset(CUstream s, const CUDA_MEMSET_NODE_PARAMS *m)
 {
     return capture_node(s, fill_memset, m);
+}
+
+static CUresult fill_alloc(rgpu_gnode *n, const void *arg)
+{
+    size_t size = *(const size_t *)arg;
+    CUresult st = graph_mem_new(size, &n->mem);
+    if (st != CUDA_SUCCESS)
+        return st;
+    n->type = CU_GRAPH_NODE_TYPE_MEM_ALLOC;
+    memset(&n->alloc, 0, sizeof n->alloc);
+    n->alloc.poolProps.allocType = CU_MEM_ALLOCATION_TYPE_PINNED;
+    n->alloc.poolProps.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
+    n->alloc.poolProps.location.id = rgpu_current_dev();
+    n->alloc.bytesize = size;
+    n->alloc.dptr = n->mem->ptr;
+    return CUDA_SUCCESS;
+}
+
+static CUresult fill_free(rgpu_gnode *n, const void *arg)
+{
+    n->type = CU_GRAPH_NODE_TYPE_MEM_FREE;
+    n->free_ptr = *(const CUdeviceptr *)arg;
+    return CUDA_SUCCESS;
+}
+
+/* cudaMallocAsync / cudaFreeAsync on a capturing stream. */
+CUresult rgpu_capture_alloc(CUstream s, CUdeviceptr *dptr, size_t size)
+{
+    if (!dptr || size == 0)
+        return CUDA_ERROR_INVALID_VALUE;
+    CUresult st = capture_node(s, fill_alloc, &size);
+    if (st != CUDA_SUCCESS)
+        return st;
+    pthread_mutex_lock(&graph_mu);
+    long i = cstream_index(s);
+    *dptr = i >= 0 && cstreams[i].ntail ? cstreams[i].tail[0]->alloc.dptr : 0;
+    pthread_mutex_unlock(&graph_mu);
+    return *dptr ? CUDA_SUCCESS : CUDA_ERROR_ILLEGAL_STATE;
+}
+
+CUresult rgpu_capture_free(CUstream s, CUdeviceptr dptr)
+{
+    if (!rgpu_range_device(dptr, NULL))
+        return CUDA_ERROR_INVALID_VALUE;
+    return capture_node(s, fill_free, &dptr);
 }
 
 CUresult rgpu_capture_host(CUstream s, CUhostFn fn, void *userData)

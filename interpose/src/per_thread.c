@@ -152,10 +152,8 @@ CUresult cuMemAllocAsync(CUdeviceptr *dptr, size_t bytesize, CUstream hStream)
 {
     if (rgpu_stream_id(hStream) == UINT64_MAX)
         return CUDA_ERROR_INVALID_HANDLE;
-    if (rgpu_capturing(hStream)) {
-        rgpu_report_unsupported("cuMemAllocAsync (in stream capture: memory nodes)");
-        return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
-    }
+    if (rgpu_capturing(hStream))
+        return rgpu_capture_alloc(hStream, dptr, bytesize); /* an allocation node */
     /* usable at once: earlier than the stream needs */
     return rgpu_pool_alloc(dptr, bytesize, NULL);
 }
@@ -169,10 +167,10 @@ CUresult cuMemFreeAsync(CUdeviceptr dptr, CUstream hStream)
 {
     if (rgpu_stream_id(hStream) == UINT64_MAX)
         return CUDA_ERROR_INVALID_HANDLE;
-    if (rgpu_capturing(hStream)) {
-        rgpu_report_unsupported("cuMemFreeAsync (in stream capture: memory nodes)");
-        return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
-    }
+    if (rgpu_capturing(hStream))
+        return rgpu_capture_free(hStream, dptr); /* a free node */
+    if (rgpu_graph_owns(dptr))
+        return CUDA_SUCCESS; /* its graph holds it */
     /* the server runs a session's calls in order, so the free follows the stream's work */
     rgpu_pool_free(dptr);
     return cuMemFree_v2(dptr);

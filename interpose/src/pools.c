@@ -315,6 +315,8 @@ CUresult cuMemAllocFromPoolAsync(CUdeviceptr *dptr, size_t bytesize, CUmemoryPoo
         return CUDA_ERROR_INVALID_HANDLE;
     if (!dptr || !pool)
         return CUDA_ERROR_INVALID_VALUE;
+    if (rgpu_capturing(hStream))
+        return rgpu_capture_alloc(hStream, dptr, bytesize);
     return rgpu_pool_alloc(dptr, bytesize, pool);
 }
 

@@ -1,7 +1,8 @@
 // CUDA graphs as real programs use them: a stream capture that forks onto a second stream
 // through events and joins back (memsets, kernels, a host function, a copy to the host),
 // launched repeatedly; an explicit graph of memset, kernel and 1D memcpy nodes whose kernel
-// parameters change in the executable graph and through cudaGraphExecUpdate; cudaGraphClone.
+// parameters change in the executable graph and through cudaGraphExecUpdate; cudaGraphClone;
+// cudaMallocAsync/cudaFreeAsync captured as memory nodes.
 #include <cstdlib>
 #include <cstring>
 
@@ -106,6 +107,23 @@ int main() {
   for (int i = 0; i < n; i++) EXPECT(h[i] == 3.0f);
   CK(cudaGraphExecDestroy(ge)); CK(cudaGraphExecDestroy(ge2)); CK(cudaGraphExecDestroy(ge3));
   CK(cudaGraphDestroy(g)); CK(cudaGraphDestroy(g2)); CK(cudaGraphDestroy(g3));
+  // memory nodes: cudaMallocAsync/cudaFreeAsync inside a capture, launched twice
+  cudaGraph_t g4; cudaGraphExec_t ge4; float *tmp = NULL;
+  CK(cudaStreamBeginCapture(s1, cudaStreamCaptureModeGlobal));
+  CK(cudaMallocAsync(&tmp, sz, s1));
+  CK(cudaMemsetAsync(tmp, 0, sz, s1));
+  add<<<4,256,0,s1>>>(tmp, 7.0f, n);
+  CK(cudaMemcpyAsync(h, tmp, sz, cudaMemcpyDeviceToHost, s1));
+  CK(cudaFreeAsync(tmp, s1));
+  CK(cudaStreamEndCapture(s1, &g4));
+  EXPECT(tmp != NULL);
+  CK(cudaGraphInstantiate(&ge4, g4, 0));
+  for (int it = 0; it < 2; it++) {
+    memset(h, 0, sz);
+    CK(cudaGraphLaunch(ge4, s1)); CK(cudaStreamSynchronize(s1));
+    for (int i = 0; i < n; i++) EXPECT(h[i] == 7.0f);
+  }
+  CK(cudaGraphExecDestroy(ge4)); CK(cudaGraphDestroy(g4));
   printf("PASSED\n");
   return 0;
 }
