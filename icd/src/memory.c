@@ -111,63 +111,131 @@ static void merge_chunk(rgpu_memory *m, size_t k, const uint8_t *got)
     m->crc_ok[k] = 0;
 }
 
-/* Read back what the device changed: the server gets the CRC-32 of each chunk of base and
- * replies with a bitmap of the chunks that differ, then those chunks (vkRgpuReadMemory). */
-static VkResult sync_down(rgpu_device *dev, rgpu_memory *m)
+/* One range of one allocation to read back (at most READ_PIECE bytes, chunk-aligned). */
+typedef struct {
+    rgpu_memory *m;
+    uint64_t off, n;
+} rd_piece;
+
+/* Walk a vkRgpuReadMemories reply: each piece's bitmap of changed chunks, then those chunks.
+ * With merge == 0 only checks that the reply's size agrees with its bitmaps. */
+static int walk_reply(const rd_piece *ps, size_t np, const uint8_t *p, size_t len, int merge)
 {
-    for (uint64_t off = 0; off < m->size; off += READ_PIECE) {
-        uint64_t n = m->size - off < READ_PIECE ? m->size - off : READ_PIECE;
-        size_t k0 = (size_t)(off / CHUNK), nk = (size_t)((n + CHUNK - 1) / CHUNK);
+    size_t pos = 0;
+    for (size_t i = 0; i < np; i++) {
+        rgpu_memory *m = ps[i].m;
+        size_t k0 = (size_t)(ps[i].off / CHUNK), nk = (size_t)((ps[i].n + CHUNK - 1) / CHUNK);
+        size_t nbitmap = (nk + 7) / 8;
+        if (len - pos < nbitmap)
+            return -1;
+        const uint8_t *bits = p + pos;
+        pos += nbitmap;
+        for (size_t c = 0; c < nk; c++) {
+            if (!(bits[c >> 3] >> (c & 7) & 1))
+                continue;
+            size_t clen = chunk_len(m, k0 + c);
+            if (len - pos < clen)
+                return -1;
+            if (merge)
+                merge_chunk(m, k0 + c, p + pos);
+            pos += clen;
+        }
+    }
+    return pos == len ? 0 : -1;
+}
+
+/* Read back what the device changed, for several ranges in one round trip: the server gets the
+ * CRC-32 of each chunk of base and replies with a bitmap of the chunks that differ, then those
+ * chunks (vkRgpuReadMemories, docs/VULKAN_ENCODING.md). */
+static VkResult read_back(rgpu_device *dev, const rd_piece *ps, size_t np)
+{
+    mp_buf b;
+    mp_init(&b);
+    mp_array(&b, 2);
+    mp_str(&b, "vkRgpuReadMemories");
+    mp_array(&b, 1);
+    mp_array(&b, (uint32_t)np);
+    for (size_t i = 0; i < np; i++) {
+        rgpu_memory *m = ps[i].m;
+        size_t k0 = (size_t)(ps[i].off / CHUNK), nk = (size_t)((ps[i].n + CHUNK - 1) / CHUNK);
         uint8_t *crcs = malloc(4 * nk);
-        if (!crcs)
+        if (!crcs) {
+            mp_free(&b);
             return VK_ERROR_OUT_OF_HOST_MEMORY;
-        for (size_t i = 0; i < nk; i++) {
-            size_t k = k0 + i;
+        }
+        for (size_t c = 0; c < nk; c++) {
+            size_t k = k0 + c;
             if (!m->crc_ok[k]) {
                 m->crc[k] = crc32_bytes(m->base + k * CHUNK, chunk_len(m, k));
                 m->crc_ok[k] = 1;
             }
             for (int j = 0; j < 4; j++)
-                crcs[4 * i + (size_t)j] = (uint8_t)(m->crc[k] >> (8 * j));
+                crcs[4 * c + (size_t)j] = (uint8_t)(m->crc[k] >> (8 * j));
         }
-        mp_buf b;
-        mp_init(&b);
-        mp_array(&b, 2);
-        mp_str(&b, "vkRgpuReadMemory");
         mp_array(&b, 4);
         mp_uint(&b, m->id);
-        mp_uint(&b, off);
-        mp_uint(&b, n);
+        mp_uint(&b, ps[i].off);
+        mp_uint(&b, ps[i].n);
         mp_bin(&b, crcs, 4 * nk);
         free(crcs);
-        rgpu_reply r;
-        VkResult st = rgpu_vk_call(dev->obj.srv, &b, NULL, 0, &r);
-        mp_free(&b);
-        if (st != VK_SUCCESS) {
-            rgpu_reply_free(&r);
-            return st;
-        }
-        /* check the reply's size against its own bitmap before touching anything */
-        size_t nbitmap = (nk + 7) / 8, want = nbitmap;
-        const uint8_t *bits = r.bulk;
-        if (r.bulk_len >= nbitmap)
-            for (size_t i = 0; i < nk; i++)
-                if (bits[i >> 3] >> (i & 7) & 1)
-                    want += chunk_len(m, k0 + i);
-        if (r.bulk_len < nbitmap || r.bulk_len != want) {
-            RGPU_DEBUG("vkRgpuReadMemory returned %zu bytes, not %zu", r.bulk_len, want);
-            rgpu_reply_free(&r);
-            return VK_ERROR_DEVICE_LOST;
-        }
-        const uint8_t *data = bits + nbitmap;
-        for (size_t i = 0; i < nk; i++)
-            if (bits[i >> 3] >> (i & 7) & 1) {
-                merge_chunk(m, k0 + i, data);
-                data += chunk_len(m, k0 + i);
-            }
-        rgpu_reply_free(&r);
     }
-    return VK_SUCCESS;
+    rgpu_reply r;
+    VkResult st = rgpu_vk_call(dev->obj.srv, &b, NULL, 0, &r);
+    mp_free(&b);
+    if (st == VK_SUCCESS) {
+        const uint8_t *p = r.bulk ? r.bulk : (const uint8_t *)"";
+        if (walk_reply(ps, np, p, r.bulk_len, 0) != 0) {
+            RGPU_DEBUG("vkRgpuReadMemories: %zu bytes do not match their bitmaps", r.bulk_len);
+            st = VK_ERROR_DEVICE_LOST;
+        } else {
+            walk_reply(ps, np, p, r.bulk_len, 1);
+        }
+    }
+    rgpu_reply_free(&r);
+    return st;
+}
+
+#define READ_CALL_MAX (256ull << 20) /* the server's limit on one reply */
+
+/* Read back every range of the given allocations, in as few round trips as the limit allows. */
+static VkResult sync_down_many(rgpu_device *dev, rgpu_memory **ms, size_t nm)
+{
+    size_t cap = 16, np = 0;
+    uint64_t total = 0;
+    rd_piece *ps = malloc(cap * sizeof *ps);
+    if (!ps)
+        return VK_ERROR_OUT_OF_HOST_MEMORY;
+    VkResult st = VK_SUCCESS;
+    for (size_t i = 0; i < nm && st == VK_SUCCESS; i++) {
+        for (uint64_t off = 0; off < ms[i]->size && st == VK_SUCCESS; off += READ_PIECE) {
+            uint64_t n = ms[i]->size - off < READ_PIECE ? ms[i]->size - off : READ_PIECE;
+            if (np && total + n > READ_CALL_MAX) {
+                st = read_back(dev, ps, np);
+                np = 0;
+                total = 0;
+            }
+            if (np == cap) {
+                rd_piece *grown = realloc(ps, 2 * cap * sizeof *ps);
+                if (!grown) {
+                    st = VK_ERROR_OUT_OF_HOST_MEMORY;
+                    break;
+                }
+                ps = grown;
+                cap *= 2;
+            }
+            ps[np++] = (rd_piece){ms[i], off, n};
+            total += n;
+        }
+    }
+    if (st == VK_SUCCESS && np)
+        st = read_back(dev, ps, np);
+    free(ps);
+    return st;
+}
+
+static VkResult sync_down(rgpu_device *dev, rgpu_memory *m)
+{
+    return sync_down_many(dev, &m, 1);
 }
 
 static void write_remote(rgpu_device *dev, rgpu_memory *m, size_t off, size_t n)
@@ -293,9 +361,20 @@ VkResult rgpu_sync_from_server(rgpu_device *dev)
         return VK_SUCCESS;
     VkResult st = VK_SUCCESS;
     pthread_mutex_lock(&dev->mu);
-    for (rgpu_memory *m = dev->memories; m && st == VK_SUCCESS; m = m->next)
-        if (m->shadow)
-            st = sync_down(dev, m);
+    size_t n = 0;
+    for (rgpu_memory *m = dev->memories; m; m = m->next)
+        n += m->shadow != NULL;
+    rgpu_memory **ms = n ? malloc(n * sizeof *ms) : NULL;
+    if (n && !ms) {
+        st = VK_ERROR_OUT_OF_HOST_MEMORY;
+    } else if (n) {
+        size_t k = 0;
+        for (rgpu_memory *m = dev->memories; m; m = m->next)
+            if (m->shadow)
+                ms[k++] = m;
+        st = sync_down_many(dev, ms, n);
+    }
+    free(ms);
     pthread_mutex_unlock(&dev->mu);
     return st;
 }

@@ -777,11 +777,27 @@ class VulkanSession(HandleMap):
                       f"{mem.size} bytes")
         base = self.mapping(mem)
         self._sync_range(mem, flush=False)
-        data = self.ffi.buffer(base + offset, size)
         if len(args) == 3:
-            return bytes(data)
+            return bytes(self.ffi.buffer(base + offset, size))
+        return self._changed_chunks(base, offset, size, args[3])
+
+    def read_memories(self, args: list[Any]) -> Any:
+        """vkRgpuReadMemory with CRC-32s for several ranges at once (one round trip for every
+        mapped allocation after a fence wait): the replies back to back."""
+        if len(args) != 1 or not isinstance(args[0], list) or len(args[0]) > MAX_ARRAY:
+            raise bad("vkRgpuReadMemories takes [[[memory, offset, size, crc32s], ...]]")
+        total = 0
+        for entry in args[0]:
+            if not isinstance(entry, list) or len(entry) != 4 or not isinstance(entry[2], int):
+                raise bad("vkRgpuReadMemories: each range is [memory, offset, size, crc32s]")
+            total += entry[2]
+        if total > MAX_OUT_BYTES:
+            raise bad(f"vkRgpuReadMemories: more than {MAX_OUT_BYTES} bytes at once")
+        return b"".join(self.read_memory(entry) for entry in args[0])
+
+    def _changed_chunks(self, base: Any, offset: int, size: int, theirs: Any) -> bytes:
+        data = self.ffi.buffer(base + offset, size)
         nchunks = (size + READ_CHUNK - 1) // READ_CHUNK
-        theirs = args[3]
         if not isinstance(theirs, (bytes, bytearray, memoryview)) or len(theirs) != 4 * nchunks:
             raise bad(f"vkRgpuReadMemory: crc32s is bin of 4 bytes per {READ_CHUNK}-byte chunk "
                       f"({4 * nchunks} bytes)")
@@ -933,4 +949,5 @@ _PRIVATE: dict[str, Callable[[VulkanSession, list[Any]], Any]] = {
     "vkRgpuSubmitCommandBuffer": VulkanSession.submit_command_buffer,
     "vkRgpuStageBlob": VulkanSession.stage_blob,
     "vkRgpuFetchBlob": VulkanSession.fetch_blob,
+    "vkRgpuReadMemories": VulkanSession.read_memories,
 }
