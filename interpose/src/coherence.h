@@ -42,6 +42,9 @@ CUresult rgpu_coherent_register(void *p, size_t bytesize, unsigned flags);
 CUresult rgpu_coherent_global(uint64_t dev, size_t size, void **host);
 /* Drop the range starting at host (by_host) or device address p; 0 when there is none. */
 int rgpu_coherent_release(uint64_t p, int by_host);
+/* cuDevicePrimaryCtxReset: the device's managed and mapped ranges end; so do its pool figures. */
+void rgpu_coherent_device_reset(int dev);
+void rgpu_pool_device_reset(int dev);
 /* The device address of host address p in a mapped range, 0 if it is in none. */
 uint64_t rgpu_coherent_device_address(const void *p);
 

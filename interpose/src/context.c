@@ -333,6 +333,8 @@ CUresult cuDevicePrimaryCtxReset_v2(CUdevice devno)
     rgpu_ctx *c = rgpu_devices[devno].primary;
     if (c)
         rgpu_cls_context_destroyed((CUcontext)c);
+    rgpu_coherent_device_reset(devno);
+    rgpu_pool_device_reset(devno);
     mp_buf b;
     rgpu_body_begin(&b, "cuDevicePrimaryCtxReset_v2", 1);
     mp_int(&b, rgpu_devices[devno].cuda_index);

@@ -42,6 +42,7 @@ typedef struct {
     uint8_t *ref;         /* contents both sides agreed on at the last push or pull */
     uint64_t server_base; /* the server allocation, freed with the range */
     rgpu_ctx *ctx;
+    int dev;
     unsigned kind;
     unsigned host_flags; /* cuMemHostAlloc / cuMemHostRegister flags */
     uint64_t pulled_gen; /* device_gen when the host copy was last refreshed */
@@ -274,8 +275,8 @@ static CUresult alloc_same_address(size_t size, unsigned kind, unsigned host_fla
                           MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
         if (host == (void *)(uintptr_t)addr) {
             uint8_t *ref = calloc(1, size);
-            coh_range r = {addr, host, size, map_len, ref, base, rgpu_current_ctx(), kind,
-                           host_flags, 0, 1};
+            coh_range r = {addr,  host, size, map_len, ref, base, rgpu_current_ctx(),
+                           rgpu_current_dev(), kind, host_flags, 0, 1};
             if (!ref || add_range(&r) != 0) {
                 free(ref);
                 munmap(host, map_len);
@@ -329,7 +330,8 @@ CUresult rgpu_coherent_register(void *p, size_t bytesize, unsigned flags)
     if (st != CUDA_SUCCESS)
         return st;
     uint8_t *ref = calloc(1, bytesize);
-    coh_range r = {d, p, bytesize, 0, ref, d, rgpu_current_ctx(), COH_REGISTERED, flags, 0, 1};
+    coh_range r = {d,     p, bytesize, 0, ref, d, rgpu_current_ctx(), rgpu_current_dev(),
+                   COH_REGISTERED, flags, 0, 1};
     if (!ref || add_range(&r) != 0) {
         free(ref);
         cuMemFree_v2(d);
@@ -357,8 +359,9 @@ CUresult rgpu_coherent_global(uint64_t dev, size_t size, void **host)
         free(ref);
         return CUDA_ERROR_OUT_OF_MEMORY;
     }
-    coh_range r = {dev, h, size, 0, ref, 0, rgpu_current_ctx(), COH_MANAGED | COH_GLOBAL, 0,
-                   __atomic_load_n(&device_gen, __ATOMIC_ACQUIRE), 0};
+    coh_range r = {dev, h, size, 0, ref, 0, rgpu_current_ctx(), rgpu_current_dev(),
+                   COH_MANAGED | COH_GLOBAL, 0, __atomic_load_n(&device_gen, __ATOMIC_ACQUIRE),
+                   0};
     CUresult st = pull_range(&r);
     if (st == CUDA_SUCCESS && add_range(&r) != 0)
         st = CUDA_ERROR_OUT_OF_MEMORY;
@@ -395,6 +398,28 @@ int rgpu_coherent_release(uint64_t p, int by_host)
     if (r.map_len)
         munmap(r.host, r.map_len);
     return 1;
+}
+
+/* The device's primary context was reset: its memory is gone on the server, so its ranges
+ * end here (a host access to managed memory after that faults, as it would with CUDA;
+ * registered memory stays the application's). */
+void rgpu_coherent_device_reset(int dev)
+{
+    pthread_mutex_lock(&coh_mu);
+    for (size_t i = 0; i < n_ranges;) {
+        coh_range r = ranges[i];
+        if (r.dev != dev) {
+            i++;
+            continue;
+        }
+        ranges[i] = ranges[--n_ranges];
+        free(r.ref);
+        if (r.map_len)
+            munmap(r.host, r.map_len);
+        else if (r.kind & COH_GLOBAL)
+            free(r.host);
+    }
+    pthread_mutex_unlock(&coh_mu);
 }
 
 /* Device address of host pointer `p` inside a coherent range (0 if none). */

@@ -293,6 +293,20 @@ CUresult rgpu_pool_alloc(CUdeviceptr *dptr, size_t bytesize, CUmemoryPool pool)
     return CUDA_SUCCESS;
 }
 
+void rgpu_pool_device_reset(int dev)
+{
+    pthread_mutex_lock(&pool_mu);
+    for (size_t i = 0; i < n_allocs;) {
+        if (allocs[i].pool && allocs[i].pool->dev == dev) {
+            allocs[i].pool->used -= allocs[i].size;
+            allocs[i] = allocs[--n_allocs];
+        } else {
+            i++;
+        }
+    }
+    pthread_mutex_unlock(&pool_mu);
+}
+
 /* `dptr` is being freed: it leaves its pool's figures. */
 void rgpu_pool_free(CUdeviceptr dptr)
 {
