@@ -99,13 +99,10 @@ static void merge_chunk(rgpu_memory *m, size_t k, const uint8_t *got)
 {
     size_t len = chunk_len(m, k), off = k * CHUNK;
     uint8_t *local = m->shadow + off, *base = m->base + off;
-    if (hash_bytes(local, len) == m->chunk_hash[k]) {
-        memcpy(local, got, len); /* untouched by the host */
-    } else {
-        for (size_t i = 0; i < len; i++)
-            if (local[i] == base[i])
-                local[i] = got[i];
-    }
+    /* byte by byte even where the host wrote nothing: another thread may start writing */
+    for (size_t i = 0; i < len; i++)
+        if (local[i] == base[i])
+            local[i] = got[i];
     memcpy(base, got, len);
     m->chunk_hash[k] = hash_bytes(base, len);
     m->crc_ok[k] = 0;
@@ -248,7 +245,7 @@ static void write_remote(rgpu_device *dev, rgpu_memory *m, size_t off, size_t n)
     mp_uint(&b, m->id);
     mp_uint(&b, off);
     mp_uint(&b, 2); /* bulk_index: the data is the third argument */
-    VkResult st = rgpu_batch(dev->obj.srv->session, &b, m->shadow + off, n);
+    VkResult st = rgpu_batch(dev->obj.srv->session, &b, m->base + off, n);
     if (st != VK_SUCCESS)
         RGPU_DEBUG("vkRgpuWriteMemory not sent (VkResult %d)", (int)st);
     mp_free(&b);
@@ -260,10 +257,13 @@ static void write_remote(rgpu_device *dev, rgpu_memory *m, size_t off, size_t n)
  * over what the device may have written there. */
 #define MAX_RUNS 32
 
+/* Both send from base after copying the host's bytes into it: another thread may go on
+ * writing the shadow meanwhile, and what it writes after the copy must differ from base (and
+ * so be sent by the next synchronisation), never land in base unsent. */
 static void send_run(rgpu_device *dev, rgpu_memory *m, size_t off, size_t n)
 {
-    write_remote(dev, m, off, n);
     memcpy(m->base + off, m->shadow + off, n);
+    write_remote(dev, m, off, n);
 }
 
 static void send_masked(rgpu_device *dev, rgpu_memory *m, size_t off, size_t n)
@@ -273,10 +273,15 @@ static void send_masked(rgpu_device *dev, rgpu_memory *m, size_t off, size_t n)
         RGPU_DEBUG("vkRgpuWriteMemory: no memory for a mask of %zu bytes", n);
         return;
     }
-    const uint8_t *s = m->shadow + off, *b = m->base + off;
-    for (size_t i = 0; i < n; i++)
-        if (s[i] != b[i])
+    const uint8_t *s = m->shadow + off;
+    uint8_t *b = m->base + off;
+    for (size_t i = 0; i < n; i++) {
+        uint8_t v = s[i];
+        if (v != b[i]) {
             mask[i >> 3] |= (uint8_t)(1u << (i & 7));
+            b[i] = v;
+        }
+    }
     mp_buf body;
     mp_init(&body);
     mp_array(&body, 3);
@@ -286,12 +291,11 @@ static void send_masked(rgpu_device *dev, rgpu_memory *m, size_t off, size_t n)
     mp_uint(&body, off);
     mp_bin(&body, mask, (n + 7) / 8);
     mp_uint(&body, 2); /* bulk_index: the data is the third argument, the mask the fourth */
-    VkResult st = rgpu_batch(dev->obj.srv->session, &body, m->shadow + off, n);
+    VkResult st = rgpu_batch(dev->obj.srv->session, &body, m->base + off, n);
     if (st != VK_SUCCESS)
         RGPU_DEBUG("vkRgpuWriteMemory not sent (VkResult %d)", (int)st);
     mp_free(&body);
     free(mask);
-    memcpy(m->base + off, m->shadow + off, n);
 }
 
 static void sync_chunk_up(rgpu_device *dev, rgpu_memory *m, size_t k)
