@@ -99,7 +99,7 @@ static uint64_t decode_items(const mp_doc *d, int node, const rgpu_field *af, ui
 {
     if (mp_is_nil(d, node))
         return 0;
-    if (af->csize == 1 && af->kind != 's') { /* byte arrays (vkGetPipelineCacheData) */
+    if (af->shape == RGPU_SH_BLOB || d->nodes[node].type == MP_BIN) { /* vkGetPipelineCacheData */
         rgpu_reply held;
         memset(&held, 0, sizeof held);
         size_t len = 0;
