@@ -26,12 +26,14 @@ from icd.test_icd import (
     GLSLANG,
     LAVAPIPE,
     PROGRAMS,
+    ROOT,
     _app_env,
     _run,
     _validation_layer,
     manifest,
     pool,
 )
+from rgpu.codegen import shimbuild
 
 __all__ = ["manifest", "pool"]  # fixtures, used by name
 
@@ -110,3 +112,32 @@ def test_render_program_matches_lavapipe(pool: tuple[Rig, ServerProc, DaemonProc
     a secondary command buffer in a render pass, dynamic rendering with synchronization2,
     indirect indexed draws and an occlusion query, every image read back and hashed."""
     _same_as_lavapipe(pool, manifest, compat_render, "vk_compat_render")
+
+
+def test_compat_programs_under_sanitizers(tmp_path: Path,
+                                          pool: tuple[Rig, ServerProc, DaemonProc],
+                                          compat_compute: list[Path],
+                                          compat_render: list[Path]) -> None:
+    """The ICD built with -fsanitize=address,undefined runs both programs without a memory
+    error, undefined behaviour or leak: their paths (staged blobs, multi-frame command buffers
+    and query results, byte-wise merges of mapped memory) are the ICD's least travelled."""
+    assert CC is not None
+    libasan = subprocess.run([CC, "-print-file-name=libasan.so"], capture_output=True,
+                             text=True, check=True, timeout=30).stdout.strip()
+    if not Path(libasan).is_file():
+        pytest.skip("the compiler has no libasan.so")
+    try:
+        sanitized = shimbuild.build_icd(ROOT, tmp_path / "asan", sanitize="address,undefined",
+                                        log=lambda _msg: None)
+    except shimbuild.IcdUnavailable as exc:
+        pytest.skip(str(exc))
+    rig, _server, daemon = pool
+    env = {**_app_env(rig, sanitized, daemon.socket), "LD_PRELOAD": libasan,
+           "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0",
+           "UBSAN_OPTIONS": "halt_on_error=1:print_stacktrace=1"}
+    for argv, name in ((compat_compute, "vk_compat_compute"), (compat_render, "vk_compat_render")):
+        result = _run([str(p) for p in argv], env, rig.root)
+        report = f"{result.stdout}\n{result.stderr}"
+        assert result.returncode == 0, report
+        assert f"PASSED {name}" in result.stdout, report
+        assert "Sanitizer" not in result.stderr and "runtime error" not in result.stderr, report
