@@ -65,8 +65,8 @@ CUresult rgpu_capture_alloc(CUstream s, CUdeviceptr *dptr, size_t size);
 CUresult rgpu_capture_free(CUstream s, CUdeviceptr dptr);
 /* Is p memory of a graph's allocation node (held by the graph: frees leave it alone). */
 int rgpu_graph_owns(CUdeviceptr p);
-int rgpu_capture_event_record(CUevent e, CUstream s);
-int rgpu_capture_wait_event(CUstream s, CUevent e);
+int rgpu_capture_event_record(CUevent e, CUstream s, unsigned flags);
+int rgpu_capture_wait_event(CUstream s, CUevent e, unsigned flags);
 void rgpu_linear_copy3d(CUDA_MEMCPY3D *c, CUmemorytype dt, uint64_t dst, CUmemorytype st,
                         uint64_t src, size_t n);
 

@@ -57,6 +57,10 @@ struct rgpu_gnode {
     graph_mem *mem;
     CUDA_MEM_ALLOC_NODE_PARAMS alloc;
     CUdeviceptr free_ptr;
+    /* CU_GRAPH_NODE_TYPE_EVENT_RECORD / _WAIT_EVENT */
+    CUevent event;
+    /* CU_GRAPH_NODE_TYPE_GRAPH: the node's own copy of the child graph */
+    rgpu_graph *child;
     rgpu_gnode *origin; /* in an executable graph: the node it was instantiated from */
 };
 
@@ -240,11 +244,16 @@ CUresult cuDeviceSetGraphMemAttribute(CUdevice device, CUgraphMem_attribute attr
     return CUDA_SUCCESS;
 }
 
+CUresult cuGraphDestroy(CUgraph hGraph);
+CUresult cuGraphClone(CUgraph *phGraphClone, CUgraph originalGraph);
+
 static void node_free(rgpu_gnode *n)
 {
     if (!n)
         return;
     graph_mem_unref(n->mem);
+    if (n->child)
+        cuGraphDestroy((CUgraph)n->child);
     n->magic = 0;
     free(n->deps);
     free(n->params);
@@ -331,6 +340,14 @@ static CUresult node_copy_contents(rgpu_gnode *dst, const rgpu_gnode *src)
     dst->free_ptr = src->free_ptr;
     dst->mem = src->mem;
     graph_mem_ref(dst->mem);
+    dst->event = src->event;
+    if (src->child) {
+        CUgraph c;
+        CUresult st = cuGraphClone(&c, (CUgraph)src->child);
+        if (st != CUDA_SUCCESS)
+            return st;
+        dst->child = (rgpu_graph *)c;
+    }
     if (src->type != CU_GRAPH_NODE_TYPE_KERNEL)
         return CUDA_SUCCESS;
     CUDA_KERNEL_NODE_PARAMS p = src->kernel;
@@ -343,10 +360,18 @@ static CUresult node_copy_contents(rgpu_gnode *dst, const rgpu_gnode *src)
     return set_kernel(dst, &p);
 }
 
+static CUresult run_graph(rgpu_graph *g, CUstream s);
+
 /* Queue one node's work on `s`, as the application would have. */
 static CUresult run_node(rgpu_gnode *n, CUstream s)
 {
     switch (n->type) {
+    case CU_GRAPH_NODE_TYPE_EVENT_RECORD:
+        return cuEventRecord(n->event, s);
+    case CU_GRAPH_NODE_TYPE_WAIT_EVENT:
+        return cuStreamWaitEvent(s, n->event, 0);
+    case CU_GRAPH_NODE_TYPE_GRAPH:
+        return run_graph(n->child, s);
     case CU_GRAPH_NODE_TYPE_KERNEL: {
         const CUDA_KERNEL_NODE_PARAMS *k = &n->kernel;
         void *extra[] = {CU_LAUNCH_PARAM_BUFFER_POINTER, n->params, CU_LAUNCH_PARAM_BUFFER_SIZE,
@@ -698,6 +723,103 @@ CUresult cuGraphMemFreeNodeGetParams(CUgraphNode hNode, CUdeviceptr *dptr_out)
         return CUDA_ERROR_INVALID_VALUE;
     *dptr_out = n->free_ptr;
     return CUDA_SUCCESS;
+}
+
+CUresult cuGraphAddChildGraphNode(CUgraphNode *phGraphNode, CUgraph hGraph,
+                                  const CUgraphNode *dependencies, size_t numDependencies,
+                                  CUgraph childGraph)
+{
+    if (!graph_check(childGraph) || childGraph == hGraph)
+        return CUDA_ERROR_INVALID_VALUE;
+    CUgraph c;
+    CUresult st = cuGraphClone(&c, childGraph); /* the node keeps its own copy, as in CUDA */
+    if (st != CUDA_SUCCESS)
+        return st;
+    rgpu_gnode *n;
+    st = add_simple(phGraphNode, hGraph, dependencies, numDependencies, &n);
+    if (st != CUDA_SUCCESS) {
+        cuGraphDestroy(c);
+        return st;
+    }
+    n->type = CU_GRAPH_NODE_TYPE_GRAPH;
+    n->child = (rgpu_graph *)c;
+    return CUDA_SUCCESS;
+}
+
+CUresult cuGraphChildGraphNodeGetGraph(CUgraphNode hNode, CUgraph *phGraph)
+{
+    rgpu_gnode *n = node_check(hNode);
+    if (!n || n->type != CU_GRAPH_NODE_TYPE_GRAPH || !phGraph)
+        return CUDA_ERROR_INVALID_VALUE;
+    *phGraph = (CUgraph)n->child;
+    return CUDA_SUCCESS;
+}
+
+static CUresult add_event_node(CUgraphNode *out, CUgraph g, const CUgraphNode *deps, size_t nd,
+                               CUevent e, CUgraphNodeType type)
+{
+    if (!e)
+        return CUDA_ERROR_INVALID_VALUE;
+    rgpu_gnode *n;
+    CUresult st = add_simple(out, g, deps, nd, &n);
+    if (st == CUDA_SUCCESS) {
+        n->type = type;
+        n->event = e;
+    }
+    return st;
+}
+
+CUresult cuGraphAddEventRecordNode(CUgraphNode *phGraphNode, CUgraph hGraph,
+                                   const CUgraphNode *dependencies, size_t numDependencies,
+                                   CUevent event)
+{
+    return add_event_node(phGraphNode, hGraph, dependencies, numDependencies, event,
+                          CU_GRAPH_NODE_TYPE_EVENT_RECORD);
+}
+
+CUresult cuGraphAddEventWaitNode(CUgraphNode *phGraphNode, CUgraph hGraph,
+                                 const CUgraphNode *dependencies, size_t numDependencies,
+                                 CUevent event)
+{
+    return add_event_node(phGraphNode, hGraph, dependencies, numDependencies, event,
+                          CU_GRAPH_NODE_TYPE_WAIT_EVENT);
+}
+
+static CUresult event_of(CUgraphNode h, CUgraphNodeType type, CUevent *out)
+{
+    rgpu_gnode *n = node_check(h);
+    if (!n || n->type != type || !out)
+        return CUDA_ERROR_INVALID_VALUE;
+    *out = n->event;
+    return CUDA_SUCCESS;
+}
+
+static CUresult set_event_of(rgpu_gnode *n, CUgraphNodeType type, CUevent e)
+{
+    if (!n || n->type != type || !e)
+        return CUDA_ERROR_INVALID_VALUE;
+    n->event = e;
+    return CUDA_SUCCESS;
+}
+
+CUresult cuGraphEventRecordNodeGetEvent(CUgraphNode hNode, CUevent *event_out)
+{
+    return event_of(hNode, CU_GRAPH_NODE_TYPE_EVENT_RECORD, event_out);
+}
+
+CUresult cuGraphEventWaitNodeGetEvent(CUgraphNode hNode, CUevent *event_out)
+{
+    return event_of(hNode, CU_GRAPH_NODE_TYPE_WAIT_EVENT, event_out);
+}
+
+CUresult cuGraphEventRecordNodeSetEvent(CUgraphNode hNode, CUevent event)
+{
+    return set_event_of(node_check(hNode), CU_GRAPH_NODE_TYPE_EVENT_RECORD, event);
+}
+
+CUresult cuGraphEventWaitNodeSetEvent(CUgraphNode hNode, CUevent event)
+{
+    return set_event_of(node_check(hNode), CU_GRAPH_NODE_TYPE_WAIT_EVENT, event);
 }
 
 CUresult cuGraphNodeGetType(CUgraphNode hNode, CUgraphNodeType *type)
@@ -1055,6 +1177,21 @@ CUresult cuGraphExecDestroy(CUgraphExec hGraphExec)
     return CUDA_SUCCESS;
 }
 
+static CUresult capture_node(CUstream s, CUresult (*fill)(rgpu_gnode *, const void *),
+                             const void *arg);
+static CUresult fill_child(rgpu_gnode *n, const void *arg);
+
+/* A child graph's nodes, in dependency order, on `s`. */
+static CUresult run_graph(rgpu_graph *g, CUstream s)
+{
+    rgpu_exec e = {EXEC_MAGIC, NULL, 0, 0};
+    CUresult st = exec_build(&e, g);
+    for (size_t i = 0; i < e.n && st == CUDA_SUCCESS; i++)
+        st = run_node(e.nodes[i], s);
+    exec_clear(&e);
+    return st;
+}
+
 CUresult cuGraphLaunch(CUgraphExec hGraphExec, CUstream hStream)
 {
     rgpu_exec *e = exec_check(hGraphExec);
@@ -1062,10 +1199,8 @@ CUresult cuGraphLaunch(CUgraphExec hGraphExec, CUstream hStream)
         return CUDA_ERROR_INVALID_VALUE;
     if (rgpu_stream_id(hStream) == UINT64_MAX)
         return CUDA_ERROR_INVALID_HANDLE;
-    if (rgpu_capturing(hStream)) {
-        rgpu_report_unsupported("cuGraphLaunch (into a capturing stream)");
-        return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
-    }
+    if (rgpu_capturing(hStream))
+        return capture_node(hStream, fill_child, e); /* a child-graph node */
     CUresult st = CUDA_SUCCESS;
     for (size_t i = 0; i < e->n && st == CUDA_SUCCESS; i++)
         st = run_node(e->nodes[i], hStream);
@@ -1129,6 +1264,38 @@ CUresult cuGraphExecMemsetNodeSetParams(CUgraphExec hGraphExec, CUgraphNode hNod
     if (!n || !memset_ok(memsetParams))
         return CUDA_ERROR_INVALID_VALUE;
     n->memset = *memsetParams;
+    return CUDA_SUCCESS;
+}
+
+CUresult cuGraphExecEventRecordNodeSetEvent(CUgraphExec hGraphExec, CUgraphNode hNode,
+                                           CUevent event)
+{
+    rgpu_exec *e = exec_check(hGraphExec);
+    return set_event_of(e ? exec_node(e, hNode, CU_GRAPH_NODE_TYPE_EVENT_RECORD) : NULL,
+                        CU_GRAPH_NODE_TYPE_EVENT_RECORD, event);
+}
+
+CUresult cuGraphExecEventWaitNodeSetEvent(CUgraphExec hGraphExec, CUgraphNode hNode,
+                                         CUevent event)
+{
+    rgpu_exec *e = exec_check(hGraphExec);
+    return set_event_of(e ? exec_node(e, hNode, CU_GRAPH_NODE_TYPE_WAIT_EVENT) : NULL,
+                        CU_GRAPH_NODE_TYPE_WAIT_EVENT, event);
+}
+
+CUresult cuGraphExecChildGraphNodeSetParams(CUgraphExec hGraphExec, CUgraphNode hNode,
+                                            CUgraph childGraph)
+{
+    rgpu_exec *e = exec_check(hGraphExec);
+    rgpu_gnode *n = e ? exec_node(e, hNode, CU_GRAPH_NODE_TYPE_GRAPH) : NULL;
+    if (!n || !graph_check(childGraph))
+        return CUDA_ERROR_INVALID_VALUE;
+    CUgraph c;
+    CUresult st = cuGraphClone(&c, childGraph);
+    if (st != CUDA_SUCCESS)
+        return st;
+    cuGraphDestroy((CUgraph)n->child);
+    n->child = (rgpu_graph *)c;
     return CUDA_SUCCESS;
 }
 
@@ -1424,6 +1591,38 @@ CUresult rgpu_capture_memset(CUstream s, const CUDA_MEMSET_NODE_PARAMS *m)
     return capture_node(s, fill_memset, m);
 }
 
+/* An executable graph launched into a capture: a child graph of its nodes, in their order. */
+static CUresult fill_child(rgpu_gnode *n, const void *arg)
+{
+    const rgpu_exec *e = arg;
+    CUgraph c;
+    CUresult st = cuGraphCreate(&c, 0);
+    rgpu_gnode *prev = NULL;
+    for (size_t i = 0; i < e->n && st == CUDA_SUCCESS; i++) {
+        rgpu_gnode *m;
+        CUgraphNode dep = (CUgraphNode)prev;
+        st = node_new((rgpu_graph *)c, prev ? &dep : NULL, prev ? 1 : 0, &m);
+        if (st == CUDA_SUCCESS)
+            st = node_copy_contents(m, e->nodes[i]);
+        prev = m;
+    }
+    if (st != CUDA_SUCCESS) {
+        cuGraphDestroy(c);
+        return st;
+    }
+    n->type = CU_GRAPH_NODE_TYPE_GRAPH;
+    n->child = (rgpu_graph *)c;
+    return CUDA_SUCCESS;
+}
+
+static CUresult fill_event(rgpu_gnode *n, const void *arg)
+{
+    const rgpu_gnode *tmpl = arg;
+    n->type = tmpl->type;
+    n->event = tmpl->event;
+    return CUDA_SUCCESS;
+}
+
 static CUresult fill_alloc(rgpu_gnode *n, const void *arg)
 {
     size_t size = *(const size_t *)arg;
@@ -1497,11 +1696,19 @@ void rgpu_linear_copy3d(CUDA_MEMCPY3D *c, CUmemorytype dt, uint64_t dst, CUmemor
     c->Depth = 1;
 }
 
-/* cuEventRecord on a capturing stream: the event now stands for the stream's tail (no node). */
-int rgpu_capture_event_record(CUevent e, CUstream s)
+/* cuEventRecord on a capturing stream: the event now stands for the stream's tail (no node),
+ * or, with CU_EVENT_RECORD_EXTERNAL, an event-record node. */
+int rgpu_capture_event_record(CUevent e, CUstream s, unsigned flags)
 {
     if (!__atomic_load_n(&n_cstreams, __ATOMIC_ACQUIRE))
         return 0;
+    if (flags & CU_EVENT_RECORD_EXTERNAL) {
+        if (!rgpu_capturing(s))
+            return 0;
+        rgpu_gnode tmpl = {.type = CU_GRAPH_NODE_TYPE_EVENT_RECORD, .event = e};
+        capture_node(s, fill_event, &tmpl); /* a failure invalidates the capture */
+        return 1;
+    }
     pthread_mutex_lock(&graph_mu);
     long i = cstream_index(s);
     if (i < 0) {
@@ -1537,8 +1744,13 @@ int rgpu_capture_event_record(CUevent e, CUstream s)
 
 /* cuStreamWaitEvent for an event recorded in a capture: the waiting stream joins the capture
  * (fork) or adds the event's nodes to its tail (join). 0 when the event is not captured. */
-int rgpu_capture_wait_event(CUstream s, CUevent e)
+int rgpu_capture_wait_event(CUstream s, CUevent e, unsigned flags)
 {
+    if ((flags & CU_EVENT_WAIT_EXTERNAL) && rgpu_capturing(s)) {
+        rgpu_gnode tmpl = {.type = CU_GRAPH_NODE_TYPE_WAIT_EVENT, .event = e};
+        capture_node(s, fill_event, &tmpl);
+        return 1;
+    }
     if (!__atomic_load_n(&n_cevents, __ATOMIC_ACQUIRE))
         return 0;
     pthread_mutex_lock(&graph_mu);

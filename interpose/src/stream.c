@@ -106,7 +106,7 @@ static CUresult stream_wait_event(CUstream s, CUevent e, unsigned flags)
     rgpu_obj *ev = rgpu_obj_check(e, RK_EVENT);
     if (sid == UINT64_MAX || !ev)
         return CUDA_ERROR_INVALID_HANDLE;
-    if (rgpu_capture_wait_event(s, e))
+    if (rgpu_capture_wait_event(s, e, flags))
         return CUDA_SUCCESS; /* fork or join of a capture (graph.c) */
     mp_buf b;
     rgpu_body_begin(&b, "cuStreamWaitEvent", 3);
@@ -253,7 +253,7 @@ static CUresult event_record(CUevent e, CUstream s, unsigned flags, int with_fla
     uint64_t sid = rgpu_stream_id(s);
     if (!o || sid == UINT64_MAX)
         return CUDA_ERROR_INVALID_HANDLE;
-    if (rgpu_capture_event_record(e, s))
+    if (rgpu_capture_event_record(e, s, with_flags ? flags : 0))
         return CUDA_SUCCESS; /* in a capture: marks the stream's position (graph.c) */
     mp_buf b;
     if (with_flags) {

@@ -2,7 +2,8 @@
 // through events and joins back (memsets, kernels, a host function, a copy to the host),
 // launched repeatedly; an explicit graph of memset, kernel and 1D memcpy nodes whose kernel
 // parameters change in the executable graph and through cudaGraphExecUpdate; cudaGraphClone;
-// cudaMallocAsync/cudaFreeAsync captured as memory nodes.
+// child graphs and event nodes, a graph launched into a capture; cudaMallocAsync/cudaFreeAsync
+// captured as memory nodes.
 #include <cstdlib>
 #include <cstring>
 
@@ -107,6 +108,37 @@ int main() {
   for (int i = 0; i < n; i++) EXPECT(h[i] == 3.0f);
   CK(cudaGraphExecDestroy(ge)); CK(cudaGraphExecDestroy(ge2)); CK(cudaGraphExecDestroy(ge3));
   CK(cudaGraphDestroy(g)); CK(cudaGraphDestroy(g2)); CK(cudaGraphDestroy(g3));
+  // a child graph and event nodes; an executable graph launched into a capture
+  {
+    CK(cudaMemset(a, 0, sz));
+    cudaGraph_t child, parent, cap;
+    cudaGraphExec_t gp, gc;
+    CK(cudaGraphCreate(&child, 0)); CK(cudaGraphCreate(&parent, 0));
+    float one = 1.0f; void *argsc[] = {&a, &one, &nv};
+    kp.func = (void*)add; kp.kernelParams = argsc;
+    cudaGraphNode_t c1, c2, cn, er, ew;
+    CK(cudaGraphAddKernelNode(&c1, child, NULL, 0, &kp));
+    CK(cudaGraphAddKernelNode(&c2, child, &c1, 1, &kp));
+    CK(cudaGraphAddChildGraphNode(&cn, parent, NULL, 0, child));
+    CK(cudaGraphAddEventRecordNode(&er, parent, &cn, 1, join));
+    CK(cudaGraphAddEventWaitNode(&ew, parent, &er, 1, join));
+    CK(cudaGraphInstantiate(&gp, parent, 0));
+    CK(cudaGraphLaunch(gp, s1)); CK(cudaEventSynchronize(join));
+    CK(cudaMemcpy(h, a, sz, cudaMemcpyDeviceToHost));
+    for (int i = 0; i < n; i++) EXPECT(h[i] == 2.0f);
+    CK(cudaStreamBeginCapture(s1, cudaStreamCaptureModeThreadLocal));
+    CK(cudaGraphLaunch(gp, s1));
+    add<<<4,256,0,s1>>>(a, 10.0f, n);
+    CK(cudaStreamEndCapture(s1, &cap));
+    cudaGraphNode_t first[2]; size_t nf = 2; cudaGraphNodeType t;
+    CK(cudaGraphGetNodes(cap, first, &nf)); CK(cudaGraphNodeGetType(first[0], &t));
+    EXPECT(nf == 2 && t == cudaGraphNodeTypeGraph);
+    CK(cudaGraphInstantiate(&gc, cap, 0)); CK(cudaGraphLaunch(gc, s1)); CK(cudaStreamSynchronize(s1));
+    CK(cudaMemcpy(h, a, sz, cudaMemcpyDeviceToHost));
+    for (int i = 0; i < n; i++) EXPECT(h[i] == 14.0f);
+    CK(cudaGraphExecDestroy(gp)); CK(cudaGraphExecDestroy(gc));
+    CK(cudaGraphDestroy(child)); CK(cudaGraphDestroy(parent)); CK(cudaGraphDestroy(cap));
+  }
   // memory nodes: cudaMallocAsync/cudaFreeAsync inside a capture, launched twice
   cudaGraph_t g4; cudaGraphExec_t ge4; float *tmp = NULL;
   CK(cudaStreamBeginCapture(s1, cudaStreamCaptureModeGlobal));
