@@ -62,6 +62,7 @@ struct rgpu_gnode {
     /* CU_GRAPH_NODE_TYPE_GRAPH: the node's own copy of the child graph */
     rgpu_graph *child;
     rgpu_gnode *origin; /* in an executable graph: the node it was instantiated from */
+    int disabled;       /* in an executable graph: cuGraphNodeSetEnabled(..., 0) */
 };
 
 struct rgpu_graph {
@@ -1203,7 +1204,8 @@ CUresult cuGraphLaunch(CUgraphExec hGraphExec, CUstream hStream)
         return capture_node(hStream, fill_child, e); /* a child-graph node */
     CUresult st = CUDA_SUCCESS;
     for (size_t i = 0; i < e->n && st == CUDA_SUCCESS; i++)
-        st = run_node(e->nodes[i], hStream);
+        if (!e->nodes[i]->disabled)
+            st = run_node(e->nodes[i], hStream);
     return st;
 }
 
@@ -1265,6 +1267,162 @@ CUresult cuGraphExecMemsetNodeSetParams(CUgraphExec hGraphExec, CUgraphNode hNod
         return CUDA_ERROR_INVALID_VALUE;
     n->memset = *memsetParams;
     return CUDA_SUCCESS;
+}
+
+static rgpu_gnode *exec_node_any(rgpu_exec *e, CUgraphNode hNode)
+{
+    for (size_t i = 0; e && i < e->n; i++)
+        if ((CUgraphNode)e->nodes[i]->origin == hNode)
+            return e->nodes[i];
+    return NULL;
+}
+
+CUresult cuGraphNodeSetEnabled(CUgraphExec hGraphExec, CUgraphNode hNode, unsigned int isEnabled)
+{
+    rgpu_gnode *n = exec_node_any(exec_check(hGraphExec), hNode);
+    if (!n || (n->type != CU_GRAPH_NODE_TYPE_KERNEL && n->type != CU_GRAPH_NODE_TYPE_MEMCPY &&
+               n->type != CU_GRAPH_NODE_TYPE_MEMSET))
+        return CUDA_ERROR_INVALID_VALUE; /* the node types CUDA lets one disable */
+    n->disabled = !isEnabled;
+    return CUDA_SUCCESS;
+}
+
+CUresult cuGraphNodeGetEnabled(CUgraphExec hGraphExec, CUgraphNode hNode, unsigned int *isEnabled)
+{
+    rgpu_gnode *n = exec_node_any(exec_check(hGraphExec), hNode);
+    if (!n || !isEnabled)
+        return CUDA_ERROR_INVALID_VALUE;
+    *isEnabled = !n->disabled;
+    return CUDA_SUCCESS;
+}
+
+/* ---- the generic node API (CUgraphNodeParams) -------------------------------------------- */
+
+CUresult cuGraphAddNode_v2(CUgraphNode *phGraphNode, CUgraph hGraph,
+                           const CUgraphNode *dependencies, const CUgraphEdgeData *dependencyData,
+                           size_t numDependencies, CUgraphNodeParams *nodeParams)
+{
+    if (!nodeParams)
+        return CUDA_ERROR_INVALID_VALUE;
+    for (size_t i = 0; dependencyData && i < numDependencies; i++)
+        if (dependencyData[i].type != CU_GRAPH_DEPENDENCY_TYPE_DEFAULT) {
+            rgpu_report_unsupported("cuGraphAddNode_v2 (programmatic dependencies)");
+            return CUDA_ERROR_NOT_SUPPORTED;
+        }
+    const CUgraphNode *deps = dependencies;
+    size_t nd = numDependencies;
+    CUgraphNodeParams *p = nodeParams;
+    switch (p->type) {
+    case CU_GRAPH_NODE_TYPE_KERNEL:
+        return cuGraphAddKernelNode_v2(phGraphNode, hGraph, deps, nd,
+                                       (const CUDA_KERNEL_NODE_PARAMS *)&p->kernel);
+    case CU_GRAPH_NODE_TYPE_MEMCPY:
+        return cuGraphAddMemcpyNode(phGraphNode, hGraph, deps, nd, &p->memcpy.copyParams,
+                                    p->memcpy.copyCtx);
+    case CU_GRAPH_NODE_TYPE_MEMSET: {
+        CUDA_MEMSET_NODE_PARAMS m = {p->memset.dst,   p->memset.pitch, p->memset.value,
+                                     p->memset.elementSize, p->memset.width,
+                                     p->memset.height};
+        return cuGraphAddMemsetNode(phGraphNode, hGraph, deps, nd, &m, p->memset.ctx);
+    }
+    case CU_GRAPH_NODE_TYPE_HOST: {
+        CUDA_HOST_NODE_PARAMS h = {p->host.fn, p->host.userData};
+        return cuGraphAddHostNode(phGraphNode, hGraph, deps, nd, &h);
+    }
+    case CU_GRAPH_NODE_TYPE_GRAPH:
+        return cuGraphAddChildGraphNode(phGraphNode, hGraph, deps, nd, p->graph.graph);
+    case CU_GRAPH_NODE_TYPE_EVENT_RECORD:
+        return cuGraphAddEventRecordNode(phGraphNode, hGraph, deps, nd, p->eventRecord.event);
+    case CU_GRAPH_NODE_TYPE_WAIT_EVENT:
+        return cuGraphAddEventWaitNode(phGraphNode, hGraph, deps, nd, p->eventWait.event);
+    case CU_GRAPH_NODE_TYPE_EMPTY:
+        return cuGraphAddEmptyNode(phGraphNode, hGraph, deps, nd);
+    case CU_GRAPH_NODE_TYPE_MEM_ALLOC: {
+        CUDA_MEM_ALLOC_NODE_PARAMS a;
+        memset(&a, 0, sizeof a);
+        a.poolProps = p->alloc.poolProps;
+        a.bytesize = p->alloc.bytesize;
+        CUresult st = cuGraphAddMemAllocNode(phGraphNode, hGraph, deps, nd, &a);
+        if (st == CUDA_SUCCESS)
+            p->alloc.dptr = a.dptr;
+        return st;
+    }
+    case CU_GRAPH_NODE_TYPE_MEM_FREE:
+        return cuGraphAddMemFreeNode(phGraphNode, hGraph, deps, nd, p->free.dptr);
+    default:
+        rgpu_report_unsupported("cuGraphAddNode_v2 (this node type)");
+        return CUDA_ERROR_NOT_SUPPORTED;
+    }
+}
+
+CUresult cuGraphNodeSetParams(CUgraphNode hNode, CUgraphNodeParams *nodeParams)
+{
+    rgpu_gnode *n = node_check(hNode);
+    if (!n || !nodeParams || nodeParams->type != n->type)
+        return CUDA_ERROR_INVALID_VALUE;
+    CUgraphNodeParams *p = nodeParams;
+    switch (p->type) {
+    case CU_GRAPH_NODE_TYPE_KERNEL:
+        return set_kernel(n, (const CUDA_KERNEL_NODE_PARAMS *)&p->kernel);
+    case CU_GRAPH_NODE_TYPE_MEMCPY:
+        n->copy = p->memcpy.copyParams;
+        return CUDA_SUCCESS;
+    case CU_GRAPH_NODE_TYPE_MEMSET: {
+        CUDA_MEMSET_NODE_PARAMS m = {p->memset.dst,   p->memset.pitch, p->memset.value,
+                                     p->memset.elementSize, p->memset.width,
+                                     p->memset.height};
+        return cuGraphMemsetNodeSetParams(hNode, &m);
+    }
+    case CU_GRAPH_NODE_TYPE_HOST: {
+        CUDA_HOST_NODE_PARAMS h = {p->host.fn, p->host.userData};
+        return cuGraphHostNodeSetParams(hNode, &h);
+    }
+    case CU_GRAPH_NODE_TYPE_EVENT_RECORD:
+        return set_event_of(n, p->type, p->eventRecord.event);
+    case CU_GRAPH_NODE_TYPE_WAIT_EVENT:
+        return set_event_of(n, p->type, p->eventWait.event);
+    default:
+        return CUDA_ERROR_INVALID_VALUE; /* CUDA allows no other changes here either */
+    }
+}
+
+CUresult cuGraphExecNodeSetParams(CUgraphExec hGraphExec, CUgraphNode hNode,
+                                  CUgraphNodeParams *nodeParams)
+{
+    rgpu_gnode *n = exec_node_any(exec_check(hGraphExec), hNode);
+    if (!n || !nodeParams || nodeParams->type != n->type)
+        return CUDA_ERROR_INVALID_VALUE;
+    CUgraphNodeParams *p = nodeParams;
+    switch (p->type) {
+    case CU_GRAPH_NODE_TYPE_KERNEL:
+        return set_kernel(n, (const CUDA_KERNEL_NODE_PARAMS *)&p->kernel);
+    case CU_GRAPH_NODE_TYPE_MEMCPY:
+        n->copy = p->memcpy.copyParams;
+        return CUDA_SUCCESS;
+    case CU_GRAPH_NODE_TYPE_MEMSET: {
+        CUDA_MEMSET_NODE_PARAMS m = {p->memset.dst,   p->memset.pitch, p->memset.value,
+                                     p->memset.elementSize, p->memset.width,
+                                     p->memset.height};
+        if (!memset_ok(&m))
+            return CUDA_ERROR_INVALID_VALUE;
+        n->memset = m;
+        return CUDA_SUCCESS;
+    }
+    case CU_GRAPH_NODE_TYPE_HOST:
+        if (!p->host.fn)
+            return CUDA_ERROR_INVALID_VALUE;
+        n->host.fn = p->host.fn;
+        n->host.userData = p->host.userData;
+        return CUDA_SUCCESS;
+    case CU_GRAPH_NODE_TYPE_GRAPH:
+        return cuGraphExecChildGraphNodeSetParams(hGraphExec, hNode, p->graph.graph);
+    case CU_GRAPH_NODE_TYPE_EVENT_RECORD:
+        return set_event_of(n, p->type, p->eventRecord.event);
+    case CU_GRAPH_NODE_TYPE_WAIT_EVENT:
+        return set_event_of(n, p->type, p->eventWait.event);
+    default:
+        return CUDA_ERROR_INVALID_VALUE;
+    }
 }
 
 CUresult cuGraphExecEventRecordNodeSetEvent(CUgraphExec hGraphExec, CUgraphNode hNode,

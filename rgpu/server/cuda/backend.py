@@ -494,7 +494,7 @@ class CudaSession(abc.ABC):
         """Wait for a stream's work; reports sticky errors."""
 
     @abc.abstractmethod
-    def cuStreamQuery(self, stream: int) -> None:
+    def cuStreamQuery(self, stream: int) -> dict[str, str] | None:
         """Return if the stream is idle, else raise CUDA_ERROR_NOT_READY."""
 
     @abc.abstractmethod
@@ -518,7 +518,7 @@ class CudaSession(abc.ABC):
         """`cuEventRecord` with flags."""
 
     @abc.abstractmethod
-    def cuEventQuery(self, event: int) -> None:
+    def cuEventQuery(self, event: int) -> dict[str, str] | None:
         """Return if the event's work is done, else raise CUDA_ERROR_NOT_READY."""
 
     @abc.abstractmethod

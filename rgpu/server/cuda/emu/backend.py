@@ -1310,9 +1310,10 @@ class EmuSession(CudaSession):
         return self._sync_result()
 
     @_api
-    def cuStreamQuery(self, stream: int) -> None:
-        """Always idle: work runs at submission."""
+    def cuStreamQuery(self, stream: int) -> dict[str, str] | None:
+        """Always idle: work runs at submission (so its printf output is due)."""
         self._stream_ctx(stream)
+        return self._sync_result()
 
     @_api
     def cuStreamWaitEvent(self, stream: int, event: int, flags: int) -> None:
@@ -1354,16 +1355,16 @@ class EmuSession(CudaSession):
         self.cuEventRecord(event, stream)
 
     @_api
-    def cuEventQuery(self, event: int) -> None:
+    def cuEventQuery(self, event: int) -> dict[str, str] | None:
         """Recorded events are complete; so are never-recorded ones (as in CUDA)."""
         ev = self._event(event)
         _raise_sticky(self._context_of(ev.context))
+        return self._sync_result()
 
     @_api
     def cuEventSynchronize(self, event: int) -> dict[str, str] | None:
         """Nothing to wait for."""
-        self.cuEventQuery(event)
-        return self._sync_result()
+        return self.cuEventQuery(event)
 
     @_api
     def cuEventElapsedTime_v2(self, start: int, end: int) -> float:
