@@ -520,7 +520,9 @@ def _daemon_alive(path: Path) -> bool:
 
 
 def _pool_ready(status: dict[str, Any]) -> bool:
-    """Every server connected, or at least one GPU in the pool."""
+    """The daemon has added its servers, and every one is connected or the pool has a GPU."""
+    if status.get("ready") is False:
+        return False
     pending = [s for s in status.get("servers", []) if s.get("state") != "connected"]
     return not pending or bool(status.get("gpus"))
 

@@ -246,6 +246,9 @@ class Daemon:
         self.quic_engine = quic_engine
         self.known = KnownServers(config.client.known_servers_path)
         self.links: dict[str, ServerLink] = {}
+        # False while start() still adds servers (the local GPUs' embedded server takes a
+        # while): `rgpu run` waits for a ready pool before it starts a program
+        self.ready = False
         self.pool: list[PoolGpu] = []
         self.apps: set[AppClient] = set()
         self.unsupported: collections.Counter[str] = collections.Counter()
@@ -261,10 +264,11 @@ class Daemon:
     async def start(self) -> None:
         cfg = self.config.client
         self._unix = await start_unix_server(cfg.socket_path, self._make_app_conn, self._on_app)
-        if cfg.include_local_gpus:
-            await self._start_local_gpus()
         for entry in cfg.servers:
             self.add_link(entry)
+        if cfg.include_local_gpus:
+            await self._start_local_gpus()
+        self.ready = True
         log.info("daemon listening on %s with %d server(s), ordering %s", cfg.socket_path,
                  len(self.links), cfg.gpu_ordering)
 
@@ -362,6 +366,7 @@ class Daemon:
             "sessions": sum(len(a.sessions) for a in self.apps),
             "unsupported_calls": dict(self.unsupported),
             "socket": str(self.config.client.socket_path),
+            "ready": self.ready,
         }
 
     # --- applications --------------------------------------------------------------------
