@@ -254,6 +254,19 @@ uint64_t rgpu_len_of(const rgpu_field *fields, uint32_t i, const uint8_t *base);
 /* The generic path of every generated entry point; returns VkResult / the u64 result. */
 uint64_t rgpu_forward(const rgpu_command *cmd, const uint64_t *args);
 VkResult rgpu_forward_async(const rgpu_command *cmd, const uint64_t *args);
+int rgpu_encode_call(const rgpu_command *cmd, const uint64_t *args, mp_buf *b);
+VkResult rgpu_call_pair(uint32_t session, const mp_buf *first, rgpu_reply *out1,
+                        const mp_buf *second, rgpu_reply *out2);
+
+/* The read-back of every mapped allocation of a device, encoded ahead so that it can follow a
+ * wait without a round trip of its own (memory.c). */
+typedef struct {
+    struct rd_piece *pieces;
+    size_t npieces;
+    mp_buf body;
+} rgpu_readback;
+int rgpu_readback_begin(struct rgpu_device *dev, rgpu_readback *rb);
+VkResult rgpu_readback_end(struct rgpu_device *dev, rgpu_readback *rb, const rgpu_reply *r);
 VkResult rgpu_vk_call(rgpu_server *srv, mp_buf *body, const void *bulk, size_t bulk_len,
                       rgpu_reply *out);
 VkResult rgpu_error_of(rgpu_reply *r);

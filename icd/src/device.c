@@ -510,19 +510,47 @@ static VKAPI_ATTR VkResult VKAPI_CALL icd_ResetFences(VkDevice device, uint32_t 
     return rgpu_forward_async(rgpu_command_by_name("vkResetFences")->cmd, a);
 }
 
+/* A wait whose only output is its VkResult, with the read-back of mapped memory sent right
+ * behind it (rgpu_call_pair): one round trip instead of two. The read-back's result is used
+ * only when the wait succeeded; on VK_SUCCESS the memory is up to date. */
+static VkResult wait_then_read(rgpu_device *dev, const char *name, const uint64_t *args)
+{
+    const rgpu_command *cmd = rgpu_command_by_name(name)->cmd;
+    rgpu_readback rb;
+    mp_buf b;
+    if (!rgpu_readback_begin(dev, &rb) || rgpu_encode_call(cmd, args, &b) != 0) {
+        if (rb.npieces) {
+            mp_free(&b);
+            rgpu_readback_end(dev, &rb, NULL);
+        }
+        VkResult st = (VkResult)rgpu_forward(cmd, args);
+        return st == VK_SUCCESS ? rgpu_sync_from_server(dev) : st;
+    }
+    rgpu_reply r1, r2;
+    VkResult st = rgpu_call_pair(dev->obj.srv->session, &b, &r1, &rb.body, &r2);
+    mp_free(&b);
+    if (st == VK_SUCCESS && r1.has_body) {
+        int64_t v;
+        if (mp_get_i64(&r1.doc, mp_array_at(&r1.doc, 0, 0), &v) == 0)
+            st = (VkResult)v;
+    }
+    VkResult read = rgpu_readback_end(dev, &rb, st == VK_SUCCESS ? &r2 : NULL);
+    rgpu_reply_free(&r1);
+    rgpu_reply_free(&r2);
+    return st == VK_SUCCESS ? read : st;
+}
+
 static VKAPI_ATTR VkResult VKAPI_CALL icd_QueueWaitIdle(VkQueue queue)
 {
     rgpu_dobj *q = (rgpu_dobj *)queue;
     uint64_t a[1] = {(uint64_t)(uintptr_t)queue};
-    VkResult st = (VkResult)forward_named("vkQueueWaitIdle", a);
-    return st == VK_SUCCESS ? rgpu_sync_from_server(q->dev) : st;
+    return wait_then_read(q->dev, "vkQueueWaitIdle", a);
 }
 
 static VKAPI_ATTR VkResult VKAPI_CALL icd_DeviceWaitIdle(VkDevice device)
 {
     uint64_t a[1] = {(uint64_t)(uintptr_t)device};
-    VkResult st = (VkResult)forward_named("vkDeviceWaitIdle", a);
-    return st == VK_SUCCESS ? rgpu_sync_from_server((rgpu_device *)device) : st;
+    return wait_then_read((rgpu_device *)device, "vkDeviceWaitIdle", a);
 }
 
 /* A wait is a series of server-side waits of at most WAIT_SLICE_NS each (the server itself caps
@@ -543,11 +571,15 @@ static VKAPI_ATTR VkResult VKAPI_CALL icd_WaitForFences(VkDevice device, uint32_
         t = t < WAIT_SLICE_NS ? t : WAIT_SLICE_NS;
         uint64_t a[5] = {(uint64_t)(uintptr_t)device, n, (uint64_t)(uintptr_t)fences, waitAll,
                          t};
-        st = (VkResult)forward_named("vkWaitForFences", a);
+        if (!timeout) { /* a poll: no read-back unless the fences are signalled */
+            st = (VkResult)forward_named("vkWaitForFences", a);
+            return st == VK_SUCCESS ? rgpu_sync_from_server((rgpu_device *)device) : st;
+        }
+        st = wait_then_read((rgpu_device *)device, "vkWaitForFences", a);
         if (st != VK_TIMEOUT || (timeout != UINT64_MAX && now_s() >= deadline))
             break;
     }
-    return st == VK_SUCCESS ? rgpu_sync_from_server((rgpu_device *)device) : st;
+    return st;
 }
 
 static VKAPI_ATTR VkResult VKAPI_CALL icd_GetFenceStatus(VkDevice device, VkFence fence)
@@ -606,11 +638,15 @@ static VKAPI_ATTR VkResult VKAPI_CALL icd_WaitSemaphores(VkDevice device,
                      : left > 0 ? (uint64_t)(left * 1e9) : 0;
         t = t < WAIT_SLICE_NS ? t : WAIT_SLICE_NS;
         uint64_t a[3] = {(uint64_t)(uintptr_t)device, (uint64_t)(uintptr_t)info, t};
-        st = (VkResult)forward_named("vkWaitSemaphores", a);
+        if (!timeout) {
+            st = (VkResult)forward_named("vkWaitSemaphores", a);
+            return st == VK_SUCCESS ? rgpu_sync_from_server((rgpu_device *)device) : st;
+        }
+        st = wait_then_read((rgpu_device *)device, "vkWaitSemaphores", a);
         if (st != VK_TIMEOUT || (timeout != UINT64_MAX && now_s() >= deadline))
             break;
     }
-    return st == VK_SUCCESS ? rgpu_sync_from_server((rgpu_device *)device) : st;
+    return st;
 }
 
 #define FN(n, f) {n, (PFN_vkVoidFunction)(f)}

@@ -172,6 +172,15 @@ static int encode_call(const rgpu_command *cmd, const uint64_t *args, rgpu_enc *
     return has_out;
 }
 
+/* The CALL body of a command, for callers that send it themselves (rgpu_call_pair). */
+int rgpu_encode_call(const rgpu_command *cmd, const uint64_t *args, mp_buf *b)
+{
+    rgpu_dobj *owner = (rgpu_dobj *)(uintptr_t)args[0];
+    rgpu_enc enc = {owner ? owner->srv : NULL, 0};
+    encode_call(cmd, args, &enc, b);
+    return b->oom || enc.bad ? -1 : 0;
+}
+
 /* A command whose only result is a VkResult, sent as a BATCH (no reply): its error, if any,
  * comes back with the session's next reply. VK_SUCCESS unless it could not be sent. */
 VkResult rgpu_forward_async(const rgpu_command *cmd, const uint64_t *args)

@@ -108,11 +108,19 @@ static void merge_chunk(rgpu_memory *m, size_t k, const uint8_t *got)
     m->crc_ok[k] = 0;
 }
 
-/* One range of one allocation to read back (at most READ_PIECE bytes, chunk-aligned). */
-typedef struct {
+/* One range of one allocation to read back (at most READ_PIECE bytes, chunk-aligned). `m` is
+ * NULL when the allocation was freed while its read-back was on the way. */
+struct rd_piece {
     rgpu_memory *m;
-    uint64_t off, n;
-} rd_piece;
+    uint64_t id, size, off, n;
+};
+typedef struct rd_piece rd_piece;
+
+static size_t piece_chunk_len(const rd_piece *p, size_t k)
+{
+    size_t off = k * CHUNK;
+    return p->size - off < CHUNK ? (size_t)(p->size - off) : CHUNK;
+}
 
 /* Walk a vkRgpuReadMemories reply: each piece's bitmap of changed chunks, then those chunks.
  * With merge == 0 only checks that the reply's size agrees with its bitmaps. */
@@ -120,7 +128,6 @@ static int walk_reply(const rd_piece *ps, size_t np, const uint8_t *p, size_t le
 {
     size_t pos = 0;
     for (size_t i = 0; i < np; i++) {
-        rgpu_memory *m = ps[i].m;
         size_t k0 = (size_t)(ps[i].off / CHUNK), nk = (size_t)((ps[i].n + CHUNK - 1) / CHUNK);
         size_t nbitmap = (nk + 7) / 8;
         if (len - pos < nbitmap)
@@ -130,36 +137,31 @@ static int walk_reply(const rd_piece *ps, size_t np, const uint8_t *p, size_t le
         for (size_t c = 0; c < nk; c++) {
             if (!(bits[c >> 3] >> (c & 7) & 1))
                 continue;
-            size_t clen = chunk_len(m, k0 + c);
+            size_t clen = piece_chunk_len(&ps[i], k0 + c);
             if (len - pos < clen)
                 return -1;
-            if (merge)
-                merge_chunk(m, k0 + c, p + pos);
+            if (merge && ps[i].m)
+                merge_chunk(ps[i].m, k0 + c, p + pos);
             pos += clen;
         }
     }
     return pos == len ? 0 : -1;
 }
 
-/* Read back what the device changed, for several ranges in one round trip: the server gets the
- * CRC-32 of each chunk of base and replies with a bitmap of the chunks that differ, then those
- * chunks (vkRgpuReadMemories, docs/VULKAN_ENCODING.md). */
-static VkResult read_back(rgpu_device *dev, const rd_piece *ps, size_t np)
+/* The vkRgpuReadMemories body for the pieces: the CRC-32 of each chunk of base. */
+static int encode_read(mp_buf *b, const rd_piece *ps, size_t np)
 {
-    mp_buf b;
-    mp_init(&b);
-    mp_array(&b, 2);
-    mp_str(&b, "vkRgpuReadMemories");
-    mp_array(&b, 1);
-    mp_array(&b, (uint32_t)np);
+    mp_init(b);
+    mp_array(b, 2);
+    mp_str(b, "vkRgpuReadMemories");
+    mp_array(b, 1);
+    mp_array(b, (uint32_t)np);
     for (size_t i = 0; i < np; i++) {
         rgpu_memory *m = ps[i].m;
         size_t k0 = (size_t)(ps[i].off / CHUNK), nk = (size_t)((ps[i].n + CHUNK - 1) / CHUNK);
         uint8_t *crcs = malloc(4 * nk);
-        if (!crcs) {
-            mp_free(&b);
-            return VK_ERROR_OUT_OF_HOST_MEMORY;
-        }
+        if (!crcs)
+            return -1;
         for (size_t c = 0; c < nk; c++) {
             size_t k = k0 + c;
             if (!m->crc_ok[k]) {
@@ -169,64 +171,153 @@ static VkResult read_back(rgpu_device *dev, const rd_piece *ps, size_t np)
             for (int j = 0; j < 4; j++)
                 crcs[4 * c + (size_t)j] = (uint8_t)(m->crc[k] >> (8 * j));
         }
-        mp_array(&b, 4);
-        mp_uint(&b, m->id);
-        mp_uint(&b, ps[i].off);
-        mp_uint(&b, ps[i].n);
-        mp_bin(&b, crcs, 4 * nk);
+        mp_array(b, 4);
+        mp_uint(b, m->id);
+        mp_uint(b, ps[i].off);
+        mp_uint(b, ps[i].n);
+        mp_bin(b, crcs, 4 * nk);
         free(crcs);
+    }
+    return b->oom ? -1 : 0;
+}
+
+/* Merge a vkRgpuReadMemories reply, after checking its size against its bitmaps. */
+static VkResult apply_read(const rd_piece *ps, size_t np, const rgpu_reply *r)
+{
+    const uint8_t *p = r->bulk ? r->bulk : (const uint8_t *)"";
+    if (walk_reply(ps, np, p, r->bulk_len, 0) != 0) {
+        RGPU_DEBUG("vkRgpuReadMemories: %zu bytes do not match their bitmaps", r->bulk_len);
+        return VK_ERROR_DEVICE_LOST;
+    }
+    walk_reply(ps, np, p, r->bulk_len, 1);
+    return VK_SUCCESS;
+}
+
+/* Read back what the device changed, for several ranges in one round trip: the server gets the
+ * CRC-32 of each chunk of base and replies with a bitmap of the chunks that differ, then those
+ * chunks (vkRgpuReadMemories, docs/VULKAN_ENCODING.md). */
+static VkResult read_back(rgpu_device *dev, const rd_piece *ps, size_t np)
+{
+    mp_buf b;
+    if (encode_read(&b, ps, np) != 0) {
+        mp_free(&b);
+        return VK_ERROR_OUT_OF_HOST_MEMORY;
     }
     rgpu_reply r;
     VkResult st = rgpu_vk_call(dev->obj.srv, &b, NULL, 0, &r);
     mp_free(&b);
-    if (st == VK_SUCCESS) {
-        const uint8_t *p = r.bulk ? r.bulk : (const uint8_t *)"";
-        if (walk_reply(ps, np, p, r.bulk_len, 0) != 0) {
-            RGPU_DEBUG("vkRgpuReadMemories: %zu bytes do not match their bitmaps", r.bulk_len);
-            st = VK_ERROR_DEVICE_LOST;
-        } else {
-            walk_reply(ps, np, p, r.bulk_len, 1);
-        }
-    }
+    if (st == VK_SUCCESS)
+        st = apply_read(ps, np, &r);
     rgpu_reply_free(&r);
     return st;
 }
 
 #define READ_CALL_MAX (256ull << 20) /* the server's limit on one reply */
 
+/* The pieces of the given allocations, in order; NULL on allocation failure. */
+static rd_piece *pieces_of(rgpu_memory **ms, size_t nm, size_t *np)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < nm; i++)
+        n += (size_t)((ms[i]->size + READ_PIECE - 1) / READ_PIECE);
+    rd_piece *ps = malloc((n ? n : 1) * sizeof *ps);
+    if (!ps)
+        return NULL;
+    size_t k = 0;
+    for (size_t i = 0; i < nm; i++)
+        for (uint64_t off = 0; off < ms[i]->size; off += READ_PIECE)
+            ps[k++] = (rd_piece){ms[i], ms[i]->id, ms[i]->size, off,
+                                 ms[i]->size - off < READ_PIECE ? ms[i]->size - off : READ_PIECE};
+    *np = k;
+    return ps;
+}
+
 /* Read back every range of the given allocations, in as few round trips as the limit allows. */
 static VkResult sync_down_many(rgpu_device *dev, rgpu_memory **ms, size_t nm)
 {
-    size_t cap = 16, np = 0;
-    uint64_t total = 0;
-    rd_piece *ps = malloc(cap * sizeof *ps);
+    size_t np = 0;
+    rd_piece *ps = pieces_of(ms, nm, &np);
     if (!ps)
         return VK_ERROR_OUT_OF_HOST_MEMORY;
     VkResult st = VK_SUCCESS;
-    for (size_t i = 0; i < nm && st == VK_SUCCESS; i++) {
-        for (uint64_t off = 0; off < ms[i]->size && st == VK_SUCCESS; off += READ_PIECE) {
-            uint64_t n = ms[i]->size - off < READ_PIECE ? ms[i]->size - off : READ_PIECE;
-            if (np && total + n > READ_CALL_MAX) {
-                st = read_back(dev, ps, np);
-                np = 0;
-                total = 0;
-            }
-            if (np == cap) {
-                rd_piece *grown = realloc(ps, 2 * cap * sizeof *ps);
-                if (!grown) {
-                    st = VK_ERROR_OUT_OF_HOST_MEMORY;
-                    break;
-                }
-                ps = grown;
-                cap *= 2;
-            }
-            ps[np++] = (rd_piece){ms[i], off, n};
-            total += n;
+    size_t first = 0;
+    uint64_t total = 0;
+    for (size_t i = 0; i <= np && st == VK_SUCCESS; i++) {
+        if (i == np || (i > first && total + ps[i].n > READ_CALL_MAX)) {
+            if (i > first)
+                st = read_back(dev, ps + first, i - first);
+            first = i;
+            total = 0;
         }
+        if (i < np)
+            total += ps[i].n;
     }
-    if (st == VK_SUCCESS && np)
-        st = read_back(dev, ps, np);
     free(ps);
+    return st;
+}
+
+/* The mapped allocations of a device (caller holds dev->mu); NULL with *n == 0 when none. */
+static rgpu_memory **mapped_memories(rgpu_device *dev, size_t *n, int *oom)
+{
+    *n = 0;
+    *oom = 0;
+    for (rgpu_memory *m = dev->memories; m; m = m->next)
+        *n += m->shadow != NULL;
+    if (!*n)
+        return NULL;
+    rgpu_memory **ms = malloc(*n * sizeof *ms);
+    if (!ms) {
+        *oom = 1;
+        return NULL;
+    }
+    size_t k = 0;
+    for (rgpu_memory *m = dev->memories; m; m = m->next)
+        if (m->shadow)
+            ms[k++] = m;
+    return ms;
+}
+
+int rgpu_readback_begin(rgpu_device *dev, rgpu_readback *rb)
+{
+    memset(rb, 0, sizeof *rb);
+    pthread_mutex_lock(&dev->mu);
+    size_t nm = 0, np = 0;
+    int oom;
+    rgpu_memory **ms = mapped_memories(dev, &nm, &oom);
+    rd_piece *ps = ms ? pieces_of(ms, nm, &np) : NULL;
+    free(ms);
+    uint64_t total = 0;
+    for (size_t i = 0; i < np; i++)
+        total += ps[i].n;
+    int ok = ps && np && total <= READ_CALL_MAX && encode_read(&rb->body, ps, np) == 0;
+    pthread_mutex_unlock(&dev->mu);
+    if (!ok) {
+        mp_free(&rb->body);
+        free(ps);
+        memset(rb, 0, sizeof *rb);
+        return 0;
+    }
+    rb->pieces = ps;
+    rb->npieces = np;
+    return 1;
+}
+
+VkResult rgpu_readback_end(rgpu_device *dev, rgpu_readback *rb, const rgpu_reply *r)
+{
+    VkResult st = VK_SUCCESS;
+    if (r) {
+        pthread_mutex_lock(&dev->mu);
+        /* the allocations by id again: another thread may have freed one meanwhile */
+        for (size_t i = 0; i < rb->npieces; i++) {
+            rgpu_memory *m = find(dev, rb->pieces[i].id);
+            rb->pieces[i].m = m && m->shadow && m->size == rb->pieces[i].size ? m : NULL;
+        }
+        st = r->status != VK_SUCCESS ? r->status : apply_read(rb->pieces, rb->npieces, r);
+        pthread_mutex_unlock(&dev->mu);
+    }
+    mp_free(&rb->body);
+    free(rb->pieces);
+    memset(rb, 0, sizeof *rb);
     return st;
 }
 
@@ -363,21 +454,12 @@ VkResult rgpu_sync_from_server(rgpu_device *dev)
 {
     if (!dev)
         return VK_SUCCESS;
-    VkResult st = VK_SUCCESS;
     pthread_mutex_lock(&dev->mu);
-    size_t n = 0;
-    for (rgpu_memory *m = dev->memories; m; m = m->next)
-        n += m->shadow != NULL;
-    rgpu_memory **ms = n ? malloc(n * sizeof *ms) : NULL;
-    if (n && !ms) {
-        st = VK_ERROR_OUT_OF_HOST_MEMORY;
-    } else if (n) {
-        size_t k = 0;
-        for (rgpu_memory *m = dev->memories; m; m = m->next)
-            if (m->shadow)
-                ms[k++] = m;
-        st = sync_down_many(dev, ms, n);
-    }
+    size_t n;
+    int oom;
+    rgpu_memory **ms = mapped_memories(dev, &n, &oom);
+    VkResult st = oom ? VK_ERROR_OUT_OF_HOST_MEMORY
+                      : n ? sync_down_many(dev, ms, n) : VK_SUCCESS;
     free(ms);
     pthread_mutex_unlock(&dev->mu);
     return st;

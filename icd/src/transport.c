@@ -626,12 +626,54 @@ static VkResult request(int kind, uint32_t session, const mp_buf *body, const vo
     } else if (rc != 0) {
         out->status = VK_ERROR_DEVICE_LOST;
     } else {
-        wait_reply(req, out);
+        out->status = wait_reply(req, out); /* DEVICE_LOST when the connection went away */
     }
     if (out->status != VK_SUCCESS)
         rgpu_reply_free(out);
     rgpu_unlock();
     return out->status;
+}
+
+/* Two CALLs of one session sent back to back, then both replies read: the second costs no
+ * extra round trip (the server runs a session's calls in order). out2 is valid only when the
+ * first call succeeded on the wire. */
+static VkResult request_pair(uint32_t session, const mp_buf *first, rgpu_reply *out1,
+                             const mp_buf *second, rgpu_reply *out2)
+{
+    memset(out1, 0, sizeof *out1);
+    memset(out2, 0, sizeof *out2);
+    out2->status = VK_ERROR_UNKNOWN;
+    rgpu_lock();
+    VkResult st = connect_locked();
+    if (st != VK_SUCCESS) {
+        out1->status = st;
+        rgpu_unlock();
+        return st;
+    }
+    uint32_t req1 = ++g.next_request;
+    if (req1 == 0)
+        req1 = ++g.next_request;
+    uint32_t req2 = ++g.next_request;
+    if (req2 == 0)
+        req2 = ++g.next_request;
+    int rc = send_message(RG_CALL, session, req1, first, NULL, 0, 0);
+    if (rc == 0)
+        rc = send_message(RG_CALL, session, req2, second, NULL, 0, 1);
+    if (rc == -2) {
+        out1->status = VK_ERROR_OUT_OF_HOST_MEMORY;
+    } else if (rc != 0) {
+        out1->status = VK_ERROR_DEVICE_LOST;
+    } else {
+        out1->status = wait_reply(req1, out1);
+        if (g.state == 1)
+            out2->status = wait_reply(req2, out2);
+    }
+    if (out1->status != VK_SUCCESS)
+        rgpu_reply_free(out1);
+    if (out2->status != VK_SUCCESS)
+        rgpu_reply_free(out2);
+    rgpu_unlock();
+    return out1->status;
 }
 
 VkResult rgpu_control(const mp_buf *body, rgpu_reply *out)
@@ -664,6 +706,26 @@ VkResult rgpu_call(uint32_t session, const mp_buf *body, const void *bulk, size_
     if (st == VK_SUCCESS && def != VK_SUCCESS) {
         rgpu_reply_free(out);
         out->status = def;
+        return def;
+    }
+    return st;
+}
+
+VkResult rgpu_call_pair(uint32_t session, const mp_buf *first, rgpu_reply *out1,
+                        const mp_buf *second, rgpu_reply *out2)
+{
+    VkResult st = request_pair(session, first, out1, second, out2);
+    if (rgpu_log_level >= 2) {
+        char fn1[64], fn2[64];
+        body_fn(first, fn1, sizeof fn1);
+        body_fn(second, fn2, sizeof fn2);
+        RGPU_TRACE("CALL %s -> %d, pipelined CALL %s -> %d", fn1, (int)st, fn2,
+                   (int)out2->status);
+    }
+    VkResult def = rgpu_take_deferred(session);
+    if (st == VK_SUCCESS && def != VK_SUCCESS) {
+        rgpu_reply_free(out1);
+        out1->status = def;
         return def;
     }
     return st;
