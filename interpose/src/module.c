@@ -882,6 +882,28 @@ static CUresult check_config(int dev, unsigned gx, unsigned gy, unsigned gz, uns
     return CUDA_SUCCESS;
 }
 
+/* A cooperative grid must be resident at once: checked at the launch, as the driver does
+ * (the occupancy comes from the server: cooperative launches are rare). */
+static CUresult check_cooperative(CUfunction f, int dev, unsigned gx, unsigned gy, unsigned gz,
+                                  unsigned bx, unsigned by, unsigned bz, unsigned shmem)
+{
+    int supported = 0, sms = 0, per_sm = 0;
+    if (cuDeviceGetAttribute(&supported, CU_DEVICE_ATTRIBUTE_COOPERATIVE_LAUNCH, dev) !=
+            CUDA_SUCCESS ||
+        !supported) {
+        rgpu_report_unsupported("cuLaunchCooperativeKernel");
+        return CUDA_ERROR_NOT_SUPPORTED;
+    }
+    CUresult st = cuDeviceGetAttribute(&sms, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, dev);
+    if (st == CUDA_SUCCESS)
+        st = cuOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, f, (int)(bx * by * bz), shmem);
+    if (st != CUDA_SUCCESS)
+        return st;
+    if ((uint64_t)gx * gy * gz > (uint64_t)per_sm * (uint64_t)sms)
+        return CUDA_ERROR_COOPERATIVE_LAUNCH_TOO_LARGE;
+    return CUDA_SUCCESS;
+}
+
 static CUresult launch(const char *fn, CUfunction f, unsigned gx, unsigned gy, unsigned gz,
                        unsigned bx, unsigned by, unsigned bz, unsigned shmem, CUstream hStream,
                        void **kernelParams, void **extra)
@@ -894,6 +916,8 @@ static CUresult launch(const char *fn, CUfunction f, unsigned gx, unsigned gy, u
         return CUDA_ERROR_INVALID_HANDLE;
     int dev = rgpu_current_ctx() ? rgpu_current_dev() : o->dev;
     CUresult cst = check_config(dev, gx, gy, gz, bx, by, bz, shmem);
+    if (cst == CUDA_SUCCESS && !strcmp(fn, "cuLaunchCooperativeKernel"))
+        cst = check_cooperative(f, dev, gx, gy, gz, bx, by, bz, shmem);
     if (cst != CUDA_SUCCESS)
         return cst;
     if (o->kind == RK_KERNEL) {
@@ -973,6 +997,12 @@ static CUresult launch_ex(const CUlaunchConfig *config, CUfunction f, void **ker
     CUresult cst = check_config(dev, config->gridDimX, config->gridDimY, config->gridDimZ,
                                 config->blockDimX, config->blockDimY, config->blockDimZ,
                                 config->sharedMemBytes);
+    for (unsigned i = 0; cst == CUDA_SUCCESS && config->attrs && i < config->numAttrs; i++)
+        if (config->attrs[i].id == CU_LAUNCH_ATTRIBUTE_COOPERATIVE &&
+            config->attrs[i].value.cooperative)
+            cst = check_cooperative(f, dev, config->gridDimX, config->gridDimY, config->gridDimZ,
+                                    config->blockDimX, config->blockDimY, config->blockDimZ,
+                                    config->sharedMemBytes);
     if (cst != CUDA_SUCCESS)
         return cst;
     if (o->kind == RK_KERNEL) {

@@ -382,9 +382,11 @@ def test_launch_ex_occupancy_and_cooperative(gpu, kernels_image):
     s.cuLaunchKernelEx(config, k, params)
     np.testing.assert_array_equal(gpu.get(c, np.float32, n), 2 * np.arange(n, dtype=np.float32))
     coop = dict(config, attrs=[[2, 1]])
-    assert code_of(s.cuLaunchKernelEx, coop, k, params) == R.CUDA_ERROR_NOT_SUPPORTED
-    assert code_of(s.cuLaunchCooperativeKernel, k, 1, 1, 1, 32, 1, 1, 0, 0, params) == (
-        R.CUDA_ERROR_NOT_SUPPORTED)
+    s.cuLaunchKernelEx(coop, k, params)  # cooperative: every block resident at once
+    s.cuLaunchCooperativeKernel(k, 4, 1, 1, 256, 1, 1, 0, 0, params)
+    np.testing.assert_array_equal(gpu.get(c, np.float32, n), 2 * np.arange(n, dtype=np.float32))
+    assert code_of(s.cuLaunchCooperativeKernel, k, 100_000, 1, 1, 256, 1, 1, 0, 0, params) == (
+        R.CUDA_ERROR_COOPERATIVE_LAUNCH_TOO_LARGE)
     blocks = s.cuOccupancyMaxActiveBlocksPerMultiprocessor(k, 256, 0)
     assert 1 <= blocks <= 4
     red = gpu.kernel(lib, "reduceSum")

@@ -58,14 +58,15 @@ def test_memory_features(tcp_rig: apps.Rig, compat_programs: dict[str, Path]) ->
 def test_runtime_behaviour(tcp_rig: apps.Rig, compat_programs: dict[str, Path]) -> None:
     """Kernel printf lands on the app's stdout, in order with the host's own output, at a
     cudaDeviceSynchronize and at a blocking cudaMemcpy; a block of 4096 threads is
-    cudaErrorInvalidConfiguration at the launch; occupancy, callbacks, properties."""
+    cudaErrorInvalidConfiguration at the launch; occupancy, callbacks, properties; a
+    cooperative launch with grid.sync(), and one too large to be resident at once."""
     result = tcp_rig.run([str(compat_programs["compat_runtime"])])
     apps._assert_passed(result, tcp_rig)
     lines = result.stdout.splitlines()
     expected = ["device says 0 7 1.50 hi", "device says 1 7 1.50 hi", "after sync",
                 "device says 0 8 2.50 hi", "device says 1 8 2.50 hi", "after copy"]
     assert lines[:6] == expected, result.stdout
-    for section in ("errors", "occupancy", "streams", "properties"):
+    for section in ("errors", "occupancy", "streams", "properties", "cooperative"):
         assert f"{section} ok" in result.stdout
 
 

@@ -2,11 +2,15 @@
 // synchronisation and at a blocking copy), launch-configuration errors as
 // cudaErrorInvalidConfiguration through cudaPeekAtLastError/cudaGetLastError, occupancy
 // queries and function attributes, dynamic shared memory above 48 KiB after
-// cudaFuncSetAttribute, host callbacks and events across streams, and device properties.
+// cudaFuncSetAttribute, host callbacks and events across streams, device properties, and a
+// cooperative launch whose blocks meet at grid.sync().
+#include <cooperative_groups.h>
 #include <cstdlib>
 #include <unistd.h>
 
 #include "common.h"
+
+namespace cg = cooperative_groups;
 
 #define EXPECT(c)                                                      \
     do {                                                               \
@@ -35,6 +39,37 @@ __global__ void add(int *a, int n, int v)
     int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n)
         a[i] += v;
+}
+
+__global__ void reverse_grid(int *a, int *out, int n)
+{
+    cg::grid_group grid = cg::this_grid();
+    int i = (int)grid.thread_rank();
+    if (i < n)
+        a[i] = i;
+    grid.sync(); /* every block's writes are visible after this */
+    if (i < n)
+        out[i] = a[n - 1 - i];
+}
+
+static int cooperative()
+{
+    int supported = 0, n = 1024, *a, *out, h[1024];
+    CHECK(cudaDeviceGetAttribute(&supported, cudaDevAttrCooperativeLaunch, 0));
+    EXPECT(supported == 1);
+    CHECK(cudaMalloc(&a, n * sizeof(int)));
+    CHECK(cudaMalloc(&out, n * sizeof(int)));
+    void *args[] = {&a, &out, &n};
+    CHECK(cudaLaunchCooperativeKernel((void *)reverse_grid, dim3(4), dim3(256), args, 0, 0));
+    CHECK(cudaMemcpy(h, out, sizeof h, cudaMemcpyDeviceToHost));
+    for (int i = 0; i < n; i++)
+        EXPECT(h[i] == n - 1 - i);
+    EXPECT(cudaLaunchCooperativeKernel((void *)reverse_grid, dim3(1 << 20), dim3(256), args, 0,
+                                       0) == cudaErrorCooperativeLaunchTooLarge);
+    CHECK(cudaFree(a));
+    CHECK(cudaFree(out));
+    printf("cooperative ok\n");
+    return 0;
 }
 
 static int printf_output()
@@ -182,7 +217,8 @@ static int properties()
 
 int main()
 {
-    if (printf_output() || launch_errors() || occupancy() || streams() || properties())
+    if (printf_output() || launch_errors() || occupancy() || streams() || properties() ||
+        cooperative())
         return 1;
     printf("PASSED\n");
     return 0;

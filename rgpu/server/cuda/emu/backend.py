@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
+from rgpu.server.cuda.attributes import CUdevice_attribute as A
 from rgpu.server.cuda.attributes import CUfunction_attribute as F
 from rgpu.server.cuda.backend import (
     CU_EVENT_DISABLE_TIMING,
@@ -1143,8 +1144,23 @@ class EmuSession(CudaSession):
         kernelParams: bytes,
     ) -> None:
         """Validate the launch like the driver, run it, map faults to CUresults."""
+        self._launch(f, (gridDimX, gridDimY, gridDimZ), (blockDimX, blockDimY, blockDimZ),
+                     sharedMemBytes, hStream, kernelParams, cooperative=False)
+
+    def _launch(
+        self,
+        f: int,
+        grid_dims: tuple[int, int, int],
+        block_dims: tuple[int, int, int],
+        sharedMemBytes: int,
+        hStream: int,
+        kernelParams: bytes,
+        cooperative: bool,
+    ) -> None:
         fn = self._function(f)
         ctx = self._stream_ctx(hStream)
+        gridDimX, gridDimY, gridDimZ = grid_dims
+        blockDimX, blockDimY, blockDimZ = block_dims
         info = fn.code.ptx.kernels[fn.name]
         grid = (int(gridDimX), int(gridDimY), int(gridDimZ))
         block = (int(blockDimX), int(blockDimY), int(blockDimZ))
@@ -1171,8 +1187,19 @@ class EmuSession(CudaSession):
         if fn.code.device != ctx.device:
             raise CudaError(R.CUDA_ERROR_INVALID_HANDLE,
                             f"{fn.name} is loaded on device {fn.code.device}, not {ctx.device}")
+        if cooperative:
+            # every block must be resident at once, as on the GPU the facts describe
+            per_sm = self.cuOccupancyMaxActiveBlocksPerMultiprocessor(
+                f, block[0] * block[1] * block[2], int(sharedMemBytes))
+            most = per_sm * self.backend.device_facts(ctx.device).attributes[
+                A.CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT]
+            if grid[0] * grid[1] * grid[2] > most:
+                raise CudaError(R.CUDA_ERROR_COOPERATIVE_LAUNCH_TOO_LARGE,
+                                f"a cooperative grid of {grid} blocks exceeds the {most} that "
+                                "can be resident at once")
         try:
-            fn.code.loaded.launch(fn.name, grid, block, int(sharedMemBytes), params, self._printf)
+            fn.code.loaded.launch(fn.name, grid, block, int(sharedMemBytes), params, self._printf,
+                                  cooperative=cooperative)
         except EmuFault as fault:
             error, sticky = fault_to_error(fault)
             self._launch_failed(ctx, fn, error, sticky)
@@ -1183,19 +1210,20 @@ class EmuSession(CudaSession):
 
     @_api
     def cuLaunchKernelEx(self, config: dict[str, Any], f: int, kernelParams: bytes) -> None:
-        """cuLaunchKernel plus launch attributes; those that change semantics beyond what the
-        emulator offers (cooperative grids, clusters) are NOT_SUPPORTED."""
+        """cuLaunchKernel plus launch attributes (a cooperative grid among them); thread block
+        clusters are NOT_SUPPORTED."""
+        cooperative = False
         for attr_id, value in config.get("attrs", []):
             if attr_id == 2 and value:  # CU_LAUNCH_ATTRIBUTE_COOPERATIVE
-                raise CudaError(R.CUDA_ERROR_NOT_SUPPORTED,
-                                "cooperative launches are not emulated")
+                cooperative = True
             if attr_id in (4, 11) and value not in (None, [1, 1, 1], (1, 1, 1)):
                 raise CudaError(R.CUDA_ERROR_NOT_SUPPORTED, "thread block clusters are not "
                                 "emulated")
-        self.cuLaunchKernel(
-            f, config["gridDimX"], config["gridDimY"], config["gridDimZ"],
-            config["blockDimX"], config["blockDimY"], config["blockDimZ"],
+        self._launch(
+            f, (config["gridDimX"], config["gridDimY"], config["gridDimZ"]),
+            (config["blockDimX"], config["blockDimY"], config["blockDimZ"]),
             config.get("sharedMemBytes", 0), config.get("hStream", 0), kernelParams,
+            cooperative=cooperative,
         )
 
     @_api
@@ -1212,10 +1240,10 @@ class EmuSession(CudaSession):
         hStream: int,
         kernelParams: bytes,
     ) -> None:
-        """Grid-wide synchronisation is not emulated (the device reports
-        CU_DEVICE_ATTRIBUTE_COOPERATIVE_LAUNCH = 0)."""
-        self._function(f)
-        raise CudaError(R.CUDA_ERROR_NOT_SUPPORTED, "cooperative launches are not emulated")
+        """A launch whose blocks may synchronise grid-wide (cooperative groups' grid.sync());
+        the grid must fit on the device at once."""
+        self._launch(f, (gridDimX, gridDimY, gridDimZ), (blockDimX, blockDimY, blockDimZ),
+                     sharedMemBytes, hStream, kernelParams, cooperative=True)
 
     @_api
     def cuOccupancyMaxActiveBlocksPerMultiprocessor(
