@@ -404,3 +404,10 @@ def test_prmt_modes():
     }
     for i, m in enumerate(modes):
         assert got[i].tolist() == want[m], m
+
+
+def test_shuffle_from_lanes_outside_the_mask_reads_zero(k):
+    x = np.random.default_rng(10).integers(-100, 100, 4 * 256).astype(np.int32)
+    out = k.zeros(4, np.int32)
+    k.launch("lastwarp", 4, 256, k.put(x), out)
+    np.testing.assert_array_equal(k.get(out, 4, np.int32), x.reshape(4, 256).sum(1))

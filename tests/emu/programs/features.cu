@@ -303,3 +303,20 @@ extern "C" __global__ void bulkcopy(const float* in, float* out) {
   out[blockIdx.x * 256 + t] = tile[255 - t] * 3 + tile2[t];
 #endif
 }
+
+// the CUDA samples' reduce7: the last warp-level reduction runs on the block's first 8 lanes
+// only, with an 8-lane mask, and shuffles down from lanes that do not take part
+extern "C" __global__ void lastwarp(const int* in, int* out) {
+  __shared__ int s[8];
+  int t = threadIdx.x;
+  int v = in[blockIdx.x * 256 + t];
+  for (int o = 16; o; o >>= 1) v += __shfl_down_sync(0xffffffff, v, o);
+  if ((t & 31) == 0) s[t >> 5] = v;
+  __syncthreads();
+  unsigned m = __ballot_sync(0xffffffff, t < 8);
+  if (t < 8) {
+    v = s[t];
+    for (int o = 16; o; o >>= 1) v += __shfl_down_sync(m, v, o);
+  }
+  if (t == 0) out[blockIdx.x] = v;
+}

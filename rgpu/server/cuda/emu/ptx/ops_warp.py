@@ -3,8 +3,7 @@
 Lanes of a warp are consecutive lanes of a block (32 threads by linear thread index), so warp
 operations index the batch's flat lane vector relative to each warp's first lane. Lanes that do
 not execute the instruction (masked off by divergence) contribute nothing to votes; a shuffle
-that reads such a lane gets whatever that lane's register holds, which is what the hardware
-calls undefined.
+that reads such a lane (undefined in PTX) gets 0, as the hardware returns.
 """
 
 from __future__ import annotations
@@ -66,7 +65,15 @@ def _shfl(ins: Instruction, cx: CompileContext) -> Exec:
         if not g.full_warps:  # the last warp of a block may be partial
             ok = ok & (g.t.astype(_I64) - lane + j < g.bs)
         src = np.where(ok, src, g.lane)
-        wv(fr, x[src], m)
+        v = x[src]
+        if m is not None:
+            # a source lane that does not execute this shfl is undefined in PTX; the hardware
+            # reads 0 there, which code such as the CUDA samples' reduce7 (a last shuffle
+            # reduction over the block's first few lanes only) relies on
+            absent = ok & ~m[src]
+            if absent.any():
+                v = np.where(absent, x.dtype.type(0), v)
+        wv(fr, v, m)
         if wp is not None:
             wp(fr, ok, m)
 
