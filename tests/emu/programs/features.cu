@@ -305,18 +305,19 @@ extern "C" __global__ void bulkcopy(const float* in, float* out) {
 }
 
 // the CUDA samples' reduce7: the last warp-level reduction runs on the block's first 8 lanes
-// only, with an 8-lane mask, and shuffles down from lanes that do not take part
+// only, with an 8-lane mask, and shuffles down from lanes that do not take part (whose register,
+// the loop's, still holds their first-level partial sums)
+__device__ __forceinline__ int warpSum(unsigned mask, int v) {
+  for (int o = warpSize / 2; o > 0; o /= 2) v += __shfl_down_sync(mask, v, o);
+  return v;
+}
 extern "C" __global__ void lastwarp(const int* in, int* out) {
   __shared__ int s[8];
   int t = threadIdx.x;
-  int v = in[blockIdx.x * 256 + t];
-  for (int o = 16; o; o >>= 1) v += __shfl_down_sync(0xffffffff, v, o);
+  int v = warpSum(0xffffffff, in[blockIdx.x * 256 + t]);
   if ((t & 31) == 0) s[t >> 5] = v;
   __syncthreads();
   unsigned m = __ballot_sync(0xffffffff, t < 8);
-  if (t < 8) {
-    v = s[t];
-    for (int o = 16; o; o >>= 1) v += __shfl_down_sync(m, v, o);
-  }
+  if (t < 8) v = warpSum(m, s[t]);
   if (t == 0) out[blockIdx.x] = v;
 }
