@@ -382,7 +382,8 @@ int rgpu_coherent_release(uint64_t p, int by_host)
     long i = find_locked(p, by_host);
     uint64_t base = i < 0 ? 0 : by_host ? (uint64_t)(uintptr_t)ranges[i].host
                                         : ranges[i].dev_addr;
-    if (i < 0 || base != p) {
+    if (i < 0 || base != p || (!by_host && !(ranges[i].kind & COH_MANAGED))) {
+        /* (cuMemFree of page-locked memory is not a free of it) */
         pthread_mutex_unlock(&coh_mu);
         return 0;
     }

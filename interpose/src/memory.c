@@ -191,6 +191,8 @@ CUresult cuMemFree_v2(CUdeviceptr dptr)
         return CUDA_SUCCESS;
     if (rgpu_coherent_release(dptr, 0))
         return CUDA_SUCCESS; /* managed memory: its device copy was freed with it */
+    if (rgpu_coherent_find((const void *)(uintptr_t)dptr, NULL, NULL))
+        return CUDA_ERROR_INVALID_VALUE; /* mapped page-locked memory: cuMemFreeHost's */
     if (rgpu_graph_owns(dptr))
         return CUDA_SUCCESS; /* memory of a graph's allocation node: the graph holds it */
     range r;
