@@ -411,3 +411,10 @@ def test_shuffle_from_lanes_outside_the_mask_reads_zero(k):
     out = k.zeros(4, np.int32)
     k.launch("lastwarp", 4, 256, k.put(x), out)
     np.testing.assert_array_equal(k.get(out, 4, np.int32), x.reshape(4, 256).sum(1))
+
+
+def test_dynamic_shared_after_an_unaligned_static_variable(k):
+    x = np.arange(128, dtype=np.float32)
+    out = k.zeros(128, np.float32)
+    k.launch("oddstatic", 1, 128, k.put(x), out, shared=128 * 4)
+    np.testing.assert_array_equal(k.get(out, 128, np.float32), x[::-1] + 1)

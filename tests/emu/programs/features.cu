@@ -321,3 +321,15 @@ extern "C" __global__ void lastwarp(const int* in, int* out) {
   if (t < 8) v = warpSum(m, s[t]);
   if (t == 0) out[blockIdx.x] = v;
 }
+
+// a 1-byte static shared variable before the dynamic array (threadFenceReduction's amLast): the
+// dynamic array starts aligned after it and the launch's bytes must all fit
+extern "C" __global__ void oddstatic(const float* in, float* out) {
+  extern __shared__ float dyn[];
+  __shared__ bool first;
+  int t = threadIdx.x;
+  if (t == 0) first = true;
+  dyn[t] = in[t];
+  __syncthreads();
+  out[t] = dyn[blockDim.x - 1 - t] + (first ? 1.f : 0.f);
+}

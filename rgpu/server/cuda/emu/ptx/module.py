@@ -150,6 +150,9 @@ class _CompiledKernel:
     ) -> None:
         self.entry = entry
         self.static_shared = static_shared
+        #: where dynamic shared memory starts: after the static variables, aligned for the
+        #: extern arrays, so the window is this plus the launch's dynamic bytes
+        self.dynamic_offset = static_shared
         self.local_size = local_size
         self.reserved_shared = reserved
 
@@ -229,7 +232,7 @@ class LoadedModule:
                 return ck
             mod = self.module
             entry = mod.functions[name]
-            shared_off, static, _dyn = shared_layout(entry, mod.functions, mod.variables)
+            shared_off, static, dyn = shared_layout(entry, mod.functions, mod.variables)
             funcs = reachable_functions(entry, mod.functions)
             # functions whose addresses sit in initialised tables (vtables) are callable too
             seen = {f.name for f in funcs}
@@ -255,6 +258,7 @@ class LoadedModule:
             ck = _CompiledKernel(
                 levels.get(0)[name], static, total_local, RESERVED_SHARED if reads_reserved else 0
             )
+            ck.dynamic_offset = dyn
             self._compiled[name] = ck
             return ck
 
@@ -579,7 +583,8 @@ class LoadedModule:
                 nb = min(per, nblocks - b0)
                 L = Batch(
                     kernel, self.memory, grid, block, b0, nb, params,  # type: ignore[arg-type]
-                    ck.static_shared, dynamic_shared, ck.local_size, printf, ck.reserved_shared,
+                    ck.dynamic_offset if dynamic_shared else ck.static_shared, dynamic_shared,
+                    ck.local_size, printf, ck.reserved_shared,
                     workspace,
                 )  # fmt: skip
                 try:
