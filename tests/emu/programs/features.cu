@@ -326,10 +326,10 @@ extern "C" __global__ void lastwarp(const int* in, int* out) {
 // dynamic array starts aligned after it and the launch's bytes must all fit
 extern "C" __global__ void oddstatic(const float* in, float* out) {
   extern __shared__ float dyn[];
-  __shared__ bool first;
+  __shared__ bool positive;
   int t = threadIdx.x;
-  if (t == 0) first = true;
+  if (t == 0) positive = in[0] >= 0.f;
   dyn[t] = in[t];
   __syncthreads();
-  out[t] = dyn[blockDim.x - 1 - t] + (first ? 1.f : 0.f);
+  out[t] = dyn[blockDim.x - 1 - t] + (positive ? 1.f : 0.f);
 }
