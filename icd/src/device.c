@@ -589,6 +589,22 @@ static VKAPI_ATTR VkResult VKAPI_CALL icd_GetFenceStatus(VkDevice device, VkFenc
     return st == VK_SUCCESS ? rgpu_sync_from_server((rgpu_device *)device) : st;
 }
 
+/* With VK_QUERY_RESULT_WAIT_BIT the server waits in slices (a wait must not hold the session,
+ * where another thread's vkSetEvent may be what the query waits for) and answers VK_NOT_READY
+ * when a slice ends: asked again until the results are there, as the application expects. */
+static VKAPI_ATTR VkResult VKAPI_CALL icd_GetQueryPoolResults(
+    VkDevice device, VkQueryPool queryPool, uint32_t firstQuery, uint32_t queryCount,
+    size_t dataSize, void *pData, VkDeviceSize stride, VkQueryResultFlags flags)
+{
+    uint64_t a[8] = {(uint64_t)(uintptr_t)device, (uint64_t)queryPool, firstQuery, queryCount,
+                     dataSize, (uint64_t)(uintptr_t)pData, stride, flags};
+    VkResult st;
+    do
+        st = (VkResult)forward_named("vkGetQueryPoolResults", a);
+    while (st == VK_NOT_READY && (flags & VK_QUERY_RESULT_WAIT_BIT));
+    return st;
+}
+
 /* Polling a timeline semaphore or an event is host synchronisation too: once it shows new
  * work done, the host may read what that work wrote, so mapped memory is read back. */
 static VKAPI_ATTR VkResult VKAPI_CALL icd_GetSemaphoreCounterValue(VkDevice device,
@@ -680,6 +696,7 @@ static const struct {
     FN("vkGetSemaphoreCounterValue", icd_GetSemaphoreCounterValue),
     FN("vkGetSemaphoreCounterValueKHR", icd_GetSemaphoreCounterValue),
     FN("vkGetEventStatus", icd_GetEventStatus),
+    FN("vkGetQueryPoolResults", icd_GetQueryPoolResults),
 };
 
 PFN_vkVoidFunction rgpu_special_proc(const char *name)

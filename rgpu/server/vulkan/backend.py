@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import sys
 import threading
+import time
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -43,6 +44,9 @@ REPLY_INLINE_MAX = 1 << 20  # larger bin outputs are fetched with vkRgpuFetchBlo
 MAX_STAGED = 64
 MAX_STAGED_BYTES = 1 << 30
 READ_CHUNK = 64 << 10  # vkRgpuReadMemory's unit when the client sends its chunks' CRC-32s
+VK_NOT_READY = 1
+VK_QUERY_RESULT_WAIT_BIT = 0x2
+QUERY_WAIT_SLICE_S = 0.1  # a query wait polls this long, then the ICD asks again
 
 VK_ERROR_OUT_OF_DEVICE_MEMORY = -2
 
@@ -177,6 +181,7 @@ class VulkanSession(HandleMap):
             "vkAllocateMemory": self._allocate_memory,
             "vkWaitForFences": self._bounded_wait,
             "vkWaitSemaphores": self._bounded_wait,
+            "vkGetQueryPoolResults": self._query_results,
             "vkSetPrivateData": self._private_data,
             "vkGetPrivateData": self._private_data,
         }
@@ -608,6 +613,26 @@ class VulkanSession(HandleMap):
             args = list(args)
             args[index] = max(0, min(args[index], self.backend.max_wait_ns))
         return self.invoke(cmd, fn, args)
+
+    def _query_results(self, cmd: Command, fn: str, args: list[Any]) -> Any:
+        """VK_QUERY_RESULT_WAIT_BIT waits without bound, holding the session's worker: a query
+        whose work waits on a host vkSetEvent or vkSignalSemaphore from another thread would
+        never complete. So the wait is polled here for at most a slice, then VK_NOT_READY
+        (which a call with WAIT never returns) tells the ICD to ask again."""
+        index = next(i for i, f in enumerate(cmd.params) if f.name == "flags")
+        if len(args) != len(cmd.params) or not isinstance(args[index], int) \
+                or not args[index] & VK_QUERY_RESULT_WAIT_BIT:
+            return self.invoke(cmd, fn, args)
+        args = list(args)
+        args[index] &= ~VK_QUERY_RESULT_WAIT_BIT
+        deadline = time.monotonic() + min(QUERY_WAIT_SLICE_S, self.backend.max_wait_ns / 1e9)
+        pause = 50e-6
+        while True:
+            reply = self.invoke(cmd, fn, args)
+            if reply[0] != VK_NOT_READY or time.monotonic() >= deadline:
+                return reply
+            time.sleep(pause)
+            pause = min(pause * 2, 2e-3)
 
     def _private_data(self, cmd: Command, fn: str, args: list[Any]) -> Any:
         """``objectHandle`` is a raw uint64 in vk.xml: translate the client's id."""
