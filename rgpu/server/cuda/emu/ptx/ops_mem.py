@@ -721,7 +721,7 @@ def _cp_async_bulk(ins: Instruction, cx: CompileContext) -> Exec:
     fault = cx.faulter(ins)
     byte = np.dtype(np.uint8)
 
-    def lanes(v, idx, n):
+    def lanes(v, idx):
         return v[idx] if isinstance(v, np.ndarray) else np.full(idx.size, v, U64)
 
     def bulk(fr, m):
@@ -729,7 +729,7 @@ def _cp_async_bulk(ins: Instruction, cx: CompileContext) -> Exec:
 
         L = fr.L
         idx = np.flatnonzero(m) if m is not None else np.arange(L.N)
-        d, s = lanes(rd_dst(fr), idx, L.N), lanes(rd_src(fr), idx, L.N)
+        d, s = lanes(rd_dst(fr), idx), lanes(rd_src(fr), idx)
         size = np.broadcast_to(np.asarray(rsize(fr), np.int64), (L.N,))[idx]
         for j in range(idx.size):  # one issuing thread per copy, usually
             n = int(size[j])
@@ -740,7 +740,7 @@ def _cp_async_bulk(ins: Instruction, cx: CompileContext) -> Exec:
             ((_, dbuf, del_),) = L.resolve(dst_space, dst, 1, byte, np.repeat(one, n), fault)
             dbuf[del_] = sbuf[sel_]
         if rd_bar is not None:
-            b = lanes(rd_bar(fr), idx, L.N)
+            b = lanes(rd_bar(fr), idx)
             ((_, buf, el),) = L.resolve("shared", b, 8, U64, idx, fault)
             complete_tx(buf, el, size, L.mbar_tx)
 
