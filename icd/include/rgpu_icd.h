@@ -149,6 +149,7 @@ typedef struct rgpu_dobj {
     enum rgpu_otype type;
     struct rgpu_server *srv;   /* the server session the object lives in */
     struct rgpu_device *dev;   /* queues, command buffers: their device */
+    uint32_t api_version;      /* physical devices, devices: the application's apiVersion */
 } rgpu_dobj;
 
 typedef struct rgpu_server {

@@ -66,6 +66,7 @@ static VKAPI_ATTR VkResult VKAPI_CALL icd_CreateDevice(VkPhysicalDevice physical
     dev->obj.type = RO_DEVICE;
     dev->obj.id = rgpu_new_id();
     dev->obj.srv = g->srv;
+    dev->obj.api_version = ((const rgpu_dobj *)physicalDevice)->api_version;
     dev->gpu = g;
     pthread_mutex_init(&dev->mu, NULL);
     rgpu_enc e = {g->srv, 0};
@@ -199,17 +200,22 @@ static const char *special_origins(const char *name)
     return "VK_VERSION_1_0";
 }
 
-/* As drivers do, a command is handed out only when a core version (rgpu's ICD is 1.3) or an
- * extension the device was created with provides it: applications test optional features by
- * whether vkGetDeviceProcAddr returns NULL. */
+/* As drivers do, a command is handed out only when a core version up to the application's
+ * apiVersion (rgpu's ICD is 1.3) or an extension the device was created with provides it:
+ * applications test optional features by whether vkGetDeviceProcAddr returns NULL. */
 static int provided(const rgpu_device *dev, const char *origins)
 {
     const char *p = origins;
     while (*p) {
         const char *end = strchr(p, ' ');
         size_t len = end ? (size_t)(end - p) : strlen(p);
-        if (len > 11 && !strncmp(p, "VK_VERSION_", 11))
-            return 1;
+        if (len == 14 && !strncmp(p, "VK_VERSION_1_", 13)) { /* VK_VERSION_1_<minor> */
+            uint32_t api = dev && dev->obj.api_version ? dev->obj.api_version
+                                                       : VK_API_VERSION_1_0;
+            if (VK_API_VERSION_MAJOR(api) > 1 ||
+                (uint32_t)(p[13] - '0') <= VK_API_VERSION_MINOR(api))
+                return 1;
+        }
         for (uint32_t i = 0; dev && i < dev->nextensions; i++)
             if (strlen(dev->extensions[i]) == len && !strncmp(dev->extensions[i], p, len))
                 return 1;

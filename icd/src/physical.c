@@ -114,6 +114,7 @@ static VKAPI_ATTR VkResult VKAPI_CALL icd_CreateInstance(const VkInstanceCreateI
         pd->type = RO_PHYSICAL_DEVICE;
         pd->id = rgpu_gpus[i].pd_id;
         pd->srv = rgpu_gpus[i].srv;
+        pd->api_version = inst->api_version ? inst->api_version : VK_API_VERSION_1_0;
         inst->pds[inst->npd++] = pd;
     }
     *pInstance = (VkInstance)inst;

@@ -16,7 +16,8 @@
  *   vkCmdDrawMultiIndexedEXT from an array with a stride larger than its struct, a precise
  *   occlusion query read with VK_QUERY_RESULT_WITH_AVAILABILITY_BIT, the depth attachment read
  *   back;
- * - vkGetDeviceProcAddr: NULL for a command of an extension the device was not created with. */
+ * - vkGetDeviceProcAddr: NULL for a command of an extension the device was not created with,
+ *   and for core commands newer than the application's apiVersion. */
 #include "compat_common.h"
 
 #define W 64
@@ -127,6 +128,32 @@ int main(int argc, char **argv)
            vkGetDeviceProcAddr(dev, "vkGetPipelineExecutablePropertiesKHR") ? "found" : "absent");
     if (!draw_multi_indexed)
         return 1;
+    {   /* nor, for an application that asked for Vulkan 1.1, commands of 1.2 and 1.3 */
+        VkApplicationInfo app11 = {.sType = VK_STRUCTURE_TYPE_APPLICATION_INFO,
+                                   .apiVersion = VK_API_VERSION_1_1};
+        VkInstanceCreateInfo ici = {.sType = VK_STRUCTURE_TYPE_INSTANCE_CREATE_INFO,
+                                    .pApplicationInfo = &app11};
+        VkInstance inst11;
+        VkPhysicalDevice pd11;
+        VkDevice dev11;
+        uint32_t one = 1;
+        CHECK(vkCreateInstance(&ici, NULL, &inst11));
+        VkResult er = vkEnumeratePhysicalDevices(inst11, &one, &pd11);
+        CHECK(er == VK_INCOMPLETE ? VK_SUCCESS : er);
+        float prio = 1.0f;
+        VkDeviceQueueCreateInfo qci = {.sType = VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO,
+                                       .queueCount = 1, .pQueuePriorities = &prio};
+        VkDeviceCreateInfo dci = {.sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO,
+                                  .queueCreateInfoCount = 1, .pQueueCreateInfos = &qci};
+        CHECK(vkCreateDevice(pd11, &dci, NULL, &dev11));
+        printf("Vulkan 1.1 application: vkTrimCommandPool %s, vkCmdDrawIndirectCount %s, "
+               "vkCmdBeginRendering %s\n",
+               vkGetDeviceProcAddr(dev11, "vkTrimCommandPool") ? "found" : "absent",
+               vkGetDeviceProcAddr(dev11, "vkCmdDrawIndirectCount") ? "found" : "absent",
+               vkGetDeviceProcAddr(dev11, "vkCmdBeginRendering") ? "found" : "absent");
+        vkDestroyDevice(dev11, NULL);
+        vkDestroyInstance(inst11, NULL);
+    }
     VkShaderModule vs = load_shader(argv[1]), fs = load_shader(argv[2]);
 
     /* the texture: staging upload, then a mip chain by blits */
