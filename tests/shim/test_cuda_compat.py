@@ -27,11 +27,15 @@ def compat_programs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]
     if apps.NVCC is None:
         pytest.skip("nvcc is not installed: the CUDA test programs cannot be built")
     out = tmp_path_factory.mktemp("compat")
-    jobs = [[apps.NVCC, "-o", str(out / name), str(apps.PROGRAMS / f"{name}.cu")]
-            for name in PROGRAMS]
+    jobs = {name: [apps.NVCC, "-o", str(out / name), str(apps.PROGRAMS / f"{name}.cu")]
+            for name in PROGRAMS}
+    # the per-thread default stream takes the _ptsz/_ptds entry points of capture and launch
+    jobs["compat_graphs-per-thread"] = [
+        apps.NVCC, "-default-stream", "per-thread", "-o", str(out / "compat_graphs-per-thread"),
+        str(apps.PROGRAMS / "compat_graphs.cu")]
     with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
-        list(pool.map(apps._compile, jobs))
-    return {name: out / name for name in PROGRAMS}
+        list(pool.map(apps._compile, jobs.values()))
+    return {name: out / name for name in jobs}
 
 
 @pytest.fixture(scope="module")
@@ -70,10 +74,12 @@ def test_runtime_behaviour(tcp_rig: apps.Rig, compat_programs: dict[str, Path]) 
         assert f"{section} ok" in result.stdout
 
 
-def test_graphs(tcp_rig: apps.Rig, compat_programs: dict[str, Path]) -> None:
+@pytest.mark.parametrize("build", ["compat_graphs", "compat_graphs-per-thread"])
+def test_graphs(tcp_rig: apps.Rig, compat_programs: dict[str, Path], build: str) -> None:
     """Stream capture with a fork onto a second stream and a join back, replayed five times
     (host function included); explicit memset/kernel/memcpy nodes with parameter updates in the
-    executable graph, cudaGraphExecUpdate and cudaGraphClone."""
-    result = tcp_rig.run([str(compat_programs["compat_graphs"])])
+    executable graph, cudaGraphExecUpdate and cudaGraphClone; child graphs, event nodes, memory
+    nodes. Also built with the per-thread default stream."""
+    result = tcp_rig.run([str(compat_programs[build])])
     apps._assert_passed(result, tcp_rig)
     assert "nodes 7 edges 7" in result.stdout
