@@ -57,6 +57,7 @@ void rgpu_pool_free(CUdeviceptr dptr);
  * (rgpu_capture_*) instead of running; event records and waits on capturing streams fork and
  * join captures (they return 1 when they did so, and the call has nothing else to do). */
 int rgpu_capturing(CUstream s);
+CUresult rgpu_capture_invalidate(CUstream s);
 CUresult rgpu_capture_kernel(CUstream s, const CUDA_KERNEL_NODE_PARAMS *p);
 CUresult rgpu_capture_copy(CUstream s, const CUDA_MEMCPY3D *c);
 CUresult rgpu_capture_memset(CUstream s, const CUDA_MEMSET_NODE_PARAMS *m);

@@ -1507,6 +1507,18 @@ int rgpu_capturing(CUstream s)
     return yes;
 }
 
+/* A call CUDA forbids on a capturing stream (a synchronisation): the capture is invalidated
+ * and cuStreamEndCapture will say so; the call fails with the returned code. */
+CUresult rgpu_capture_invalidate(CUstream s)
+{
+    pthread_mutex_lock(&graph_mu);
+    long i = cstream_index(s);
+    if (i >= 0)
+        cstreams[i].cap->invalidated = 1;
+    pthread_mutex_unlock(&graph_mu);
+    return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
+}
+
 static int set_tail(capturing_stream *cs, rgpu_gnode **nodes, size_t n)
 {
     rgpu_gnode **t = malloc((n ? n : 1) * sizeof *t);

@@ -69,7 +69,7 @@ static CUresult stream_sync_call(const char *fn, CUstream s)
     if (sid == UINT64_MAX)
         return CUDA_ERROR_INVALID_HANDLE;
     if (rgpu_capturing(s))
-        return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED; /* nothing runs until the graph does */
+        return rgpu_capture_invalidate(s); /* nothing runs until the graph does */
     CUresult st = rgpu_coherent_push();
     if (st != CUDA_SUCCESS)
         return st;
