@@ -12,12 +12,14 @@ process is bounded in time.
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import test_cuda_apps as apps
+from test_cuda_apps import sanitized  # noqa: F401 (a fixture: the sanitizer build of the shim)
 
 PROGRAMS = ("compat_memory", "compat_runtime", "compat_graphs")
 
@@ -83,3 +85,19 @@ def test_graphs(tcp_rig: apps.Rig, compat_programs: dict[str, Path], build: str)
     result = tcp_rig.run([str(compat_programs[build])])
     apps._assert_passed(result, tcp_rig)
     assert "nodes 7 edges 7" in result.stdout
+
+
+@pytest.mark.parametrize("name", ["compat_memory", "compat_graphs"])
+def test_sanitized(tcp_rig: apps.Rig, compat_programs: dict[str, Path],
+                   sanitized: list[str], name: str) -> None:  # noqa: F811
+    """Managed/mapped memory coherence, pools and graphs on the AddressSanitizer +
+    UndefinedBehaviorSanitizer build: no memory error, no undefined behaviour."""
+    env = tcp_rig.app_env()
+    env["LD_PRELOAD"] = " ".join(sanitized)
+    env["LD_LIBRARY_PATH"] = str(Path(sanitized[-1]).parent / "cuda")
+    env["ASAN_OPTIONS"] = "detect_leaks=0:halt_on_error=1"
+    env["UBSAN_OPTIONS"] = "halt_on_error=1:print_stacktrace=1"
+    p = subprocess.run([str(compat_programs[name])], env=env, capture_output=True, text=True,
+                       timeout=apps.APP_TIMEOUT_S, cwd=tcp_rig.root)
+    assert "Sanitizer" not in p.stderr and "runtime error" not in p.stderr, p.stderr
+    assert p.returncode == 0 and "PASSED" in p.stdout, f"{p.stdout}\n{p.stderr}"
