@@ -358,8 +358,8 @@ class Batch:
         then one gather from a shifted view. Returns None when the access needs the general
         path (scalar base, misalignment, anything out of bounds), which also reports faults.
         """
-        if not isinstance(base, np.ndarray) or off % size or off < 0:
-            return None  # (callers slice the buffer at the offset: a negative one would wrap)
+        if not isinstance(base, np.ndarray) or off % size:
+            return None
         item = dt.itemsize
         key = (id(base), space, item)
         ent = self._elcache.get(key)

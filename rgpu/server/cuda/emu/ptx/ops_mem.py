@@ -119,7 +119,9 @@ def _ld(ins: Instruction, cx: CompileContext) -> Exec:
             if hit is not None:
                 buf, el, k = hit
                 for j in range(nvec):
-                    ws_full[j](fr, buf[k + j :][el], None)
+                    # a view from the offset saves an index add; a negative one cannot slice
+                    v = buf[k + j :][el] if k + j >= 0 else buf[el + (k + j)]
+                    ws_full[j](fr, v, None)
                 return
         a = rd_addr(fr)
         if m is not None and isinstance(a, np.ndarray):
@@ -240,7 +242,10 @@ def _st(ins: Instruction, cx: CompileContext) -> Exec:
                 buf, el, k = hit
                 for j, rd in enumerate(readers):
                     if rd is not None:
-                        buf[k + j :][el] = rd(fr)
+                        if k + j >= 0:
+                            buf[k + j :][el] = rd(fr)
+                        else:
+                            buf[el + (k + j)] = rd(fr)
                 return
         a = rd_addr(fr)
         idx = None
