@@ -17,18 +17,15 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "rgpu_frame.h"
 #include "rgpu_icd.h"
 
-#define FRAME_MAGIC 0x5247
-#define FRAME_VERSION 1
-#define HEADER_SIZE 24
-#define MAX_BODY (8u << 20)
-#define MAX_BULK (8u << 20)
-#define F_COMPRESSED 0x01
-#define F_BULK 0x02
-#define F_RESPONSE 0x04
-#define F_ERROR 0x08
-#define F_MORE 0x20
+#define HEADER_SIZE RGPU_HEADER_SIZE
+#define MAX_BODY RGPU_MAX_BODY
+#define MAX_BULK RGPU_MAX_BULK
+#define F_BULK RGPU_F_BULK
+#define F_RESPONSE RGPU_F_RESPONSE
+#define F_MORE RGPU_F_MORE
 #define BATCH_FLUSH_BYTES (256u << 10)
 #define MAX_DEFERRED 16
 
@@ -161,12 +158,7 @@ void rgpu_reply_free(rgpu_reply *r)
     r->has_body = 0;
 }
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
+#define now_s rgpu_now_s
 
 static void lost(const char *why)
 {
@@ -184,97 +176,22 @@ static void lost(const char *why)
 
 /* ---- raw I/O ----------------------------------------------------------------------------- */
 
-static int wait_fd(short ev, double deadline)
-{
-    for (;;) {
-        double left = deadline - now_s();
-        if (left <= 0)
-            return -1;
-        struct pollfd p = {.fd = g.fd, .events = ev};
-        int ms = left > 1.0 ? 1000 : (int)(left * 1000) + 1;
-        int r = poll(&p, 1, ms);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0)
-            return -1;
-        if (r == 0)
-            continue;
-        if (p.revents & (POLLERR | POLLNVAL))
-            return -1;
-        return 0; /* readable, writable, or hung up (read will tell) */
-    }
-}
-
 static int write_iov(struct iovec *iov, int n, double deadline)
 {
-    while (n > 0) {
-        if (wait_fd(POLLOUT, deadline) != 0) {
-            lost("write timed out");
-            return -1;
-        }
-        struct msghdr m = {.msg_iov = iov, .msg_iovlen = (size_t)n};
-        ssize_t w = sendmsg(g.fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (w < 0) {
-            if (errno == EINTR || errno == EAGAIN)
-                continue;
-            lost(strerror(errno));
-            return -1;
-        }
-        while (n > 0 && (size_t)w >= iov->iov_len) {
-            w -= (ssize_t)iov->iov_len;
-            iov++;
-            n--;
-        }
-        if (n > 0) {
-            iov->iov_base = (uint8_t *)iov->iov_base + w;
-            iov->iov_len -= (size_t)w;
-        }
-    }
-    return 0;
+    const char *why = "?";
+    if (rgpu_write_iov(g.fd, iov, n, deadline, &why) == 0)
+        return 0;
+    lost(why);
+    return -1;
 }
 
 static int read_full(void *buf, size_t n, double deadline)
 {
-    uint8_t *p = buf;
-    while (n > 0) {
-        if (wait_fd(POLLIN, deadline) != 0) {
-            lost("no answer from the rgpu daemon in time");
-            return -1;
-        }
-        ssize_t r = recv(g.fd, p, n, MSG_DONTWAIT);
-        if (r == 0) {
-            lost("the daemon closed the connection");
-            return -1;
-        }
-        if (r < 0) {
-            if (errno == EINTR || errno == EAGAIN)
-                continue;
-            lost(strerror(errno));
-            return -1;
-        }
-        p += r;
-        n -= (size_t)r;
-    }
-    return 0;
-}
-
-static void put_header(uint8_t *h, int kind, unsigned flags, uint32_t session, uint32_t request,
-                       uint32_t body_len, uint32_t bulk_len)
-{
-    h[0] = FRAME_MAGIC >> 8;
-    h[1] = FRAME_MAGIC & 0xff;
-    h[2] = FRAME_VERSION;
-    h[3] = (uint8_t)kind;
-    h[4] = (uint8_t)(flags >> 8);
-    h[5] = (uint8_t)flags;
-    h[6] = h[7] = 0;
-    uint32_t v[4] = {session, request, body_len, bulk_len};
-    for (int i = 0; i < 4; i++) {
-        h[8 + 4 * i] = (uint8_t)(v[i] >> 24);
-        h[9 + 4 * i] = (uint8_t)(v[i] >> 16);
-        h[10 + 4 * i] = (uint8_t)(v[i] >> 8);
-        h[11 + 4 * i] = (uint8_t)v[i];
-    }
+    const char *why = "?";
+    if (rgpu_read_full(g.fd, buf, n, deadline, &why) == 0)
+        return 0;
+    lost(why);
+    return -1;
 }
 
 static int flush_locked(double deadline)
@@ -303,31 +220,15 @@ static int send_message(int kind, uint32_t session, uint32_t request, const mp_b
         const uint8_t *b = first ? body->data : &nil;
         size_t blen = first ? body->len : 1;
         unsigned flags = (chunk ? F_BULK : 0) | (more ? F_MORE : 0);
-        uint8_t h[HEADER_SIZE];
-        put_header(h, kind, flags, session, request, (uint32_t)blen, (uint32_t)chunk);
         if (chunk < (64u << 10)) {
-            size_t start = g.out.len;
-            mp_buf *o = &g.out;
-            /* append raw bytes (not msgpack) to the outgoing buffer */
-            size_t need = HEADER_SIZE + blen + chunk;
-            if (o->len + need > o->cap) {
-                size_t cap = o->cap ? o->cap : 4096;
-                while (cap < o->len + need)
-                    cap *= 2;
-                uint8_t *p = realloc(o->data, cap);
-                if (!p)
-                    return -2;
-                o->data = p;
-                o->cap = cap;
-            }
-            memcpy(o->data + start, h, HEADER_SIZE);
-            memcpy(o->data + start + HEADER_SIZE, b, blen);
-            if (chunk)
-                memcpy(o->data + start + HEADER_SIZE + blen, bulk + pos, chunk);
-            o->len += need;
+            if (rgpu_append_frame(&g.out, kind, flags, session, request, b, blen, bulk + pos,
+                                  chunk) != 0)
+                return -2;
         } else {
             if (flush_locked(deadline) != 0)
                 return -1;
+            uint8_t h[HEADER_SIZE];
+            rgpu_put_header(h, kind, flags, session, request, (uint32_t)blen, (uint32_t)chunk);
             struct iovec iov[3] = {{h, HEADER_SIZE}, {(void *)b, blen}, {(void *)(bulk + pos), chunk}};
             if (write_iov(iov, 3, deadline) != 0)
                 return -1;
@@ -395,15 +296,12 @@ static VkResult wait_reply(uint32_t request, rgpu_reply *out)
         uint8_t h[HEADER_SIZE];
         if (read_full(h, HEADER_SIZE, deadline) != 0)
             break;
-        unsigned magic = (unsigned)(h[0] << 8 | h[1]);
-        int kind = h[3];
-        unsigned flags = (unsigned)(h[4] << 8 | h[5]);
-        uint32_t session = (uint32_t)h[8] << 24 | (uint32_t)h[9] << 16 | (uint32_t)h[10] << 8 | h[11];
-        uint32_t req = (uint32_t)h[12] << 24 | (uint32_t)h[13] << 16 | (uint32_t)h[14] << 8 | h[15];
-        uint32_t blen = (uint32_t)h[16] << 24 | (uint32_t)h[17] << 16 | (uint32_t)h[18] << 8 | h[19];
-        uint32_t klen = (uint32_t)h[20] << 24 | (uint32_t)h[21] << 16 | (uint32_t)h[22] << 8 | h[23];
-        if (magic != FRAME_MAGIC || h[2] != FRAME_VERSION || blen > MAX_BODY || klen > MAX_BULK ||
-            (flags & F_COMPRESSED)) {
+        rgpu_header hd;
+        rgpu_get_header(h, &hd);
+        int kind = hd.kind;
+        unsigned flags = hd.flags;
+        uint32_t session = hd.session, req = hd.request, blen = hd.body_len, klen = hd.bulk_len;
+        if (!rgpu_header_ok(&hd)) {
             lost("the daemon sent a malformed frame");
             break;
         }
@@ -505,18 +403,6 @@ static VkResult wait_reply(uint32_t request, rgpu_reply *out)
 
 /* ---- connecting -------------------------------------------------------------------------- */
 
-static void socket_path(char *buf, size_t cap)
-{
-    const char *s = getenv("RGPU_SOCKET");
-    const char *x = getenv("XDG_RUNTIME_DIR");
-    if (s && *s)
-        snprintf(buf, cap, "%s", s);
-    else if (x && *x)
-        snprintf(buf, cap, "%s/rgpu/rgpu.sock", x);
-    else
-        snprintf(buf, cap, "/tmp/rgpu-%u/rgpu.sock", (unsigned)getuid());
-}
-
 static VkResult connect_locked(void)
 {
     if (g.state != 0 && g.pid != getpid()) { /* a forked child gets a connection of its own */
@@ -535,7 +421,7 @@ static VkResult connect_locked(void)
         return VK_ERROR_DEVICE_LOST;
     g.pid = getpid();
     char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
-    socket_path(path, sizeof path);
+    rgpu_socket_path(path, sizeof path);
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
@@ -549,25 +435,9 @@ static VkResult connect_locked(void)
     }
     g.fd = fd;
     g.state = 1;
-    uint8_t nonce[32];
-    if (getrandom(nonce, sizeof nonce, 0) != (ssize_t)sizeof nonce)
-        memset(nonce, 0x5a, sizeof nonce);
     mp_buf b;
     mp_init(&b);
-    mp_map(&b, 6);
-    mp_str(&b, "versions");
-    mp_array(&b, 1);
-    mp_uint(&b, 1);
-    mp_str(&b, "nonce");
-    mp_bin(&b, nonce, sizeof nonce);
-    mp_str(&b, "name");
-    mp_str(&b, program_invocation_short_name);
-    mp_str(&b, "pid");
-    mp_uint(&b, (uint64_t)getpid());
-    mp_str(&b, "features");
-    mp_array(&b, 0);
-    mp_str(&b, "auth");
-    mp_bool(&b, 0);
+    rgpu_hello_body(&b);
     int rc = send_message(RG_HELLO, 0, 0, &b, NULL, 0, 1);
     mp_free(&b);
     if (rc != 0)
@@ -681,24 +551,13 @@ VkResult rgpu_control(const mp_buf *body, rgpu_reply *out)
     return request(RG_CONTROL, 0, body, NULL, 0, out);
 }
 
-/* The function name of a CALL/BATCH body, for trace lines. */
-static void body_fn(const mp_buf *body, char *fn, size_t cap)
-{
-    mp_doc d;
-    snprintf(fn, cap, "?");
-    if (mp_decode(&d, body->data, body->len) == 0) {
-        mp_get_str(&d, mp_array_at(&d, 0, 0), fn, cap);
-        mp_doc_free(&d);
-    }
-}
-
 VkResult rgpu_call(uint32_t session, const mp_buf *body, const void *bulk, size_t bulk_len,
                    rgpu_reply *out)
 {
     VkResult st = request(RG_CALL, session, body, bulk, bulk_len, out);
     if (rgpu_log_level >= 2) {
         char fn[64];
-        body_fn(body, fn, sizeof fn);
+        rgpu_body_fn(body, fn, sizeof fn);
         RGPU_TRACE("CALL %s (%zu bulk bytes) -> %d%s%s", fn, bulk_len, (int)st,
                    out->message[0] ? ": " : "", out->message);
     }
@@ -717,8 +576,8 @@ VkResult rgpu_call_pair(uint32_t session, const mp_buf *first, rgpu_reply *out1,
     VkResult st = request_pair(session, first, out1, second, out2);
     if (rgpu_log_level >= 2) {
         char fn1[64], fn2[64];
-        body_fn(first, fn1, sizeof fn1);
-        body_fn(second, fn2, sizeof fn2);
+        rgpu_body_fn(first, fn1, sizeof fn1);
+        rgpu_body_fn(second, fn2, sizeof fn2);
         RGPU_TRACE("CALL %s -> %d, pipelined CALL %s -> %d", fn1, (int)st, fn2,
                    (int)out2->status);
     }
@@ -735,7 +594,7 @@ VkResult rgpu_batch(uint32_t session, const mp_buf *body, const void *bulk, size
 {
     if (rgpu_log_level >= 2) {
         char fn[64];
-        body_fn(body, fn, sizeof fn);
+        rgpu_body_fn(body, fn, sizeof fn);
         RGPU_TRACE("BATCH %s (%zu bulk bytes)", fn, bulk_len);
     }
     rgpu_lock();

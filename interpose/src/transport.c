@@ -20,18 +20,15 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "rgpu_frame.h"
 #include "rgpu_shim.h"
 
-#define FRAME_MAGIC 0x5247
-#define FRAME_VERSION 1
-#define HEADER_SIZE 24
-#define MAX_BODY (8u << 20)
-#define MAX_BULK (8u << 20)
-#define F_COMPRESSED 0x01
-#define F_BULK 0x02
-#define F_RESPONSE 0x04
-#define F_ERROR 0x08
-#define F_MORE 0x20
+#define HEADER_SIZE RGPU_HEADER_SIZE
+#define MAX_BODY RGPU_MAX_BODY
+#define MAX_BULK RGPU_MAX_BULK
+#define F_BULK RGPU_F_BULK
+#define F_RESPONSE RGPU_F_RESPONSE
+#define F_MORE RGPU_F_MORE
 #define BATCH_FLUSH_BYTES (256u << 10)
 #define MAX_DEFERRED 16
 
@@ -165,12 +162,7 @@ void rgpu_reply_free(rgpu_reply *r)
     r->has_body = 0;
 }
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
+#define now_s rgpu_now_s
 
 /* Called with the mutex held. Every waiting request fails; a reader still inside a read on
  * the socket is woken by the shutdown and closes it, so its descriptor is never reused under
@@ -206,99 +198,14 @@ static void lost(const char *why)
 
 /* ---- raw I/O ----------------------------------------------------------------------------- */
 
-static int wait_fd(int fd, short ev, double deadline)
-{
-    for (;;) {
-        double left = deadline - now_s();
-        if (left <= 0)
-            return -1;
-        struct pollfd p = {.fd = fd, .events = ev};
-        int ms = left > 1.0 ? 1000 : (int)(left * 1000) + 1;
-        int r = poll(&p, 1, ms);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0)
-            return -1;
-        if (r == 0)
-            continue;
-        if (p.revents & (POLLERR | POLLNVAL))
-            return -1;
-        return 0; /* readable, writable, or hung up (read will tell) */
-    }
-}
-
 /* Called with the mutex held. */
 static int write_iov(struct iovec *iov, int n, double deadline)
 {
-    while (n > 0) {
-        if (g.fd < 0 || wait_fd(g.fd, POLLOUT, deadline) != 0) {
-            lost("write timed out");
-            return -1;
-        }
-        struct msghdr m = {.msg_iov = iov, .msg_iovlen = (size_t)n};
-        ssize_t w = sendmsg(g.fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (w < 0) {
-            if (errno == EINTR || errno == EAGAIN)
-                continue;
-            lost(strerror(errno));
-            return -1;
-        }
-        while (n > 0 && (size_t)w >= iov->iov_len) {
-            w -= (ssize_t)iov->iov_len;
-            iov++;
-            n--;
-        }
-        if (n > 0) {
-            iov->iov_base = (uint8_t *)iov->iov_base + w;
-            iov->iov_len -= (size_t)w;
-        }
-    }
-    return 0;
-}
-
-/* Touches no shared state (a reader runs it without the mutex); *why says what failed. */
-static int read_full(int fd, void *buf, size_t n, double deadline, const char **why)
-{
-    uint8_t *p = buf;
-    while (n > 0) {
-        if (wait_fd(fd, POLLIN, deadline) != 0) {
-            *why = "no answer from the rgpu daemon in time";
-            return -1;
-        }
-        ssize_t r = recv(fd, p, n, MSG_DONTWAIT);
-        if (r == 0) {
-            *why = "the daemon closed the connection";
-            return -1;
-        }
-        if (r < 0) {
-            if (errno == EINTR || errno == EAGAIN)
-                continue;
-            *why = "the socket failed";
-            return -1;
-        }
-        p += r;
-        n -= (size_t)r;
-    }
-    return 0;
-}
-
-static void put_header(uint8_t *h, int kind, unsigned flags, uint32_t session, uint32_t request,
-                       uint32_t body_len, uint32_t bulk_len)
-{
-    h[0] = FRAME_MAGIC >> 8;
-    h[1] = FRAME_MAGIC & 0xff;
-    h[2] = FRAME_VERSION;
-    h[3] = (uint8_t)kind;
-    h[4] = (uint8_t)(flags >> 8);
-    h[5] = (uint8_t)flags;
-    h[6] = h[7] = 0;
-    uint32_t v[4] = {session, request, body_len, bulk_len};
-    for (int i = 0; i < 4; i++) {
-        h[8 + 4 * i] = (uint8_t)(v[i] >> 24);
-        h[9 + 4 * i] = (uint8_t)(v[i] >> 16);
-        h[10 + 4 * i] = (uint8_t)(v[i] >> 8);
-        h[11 + 4 * i] = (uint8_t)v[i];
-    }
+    const char *why = "?";
+    if (rgpu_write_iov(g.fd, iov, n, deadline, &why) == 0)
+        return 0;
+    lost(why);
+    return -1;
 }
 
 static int flush_locked(double deadline)
@@ -329,31 +236,15 @@ static int send_message(int kind, uint32_t session, uint32_t request, const mp_b
         const uint8_t *b = first ? body->data : &nil;
         size_t blen = first ? body->len : 1;
         unsigned flags = (chunk ? F_BULK : 0) | (more ? F_MORE : 0);
-        uint8_t h[HEADER_SIZE];
-        put_header(h, kind, flags, session, request, (uint32_t)blen, (uint32_t)chunk);
         if (chunk < (64u << 10)) {
-            size_t start = g.out.len;
-            mp_buf *o = &g.out;
-            /* append raw bytes (not msgpack) to the outgoing buffer */
-            size_t need = HEADER_SIZE + blen + chunk;
-            if (o->len + need > o->cap) {
-                size_t cap = o->cap ? o->cap : 4096;
-                while (cap < o->len + need)
-                    cap *= 2;
-                uint8_t *p = realloc(o->data, cap);
-                if (!p)
-                    return -2;
-                o->data = p;
-                o->cap = cap;
-            }
-            memcpy(o->data + start, h, HEADER_SIZE);
-            memcpy(o->data + start + HEADER_SIZE, b, blen);
-            if (chunk)
-                memcpy(o->data + start + HEADER_SIZE + blen, bulk + pos, chunk);
-            o->len += need;
+            if (rgpu_append_frame(&g.out, kind, flags, session, request, b, blen, bulk + pos,
+                                  chunk) != 0)
+                return -2;
         } else {
             if (flush_locked(deadline) != 0)
                 return -1;
+            uint8_t h[HEADER_SIZE];
+            rgpu_put_header(h, kind, flags, session, request, (uint32_t)blen, (uint32_t)chunk);
             struct iovec iov[3] = {{h, HEADER_SIZE}, {(void *)b, blen}, {(void *)(bulk + pos), chunk}};
             if (write_iov(iov, 3, deadline) != 0)
                 return -1;
@@ -438,17 +329,17 @@ static int read_frame(int fd, double deadline, frame *f, const char **why)
 {
     uint8_t h[HEADER_SIZE];
     memset(f, 0, sizeof *f);
-    if (read_full(fd, h, HEADER_SIZE, deadline, why) != 0)
+    if (rgpu_read_full(fd, h, HEADER_SIZE, deadline, why) != 0)
         return -1;
-    unsigned magic = (unsigned)(h[0] << 8 | h[1]);
-    f->kind = h[3];
-    f->flags = (unsigned)(h[4] << 8 | h[5]);
-    f->session = (uint32_t)h[8] << 24 | (uint32_t)h[9] << 16 | (uint32_t)h[10] << 8 | h[11];
-    f->request = (uint32_t)h[12] << 24 | (uint32_t)h[13] << 16 | (uint32_t)h[14] << 8 | h[15];
-    f->body_len = (uint32_t)h[16] << 24 | (uint32_t)h[17] << 16 | (uint32_t)h[18] << 8 | h[19];
-    f->bulk_len = (uint32_t)h[20] << 24 | (uint32_t)h[21] << 16 | (uint32_t)h[22] << 8 | h[23];
-    if (magic != FRAME_MAGIC || h[2] != FRAME_VERSION || f->body_len > MAX_BODY ||
-        f->bulk_len > MAX_BULK || (f->flags & F_COMPRESSED)) {
+    rgpu_header hd;
+    rgpu_get_header(h, &hd);
+    f->kind = hd.kind;
+    f->flags = hd.flags;
+    f->session = hd.session;
+    f->request = hd.request;
+    f->body_len = hd.body_len;
+    f->bulk_len = hd.bulk_len;
+    if (!rgpu_header_ok(&hd)) {
         *why = "the daemon sent a malformed frame";
         return -1;
     }
@@ -459,8 +350,8 @@ static int read_frame(int fd, double deadline, frame *f, const char **why)
         *why = "out of memory for a frame";
         return -1;
     }
-    if (read_full(fd, f->body, f->body_len, deadline, why) != 0 ||
-        read_full(fd, f->bulk, f->bulk_len, deadline, why) != 0) {
+    if (rgpu_read_full(fd, f->body, f->body_len, deadline, why) != 0 ||
+        rgpu_read_full(fd, f->bulk, f->bulk_len, deadline, why) != 0) {
         frame_free(f);
         return -1;
     }
@@ -590,18 +481,6 @@ static void wait_reply(waiter *w)
 
 /* ---- connecting -------------------------------------------------------------------------- */
 
-static void socket_path(char *buf, size_t cap)
-{
-    const char *s = getenv("RGPU_SOCKET");
-    const char *x = getenv("XDG_RUNTIME_DIR");
-    if (s && *s)
-        snprintf(buf, cap, "%s", s);
-    else if (x && *x)
-        snprintf(buf, cap, "%s/rgpu/rgpu.sock", x);
-    else
-        snprintf(buf, cap, "/tmp/rgpu-%u/rgpu.sock", (unsigned)getuid());
-}
-
 static CUresult connect_locked(void)
 {
     if (g.state != 0 && g.pid != getpid()) { /* a forked child gets a connection of its own */
@@ -624,7 +503,7 @@ static CUresult connect_locked(void)
         return CUDA_ERROR_DEVICE_UNAVAILABLE;
     g.pid = getpid();
     char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
-    socket_path(path, sizeof path);
+    rgpu_socket_path(path, sizeof path);
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
@@ -638,25 +517,9 @@ static CUresult connect_locked(void)
     }
     g.fd = fd;
     g.state = 1;
-    uint8_t nonce[32];
-    if (getrandom(nonce, sizeof nonce, 0) != (ssize_t)sizeof nonce)
-        memset(nonce, 0x5a, sizeof nonce);
     mp_buf b;
     mp_init(&b);
-    mp_map(&b, 6);
-    mp_str(&b, "versions");
-    mp_array(&b, 1);
-    mp_uint(&b, 1);
-    mp_str(&b, "nonce");
-    mp_bin(&b, nonce, sizeof nonce);
-    mp_str(&b, "name");
-    mp_str(&b, program_invocation_short_name);
-    mp_str(&b, "pid");
-    mp_uint(&b, (uint64_t)getpid());
-    mp_str(&b, "features");
-    mp_array(&b, 0);
-    mp_str(&b, "auth");
-    mp_bool(&b, 0);
+    rgpu_hello_body(&b);
     int rc = send_message(RG_HELLO, 0, 0, &b, NULL, 0, 1);
     mp_free(&b);
     if (rc != 0)
@@ -731,24 +594,13 @@ CUresult rgpu_control(const mp_buf *body, rgpu_reply *out)
     return request(RG_CONTROL, 0, body, NULL, 0, out);
 }
 
-/* The function name of a CALL/BATCH body, for trace lines. */
-static void body_fn(const mp_buf *body, char *fn, size_t cap)
-{
-    mp_doc d;
-    snprintf(fn, cap, "?");
-    if (mp_decode(&d, body->data, body->len) == 0) {
-        mp_get_str(&d, mp_array_at(&d, 0, 0), fn, cap);
-        mp_doc_free(&d);
-    }
-}
-
 CUresult rgpu_call(uint32_t session, const mp_buf *body, const void *bulk, size_t bulk_len,
                    rgpu_reply *out)
 {
     CUresult st = request(RG_CALL, session, body, bulk, bulk_len, out);
     if (rgpu_log_level >= 2) {
         char fn[64];
-        body_fn(body, fn, sizeof fn);
+        rgpu_body_fn(body, fn, sizeof fn);
         RGPU_TRACE("CALL %s (%zu bulk bytes) -> %d%s%s", fn, bulk_len, (int)st,
                    out->message[0] ? ": " : "", out->message);
     }
@@ -808,7 +660,7 @@ static int queue_coalesced(uint32_t session, const mp_buf *body)
         if (at < 0)
             return -2;
         uint8_t *h = g.out.data + at;
-        put_header(h, RG_BATCH, 0, session, 0, 5, 0);
+        rgpu_put_header(h, RG_BATCH, 0, session, 0, 5, 0);
         h[HEADER_SIZE] = 0xdd; /* array32, count patched below */
         put_be32(h + HEADER_SIZE + 1, 0);
         g.co_open = 1;
@@ -833,7 +685,7 @@ CUresult rgpu_batch(uint32_t session, const mp_buf *body, const void *bulk, size
 {
     if (rgpu_log_level >= 2) {
         char fn[64];
-        body_fn(body, fn, sizeof fn);
+        rgpu_body_fn(body, fn, sizeof fn);
         RGPU_TRACE("BATCH %s (%zu bulk bytes)", fn, bulk_len);
     }
     rgpu_lock();
