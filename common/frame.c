@@ -165,6 +165,53 @@ int rgpu_append_frame(mp_buf *out, int kind, unsigned flags, uint32_t session, u
     return 0;
 }
 
+int rgpu_flush_out(int fd, mp_buf *out, double deadline, const char **why)
+{
+    if (out->len == 0)
+        return fd < 0 ? -1 : 0;
+    struct iovec iov = {out->data, out->len};
+    int rc = rgpu_write_iov(fd, &iov, 1, deadline, why);
+    out->len = 0;
+    return rc;
+}
+
+int rgpu_send_message(int fd, mp_buf *out, size_t flush_at, int kind, uint32_t session,
+                      uint32_t request, const mp_buf *body, const uint8_t *bulk,
+                      size_t bulk_len, int flush, double deadline, const char **why)
+{
+    if (body->oom || body->len > RGPU_MAX_BODY)
+        return -2;
+    size_t pos = 0;
+    int first = 1;
+    do {
+        size_t chunk = bulk_len - pos > RGPU_MAX_BULK ? RGPU_MAX_BULK : bulk_len - pos;
+        int more = pos + chunk < bulk_len;
+        static const uint8_t nil = 0xc0; /* the body of every frame after the first */
+        const uint8_t *b = first ? body->data : &nil;
+        size_t blen = first ? body->len : 1;
+        unsigned flags = (chunk ? RGPU_F_BULK : 0) | (more ? RGPU_F_MORE : 0);
+        if (chunk < (64u << 10)) {
+            if (rgpu_append_frame(out, kind, flags, session, request, b, blen, bulk + pos,
+                                  chunk) != 0)
+                return -2;
+        } else {
+            if (rgpu_flush_out(fd, out, deadline, why) != 0)
+                return -1;
+            uint8_t h[RGPU_HEADER_SIZE];
+            rgpu_put_header(h, kind, flags, session, request, (uint32_t)blen, (uint32_t)chunk);
+            struct iovec iov[3] = {{h, RGPU_HEADER_SIZE}, {(void *)b, blen},
+                                   {(void *)(bulk + pos), chunk}};
+            if (rgpu_write_iov(fd, iov, 3, deadline, why) != 0)
+                return -1;
+        }
+        pos += chunk;
+        first = 0;
+    } while (pos < bulk_len);
+    if (flush || out->len >= flush_at)
+        return rgpu_flush_out(fd, out, deadline, why);
+    return 0;
+}
+
 void rgpu_socket_path(char *buf, size_t cap)
 {
     const char *s = getenv("RGPU_SOCKET");

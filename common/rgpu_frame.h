@@ -58,6 +58,18 @@ int rgpu_append_frame(mp_buf *out, int kind, unsigned flags, uint32_t session, u
                       const uint8_t *body, size_t body_len, const uint8_t *bulk,
                       size_t bulk_len);
 
+/* Send one message: small frames are appended to `out` (written when `flush` is set or `out`
+ * has grown past flush_at), a bulk segment of 64 KiB or more is written straight from the
+ * caller's memory after what `out` holds, and bulk past RGPU_MAX_BULK is split into MORE
+ * frames. 0; -2 when the body is too large or memory runs out; -1 with *why when the socket
+ * failed or the deadline passed (`out` is then emptied). */
+int rgpu_send_message(int fd, mp_buf *out, size_t flush_at, int kind, uint32_t session,
+                      uint32_t request, const mp_buf *body, const uint8_t *bulk,
+                      size_t bulk_len, int flush, double deadline, const char **why);
+
+/* Write what `out` holds and empty it; -1 with *why as for rgpu_write_iov. */
+int rgpu_flush_out(int fd, mp_buf *out, double deadline, const char **why);
+
 /* $RGPU_SOCKET, else $XDG_RUNTIME_DIR/rgpu/rgpu.sock, else /tmp/rgpu-UID/rgpu.sock. */
 void rgpu_socket_path(char *buf, size_t cap);
 

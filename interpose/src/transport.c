@@ -219,42 +219,17 @@ static int flush_locked(double deadline)
     return rc;
 }
 
-/* Queue (small) or write (large) one message, split into MORE frames past MAX_BULK. */
+/* Queue (small) or write (large) one message (rgpu_send_message). */
 static int send_message(int kind, uint32_t session, uint32_t request, const mp_buf *body,
                         const uint8_t *bulk, size_t bulk_len, int flush)
 {
-    double deadline = now_s() + g.timeout_s;
-    if (body->oom || body->len > MAX_BODY)
-        return -2;
     g.co_open = 0; /* later calls must not join a BATCH queued before this message */
-    size_t pos = 0;
-    int first = 1;
-    do {
-        size_t chunk = bulk_len - pos > MAX_BULK ? MAX_BULK : bulk_len - pos;
-        int more = pos + chunk < bulk_len;
-        static const uint8_t nil = 0xc0;
-        const uint8_t *b = first ? body->data : &nil;
-        size_t blen = first ? body->len : 1;
-        unsigned flags = (chunk ? F_BULK : 0) | (more ? F_MORE : 0);
-        if (chunk < (64u << 10)) {
-            if (rgpu_append_frame(&g.out, kind, flags, session, request, b, blen, bulk + pos,
-                                  chunk) != 0)
-                return -2;
-        } else {
-            if (flush_locked(deadline) != 0)
-                return -1;
-            uint8_t h[HEADER_SIZE];
-            rgpu_put_header(h, kind, flags, session, request, (uint32_t)blen, (uint32_t)chunk);
-            struct iovec iov[3] = {{h, HEADER_SIZE}, {(void *)b, blen}, {(void *)(bulk + pos), chunk}};
-            if (write_iov(iov, 3, deadline) != 0)
-                return -1;
-        }
-        pos += chunk;
-        first = 0;
-    } while (pos < bulk_len);
-    if (flush || g.out.len >= BATCH_FLUSH_BYTES)
-        return flush_locked(deadline);
-    return 0;
+    const char *why = "?";
+    int rc = rgpu_send_message(g.fd, &g.out, BATCH_FLUSH_BYTES, kind, session, request, body,
+                               bulk, bulk_len, flush, now_s() + g.timeout_s, &why);
+    if (rc == -1)
+        lost(why);
+    return rc;
 }
 
 /* ---- errors ------------------------------------------------------------------------------ */
