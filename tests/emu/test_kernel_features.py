@@ -418,3 +418,25 @@ def test_dynamic_shared_after_an_unaligned_static_variable(k):
     out = k.zeros(128, np.float32)
     k.launch("oddstatic", 1, 128, k.put(x), out, shared=128 * 4)
     np.testing.assert_array_equal(k.get(out, 128, np.float32), x[::-1] + 1)
+
+
+def test_fp8_conversions_agree_with_the_headers_software_path(nvcc_build):
+    """sm_90 converts with cvt.rn.satfinite.{e4m3x2,e5m2x2}.f32 and back through f16x2; the
+    default build runs cuda_fp8.hpp's own integer emulation. Both must give the same bits."""
+    rng = np.random.default_rng(11)
+    special = [0, -0.0, np.inf, -np.inf, np.nan, 1.0, 448, 449, 464, 465, 57344, 61440, 2**-9,
+               2**-10, 3 * 2**-11, 2**-16, 2**-17, 1.0625, 1.1875, -3.5]
+    x = np.concatenate([special, rng.standard_normal(100) * 10, rng.standard_normal(50) * 1e-2,
+                        rng.uniform(-7e4, 7e4, 86)]).astype(np.float32)
+    n = x.size
+    got = {}
+    for flavour in ("default", "sm_90"):
+        k = Kernels(nvcc_build("features.cu", "-ptx", *FLAVOURS[flavour]).read_text())
+        back, raw = k.zeros(2 * n, np.float32), k.zeros(2 * n, np.uint8)
+        k.launch("fp8", 1, n, k.put(x), back, raw)
+        got[flavour] = k.get(raw, 2 * n, np.uint8), k.get(back, 2 * n, np.float32)
+    np.testing.assert_array_equal(got["sm_90"][0], got["default"][0])
+    np.testing.assert_array_equal(got["sm_90"][1], got["default"][1])
+    e4m3, e5m2 = got["sm_90"][0][0::2], got["sm_90"][0][1::2]
+    assert e4m3[[5, 6, 2, 4]].tolist() == [0x38, 0x7E, 0x7E, 0x7F]  # 1, max, inf saturates, NaN
+    assert e5m2[[5, 10, 2, 4]].tolist() == [0x3C, 0x7B, 0x7B, 0x7F]

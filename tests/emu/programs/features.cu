@@ -4,6 +4,7 @@
 #include <cooperative_groups/reduce.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <cuda_fp8.h>
 #include <mma.h>
 #include <cuda/barrier>
 namespace cg = cooperative_groups;
@@ -332,4 +333,15 @@ extern "C" __global__ void oddstatic(const float* in, float* out) {
   dyn[t] = in[t];
   __syncthreads();
   out[t] = dyn[blockDim.x - 1 - t] + (positive ? 1.f : 0.f);
+}
+
+// FP8 (cuda_fp8.h): software conversions before sm_89, cvt.rn.satfinite.e4m3x2/e5m2x2 after
+extern "C" __global__ void fp8(const float* x, float* back, unsigned char* raw) {
+  int t = threadIdx.x;
+  __nv_fp8_e4m3 a(x[t]);
+  __nv_fp8_e5m2 b(x[t]);
+  raw[2 * t] = a.__x;
+  raw[2 * t + 1] = b.__x;
+  back[2 * t] = (float)a;
+  back[2 * t + 1] = (float)b;
 }

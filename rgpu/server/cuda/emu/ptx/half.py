@@ -448,3 +448,101 @@ __all__ = [
     "setp",
     "sign_op",
 ]
+
+
+# --- 8-bit floats (cuda_fp8.h: __nv_fp8_e4m3, __nv_fp8_e5m2) -----------------------------------
+#: (exponent bits, mantissa bits, bias, largest finite value, has infinities)
+FP8 = {"e4m3": (4, 3, 7, 448.0, False), "e5m2": (5, 2, 15, 57344.0, True)}
+
+
+def _fp8_table(kind: str) -> np.ndarray:
+    """float64 value of each of the 256 bit patterns."""
+    ebits, mbits, bias, _, has_inf = FP8[kind]
+    out = np.empty(256, np.float64)
+    for b in range(256):
+        s, e, mnt = b >> 7, (b >> mbits) & ((1 << ebits) - 1), b & ((1 << mbits) - 1)
+        if e == (1 << ebits) - 1 and (has_inf or mnt == (1 << mbits) - 1):
+            v = (np.inf if mnt == 0 else np.nan) if has_inf else np.nan
+        elif e == 0:
+            v = mnt * 2.0 ** (1 - bias - mbits)
+        else:
+            v = (1 + mnt / (1 << mbits)) * 2.0 ** (e - bias)
+        out[b] = -v if s else v
+    return out
+
+
+_FP8_VALUES = {k: _fp8_table(k) for k in FP8}
+
+
+def fp8_decode(bits, kind: str) -> np.ndarray:
+    return _FP8_VALUES[kind][_arr(bits).astype(np.uint8)]
+
+
+def fp8_encode(x, kind: str, relu: bool = False) -> np.ndarray:
+    """float64 values -> fp8 bits, round to nearest even, saturating finite (``.satfinite``):
+    magnitudes past the largest finite value (infinities included) become it, NaN stays NaN."""
+    _, mbits, bias, top, _ = FP8[kind]
+    x = _arr(x).astype(np.float64)
+    if relu:
+        x = np.where(x < 0, 0.0, x)
+    sign = np.signbit(x)
+    a = np.abs(x)
+    nan = np.isnan(a)
+    a = np.where(nan, 0.0, np.minimum(a, top))
+    emin = 1 - bias
+    e = np.floor(np.log2(np.where(a > 0, a, 1.0)))
+    e = np.maximum(e, emin)
+    q = np.exp2(e - mbits)
+    r = np.minimum(np.rint(a / q) * q, top)  # exact scaling by powers of two
+    e2 = np.floor(np.log2(np.where(r > 0, r, 1.0)))
+    normal = r >= 2.0**emin
+    expf = np.where(normal, e2 + bias, 0)
+    mant = np.where(normal, (r / np.exp2(e2) - 1) * (1 << mbits), r / 2.0 ** (emin - mbits))
+    bits = (expf.astype(np.int64) << mbits) | np.rint(mant).astype(np.int64)
+    bits = np.where(nan, 0x7F, bits) | (sign.astype(np.int64) << 7)
+    return bits.astype(np.uint8)
+
+
+def convert_fp8(ins: Instruction, cx: CompileContext, fmt: str) -> Exec:
+    """cvt.rn.satfinite[.relu].{e4m3x2,e5m2x2}.{f32 (two operands), f16x2} packs two values into
+    16 bits (the first operand in the high byte); cvt.rn[.relu].f16x2.{e4m3x2,e5m2x2} unpacks
+    them into halves, exactly."""
+    kind = fmt[:-2]
+    relu = "relu" in ins.mods
+    o = ins.operands
+    ts = ins.types
+    eight = U16.type(8)
+    if ts == ["f16x2"] and ins.mods.index(fmt) > ins.mods.index("f16x2"):  # unpack
+        ra = reader(o[1], U16, cx, ins)
+        w = writer(o[0], U32, cx, ins)
+
+        def unpack(fr, m):
+            v = _arr(ra(fr)).astype(U16)
+            lo, hi = fp8_decode(v & U16.type(0xFF), kind), fp8_decode(v >> eight, kind)
+            if relu:
+                lo, hi = np.where(lo < 0, 0.0, lo), np.where(hi < 0, 0.0, hi)
+            h = [encode(x, "f16").astype(U32) for x in (lo, hi)]
+            w(fr, _out(h[0] | (h[1] << U32.type(16))), m)
+
+        return unpack
+    w = writer(o[0], U16, cx, ins)
+    if ts == ["f32"] and len(o) == 3:
+        ra, rb = reader(o[1], F32, cx, ins), reader(o[2], F32, cx, ins)
+
+        def pack(fr, m):
+            hi = fp8_encode(_arr(ra(fr)).astype(F64), kind, relu).astype(U16)
+            lo = fp8_encode(_arr(rb(fr)).astype(F64), kind, relu).astype(U16)
+            w(fr, _out((hi << eight) | lo), m)
+
+        return pack
+    if ts == ["f16x2"]:
+        ra = reader(o[1], U32, cx, ins)
+
+        def pack_halves(fr, m):
+            v = _arr(ra(fr)).astype(U32)
+            lo = fp8_encode(decode(v.astype(U16), "f16"), kind, relu).astype(U16)
+            hi = fp8_encode(decode((v >> U32.type(16)).astype(U16), "f16"), kind, relu)
+            w(fr, _out((hi.astype(U16) << eight) | lo), m)
+
+        return pack_halves
+    raise cx.fault(ins, "not_supported", f"cvt `{ins.text}` is not supported")

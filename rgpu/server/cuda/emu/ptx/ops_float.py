@@ -111,6 +111,11 @@ def _cvt(ins: Instruction, cx: CompileContext) -> Exec:
     ts = ins.types
     if "tf32" in ins.mods and ts == ["f32"]:
         return _cvt_tf32(ins, cx)
+    small = next((m for m in ins.mods if m.endswith("x2") and m[0] in "eu"), None)
+    if small is not None:  # 8-bit (and smaller) float pairs
+        if small not in ("e4m3x2", "e5m2x2"):
+            return unsupported(ins, cx, f"cvt to or from .{small}")
+        return half.convert_fp8(ins, cx, small)
     if len(ts) != 2:
         raise cx.fault(ins, "invalid_ptx", "cvt needs a destination and a source type")
     if ts[0] in ("f16x2", "bf16x2") and ts[1] == "f32" and len(ins.operands) == 3:
