@@ -440,3 +440,13 @@ def test_fp8_conversions_agree_with_the_headers_software_path(nvcc_build):
     e4m3, e5m2 = got["sm_90"][0][0::2], got["sm_90"][0][1::2]
     assert e4m3[[5, 6, 2, 4]].tolist() == [0x38, 0x7E, 0x7E, 0x7F]  # 1, max, inf saturates, NaN
     assert e5m2[[5, 10, 2, 4]].tolist() == [0x3C, 0x7B, 0x7B, 0x7F]
+
+
+def test_managed_variables_and_pointer_tables(k):
+    out = k.zeros(32, np.float32)
+    k.launch("managed", 1, 32, out)
+    t = np.arange(32)
+    want = np.where(t % 2, 2.0 * 9 + ord("i"), 0.5 * 7 + ord("e")).astype(np.float32)
+    np.testing.assert_array_equal(k.get(out, 32, np.float32), want)
+    addr, size = k.loaded.global_address("managedCount")
+    assert size == 4 and int.from_bytes(k.mem.read(addr, 4), "little") == 32

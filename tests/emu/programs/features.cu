@@ -345,3 +345,14 @@ extern "C" __global__ void fp8(const float* x, float* back, unsigned char* raw) 
   back[2 * t] = (float)a;
   back[2 * t + 1] = (float)b;
 }
+
+// __managed__ variables (.global .attribute(.managed)) and device tables holding string pointers
+__managed__ int managedCount;
+__managed__ float managedScale[2] = {0.5f, 2.0f};
+struct Named { int id; const char* name; };
+__device__ Named names[2] = {{7, "seven"}, {9, "nine"}};
+extern "C" __global__ void managed(float* out) {
+  int t = threadIdx.x;
+  atomicAdd(&managedCount, 1);
+  out[t] = managedScale[t % 2] * names[t % 2].id + names[t % 2].name[1];
+}

@@ -270,7 +270,11 @@ class _Parser:
                 vec = int(t.text[2:])
             elif t.text[1:] in TYPE_NAMES:
                 typ = t.text[1:]
-            elif t.text in (".ptr", ".global", ".shared", ".const", ".local", ".attribute"):
+            elif t.text == ".attribute":  # .attribute(.managed): __managed__ is global memory here
+                if self.at("("):
+                    while self.next().text != ")":
+                        pass
+            elif t.text in (".ptr", ".global", ".shared", ".const", ".local"):
                 continue
             elif t.text == ".texref" or t.text == ".samplerref" or t.text == ".surfref":
                 typ = "b64"
