@@ -65,6 +65,8 @@ def test_invalid_ptx_is_refused_at_load_and_not_sticky(gpu):
 
 def test_unsupported_instruction_is_not_sticky(gpu, caplog):
     candidates = [
+        ".reg .b32 %r<4>; mov.u32 %r1, 0; ldmatrix.sync.aligned.m8n8.x1.shared.b16 {%r2}, [%r1];"
+        " ret;",
         ".reg .b32 %r<4>; mov.u32 %r1, 1; dp4a.u32.u32 %r2, %r1, %r1, %r1; ret;",
         ".reg .b64 %rd<2>; mov.u64 %rd1, 0; prefetchu.L1 [%rd1]; ret;",
     ]
