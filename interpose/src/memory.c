@@ -8,7 +8,12 @@
 
 #include "coherence.h"
 
-#define COPY_CHUNK ((size_t)64 << 20)
+/* Copies travel in pieces of 8 MiB, each one CALL (or one use of the shared-memory region)
+ * whose bulk is one frame on every leg. Larger pieces were slower, not faster: the daemon and
+ * the server join a piece's frames into one buffer, and every buffer of 32 MiB or more is a
+ * fresh mmap whose pages fault in on first touch (glibc does not keep such blocks for reuse),
+ * which halved the rate of 64 MiB pieces (docs/BENCHMARKS.md). */
+#define COPY_CHUNK ((size_t)8 << 20)
 
 typedef struct {
     uint64_t base;
@@ -258,6 +263,7 @@ static CUresult htod_shm(CUdeviceptr dst, const uint8_t *src, size_t n, uint64_t
                          int async, int dev, uint8_t *shm, size_t cap)
 {
     CUresult st = CUDA_SUCCESS;
+    cap = cap < COPY_CHUNK ? cap : COPY_CHUNK;
     for (size_t off = 0; off < n && st == CUDA_SUCCESS; off += cap) {
         size_t len = n - off < cap ? n - off : cap;
         memcpy(shm, src + off, len);
@@ -285,6 +291,7 @@ static CUresult dtoh_shm(uint8_t *dst, CUdeviceptr src, size_t n, uint64_t sid, 
                          int dev, uint8_t *shm, size_t cap)
 {
     CUresult st = CUDA_SUCCESS;
+    cap = cap < COPY_CHUNK ? cap : COPY_CHUNK;
     for (size_t off = 0; off < n && st == CUDA_SUCCESS; off += cap) {
         size_t len = n - off < cap ? n - off : cap;
         mp_buf b;
