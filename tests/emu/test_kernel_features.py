@@ -450,3 +450,11 @@ def test_managed_variables_and_pointer_tables(k):
     np.testing.assert_array_equal(k.get(out, 32, np.float32), want)
     addr, size = k.loaded.global_address("managedCount")
     assert size == 4 and int.from_bytes(k.mem.read(addr, 4), "little") == 32
+
+
+def test_blocks_spinning_on_their_predecessor_finish(k):
+    nb = 96
+    x = np.random.default_rng(12).integers(0, 5, nb * 64).astype(np.int32)
+    out, flags, sums, ticket = (k.zeros(n, np.int32) for n in (nb * 64, nb, nb, 1))
+    k.launch("chainscan", nb, 64, k.put(x), out, flags, sums, ticket)
+    np.testing.assert_array_equal(k.get(out, nb * 64, np.int32), np.cumsum(x))

@@ -356,3 +356,34 @@ extern "C" __global__ void managed(float* out) {
   atomicAdd(&managedCount, 1);
   out[t] = managedScale[t % 2] * names[t % 2].id + names[t % 2].name[1];
 }
+
+// a single-pass scan: each block spins until its predecessor publishes its inclusive sum, the
+// pattern of decoupled look-back (blocks of one batch wait on each other)
+extern "C" __global__ void chainscan(const int* in, int* out, volatile int* flags,
+                                     volatile int* sums, int* ticket) {
+  __shared__ int bid, prefix, s[64];
+  if (threadIdx.x == 0) bid = atomicAdd(ticket, 1);
+  __syncthreads();
+  int b = bid, i = b * 64 + threadIdx.x;
+  s[threadIdx.x] = in[i];
+  __syncthreads();
+  for (int o = 1; o < 64; o <<= 1) {
+    int v = threadIdx.x >= o ? s[threadIdx.x - o] : 0;
+    __syncthreads();
+    s[threadIdx.x] += v;
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) {
+    int p = 0;
+    if (b > 0) {
+      while (flags[b - 1] == 0) {}
+      p = sums[b - 1];
+    }
+    sums[b] = p + s[63];
+    __threadfence();
+    flags[b] = 1;
+    prefix = p;
+  }
+  __syncthreads();
+  out[i] = s[threadIdx.x] + prefix;
+}

@@ -41,6 +41,10 @@ from .ir import Instruction
 from .memory import DeviceMemory
 
 STARVATION_LIMIT = 256
+#: Basic blocks the lanes past a spinning group run before the spinners get another turn: enough
+#: for a released block to reach its own flag store, so chains of blocks waiting on each other
+#: (single-pass scans) advance one link per starvation instead of one basic block.
+YIELD_STEPS = 64
 TRAP_MESSAGE = (
     "trap executed (__trap(), or cooperative groups' grid.sync() in a launch that is not "
     "cooperative)"
@@ -602,6 +606,8 @@ def run_function(cf: CompiledFunction, L: Batch, ps: dict, init_mask: np.ndarray
         return
     n_waiting = 0
     starve = 0
+    spin_pc, lend = -1, 0
+    lendable: np.ndarray | None = None
     p = 0
     mask: np.ndarray | None = None
     try:
@@ -707,11 +713,31 @@ def run_function(cf: CompiledFunction, L: Batch, ps: dict, init_mask: np.ndarray
                     raise _deadlock(cf, pcs)
                 return
             if starve > STARVATION_LIMIT:
-                higher = np.where(pcs > cur, pcs, DEAD).min()
-                if higher < WAIT:
-                    cur = int(higher)
+                # lanes keep looping at the minimum PC, maybe waiting for other lanes: lend time
+                # to the lanes ahead, but only in warps with no looping lane, since a warp's
+                # lanes must meet again before its next warp-wide operation (a shuffle after a
+                # data-dependent loop would otherwise see half a warp)
+                spin_pc, lend = cur, YIELD_STEPS
                 starve = 0
+                g = L.geo
+                looping = np.zeros(int(g.warp[-1]) + 1, BOOL)
+                looping[g.warp[pcs == spin_pc]] = True
+                lendable = ~looping[g.warp]
+            lent = False
+            if lend:
+                higher = int(np.where((pcs > spin_pc) & lendable, pcs, DEAD).min())
+                if higher < WAIT:
+                    cur, lent = higher, True
+                    lend -= 1
+                else:  # only the looping warps' own lanes are ahead (lanes of one warp waiting
+                    # for each other, legal under independent thread scheduling): one step
+                    lend = 0
+                    higher = int(np.where(pcs > spin_pc, pcs, DEAD).min())
+                    if higher < WAIT and cur == spin_pc:
+                        cur = higher
             mask = pcs == cur
+            if lent:
+                mask = mask & lendable  # (lanes of looping warps stay where they wait)
             if cur >= nprog:  # ran off the end: like ret
                 pcs = np.where(mask, DEAD, pcs)
                 n_alive -= int(np.count_nonzero(mask))
