@@ -23,6 +23,7 @@ def test_every_fault_kind_has_its_cuda_result(backend):
         "misaligned_address": (R.CUDA_ERROR_MISALIGNED_ADDRESS, True),
         "barrier_divergence": (R.CUDA_ERROR_LAUNCH_FAILED, True),
         "launch_failed": (R.CUDA_ERROR_LAUNCH_FAILED, True),
+        "assert": (R.CUDA_ERROR_ASSERT, True),
         "not_supported": (R.CUDA_ERROR_NOT_SUPPORTED, False),
         "invalid_ptx": (R.CUDA_ERROR_INVALID_PTX, False),
         "out_of_memory": (R.CUDA_ERROR_OUT_OF_MEMORY, False),

@@ -458,3 +458,15 @@ def test_blocks_spinning_on_their_predecessor_finish(k):
     out, flags, sums, ticket = (k.zeros(n, np.int32) for n in (nb * 64, nb, nb, 1))
     k.launch("chainscan", nb, 64, k.put(x), out, flags, sums, ticket)
     np.testing.assert_array_equal(k.get(out, nb * 64, np.int32), np.cumsum(x))
+
+
+def test_device_assert_is_an_assert_fault_naming_the_expression(k):
+    """A failed assert() faults with kind "assert" (CUDA_ERROR_ASSERT in the backend) and the
+    message names the expression; a passing one does nothing."""
+    fine = k.put(np.zeros(32, np.int32))
+    k.launch("asserting", 1, 32, fine)
+    bad = k.put(np.where(np.arange(32) == 5, -1, 0).astype(np.int32))
+    with pytest.raises(EmuFault) as info:
+        k.launch("asserting", 1, 32, bad)
+    assert info.value.kind == "assert"
+    assert "x[threadIdx.x] >= 0" in info.value.message

@@ -387,3 +387,9 @@ extern "C" __global__ void chainscan(const int* in, int* out, volatile int* flag
   __syncthreads();
   out[i] = s[threadIdx.x] + prefix;
 }
+
+// assert(): a call of __assertfail with the expression, file and line
+#include <cassert>
+extern "C" __global__ void asserting(const int* x) {
+    assert(x[threadIdx.x] >= 0);
+}

@@ -17,6 +17,7 @@ FAULT_KINDS = frozenset(
         "barrier_divergence",
         "invalid_ptx",
         "launch_failed",
+        "assert",
         "out_of_memory",
         "invalid_value",
     }

@@ -709,8 +709,6 @@ def _assertfail(ins, cx: CompileContext, arg_names) -> Callable:
             file = read_cstring(read, arg(1))
         except EmuFault:
             msg, file = "?", "?"
-        raise cx.fault(
-            ins, "launch_failed", f"device-side assertion `{msg}` failed ({file}:{arg(2)})"
-        )
+        raise cx.fault(ins, "assert", f"device-side assertion `{msg}` failed ({file}:{arg(2)})")
 
     return assertfail
