@@ -93,7 +93,7 @@ int rgpu_read_full(int fd, void *buf, size_t n, double deadline, const char **wh
     return 0;
 }
 
-static void put_be32(uint8_t *p, uint32_t v)
+void rgpu_put_be32(uint8_t *p, uint32_t v)
 {
     p[0] = (uint8_t)(v >> 24);
     p[1] = (uint8_t)(v >> 16);
@@ -116,10 +116,10 @@ void rgpu_put_header(uint8_t *h, int kind, unsigned flags, uint32_t session, uin
     h[4] = (uint8_t)(flags >> 8);
     h[5] = (uint8_t)flags;
     h[6] = h[7] = 0;
-    put_be32(h + 8, session);
-    put_be32(h + 12, request);
-    put_be32(h + 16, body_len);
-    put_be32(h + 20, bulk_len);
+    rgpu_put_be32(h + 8, session);
+    rgpu_put_be32(h + 12, request);
+    rgpu_put_be32(h + 16, body_len);
+    rgpu_put_be32(h + 20, bulk_len);
 }
 
 void rgpu_get_header(const uint8_t *h, rgpu_header *out)
@@ -141,11 +141,8 @@ int rgpu_header_ok(const rgpu_header *h)
            !(h->flags & RGPU_F_COMPRESSED);
 }
 
-int rgpu_append_frame(mp_buf *out, int kind, unsigned flags, uint32_t session, uint32_t request,
-                      const uint8_t *body, size_t body_len, const uint8_t *bulk,
-                      size_t bulk_len)
+long rgpu_out_reserve(mp_buf *out, size_t need)
 {
-    size_t need = RGPU_HEADER_SIZE + body_len + bulk_len;
     if (out->len + need > out->cap) {
         size_t cap = out->cap ? out->cap : 4096;
         while (cap < out->len + need)
@@ -156,12 +153,23 @@ int rgpu_append_frame(mp_buf *out, int kind, unsigned flags, uint32_t session, u
         out->data = p;
         out->cap = cap;
     }
-    uint8_t *at = out->data + out->len;
+    size_t at = out->len;
+    out->len += need;
+    return (long)at;
+}
+
+int rgpu_append_frame(mp_buf *out, int kind, unsigned flags, uint32_t session, uint32_t request,
+                      const uint8_t *body, size_t body_len, const uint8_t *bulk,
+                      size_t bulk_len)
+{
+    long off = rgpu_out_reserve(out, RGPU_HEADER_SIZE + body_len + bulk_len);
+    if (off < 0)
+        return -1;
+    uint8_t *at = out->data + off;
     rgpu_put_header(at, kind, flags, session, request, (uint32_t)body_len, (uint32_t)bulk_len);
     memcpy(at + RGPU_HEADER_SIZE, body, body_len);
     if (bulk_len)
         memcpy(at + RGPU_HEADER_SIZE + body_len, bulk, bulk_len);
-    out->len += need;
     return 0;
 }
 
@@ -222,6 +230,16 @@ void rgpu_socket_path(char *buf, size_t cap)
         snprintf(buf, cap, "%s/rgpu/rgpu.sock", x);
     else
         snprintf(buf, cap, "/tmp/rgpu-%u/rgpu.sock", (unsigned)getuid());
+}
+
+int rgpu_env_log_level(void)
+{
+    const char *l = getenv("RGPU_LOG");
+    if (!l)
+        return 0;
+    if (!strcmp(l, "trace"))
+        return 2;
+    return !strcmp(l, "debug") ? 1 : 0;
 }
 
 void rgpu_hello_body(mp_buf *b)

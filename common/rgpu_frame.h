@@ -53,6 +53,13 @@ void rgpu_get_header(const uint8_t *h, rgpu_header *out);
  * (the daemon never compresses frames to applications). */
 int rgpu_header_ok(const rgpu_header *h);
 
+/* Big-endian 32-bit store (header fields, msgpack array32 counts). */
+void rgpu_put_be32(uint8_t *p, uint32_t v);
+
+/* Grow `out` by `need` bytes; returns the offset of the new bytes, or -1 when memory runs
+ * out. */
+long rgpu_out_reserve(mp_buf *out, size_t need);
+
 /* Append one whole frame (header, body, bulk) to `out`; -1 when memory runs out. */
 int rgpu_append_frame(mp_buf *out, int kind, unsigned flags, uint32_t session, uint32_t request,
                       const uint8_t *body, size_t body_len, const uint8_t *bulk,
@@ -72,6 +79,9 @@ int rgpu_flush_out(int fd, mp_buf *out, double deadline, const char **why);
 
 /* $RGPU_SOCKET, else $XDG_RUNTIME_DIR/rgpu/rgpu.sock, else /tmp/rgpu-UID/rgpu.sock. */
 void rgpu_socket_path(char *buf, size_t cap);
+
+/* The log level RGPU_LOG asks for: 2 trace, 1 debug, 0 otherwise. */
+int rgpu_env_log_level(void);
 
 /* The HELLO an application sends the daemon: this process's name and pid, no auth. */
 void rgpu_hello_body(mp_buf *b);

@@ -73,13 +73,7 @@ static void init_once(void)
 
 void rgpu_log_init(void)
 {
-    const char *l = getenv("RGPU_LOG");
-    if (!l)
-        rgpu_log_level = 0;
-    else if (!strcmp(l, "trace"))
-        rgpu_log_level = 2;
-    else if (!strcmp(l, "debug"))
-        rgpu_log_level = 1;
+    rgpu_log_level = rgpu_env_log_level();
 }
 
 /* Logging is decided when the loader loads the driver. */
@@ -176,15 +170,6 @@ static void lost(const char *why)
 
 /* ---- raw I/O ----------------------------------------------------------------------------- */
 
-static int write_iov(struct iovec *iov, int n, double deadline)
-{
-    const char *why = "?";
-    if (rgpu_write_iov(g.fd, iov, n, deadline, &why) == 0)
-        return 0;
-    lost(why);
-    return -1;
-}
-
 static int read_full(void *buf, size_t n, double deadline)
 {
     const char *why = "?";
@@ -196,12 +181,13 @@ static int read_full(void *buf, size_t n, double deadline)
 
 static int flush_locked(double deadline)
 {
-    if (g.out.len == 0 || g.fd < 0)
-        return g.fd < 0 ? -1 : 0;
-    struct iovec iov = {g.out.data, g.out.len};
-    int rc = write_iov(&iov, 1, deadline);
-    g.out.len = 0;
-    return rc;
+    if (g.fd < 0)
+        return -1;
+    const char *why = "?";
+    if (rgpu_flush_out(g.fd, &g.out, deadline, &why) == 0)
+        return 0;
+    lost(why);
+    return -1;
 }
 
 /* Queue (small) or write (large) one message (rgpu_send_message). */

@@ -92,13 +92,7 @@ static void init_once(void)
 
 void rgpu_log_init(void)
 {
-    const char *l = getenv("RGPU_LOG");
-    if (!l)
-        rgpu_log_level = 0;
-    else if (!strcmp(l, "trace"))
-        rgpu_log_level = 2;
-    else if (!strcmp(l, "debug"))
-        rgpu_log_level = 1;
+    rgpu_log_level = rgpu_env_log_level();
 }
 
 /* Logging is decided before the first driver call (cudart resolves entry points before cuInit). */
@@ -198,25 +192,16 @@ static void lost(const char *why)
 
 /* ---- raw I/O ----------------------------------------------------------------------------- */
 
-/* Called with the mutex held. */
-static int write_iov(struct iovec *iov, int n, double deadline)
+static int flush_locked(double deadline)
 {
+    if (g.fd < 0)
+        return -1;
     const char *why = "?";
-    if (rgpu_write_iov(g.fd, iov, n, deadline, &why) == 0)
+    g.co_open = 0;
+    if (rgpu_flush_out(g.fd, &g.out, deadline, &why) == 0)
         return 0;
     lost(why);
     return -1;
-}
-
-static int flush_locked(double deadline)
-{
-    if (g.out.len == 0 || g.fd < 0)
-        return g.fd < 0 ? -1 : 0;
-    struct iovec iov = {g.out.data, g.out.len};
-    int rc = write_iov(&iov, 1, deadline);
-    g.out.len = 0;
-    g.co_open = 0;
-    return rc;
 }
 
 /* Queue (small) or write (large) one message (rgpu_send_message). */
@@ -588,33 +573,6 @@ CUresult rgpu_call(uint32_t session, const mp_buf *body, const void *bulk, size_
     return st;
 }
 
-/* Append room for `need` bytes to the outgoing buffer; returns its offset, or -1. */
-static long out_reserve(size_t need)
-{
-    mp_buf *o = &g.out;
-    if (o->len + need > o->cap) {
-        size_t cap = o->cap ? o->cap : 4096;
-        while (cap < o->len + need)
-            cap *= 2;
-        uint8_t *p = realloc(o->data, cap);
-        if (!p)
-            return -1;
-        o->data = p;
-        o->cap = cap;
-    }
-    size_t at = o->len;
-    o->len += need;
-    return (long)at;
-}
-
-static void put_be32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)(v >> 24);
-    p[1] = (uint8_t)(v >> 16);
-    p[2] = (uint8_t)(v >> 8);
-    p[3] = (uint8_t)v;
-}
-
 /* Calls queued back to back for one session (launches, memsets, event records) travel as one
  * BATCH frame whose body is an array of calls, `[[function, [args]], ...]`: the daemon relays
  * and the server queues one frame instead of one per call. The array's length is an array32
@@ -624,33 +582,32 @@ static void put_be32(uint8_t *p, uint32_t v)
 static int queue_coalesced(uint32_t session, const mp_buf *body)
 {
     if (g.co_open) {
-        uint8_t *h = g.out.data + g.co_start;
-        uint32_t blen = (uint32_t)h[16] << 24 | (uint32_t)h[17] << 16 | (uint32_t)h[18] << 8 | h[19];
+        size_t blen = g.out.len - g.co_start - HEADER_SIZE;
         if (g.co_session != session || g.co_count >= CO_MAX_CALLS ||
             blen + body->len > CO_MAX_BYTES)
             g.co_open = 0;
     }
     if (!g.co_open) {
-        long at = out_reserve(HEADER_SIZE + 5);
+        long at = rgpu_out_reserve(&g.out, HEADER_SIZE + 5);
         if (at < 0)
             return -2;
         uint8_t *h = g.out.data + at;
         rgpu_put_header(h, RG_BATCH, 0, session, 0, 5, 0);
         h[HEADER_SIZE] = 0xdd; /* array32, count patched below */
-        put_be32(h + HEADER_SIZE + 1, 0);
+        rgpu_put_be32(h + HEADER_SIZE + 1, 0);
         g.co_open = 1;
         g.co_start = (size_t)at;
         g.co_session = session;
         g.co_count = 0;
     }
-    long at = out_reserve(body->len);
+    long at = rgpu_out_reserve(&g.out, body->len);
     if (at < 0)
         return -2;
     memcpy(g.out.data + at, body->data, body->len);
     uint8_t *h = g.out.data + g.co_start;
     g.co_count++;
-    put_be32(h + HEADER_SIZE + 1, g.co_count);
-    put_be32(h + 16, (uint32_t)(g.out.len - g.co_start - HEADER_SIZE));
+    rgpu_put_be32(h + HEADER_SIZE + 1, g.co_count);
+    rgpu_put_be32(h + 16, (uint32_t)(g.out.len - g.co_start - HEADER_SIZE));
     if (g.out.len >= BATCH_FLUSH_BYTES)
         return flush_locked(now_s() + g.timeout_s);
     return 0;

@@ -304,10 +304,8 @@ class FrameDecoder:
                     body_raw = bytes(view[HEADER_SIZE:HEADER_SIZE + body_len])
                     bulk = bytes(view[HEADER_SIZE + body_len:end]) if bulk_len else b""
                 pos = end
-                if flags & F_COMPRESSED:
-                    body_raw = self._decompress(body_raw)
-                body = unpack_body(body_raw, self.limits)
-                yield Frame(_KIND_OF[kind], flags, session, request, body, bulk)
+                yield Frame(_KIND_OF[kind], flags, session, request,
+                            self._body(body_raw, flags), bulk)
         except ProtocolError as exc:
             self._failed = exc
             raise
@@ -325,12 +323,15 @@ class FrameDecoder:
             bulk = bytearray(bulk_len)
             bulk[:len(have)] = have
             got = len(have)
-        if flags & F_COMPRESSED:
-            body_raw = self._decompress(body_raw)
-        body = unpack_body(body_raw, self.limits)
+        body = self._body(body_raw, flags)
         self._direct = bulk
         self._direct_pos = got
         self._direct_head = (_KIND_OF[kind], flags, session, request, body)
+
+    def _body(self, raw: bytes, flags: int) -> Any:
+        if flags & F_COMPRESSED:
+            raw = self._decompress(raw)
+        return unpack_body(raw, self.limits)
 
     def _decompress(self, data: bytes) -> bytes:
         if len(data) < _LZ4_SIZE.size:
