@@ -507,7 +507,21 @@ class RgpuServer:
         if session.closed:
             self._fail(state, frame, CallError("unknown_session", "the session is closed"))
             return
+        if fn is not None and not session.draining and self._inline_ok(session, fn):
+            # The worker is idle and the backend says this call neither blocks nor runs device
+            # work: answer it here and save the two thread hand-offs of a round trip.
+            result, error = self._run_call(session, frame, fn, args)
+            self._complete(state, frame, result, error, fn)
+            return
         self._enqueue_items(state, session, [(frame, fn, args)])
+
+    def _inline_ok(self, session: Session, fn: str) -> bool:
+        """May ``fn`` run on the event loop? Only a call the CUDA backend lists in
+        ``inline_calls`` (cheap, non-blocking, thread-agnostic), in a session whose backend
+        state already exists and whose worker has nothing queued."""
+        backend = self._cuda_backend
+        return (backend is not None and fn in getattr(backend, "inline_calls", ())
+                and "cuda" in session.backends and not session.work)
 
     def _enqueue_items(self, state: ClientState, session: Session,
                        items: list[tuple[Frame, str | None, list[Any]]]) -> None:
@@ -518,7 +532,7 @@ class RgpuServer:
             if session.draining:
                 return
             session.draining = True
-        session.executor.submit(self._drain, state, session, asyncio.get_running_loop())
+        session.worker.submit(self._drain, state, session, asyncio.get_running_loop())
 
     def _drain(self, state: ClientState, session: Session,
                loop: asyncio.AbstractEventLoop) -> None:
@@ -533,22 +547,26 @@ class RgpuServer:
                     session.draining = False
                     return
                 frame, fn, args = session.work.popleft()
-            result: Any = None
-            error: CallError | None = None
-            try:
-                if fn is not None:
-                    result = self._execute(session, fn, args)
-            except CallError as exc:
-                error = exc
-            except Exception as exc:  # a bug must not stop the session's queue
-                log.error("%s failed", frame.body, exc_info=exc)
-                error = CallError("internal", f"the server failed: {exc}")
+            result, error = self._run_call(session, frame, fn, args)
             if error is None and frame.kind is MessageKind.BATCH:
                 continue
             try:
                 loop.call_soon_threadsafe(self._complete, state, frame, result, error, fn)
             except RuntimeError:  # the loop is closed: the server is shutting down
                 return
+
+    def _run_call(self, session: Session, frame: Frame, fn: str | None,
+                  args: list[Any]) -> tuple[Any, CallError | None]:
+        """Execute one call; its result, or the error to report."""
+        if fn is None:  # a FENCE: everything before it has run
+            return None, None
+        try:
+            return self._execute(session, fn, args), None
+        except CallError as exc:
+            return None, exc
+        except Exception as exc:  # a bug must not stop the session's queue
+            log.error("%s failed", frame.body, exc_info=exc)
+            return None, CallError("internal", f"the server failed: {exc}")
 
     def _complete(self, state: ClientState, frame: Frame, result: Any,
                   error: CallError | None, fn: str | None = None) -> None:

@@ -252,3 +252,39 @@ def test_a_coalesced_batch_runs_its_calls_in_order_and_reports_each_failure(
     assert sorted((e.get("fn"), e.get("code")) for e in errors) == [
         ("?", "bad_call"), ("cuNoSuchCall", "unsupported")], errors
     assert all(e.get("deferred") for e in errors), errors
+
+
+def test_calls_answered_on_the_event_loop_keep_their_order(rig: Rig, transport: str) -> None:
+    """The server answers cheap queries (cuCtxSynchronize, cuMemGetInfo_v2, ...) without a
+    hand-off to the session's worker, but only while that worker is idle: a synchronize sent
+    behind queued work still returns after it, and sees its effects."""
+    from rgpu.wire import MessageKind
+
+    token = generate_token()
+    server = rig.server(token=token, args=("--cuda", "emu"))
+    daemon = rig.daemon([server.address], token=token, transport=transport)
+
+    async def main() -> tuple[float, float, bytes, list[int]]:
+        async with open_app(daemon.socket) as app:
+            sid = await app.open_session(0)
+            await app.call(sid, "cuDevicePrimaryCtxRetain", [7, 0])
+            await app.call(sid, "cuCtxSetCurrent", [7])
+            dptr = await app.call(sid, "cuMemAlloc_v2", [16])
+            free, total = await app.call(sid, "cuMemGetInfo_v2", [])  # idle: on the loop
+            t0 = time.monotonic()
+            app.peer.send(MessageKind.BATCH, [["rgpu.sleep", [0.5]],
+                                              ["cuMemsetD8_v2", [dptr, 9, 16]]], session=sid)
+            assert await app.call(sid, "cuCtxSynchronize", []) is None
+            behind = time.monotonic() - t0
+            t1 = time.monotonic()
+            for _ in range(20):
+                await app.call(sid, "cuCtxSynchronize", [])
+            idle = (time.monotonic() - t1) / 20
+            data = await app.call(sid, "cuMemcpyDtoH_v2", [dptr, 16])
+            return behind, idle, data, [free, total]
+
+    behind, idle, data, info = run_async(main(), timeout=60)
+    assert behind >= 0.5, f"cuCtxSynchronize overtook the work queued before it ({behind:.3f} s)"
+    assert idle < 0.5
+    assert data == bytes([9] * 16)
+    assert 0 < info[0] <= info[1], info
