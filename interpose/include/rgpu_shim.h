@@ -55,6 +55,12 @@ CUresult rgpu_control(const mp_buf *body, rgpu_reply *out);
  * Applies a pending deferred error of the session when the call itself succeeds. */
 CUresult rgpu_call(uint32_t session, const mp_buf *body, const void *bulk, size_t bulk_len,
                    rgpu_reply *out);
+/* A CALL sent now and answered later (pipelined copies): rgpu_call_start sends it (NULL only
+ * when out of memory); rgpu_call_finish waits for the reply, like rgpu_call, and frees it.
+ * Every started call must be finished. */
+typedef struct rgpu_pending rgpu_pending;
+rgpu_pending *rgpu_call_start(uint32_t session, const mp_buf *body);
+CUresult rgpu_call_finish(rgpu_pending *p, uint32_t session, rgpu_reply *out);
 /* A BATCH on `session` (queued; errors come back deferred). */
 CUresult rgpu_batch(uint32_t session, const mp_buf *body, const void *bulk, size_t bulk_len);
 /* Take (and clear) the first deferred error seen for `session`, CUDA_SUCCESS if none. */
@@ -156,6 +162,8 @@ void rgpu_ctx_note_destroyed(rgpu_ctx *c);
 int rgpu_range_device(uint64_t p, int *dev);
 int rgpu_range_host(const void *p, size_t *base_off, size_t *size);
 void rgpu_range_add_global(uint64_t base, size_t size, int dev);
+/* A copy with a CUDA array on either side (textures.c). */
+CUresult rgpu_copy3d_array(const CUDA_MEMCPY3D *c, CUstream stream, int async);
 
 /* ---- shared-memory copies (shm.c) -------------------------------------------------------- */
 #define RGPU_SHM_MIN ((size_t)256 << 10) /* smaller copies stay socket bulk */

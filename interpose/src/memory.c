@@ -256,17 +256,71 @@ CUresult cuMemGetAddressRange_v2(CUdeviceptr *pbase, size_t *psize, CUdeviceptr 
 
 /* ---- copies ------------------------------------------------------------------------------ */
 
-/* Through the shared-memory region (shm.c), which the caller holds: one CALL per
- * region-sized chunk; the daemon reads the chunk before it answers, so the next may reuse
- * the region. Async copies wait for that reply too (pageable-memory copies may). */
+/* Through the shared-memory region (shm.c), which the caller holds, in pieces of up to
+ * COPY_CHUNK: the region is split into slots and up to SHM_INFLIGHT pieces are in flight, so
+ * copying one piece in or out of the region overlaps the daemon and the server moving the
+ * others. The daemon reads (HtoD) or fills (DtoH) a slot before it answers, so a slot is
+ * reused only after its piece's reply. Async copies wait for the replies too (pageable-memory
+ * copies may). */
+#define SHM_INFLIGHT 4
+
+typedef struct {
+    rgpu_pending *p[SHM_INFLIGHT];
+    uint32_t sid[SHM_INFLIGHT];
+    size_t len[SHM_INFLIGHT];
+    size_t off[SHM_INFLIGHT];
+    int slots;
+    size_t piece;
+} shm_pipe;
+
+static void pipe_init(shm_pipe *q, size_t cap)
+{
+    memset(q, 0, sizeof *q);
+    q->piece = cap < COPY_CHUNK ? cap : COPY_CHUNK;
+    size_t slots = cap / q->piece;
+    q->slots = slots > SHM_INFLIGHT ? SHM_INFLIGHT : (int)slots;
+}
+
+/* Send `b` for slot `k` (on the device's session, its context current there). */
+static CUresult pipe_start(shm_pipe *q, int k, int dev, const mp_buf *b)
+{
+    rgpu_session *s;
+    CUresult st = rgpu_begin(dev, &s);
+    if (st != CUDA_SUCCESS)
+        return st;
+    q->sid[k] = s->id;
+    q->p[k] = rgpu_call_start(s->id, b);
+    rgpu_unlock();
+    return q->p[k] ? CUDA_SUCCESS : CUDA_ERROR_OUT_OF_MEMORY;
+}
+
+/* Wait for slot `k`'s reply (if one is in flight); the caller frees `r` on success. */
+static CUresult pipe_finish(shm_pipe *q, int k, rgpu_reply *r)
+{
+    memset(r, 0, sizeof *r);
+    if (!q->p[k])
+        return CUDA_SUCCESS;
+    CUresult st = rgpu_call_finish(q->p[k], q->sid[k], r);
+    q->p[k] = NULL;
+    return st;
+}
+
 static CUresult htod_shm(CUdeviceptr dst, const uint8_t *src, size_t n, uint64_t sid,
                          int async, int dev, uint8_t *shm, size_t cap)
 {
+    shm_pipe q;
+    pipe_init(&q, cap);
     CUresult st = CUDA_SUCCESS;
-    cap = cap < COPY_CHUNK ? cap : COPY_CHUNK;
-    for (size_t off = 0; off < n && st == CUDA_SUCCESS; off += cap) {
-        size_t len = n - off < cap ? n - off : cap;
-        memcpy(shm, src + off, len);
+    size_t issued = 0;
+    for (size_t off = 0; off < n && st == CUDA_SUCCESS; off += q.piece, issued++) {
+        int k = (int)(issued % (size_t)q.slots);
+        rgpu_reply r;
+        st = pipe_finish(&q, k, &r);
+        if (st != CUDA_SUCCESS)
+            break;
+        rgpu_reply_free(&r);
+        size_t len = n - off < q.piece ? n - off : q.piece;
+        memcpy(shm + (size_t)k * q.piece, src + off, len);
         mp_buf b;
         rgpu_shm_body(&b, async ? "cuMemcpyHtoDAsync_v2" : "cuMemcpyHtoD_v2", async ? 2 : 1);
         mp_uint(&b, dst + off);
@@ -276,24 +330,59 @@ static CUresult htod_shm(CUdeviceptr dst, const uint8_t *src, size_t n, uint64_t
         mp_map(&b, 1);
         mp_str(&b, "shm");
         mp_array(&b, 2);
-        mp_uint(&b, 0);
+        mp_uint(&b, (size_t)k * q.piece);
         mp_uint(&b, len);
-        rgpu_reply r;
-        st = rgpu_simple_call(dev, &b, NULL, 0, &r);
-        if (st == CUDA_SUCCESS)
-            rgpu_reply_free(&r);
+        st = pipe_start(&q, k, dev, &b);
         mp_free(&b);
     }
+    for (size_t j = 0; j < (size_t)q.slots; j++) { /* the rest, in the order they went */
+        rgpu_reply r;
+        CUresult one = pipe_finish(&q, (int)((issued + j) % (size_t)q.slots), &r);
+        if (one == CUDA_SUCCESS)
+            rgpu_reply_free(&r);
+        else if (st == CUDA_SUCCESS)
+            st = one;
+    }
+    return st;
+}
+
+/* Slot `k`'s DtoH reply: its bytes to `dst`. */
+static CUresult dtoh_take(shm_pipe *q, int k, uint8_t *dst, const uint8_t *shm)
+{
+    if (!q->p[k])
+        return CUDA_SUCCESS;
+    size_t len = q->len[k];
+    rgpu_reply r;
+    CUresult st = pipe_finish(q, k, &r);
+    if (st != CUDA_SUCCESS)
+        return st;
+    int64_t got = -1;
+    if (r.bulk_len == len) { /* the daemon may answer as socket bulk after all */
+        memcpy(dst + q->off[k], r.bulk, len);
+    } else if (r.has_body && r.doc.nodes[0].type == MP_MAP &&
+               mp_get_i64(&r.doc, mp_map_get(&r.doc, 0, "shm"), &got) == 0 &&
+               got == (int64_t)len) {
+        memcpy(dst + q->off[k], shm + (size_t)k * q->piece, len);
+    } else {
+        st = CUDA_ERROR_UNKNOWN;
+    }
+    rgpu_reply_free(&r);
     return st;
 }
 
 static CUresult dtoh_shm(uint8_t *dst, CUdeviceptr src, size_t n, uint64_t sid, int async,
                          int dev, uint8_t *shm, size_t cap)
 {
+    shm_pipe q;
+    pipe_init(&q, cap);
     CUresult st = CUDA_SUCCESS;
-    cap = cap < COPY_CHUNK ? cap : COPY_CHUNK;
-    for (size_t off = 0; off < n && st == CUDA_SUCCESS; off += cap) {
-        size_t len = n - off < cap ? n - off : cap;
+    size_t issued = 0;
+    for (size_t off = 0; off < n && st == CUDA_SUCCESS; off += q.piece, issued++) {
+        int k = (int)(issued % (size_t)q.slots);
+        st = dtoh_take(&q, k, dst, shm);
+        if (st != CUDA_SUCCESS)
+            break;
+        size_t len = n - off < q.piece ? n - off : q.piece;
         mp_buf b;
         rgpu_shm_body(&b, async ? "cuMemcpyDtoHAsync_v2" : "cuMemcpyDtoH_v2", async ? 3 : 2);
         mp_uint(&b, src + off);
@@ -304,24 +393,23 @@ static CUresult dtoh_shm(uint8_t *dst, CUdeviceptr src, size_t n, uint64_t sid, 
         mp_map(&b, 1);
         mp_str(&b, "shm_reply");
         mp_array(&b, 2);
-        mp_uint(&b, 0);
-        mp_uint(&b, cap);
-        rgpu_reply r;
-        st = rgpu_simple_call(dev, &b, NULL, 0, &r);
+        mp_uint(&b, (size_t)k * q.piece);
+        mp_uint(&b, q.piece);
+        q.len[k] = len;
+        q.off[k] = off;
+        st = pipe_start(&q, k, dev, &b);
         mp_free(&b);
-        if (st != CUDA_SUCCESS)
-            break;
-        int64_t got = -1;
-        if (r.bulk_len == len) { /* the daemon may answer as socket bulk after all */
-            memcpy(dst + off, r.bulk, len);
-        } else if (r.has_body && r.doc.nodes[0].type == MP_MAP &&
-                   mp_get_i64(&r.doc, mp_map_get(&r.doc, 0, "shm"), &got) == 0 &&
-                   got == (int64_t)len) {
-            memcpy(dst + off, shm, len);
-        } else {
-            st = CUDA_ERROR_UNKNOWN;
+    }
+    for (size_t j = 0; j < (size_t)q.slots; j++) {
+        int k = (int)((issued + j) % (size_t)q.slots);
+        CUresult one = st == CUDA_SUCCESS ? dtoh_take(&q, k, dst, shm) : CUDA_SUCCESS;
+        if (st != CUDA_SUCCESS && q.p[k]) { /* after a failure: drain, copy nothing */
+            rgpu_reply r;
+            if (pipe_finish(&q, k, &r) == CUDA_SUCCESS)
+                rgpu_reply_free(&r);
         }
-        rgpu_reply_free(&r);
+        if (st == CUDA_SUCCESS)
+            st = one;
     }
     return st;
 }
@@ -635,11 +723,31 @@ static CUresult copy2d(const CUDA_MEMCPY2D *c, CUstream stream, int async)
         st_ = rgpu_range_device(c->srcDevice, NULL) ? CU_MEMORYTYPE_DEVICE : CU_MEMORYTYPE_HOST;
     if (dt == CU_MEMORYTYPE_UNIFIED)
         dt = rgpu_range_device(c->dstDevice, NULL) ? CU_MEMORYTYPE_DEVICE : CU_MEMORYTYPE_HOST;
-    if (st_ == CU_MEMORYTYPE_ARRAY || dt == CU_MEMORYTYPE_ARRAY) {
-        rgpu_report_unsupported("cuMemcpy2D (CUDA arrays)");
-        return CUDA_ERROR_NOT_SUPPORTED;
-    }
     size_t w = c->WidthInBytes, h = c->Height;
+    if (st_ == CU_MEMORYTYPE_ARRAY || dt == CU_MEMORYTYPE_ARRAY) {
+        if (w == 0 || h == 0)
+            return CUDA_SUCCESS;
+        CUDA_MEMCPY3D c3;
+        memset(&c3, 0, sizeof c3);
+        c3.srcXInBytes = c->srcXInBytes;
+        c3.srcY = c->srcY;
+        c3.srcMemoryType = c->srcMemoryType;
+        c3.srcHost = c->srcHost;
+        c3.srcDevice = c->srcDevice;
+        c3.srcArray = c->srcArray;
+        c3.srcPitch = c->srcPitch;
+        c3.dstXInBytes = c->dstXInBytes;
+        c3.dstY = c->dstY;
+        c3.dstMemoryType = c->dstMemoryType;
+        c3.dstHost = c->dstHost;
+        c3.dstDevice = c->dstDevice;
+        c3.dstArray = c->dstArray;
+        c3.dstPitch = c->dstPitch;
+        c3.WidthInBytes = w;
+        c3.Height = h;
+        c3.Depth = 1;
+        return rgpu_copy3d_array(&c3, stream, async);
+    }
     if (w == 0 || h == 0)
         return CUDA_SUCCESS;
     if (async && rgpu_capturing(stream)) {
@@ -776,15 +884,13 @@ CUresult cuMemcpy2DAsync_v2(const CUDA_MEMCPY2D *pCopy, CUstream hStream)
     return copy2d(pCopy, hStream, 1);
 }
 
-/* 3D copies between linear memory: one 2D copy per slice (CUDA arrays are not offered). */
+/* 3D copies between linear memory: one 2D copy per slice; CUDA arrays are textures.c's. */
 static CUresult copy3d(const CUDA_MEMCPY3D *c, CUstream stream, int async)
 {
     if (!c)
         return CUDA_ERROR_INVALID_VALUE;
-    if (c->srcMemoryType == CU_MEMORYTYPE_ARRAY || c->dstMemoryType == CU_MEMORYTYPE_ARRAY) {
-        rgpu_report_unsupported("cuMemcpy3D (CUDA arrays)");
-        return CUDA_ERROR_NOT_SUPPORTED;
-    }
+    if (c->srcMemoryType == CU_MEMORYTYPE_ARRAY || c->dstMemoryType == CU_MEMORYTYPE_ARRAY)
+        return rgpu_copy3d_array(c, stream, async);
     if (c->Depth > 1 && (!c->srcHeight || !c->dstHeight))
         return CUDA_ERROR_INVALID_VALUE;
     if (async && rgpu_capturing(stream))

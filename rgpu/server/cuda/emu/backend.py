@@ -32,6 +32,18 @@ from rgpu.server.cuda.backend import (
     CudaDeviceFacts,
     CudaSession,
 )
+from rgpu.server.cuda.emu.arrays import (
+    CU_RESOURCE_TYPE_ARRAY,
+    CU_RESOURCE_TYPE_LINEAR,
+    CU_RESOURCE_TYPE_MIPMAPPED_ARRAY,
+    CU_RESOURCE_TYPE_PITCH2D,
+    EmuArray,
+    array_layout,
+    check_texture,
+    copy_3d,
+    linear_resource,
+    sampler_from,
+)
 from rgpu.server.cuda.emu.device import (
     DEVICE_ARCH,
     MAX_BLOCK_DIM,
@@ -48,6 +60,7 @@ from rgpu.server.cuda.emu.device import (
     emulated_device_facts,
 )
 from rgpu.server.cuda.emu.ptx import DeviceMemory, EmuFault, LoadedModule, PtxModule, parse_ptx
+from rgpu.server.cuda.emu.ptx.texture import Resource, SurfaceObject, TextureObject
 from rgpu.server.cuda.errors import CudaError, CUresult
 from rgpu.server.cuda.fatbin import ptx_from_image
 
@@ -232,6 +245,13 @@ class EmuCudaBackend(CudaBackend):
     """Emulated CPU CUDA devices shared by all sessions of one server."""
 
     kind = "emu"
+    # Calls the server may answer on its event loop while the session's worker is idle: device
+    # work runs to completion when it is issued, so these only read state (see server.py).
+    inline_calls = frozenset({
+        "cuCtxSynchronize", "cuStreamSynchronize", "cuStreamQuery", "cuEventSynchronize",
+        "cuEventQuery", "cuEventElapsedTime_v2", "cuMemGetInfo_v2", "cuPointerGetAttribute",
+        "cuMemGetAddressRange_v2", "cuFuncGetAttribute", "cuCtxGetLimit",
+        "cuStreamGetPriority", "cuStreamGetFlags"})
 
     def __init__(self, config: EmuDeviceConfig | None = None) -> None:
         self.config = config or EmuDeviceConfig()
@@ -330,6 +350,8 @@ class EmuSession(CudaSession):
         self._kernels: dict[int, _Function] = {}
         self._streams: dict[int, _Stream] = {}
         self._events: dict[int, _Event] = {}
+        self._arrays: dict[int, EmuArray] = {}
+        self._objects: dict[int, int] = {}  # texture/surface object handle -> context id
 
     # --- helpers ----------------------------------------------------------------------------
     def _printf(self, text: str) -> None:
@@ -416,6 +438,12 @@ class EmuSession(CudaSession):
         memory = self._memory(ctx)
         for mod in [m for m in self._modules.values() if m.context == ctx.id]:
             self._drop_module(mod)
+        for arr in [a for a in self._arrays.values() if a.context == ctx.id]:
+            memory.free(arr.resource.base)
+            del self._arrays[arr.id]
+        for handle in [h for h, owner in self._objects.items() if owner == ctx.id]:
+            memory.descriptors.remove(handle)
+            del self._objects[handle]
         for dptr in list(ctx.allocations):
             memory.free(dptr)
         ctx.allocations.clear()
@@ -640,8 +668,8 @@ class EmuSession(CudaSession):
         ctx = self._ctx()
         if bytesize <= 0:
             raise CudaError(R.CUDA_ERROR_INVALID_VALUE, "cuMemAlloc of 0 bytes")
-        try:
-            dptr = self._memory(ctx).alloc(int(bytesize))
+        try:  # aligned as the device's CU_DEVICE_ATTRIBUTE_TEXTURE_ALIGNMENT, so textures fit
+            dptr = self._memory(ctx).alloc(int(bytesize), 512)
         except EmuFault as fault:
             if fault.kind == "out_of_memory":
                 raise CudaError(R.CUDA_ERROR_OUT_OF_MEMORY, fault.message) from None
@@ -788,7 +816,7 @@ class EmuSession(CudaSession):
             raise CudaError(R.CUDA_ERROR_INVALID_VALUE, "negative 2D copy extent")
         kinds = (int(copy["srcMemoryType"]), int(copy["dstMemoryType"]))
         if CU_MEMORYTYPE_ARRAY in kinds:
-            raise CudaError(R.CUDA_ERROR_NOT_SUPPORTED, "CUDA arrays are not emulated")
+            return self._copy3d(ctx, {**copy, "Depth": 1}, host_data)
         rows: list[bytes] = []
         src_type = kinds[0]
         if src_type == CU_MEMORYTYPE_HOST:
@@ -827,6 +855,132 @@ class EmuSession(CudaSession):
     ) -> bytes | None:
         """A 2D copy in stream order."""
         return self._copy2d(self._stream_ctx(stream), copy, host_data)
+
+    # --- CUDA arrays, texture and surface objects ------------------------------------------
+    def _array(self, array: int) -> EmuArray:
+        arr = self._arrays.get(array)
+        if arr is None:
+            raise CudaError(R.CUDA_ERROR_INVALID_HANDLE, f"array {array} does not exist")
+        return arr
+
+    def _create_array(self, array: int, desc: dict[str, Any]) -> None:
+        ctx = self._ctx()
+        self._new_id(self._arrays, array, "array")
+        norm, res, nbytes = array_layout(desc)
+        try:
+            base = self._memory(ctx).alloc(nbytes, 512)
+        except EmuFault as fault:
+            if fault.kind == "out_of_memory":
+                raise CudaError(R.CUDA_ERROR_OUT_OF_MEMORY, fault.message) from None
+            raise
+        res = Resource(**{**res.__dict__, "base": base})
+        self._arrays[array] = EmuArray(array, ctx.id, norm, res)
+
+    @_api
+    def cuArrayCreate_v2(self, array: int, desc: dict[str, Any]) -> None:
+        """A 1D or 2D array (CUDA_ARRAY_DESCRIPTOR: Width, Height, Format, NumChannels)."""
+        self._create_array(array, {**desc, "Depth": 0, "Flags": 0})
+
+    @_api
+    def cuArray3DCreate_v2(self, array: int, desc: dict[str, Any]) -> None:
+        """A 1D, 2D, 3D or layered array (CUDA_ARRAY3D_DESCRIPTOR's fields)."""
+        self._create_array(array, desc)
+
+    @_api
+    def cuArrayDestroy(self, array: int) -> None:
+        """Free an array (texture objects over it must not be used afterwards)."""
+        arr = self._array(array)
+        ctx = self._context_of(arr.context)
+        self._memory(ctx).free(arr.resource.base)
+        del self._arrays[array]
+
+    @_api
+    def cuArray3DGetDescriptor_v2(self, array: int) -> dict[str, int]:
+        """The array's CUDA_ARRAY3D_DESCRIPTOR fields."""
+        return dict(self._array(array).desc)
+
+    def _copy3d(self, ctx: _Context, copy: dict[str, Any], host_data: bytes | None
+                ) -> bytes | None:  # fmt: skip
+        memory = self._memory(ctx)
+        return self._host_access(lambda: copy_3d(memory, copy, host_data, self._array))
+
+    @_api
+    def cuMemcpy3D_v2(self, copy: dict[str, Any], host_data: bytes | None = None) -> bytes | None:
+        """A 3D copy between host, device memory and arrays."""
+        return self._copy3d(self._ctx(), copy, host_data)
+
+    @_api
+    def cuMemcpy3DAsync_v2(
+        self, copy: dict[str, Any], stream: int, host_data: bytes | None = None
+    ) -> bytes | None:
+        """A 3D copy in stream order."""
+        return self._copy3d(self._stream_ctx(stream), copy, host_data)
+
+    def _resource(self, ctx: _Context, res_desc: dict[str, Any]) -> Resource:
+        kind = int(res_desc["resType"])
+        if kind == CU_RESOURCE_TYPE_ARRAY:
+            arr = self._array(int(res_desc["hArray"]))
+            if self._context_of(arr.context).device != ctx.device:
+                raise CudaError(R.CUDA_ERROR_INVALID_VALUE, "the array is on another device")
+            return arr.resource
+        if kind in (CU_RESOURCE_TYPE_LINEAR, CU_RESOURCE_TYPE_PITCH2D):
+            return linear_resource(self._memory(ctx), res_desc)
+        if kind == CU_RESOURCE_TYPE_MIPMAPPED_ARRAY:
+            raise CudaError(R.CUDA_ERROR_NOT_SUPPORTED,
+                            "mipmapped arrays are not supported by the emulated device")
+        raise CudaError(R.CUDA_ERROR_INVALID_VALUE, f"bad resource type {kind}")
+
+    @_api
+    def cuTexObjectCreate(
+        self, res_desc: dict[str, Any], tex_desc: dict[str, Any],
+        view_desc: dict[str, Any] | None = None,
+    ) -> int:
+        """A texture object over an array, linear or pitched memory; returns its handle (the
+        value kernels receive)."""
+        ctx = self._ctx()
+        if view_desc:
+            raise CudaError(R.CUDA_ERROR_NOT_SUPPORTED,
+                            "resource views are not supported by the emulated device")
+        tex = TextureObject(self._resource(ctx, res_desc), sampler_from(tex_desc))
+        check_texture(tex)
+        handle = self._memory(ctx).descriptors.add(tex)
+        self._objects[handle] = ctx.id
+        return handle
+
+    @_api
+    def cuSurfObjectCreate(self, res_desc: dict[str, Any]) -> int:
+        """A surface object over an array created with CUDA_ARRAY3D_SURFACE_LDST."""
+        ctx = self._ctx()
+        if int(res_desc["resType"]) != CU_RESOURCE_TYPE_ARRAY:
+            raise CudaError(R.CUDA_ERROR_INVALID_VALUE, "surfaces need a CUDA array resource")
+        res = self._resource(ctx, res_desc)
+        if not res.surface:
+            raise CudaError(R.CUDA_ERROR_INVALID_VALUE,
+                            "the array was not created with CUDA_ARRAY3D_SURFACE_LDST")
+        handle = self._memory(ctx).descriptors.add(SurfaceObject(res))
+        self._objects[handle] = ctx.id
+        return handle
+
+    def _destroy_object(self, handle: int, kind: type) -> None:
+        owner = self._objects.get(handle)
+        if owner is None:
+            raise CudaError(R.CUDA_ERROR_INVALID_VALUE, f"{handle:#x} is not an object of this "
+                            "session")  # fmt: skip
+        memory = self._memory(self._context_of(owner))
+        if not isinstance(memory.descriptors.get(handle), kind):
+            raise CudaError(R.CUDA_ERROR_INVALID_VALUE, f"{handle:#x} is another kind of object")
+        memory.descriptors.remove(handle)
+        del self._objects[handle]
+
+    @_api
+    def cuTexObjectDestroy(self, handle: int) -> None:
+        """Destroy a texture object."""
+        self._destroy_object(handle, TextureObject)
+
+    @_api
+    def cuSurfObjectDestroy(self, handle: int) -> None:
+        """Destroy a surface object."""
+        self._destroy_object(handle, SurfaceObject)
 
     def _memset(self, ctx: _Context, dst: int, value: int, elem: int, count: int) -> None:
         if dst % elem:

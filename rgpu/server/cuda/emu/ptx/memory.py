@@ -19,6 +19,7 @@ from collections.abc import Callable
 import numpy as np
 
 from .errors import EmuFault
+from .texture import DescriptorHeap
 
 #: Device address of arena byte 0. Non-zero and far from the generic-address windows the
 #: interpreter uses for shared, local and param space (see ``interp.py``).
@@ -54,6 +55,8 @@ class DeviceMemory:
         self._views: dict[np.dtype, np.ndarray] = {}
         self._heap: dict[int, int] = {}  # device malloc() pointer -> the allocation holding it
         self._heap_live: dict[int, int] = {}  # that allocation -> its pointers not yet freed
+        #: texture and surface objects, which kernels name by handle (texture.py)
+        self.descriptors = DescriptorHeap()
 
     # --- allocation -------------------------------------------------------------------------
     def alloc(self, nbytes: int, align: int = 256) -> int:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from . import ops_alu, ops_float, ops_mem, ops_mma, ops_sync, ops_warp  # noqa: F401  (register opcodes)
+from . import ops_alu, ops_float, ops_mem, ops_mma, ops_sync, ops_tex, ops_warp  # noqa: F401  (register opcodes)
 from .compiler import (
     BOOL,
     S32,
