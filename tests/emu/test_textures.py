@@ -445,3 +445,100 @@ def test_unsupported_and_invalid_combinations_are_errors(gpu):
     s.cuArrayDestroy(arr)
     assert code(s.cuArrayDestroy, arr) == R.CUDA_ERROR_INVALID_HANDLE
     assert code(s.cuTexObjectDestroy, 12345) == R.CUDA_ERROR_INVALID_VALUE
+
+
+# --- the NVIDIA backend builds the driver's structures as documented ----------------------
+class _FakeDriver:
+    """cuda.bindings' types with recorded functions, so the NVIDIA backend's structure
+    building is checked without a GPU."""
+
+    def __init__(self) -> None:
+        from cuda.bindings import driver
+
+        self.real = driver
+        self.calls: list[tuple[str, tuple]] = []
+        self.results = {"cuArray3DCreate": driver.CUarray(0xA770),
+                        "cuTexObjectCreate": driver.CUtexObject(0x7E1),
+                        "cuSurfObjectCreate": driver.CUsurfObject(0x5F1)}  # fmt: skip
+
+    def __getattr__(self, name: str):
+        if not name.startswith("cu"):
+            return getattr(self.real, name)
+
+        def fn(*args):
+            self.calls.append((name, args))
+            return (0, self.results[name]) if name in self.results else (0,)
+
+        return fn
+
+    def last(self, name: str) -> tuple:
+        return [args for n, args in self.calls if n == name][-1]
+
+
+@pytest.fixture
+def nv():
+    pytest.importorskip("cuda.bindings.driver")
+    from rgpu.server.cuda import nvidia
+
+    fake = _FakeDriver()
+
+    class Backend:
+        driver = fake
+        devices: list = []
+
+        def _forget(self, session) -> None:
+            pass
+
+    s = nvidia.NvidiaSession(Backend(), "fake")  # type: ignore[arg-type]
+    s._contexts[1] = nvidia._Context(1, 0, fake.real.CUcontext(0), 0, True)
+    s._current = 1
+    s._add_range(nvidia._Range(base=0x10000, size=1 << 20, context=1, allocation=True))
+    return s, fake
+
+
+def test_nvidia_arrays_copies_and_objects_use_the_documented_structures(nv):
+    s, fake = nv
+    s.cuArray3DCreate_v2(5, {"Width": 8, "Height": 4, "Depth": 2, "Format": F32,
+                             "NumChannels": 2, "Flags": 2})  # fmt: skip
+    (desc,) = fake.last("cuArray3DCreate")
+    assert (desc.Width, desc.Height, desc.Depth, int(desc.Format), desc.NumChannels,
+            desc.Flags) == (8, 4, 2, F32, 2, 2)  # fmt: skip
+    data = bytes(range(64)) * 8
+    s.cuMemcpy3D_v2({"srcMemoryType": 1, "dstMemoryType": 3, "dstArray": 5, "dstXInBytes": 16,
+                     "dstY": 1, "WidthInBytes": 32, "Height": 2, "Depth": 2}, data)  # fmt: skip
+    (p,) = fake.last("cuMemcpy3D")
+    assert int(p.srcMemoryType) == 1 and p.srcHost != 0 and p.srcPitch == 32
+    assert p.srcHeight == 2 and int(p.dstMemoryType) == 3 and int(p.dstArray) == 0xA770
+    assert (p.dstXInBytes, p.dstY, p.WidthInBytes, p.Height, p.Depth) == (16, 1, 32, 2, 2)
+    out = s.cuMemcpy2D_v2({"srcMemoryType": 3, "srcArray": 5, "dstMemoryType": 1,
+                           "WidthInBytes": 24, "Height": 3})  # fmt: skip
+    assert out == bytes(72)  # the fake driver wrote nothing into the packed host buffer
+    (p,) = fake.last("cuMemcpy3D")
+    assert int(p.srcArray) == 0xA770 and p.dstPitch == 24 and p.Depth == 1
+    with pytest.raises(CudaError) as info:  # device memory the session does not own
+        s.cuMemcpy3D_v2({"srcMemoryType": 2, "srcDevice": 0x999999, "srcPitch": 64,
+                         "dstMemoryType": 3, "dstArray": 5, "WidthInBytes": 32, "Height": 1})
+    assert info.value.code == R.CUDA_ERROR_INVALID_VALUE
+
+    t = s.cuTexObjectCreate({"resType": 2, "devPtr": 0x10000, "format": F32, "numChannels": 1,
+                             "sizeInBytes": 4096},
+                            {"addressMode": [0, 2, 3], "filterMode": 1, "flags": 2,
+                             "borderColor": [0.5, 0, 0, 1]})  # fmt: skip
+    assert t == 0x7E1
+    rd, td, vd = fake.last("cuTexObjectCreate")
+    assert int(rd.resType) == 2 and int(rd.res.linear.devPtr) == 0x10000
+    assert rd.res.linear.sizeInBytes == 4096 and int(rd.res.linear.format) == F32
+    assert [int(m) for m in td.addressMode] == [0, 2, 3] and int(td.filterMode) == 1
+    assert td.flags == 2 and td.borderColor == [0.5, 0.0, 0.0, 1.0] and vd is None
+    surf = s.cuSurfObjectCreate({"resType": 0, "hArray": 5})
+    (rd,) = fake.last("cuSurfObjectCreate")
+    assert surf == 0x5F1 and int(rd.res.array.hArray) == 0xA770
+    with pytest.raises(CudaError) as info:
+        s.cuTexObjectCreate({"resType": 2, "devPtr": 0x10000, "format": F32, "numChannels": 1,
+                             "sizeInBytes": 8 << 20}, {})  # past the allocation
+    assert info.value.code == R.CUDA_ERROR_INVALID_VALUE
+    s.cuTexObjectDestroy(t)
+    assert int(fake.last("cuTexObjectDestroy")[0]) == 0x7E1
+    s.close()  # the surface object and the array go with the context
+    assert int(fake.last("cuSurfObjectDestroy")[0]) == 0x5F1
+    assert int(fake.last("cuArrayDestroy")[0]) == 0xA770

@@ -316,6 +316,61 @@ class CudaSession(abc.ABC):
     ) -> None:
         """Fill a 2D area of 32-bit words (`width` in elements)."""
 
+    # --- CUDA arrays, texture and surface objects -------------------------------------------
+    @abc.abstractmethod
+    def cuArrayCreate_v2(self, array: int, desc: dict[str, Any]) -> None:
+        """Create array `array` (a client-chosen id) from CUDA_ARRAY_DESCRIPTOR's fields
+        (Width, Height, Format, NumChannels)."""
+
+    @abc.abstractmethod
+    def cuArray3DCreate_v2(self, array: int, desc: dict[str, Any]) -> None:
+        """Create array `array` from CUDA_ARRAY3D_DESCRIPTOR's fields (Width, Height, Depth,
+        Format, NumChannels, Flags)."""
+
+    @abc.abstractmethod
+    def cuArrayDestroy(self, array: int) -> None:
+        """Destroy an array."""
+
+    @abc.abstractmethod
+    def cuArray3DGetDescriptor_v2(self, array: int) -> dict[str, int]:
+        """The array's CUDA_ARRAY3D_DESCRIPTOR fields."""
+
+    @abc.abstractmethod
+    def cuMemcpy3D_v2(self, copy: dict[str, Any], host_data: bytes | None = None) -> bytes | None:
+        """A copy described by CUDA_MEMCPY3D's fields ({src,dst}{XInBytes, Y, Z, MemoryType,
+        Device, Array, Pitch, Height}, WidthInBytes, Height, Depth); arrays are named by id. A
+        host side is packed (WidthInBytes x Height x Depth, offsets 0): `host_data` for a
+        source, the returned bytes for a destination. 2D copies with an array side take this
+        path too."""
+
+    @abc.abstractmethod
+    def cuMemcpy3DAsync_v2(
+        self, copy: dict[str, Any], stream: int, host_data: bytes | None = None
+    ) -> bytes | None:
+        """`cuMemcpy3D_v2` in stream order."""
+
+    @abc.abstractmethod
+    def cuTexObjectCreate(
+        self, res_desc: dict[str, Any], tex_desc: dict[str, Any],
+        view_desc: dict[str, Any] | None = None,
+    ) -> int:
+        """A texture object from CUDA_RESOURCE_DESC (resType and the fields of its kind:
+        hArray as an array id; devPtr, format, numChannels, sizeInBytes; width, height,
+        pitchInBytes), CUDA_TEXTURE_DESC and an optional CUDA_RESOURCE_VIEW_DESC, as dicts.
+        Returns the value kernels receive, so it is the device's, not client-chosen."""
+
+    @abc.abstractmethod
+    def cuTexObjectDestroy(self, handle: int) -> None:
+        """Destroy a texture object."""
+
+    @abc.abstractmethod
+    def cuSurfObjectCreate(self, res_desc: dict[str, Any]) -> int:
+        """A surface object over an array created with CUDA_ARRAY3D_SURFACE_LDST."""
+
+    @abc.abstractmethod
+    def cuSurfObjectDestroy(self, handle: int) -> None:
+        """Destroy a surface object."""
+
     # --- modules and libraries --------------------------------------------------------------
     @abc.abstractmethod
     def cuModuleLoadData(self, module: int, image: bytes) -> None:

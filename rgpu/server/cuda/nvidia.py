@@ -63,6 +63,9 @@ log = logging.getLogger("rgpu.server.cuda")
 R = CUresult
 
 _DEFAULT_STREAMS = (0, 1, 2)  # NULL, CU_STREAM_LEGACY, CU_STREAM_PER_THREAD
+# CUresourcetype
+_CU_RESOURCE_TYPE_ARRAY, _CU_RESOURCE_TYPE_MIPMAPPED_ARRAY = 0, 1
+_CU_RESOURCE_TYPE_LINEAR, _CU_RESOURCE_TYPE_PITCH2D = 2, 3
 _PENDING_LIMIT = 256 << 20  # host bytes async HtoD copies may hold before streams are synced
 
 # cuda.h `CU_LAUNCH_PARAM_*` (pointer-valued macros).
@@ -223,6 +226,13 @@ class _Event:
     id: int
     context: int
     handle: Any  # CUevent
+
+
+@dataclass
+class _Array:
+    id: int
+    context: int
+    handle: Any  # CUarray
 
 
 @dataclass
@@ -399,6 +409,9 @@ class NvidiaSession(CudaSession):
         self._ranges: dict[int, _Range] = {}
         self._bases: list[int] = []  # sorted keys of _ranges
         self._pending: dict[tuple[int, int], _Pending] = {}  # (context id, stream id)
+        self._arrays: dict[int, _Array] = {}
+        # texture/surface object value -> (context id, is a surface)
+        self._objects: dict[int, tuple[int, bool]] = {}
 
     # --- helpers ----------------------------------------------------------------------------
     def _call(self, api: str, name: str, *args: Any) -> Any:
@@ -601,6 +614,8 @@ class NvidiaSession(CudaSession):
             self._ranges.clear()
             self._bases.clear()
             self._pending.clear()
+            self._arrays.clear()
+            self._objects.clear()
             self._current = None
             self._stack.clear()
             self.backend._forget(self)
@@ -624,6 +639,14 @@ class NvidiaSession(CudaSession):
         for s in [s for s in self._streams.values() if s.context == ctx.id]:
             self._quiet(why, "cuStreamDestroy", s.handle, level=level)
             del self._streams[s.id]
+        for handle in [h for h, (c, _) in self._objects.items() if c == ctx.id]:
+            name = "cuSurfObjectDestroy" if self._objects[handle][1] else "cuTexObjectDestroy"
+            kind = d.CUsurfObject if self._objects[handle][1] else d.CUtexObject
+            self._quiet(why, name, kind(handle), level=level)
+            del self._objects[handle]
+        for arr in [a for a in self._arrays.values() if a.context == ctx.id]:
+            self._quiet(why, "cuArrayDestroy", arr.handle, level=level)
+            del self._arrays[arr.id]
         for mod in [m for m in self._modules.values() if m.context == ctx.id]:
             if mod.owned:
                 self._quiet(why, "cuModuleUnload", mod.handle, level=level)
@@ -1016,8 +1039,7 @@ class NvidiaSession(CudaSession):
                 setattr(p, f"{side}XInBytes", x)
                 setattr(p, f"{side}Y", y)
             elif kind == CU_MEMORYTYPE_ARRAY:
-                raise CudaError(R.CUDA_ERROR_NOT_SUPPORTED,
-                                f"{api}: CUDA arrays are not forwarded")
+                return self._copy3d(api, {**copy, "Depth": 1}, host_data, stream)
             else:
                 raise CudaError(R.CUDA_ERROR_INVALID_VALUE, f"{api}: bad {side}MemoryType {kind}")
         p.WidthInBytes = width
@@ -1045,6 +1067,222 @@ class NvidiaSession(CudaSession):
     ) -> bytes | None:
         """A 2D copy in stream order (a host destination waits for the stream)."""
         return self._copy2d("cuMemcpy2DAsync_v2", copy, host_data, stream)
+
+    # --- CUDA arrays, texture and surface objects ------------------------------------------
+    def _array(self, array: int) -> _Array:
+        arr = self._arrays.get(array)
+        if arr is None:
+            raise CudaError(R.CUDA_ERROR_INVALID_HANDLE, f"array {array} does not exist")
+        return arr
+
+    @_api
+    def cuArray3DCreate_v2(self, array: int, desc: dict[str, Any]) -> None:
+        """An array with id `array` from CUDA_ARRAY3D_DESCRIPTOR's fields."""
+        ctx = self._ctx()
+        self._new_id(self._arrays, array, "array")
+        d = self.driver
+        p = d.CUDA_ARRAY3D_DESCRIPTOR()
+        p.Width = int(desc.get("Width", 0))
+        p.Height = int(desc.get("Height", 0))
+        p.Depth = int(desc.get("Depth", 0))
+        p.Format = d.CUarray_format(int(desc["Format"]))
+        p.NumChannels = int(desc["NumChannels"])
+        p.Flags = int(desc.get("Flags", 0))
+        handle = self._call("cuArray3DCreate_v2", "cuArray3DCreate", p)
+        self._arrays[array] = _Array(array, ctx.id, handle)
+
+    @_api
+    def cuArrayCreate_v2(self, array: int, desc: dict[str, Any]) -> None:
+        """A 1D or 2D array (CUDA_ARRAY_DESCRIPTOR's fields)."""
+        self.cuArray3DCreate_v2(array, {**desc, "Depth": 0, "Flags": 0})
+
+    @_api
+    def cuArrayDestroy(self, array: int) -> None:
+        """Destroy an array of the session."""
+        arr = self._array(array)
+        self._call("cuArrayDestroy", "cuArrayDestroy", arr.handle)
+        del self._arrays[array]
+
+    @_api
+    def cuArray3DGetDescriptor_v2(self, array: int) -> dict[str, int]:
+        """The array's CUDA_ARRAY3D_DESCRIPTOR fields, as the driver reports them."""
+        p = self._call("cuArray3DGetDescriptor_v2", "cuArray3DGetDescriptor",
+                       self._array(array).handle)
+        return {"Width": int(p.Width), "Height": int(p.Height), "Depth": int(p.Depth),
+                "Format": int(p.Format), "NumChannels": int(p.NumChannels),
+                "Flags": int(p.Flags)}  # fmt: skip
+
+    def _copy3d(
+        self, api: str, copy: dict[str, Any], host_data: bytes | None, stream: int | None
+    ) -> bytes | None:
+        """Run a CUDA_MEMCPY3D (host sides packed, offsets 0); a host destination comes back
+        as bytes."""
+        d = self.driver
+        width = int(copy["WidthInBytes"])
+        height, depth = max(int(copy.get("Height", 1)), 1), max(int(copy.get("Depth", 1)), 1)
+        if width < 0:
+            raise CudaError(R.CUDA_ERROR_INVALID_VALUE, f"{api}: negative extent")
+        total = width * height * depth
+        p = d.CUDA_MEMCPY3D()
+        keep: Any = None
+        out: bytearray | None = None
+        for side in ("src", "dst"):
+            kind = int(copy[f"{side}MemoryType"])
+            x, y, z = (int(copy.get(f"{side}{k}", 0)) for k in ("XInBytes", "Y", "Z"))
+            if kind == CU_MEMORYTYPE_HOST:
+                if side == "src":
+                    if host_data is None or len(host_data) < total:
+                        raise CudaError(R.CUDA_ERROR_INVALID_VALUE,
+                                        f"{api}: needs {total} bytes of host data")
+                    address, keep = _host_address(host_data)
+                else:
+                    out = bytearray(total)
+                    address, _ = _host_address(out)
+                setattr(p, f"{side}MemoryType", d.CUmemorytype(CU_MEMORYTYPE_HOST))
+                setattr(p, f"{side}Host", address)
+                setattr(p, f"{side}Pitch", width)
+                setattr(p, f"{side}Height", height)
+                x = y = z = 0
+            elif kind in (CU_MEMORYTYPE_DEVICE, CU_MEMORYTYPE_UNIFIED):
+                base, pitch = int(copy[f"{side}Device"]), int(copy.get(f"{side}Pitch", 0))
+                rows = int(copy.get(f"{side}Height", 0))
+                if depth > 1 and rows == 0:
+                    raise CudaError(R.CUDA_ERROR_INVALID_VALUE, f"{api}: {side}Height is 0")
+                pitch = pitch or width
+                start = base + (z * rows + y) * pitch + x
+                self._check_range(start, ((depth - 1) * rows + height - 1) * pitch + width, api)
+                setattr(p, f"{side}MemoryType", d.CUmemorytype(kind))
+                setattr(p, f"{side}Device", d.CUdeviceptr(base))
+                setattr(p, f"{side}Pitch", pitch)
+                setattr(p, f"{side}Height", rows)
+            elif kind == CU_MEMORYTYPE_ARRAY:
+                setattr(p, f"{side}MemoryType", d.CUmemorytype(CU_MEMORYTYPE_ARRAY))
+                setattr(p, f"{side}Array", self._array(int(copy[f"{side}Array"])).handle)
+            else:
+                raise CudaError(R.CUDA_ERROR_INVALID_VALUE, f"{api}: bad {side}MemoryType {kind}")
+            setattr(p, f"{side}XInBytes", x)
+            setattr(p, f"{side}Y", y)
+            setattr(p, f"{side}Z", z)
+        p.WidthInBytes = width
+        p.Height = height
+        p.Depth = depth
+        if stream is None:
+            self._call(api, "cuMemcpy3D", p)
+        else:
+            handle, key = self._stream(stream)
+            self._call(api, "cuMemcpy3DAsync", p, handle)
+            if out is not None:
+                self._call(api, "cuStreamSynchronize", handle)
+                self._done(key)
+            elif keep is not None:
+                self._keep(key, handle, keep, total)
+        return bytes(out) if out is not None else None
+
+    @_api
+    def cuMemcpy3D_v2(self, copy: dict[str, Any], host_data: bytes | None = None) -> bytes | None:
+        """A 3D copy between host, device memory and arrays."""
+        return self._copy3d("cuMemcpy3D_v2", copy, host_data, None)
+
+    @_api
+    def cuMemcpy3DAsync_v2(
+        self, copy: dict[str, Any], stream: int, host_data: bytes | None = None
+    ) -> bytes | None:
+        """A 3D copy in stream order (a host destination waits for the stream)."""
+        return self._copy3d("cuMemcpy3DAsync_v2", copy, host_data, stream)
+
+    def _resource_desc(self, api: str, res: dict[str, Any]) -> Any:
+        d = self.driver
+        p = d.CUDA_RESOURCE_DESC()
+        kind = int(res["resType"])
+        p.resType = d.CUresourcetype(kind)
+        if kind == _CU_RESOURCE_TYPE_ARRAY:
+            p.res.array.hArray = self._array(int(res["hArray"])).handle
+        elif kind == _CU_RESOURCE_TYPE_LINEAR:
+            size = int(res["sizeInBytes"])
+            self._check_range(int(res["devPtr"]), size, api)
+            p.res.linear.devPtr = d.CUdeviceptr(int(res["devPtr"]))
+            p.res.linear.format = d.CUarray_format(int(res["format"]))
+            p.res.linear.numChannels = int(res["numChannels"])
+            p.res.linear.sizeInBytes = size
+        elif kind == _CU_RESOURCE_TYPE_PITCH2D:
+            pitch, height = int(res["pitchInBytes"]), int(res["height"])
+            self._check_range(int(res["devPtr"]), pitch * height, api)
+            p.res.pitch2D.devPtr = d.CUdeviceptr(int(res["devPtr"]))
+            p.res.pitch2D.format = d.CUarray_format(int(res["format"]))
+            p.res.pitch2D.numChannels = int(res["numChannels"])
+            p.res.pitch2D.width = int(res["width"])
+            p.res.pitch2D.height = height
+            p.res.pitch2D.pitchInBytes = pitch
+        elif kind == _CU_RESOURCE_TYPE_MIPMAPPED_ARRAY:
+            raise CudaError(R.CUDA_ERROR_NOT_SUPPORTED, f"{api}: mipmapped arrays are not "
+                            "forwarded")  # fmt: skip
+        else:
+            raise CudaError(R.CUDA_ERROR_INVALID_VALUE, f"{api}: bad resource type {kind}")
+        p.flags = int(res.get("flags", 0))
+        return p
+
+    @_api
+    def cuTexObjectCreate(
+        self, res_desc: dict[str, Any], tex_desc: dict[str, Any],
+        view_desc: dict[str, Any] | None = None,
+    ) -> int:
+        """A texture object; returns the driver's CUtexObject value (kernels receive it)."""
+        ctx = self._ctx()
+        d = self.driver
+        rd = self._resource_desc("cuTexObjectCreate", res_desc)
+        td = d.CUDA_TEXTURE_DESC()
+        modes = [int(m) for m in tex_desc.get("addressMode", [0, 0, 0])][:3]
+        td.addressMode = [d.CUaddress_mode(m) for m in modes + [0] * (3 - len(modes))]
+        td.filterMode = d.CUfilter_mode(int(tex_desc.get("filterMode", 0)))
+        td.flags = int(tex_desc.get("flags", 0))
+        td.maxAnisotropy = int(tex_desc.get("maxAnisotropy", 0))
+        td.mipmapFilterMode = d.CUfilter_mode(int(tex_desc.get("mipmapFilterMode", 0)))
+        td.mipmapLevelBias = float(tex_desc.get("mipmapLevelBias", 0.0))
+        td.minMipmapLevelClamp = float(tex_desc.get("minMipmapLevelClamp", 0.0))
+        td.maxMipmapLevelClamp = float(tex_desc.get("maxMipmapLevelClamp", 0.0))
+        border = [float(b) for b in tex_desc.get("borderColor", [0.0] * 4)][:4]
+        td.borderColor = border + [0.0] * (4 - len(border))
+        vd = None
+        if view_desc:
+            vd = d.CUDA_RESOURCE_VIEW_DESC()
+            vd.format = d.CUresourceViewFormat(int(view_desc.get("format", 0)))
+            for name in ("width", "height", "depth", "firstMipmapLevel", "lastMipmapLevel",
+                         "firstLayer", "lastLayer"):  # fmt: skip
+                setattr(vd, name, int(view_desc.get(name, 0)))
+        handle = int(self._call("cuTexObjectCreate", "cuTexObjectCreate", rd, td, vd))
+        self._objects[handle] = (ctx.id, False)
+        return handle
+
+    @_api
+    def cuSurfObjectCreate(self, res_desc: dict[str, Any]) -> int:
+        """A surface object; returns the driver's CUsurfObject value."""
+        ctx = self._ctx()
+        rd = self._resource_desc("cuSurfObjectCreate", res_desc)
+        handle = int(self._call("cuSurfObjectCreate", "cuSurfObjectCreate", rd))
+        self._objects[handle] = (ctx.id, True)
+        return handle
+
+    def _destroy_object(self, api: str, handle: int, surface: bool) -> None:
+        owner = self._objects.get(int(handle))
+        if owner is None or owner[1] != surface:
+            raise CudaError(R.CUDA_ERROR_INVALID_VALUE,
+                            f"{api}: {int(handle):#x} is not an object of this session")
+        d = self.driver
+        if surface:
+            self._call(api, "cuSurfObjectDestroy", d.CUsurfObject(int(handle)))
+        else:
+            self._call(api, "cuTexObjectDestroy", d.CUtexObject(int(handle)))
+        del self._objects[int(handle)]
+
+    @_api
+    def cuTexObjectDestroy(self, handle: int) -> None:
+        """Destroy a texture object of the session."""
+        self._destroy_object("cuTexObjectDestroy", handle, False)
+
+    @_api
+    def cuSurfObjectDestroy(self, handle: int) -> None:
+        """Destroy a surface object of the session."""
+        self._destroy_object("cuSurfObjectDestroy", handle, True)
 
     def _memset(self, api: str, dst: int, value: int, elem: int, count: int,
                 stream: int | None) -> None:
