@@ -14,12 +14,14 @@ one daemon on loopback (TCP+TLS), from ``test_cuda_apps``; every process is boun
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import test_cuda_apps as apps
+from test_cuda_apps import sanitized  # noqa: F401 (a fixture: the sanitizer build of the shim)
 
 
 @pytest.fixture(scope="module")
@@ -66,3 +68,19 @@ def test_driver_api_array_copies(tcp_rig: apps.Rig, texture_programs: dict[str, 
     descriptions read back, and the errors of bad handles, ranges and unsupported kinds."""
     result = tcp_rig.run([str(texture_programs["textures_driver"])], preload=False)
     apps._assert_passed(result, tcp_rig)
+
+
+@pytest.mark.parametrize("name", ["textures", "textures_driver"])
+def test_sanitized(tcp_rig: apps.Rig, texture_programs: dict[str, Path],
+                   sanitized: list[str], name: str) -> None:  # noqa: F811
+    """Arrays, copies cut into pieces and texture-object bookkeeping on the AddressSanitizer +
+    UndefinedBehaviorSanitizer build of the shim: no memory error, no undefined behaviour."""
+    env = tcp_rig.app_env()
+    env["LD_PRELOAD"] = " ".join(sanitized)
+    env["LD_LIBRARY_PATH"] = str(Path(sanitized[-1]).parent / "cuda")
+    env["ASAN_OPTIONS"] = "detect_leaks=0:halt_on_error=1"
+    env["UBSAN_OPTIONS"] = "halt_on_error=1:print_stacktrace=1"
+    p = subprocess.run([str(texture_programs[name])], env=env, capture_output=True, text=True,
+                       timeout=apps.APP_TIMEOUT_S, cwd=tcp_rig.root)
+    assert "Sanitizer" not in p.stderr and "runtime error" not in p.stderr, p.stderr
+    assert p.returncode == 0 and "PASSED" in p.stdout, f"{p.stdout}\n{p.stderr}"

@@ -123,6 +123,50 @@ int main(void)
             EXPECT(back[y * ROW + x] == want);
         }
 
+    /* copies larger than one 8 MiB piece: runs of rows (2D), runs of slices (3D) */
+    {
+        CUDA_ARRAY3D_DESCRIPTOR wide = {8192, 80, 0, CU_AD_FORMAT_FLOAT, 4, 0};
+        CUDA_ARRAY3D_DESCRIPTOR vol = {128, 128, 160, CU_AD_FORMAT_FLOAT, 1, 0};
+        size_t sizes[2] = {(size_t)8192 * 16 * 80, (size_t)128 * 4 * 128 * 160};
+        CUDA_ARRAY3D_DESCRIPTOR *descs[2] = {&wide, &vol};
+        for (int k = 0; k < 2; k++) {
+            CUarray big;
+            CHECK(cuArray3DCreate(&big, descs[k]));
+            unsigned *in = malloc(sizes[k]), *out = calloc(1, sizes[k]);
+            EXPECT(in && out);
+            for (size_t i = 0; i < sizes[k] / 4; i++)
+                in[i] = (unsigned)(i * 2654435761u);
+            size_t row = descs[k]->Width * 4 * descs[k]->NumChannels;
+            CUDA_MEMCPY3D m;
+            memset(&m, 0, sizeof m);
+            m.srcMemoryType = CU_MEMORYTYPE_HOST;
+            m.srcHost = in;
+            m.srcPitch = row;
+            m.srcHeight = descs[k]->Height;
+            m.dstMemoryType = CU_MEMORYTYPE_ARRAY;
+            m.dstArray = big;
+            m.WidthInBytes = row;
+            m.Height = descs[k]->Height;
+            m.Depth = descs[k]->Depth ? descs[k]->Depth : 1;
+            CHECK(cuMemcpy3D(&m));
+            memset(&m, 0, sizeof m);
+            m.srcMemoryType = CU_MEMORYTYPE_ARRAY;
+            m.srcArray = big;
+            m.dstMemoryType = CU_MEMORYTYPE_HOST;
+            m.dstHost = out;
+            m.dstPitch = row;
+            m.dstHeight = descs[k]->Height;
+            m.WidthInBytes = row;
+            m.Height = descs[k]->Height;
+            m.Depth = descs[k]->Depth ? descs[k]->Depth : 1;
+            CHECK(cuMemcpy3D(&m));
+            EXPECT(memcmp(in, out, sizes[k]) == 0);
+            free(in);
+            free(out);
+            CHECK(cuArrayDestroy(big));
+        }
+    }
+
     /* texture object descriptions come back as given */
     CUDA_RESOURCE_DESC rd;
     memset(&rd, 0, sizeof rd);

@@ -15,15 +15,20 @@ laptops without a GPU still have a CUDA device (see ``research/ptx-emulation.md`
 
 Every failure is an :class:`EmuFault` whose ``kind`` the CUDA layer maps to a CUresult.
 
-Known limits, each reported rather than silently wrong where it can be detected: no textures,
-surfaces, PTX-level tensor-core ``mma``/``ldmatrix`` (``wmma`` is supported), tensor-map bulk
-copies or clusters (``cp.async`` and 1D ``cp.async.bulk`` run synchronously when issued;
-``mbarrier`` phases and transaction counts are supported); grid-wide sync only in cooperative
-launches (all blocks then run as one batch); recursion stacks ``.local`` frames up to 256
-levels; warp collectives executed by only part of their member mask read the non-participating
-lanes' current values; barrier numbers held in registers count as barrier 0; ``.approx``
-instructions are more accurate than the hardware (within its documented bounds); ``fma.rn.f64``
-is exact except when a product overflows the splitting range or underflows (see ``fp.py``).
+Texture and surface objects (``tex``, ``tld4``, ``txq``, ``suld.b``, ``sust.b``, ``suq``) read
+the descriptors of ``texture.py``; level-of-detail instructions read level 0.
+
+Known limits, each reported rather than silently wrong where it can be detected: no texture or
+surface references (``.texref``/``.surfref``), cube-map textures, formatted surface stores or
+surface reductions, PTX-level tensor-core ``mma``/``ldmatrix`` (``wmma`` is supported),
+tensor-map bulk copies or clusters (``cp.async`` and 1D ``cp.async.bulk`` run synchronously when
+issued; ``mbarrier`` phases and transaction counts are supported); grid-wide sync only in
+cooperative launches (all blocks then run as one batch); recursion stacks ``.local`` frames up
+to 256 levels; warp collectives executed by only part of their member mask read the
+non-participating lanes' current values; barrier numbers held in registers count as barrier 0;
+``.approx`` instructions are more accurate than the hardware (within its documented bounds);
+``fma.rn.f64`` is exact except when a product overflows the splitting range or underflows (see
+``fp.py``).
 """
 
 from __future__ import annotations
