@@ -276,7 +276,11 @@ typedef struct {
 static void pipe_init(shm_pipe *q, size_t cap)
 {
     memset(q, 0, sizeof *q);
-    q->piece = cap < COPY_CHUNK ? cap : COPY_CHUNK;
+    /* a quarter of the region (so small regions pipeline too), 1 MiB to COPY_CHUNK */
+    size_t piece = cap / SHM_INFLIGHT;
+    piece = piece < ((size_t)1 << 20) ? (size_t)1 << 20 : piece;
+    piece = piece > COPY_CHUNK ? COPY_CHUNK : piece;
+    q->piece = piece < cap ? piece : cap;
     size_t slots = cap / q->piece;
     q->slots = slots > SHM_INFLIGHT ? SHM_INFLIGHT : (int)slots;
 }

@@ -511,6 +511,16 @@ CUresult rgpu_connect(void)
 
 /* ---- requests ---------------------------------------------------------------------------- */
 
+static void unregister_waiter(waiter *w)
+{
+    for (waiter **pp = &g.waiters; *pp; pp = &(*pp)->next) {
+        if (*pp == w) {
+            *pp = w->next;
+            break;
+        }
+    }
+}
+
 static CUresult request(int kind, uint32_t session, const mp_buf *body, const void *bulk,
                         size_t bulk_len, rgpu_reply *out)
 {
@@ -537,12 +547,7 @@ static CUresult request(int kind, uint32_t session, const mp_buf *body, const vo
         else
             wait_reply(&w);
     }
-    for (waiter **pp = &g.waiters; *pp; pp = &(*pp)->next) {
-        if (*pp == &w) {
-            *pp = w.next;
-            break;
-        }
-    }
+    unregister_waiter(&w);
     if (out->status != CUDA_SUCCESS)
         rgpu_reply_free(out);
     rgpu_unlock();
@@ -564,6 +569,67 @@ CUresult rgpu_call(uint32_t session, const mp_buf *body, const void *bulk, size_
         RGPU_TRACE("CALL %s (%zu bulk bytes) -> %d%s%s", fn, bulk_len, (int)st,
                    out->message[0] ? ": " : "", out->message);
     }
+    CUresult def = rgpu_take_deferred(session);
+    if (st == CUDA_SUCCESS && def != CUDA_SUCCESS) {
+        rgpu_reply_free(out);
+        out->status = def;
+        return def;
+    }
+    return st;
+}
+
+/* A CALL sent now and answered later: pipelined copies keep a few pieces in flight. */
+struct rgpu_pending {
+    waiter w;
+    rgpu_reply out;
+};
+
+rgpu_pending *rgpu_call_start(uint32_t session, const mp_buf *body)
+{
+    rgpu_pending *p = calloc(1, sizeof *p);
+    if (!p)
+        return NULL;
+    p->w.out = &p->out;
+    rgpu_lock();
+    CUresult st = connect_locked();
+    if (st != CUDA_SUCCESS) {
+        p->out.status = st;
+        p->w.done = 1;
+        rgpu_unlock();
+        return p;
+    }
+    uint32_t req = ++g.next_request;
+    if (req == 0)
+        req = ++g.next_request;
+    p->w.request = req;
+    p->w.next = g.waiters;
+    g.waiters = &p->w; /* before sending: another waiter may read its reply at once */
+    int rc = send_message(RG_CALL, session, req, body, NULL, 0, 1);
+    if (rc != 0 && !p->w.done) {
+        p->out.status = rc == -2 ? CUDA_ERROR_OUT_OF_MEMORY : CUDA_ERROR_DEVICE_UNAVAILABLE;
+        p->w.done = 1;
+    }
+    rgpu_unlock();
+    return p;
+}
+
+CUresult rgpu_call_finish(rgpu_pending *p, uint32_t session, rgpu_reply *out)
+{
+    if (!p) {
+        memset(out, 0, sizeof *out);
+        out->status = CUDA_ERROR_OUT_OF_MEMORY;
+        return out->status;
+    }
+    rgpu_lock();
+    if (!p->w.done)
+        wait_reply(&p->w);
+    unregister_waiter(&p->w);
+    if (p->out.status != CUDA_SUCCESS)
+        rgpu_reply_free(&p->out);
+    rgpu_unlock();
+    *out = p->out;
+    free(p);
+    CUresult st = out->status;
     CUresult def = rgpu_take_deferred(session);
     if (st == CUDA_SUCCESS && def != CUDA_SUCCESS) {
         rgpu_reply_free(out);

@@ -221,3 +221,27 @@ def test_attach_refusals_and_offsets(rig: Rig, tmp_path: Path) -> None:
     finally:
         for r in regions:
             r.remove()
+
+
+@pytest.fixture(scope="module")
+def copy_pipeline(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if NVCC is None:
+        pytest.skip("nvcc is not installed: the driver-API program cannot be built")
+    out = tmp_path_factory.mktemp("shm-programs") / "copy_pipeline"
+    _compile([NVCC, "-cudart", "none", "-o", str(out), str(PROGRAMS / "copy_pipeline.c"),
+              f"-L{_library_dir()}", "-lcuda"])
+    return out
+
+
+@pytest.mark.parametrize("region", ["4M", "64M", "0"])
+def test_pipelined_copies_in_pieces(rig: Rig, copy_pipeline: Path, region: str) -> None:
+    """37 MiB each way, sync and async, with several pieces in flight in a 4 MiB region (1 MiB
+    pieces), the default 64 MiB one (8 MiB pieces) and none (socket bulk); a copy that runs
+    off its allocation part of the way fails with a CUDA error and the context goes on."""
+    env = ["env", "RGPU_SHM=0"] if region == "0" else ["env", f"RGPU_SHM_SIZE={region}"]
+    result = rig.run([*env, str(copy_pipeline)], preload=False)
+    _assert_passed(result, rig)
+    assert "sync mismatches 0 async mismatches 0 after mismatches 0" in result.stdout
+    assert "overrun up CUDA_ERROR_INVALID_VALUE down CUDA_ERROR_INVALID_VALUE" in result.stdout
+    if region != "0":
+        assert f"copies through a {region[:-1]} MiB shared-memory region" in result.stderr
