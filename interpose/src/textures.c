@@ -1,7 +1,8 @@
 /* CUDA arrays, texture objects and surface objects.
  *
- * Arrays are client-chosen ids (the CUarray is a small local record holding the id, device and
- * descriptor, so descriptor queries need no round trip). Texture and surface objects are not:
+ * Arrays and mipmapped arrays are client-chosen ids (the CUarray is a small local record holding
+ * the id, device and descriptor, so descriptor queries need no round trip; a mipmapped array's
+ * levels get such records when first asked for). Texture and surface objects are not:
  * kernels receive them as 64-bit parameters the device reads, so their values are the server's
  * (a real driver's CUtexObject on NVIDIA) and creating one is a CALL; their descriptions are
  * kept here for cuTexObjectGetResourceDesc and friends.
@@ -18,12 +19,36 @@
 #define RK_ARRAY 0x52430101u
 #define COPY_PIECE ((size_t)8 << 20)
 
+#define RK_MIPMAP 0x52430102u
+
+struct rgpu_mipmap;
+
 typedef struct {
     uint32_t kind;
     uint64_t id;
     int dev;
     CUDA_ARRAY3D_DESCRIPTOR desc;
+    struct rgpu_mipmap *owner; /* a mipmapped array's level: destroyed with it */
 } rgpu_array;
+
+/* A mipmapped array; its levels get array records on first cuMipmappedArrayGetLevel. */
+typedef struct rgpu_mipmap {
+    uint32_t kind;
+    uint64_t id;
+    int dev;
+    CUDA_ARRAY3D_DESCRIPTOR desc;
+    unsigned levels;
+    pthread_mutex_t mu;
+    rgpu_array **level;
+} rgpu_mipmap;
+
+static rgpu_mipmap *mipmap_check(CUmipmappedArray h)
+{
+    rgpu_mipmap *m = (rgpu_mipmap *)h;
+    if (!m || (uintptr_t)m < 4096 || m->kind != RK_MIPMAP)
+        return NULL;
+    return m;
+}
 
 static rgpu_array *array_check(CUarray h)
 {
@@ -69,17 +94,43 @@ static size_t array_slices(const rgpu_array *a)
 
 /* ---- arrays ------------------------------------------------------------------------------ */
 
+static CUresult check_format(const CUDA_ARRAY3D_DESCRIPTOR *d, const char *fn)
+{
+    if (!format_size(d->Format)) {
+        rgpu_report_unsupported(fn);
+        return CUDA_ERROR_NOT_SUPPORTED; /* NV12, block-compressed, UNORM/SNORM packed */
+    }
+    if (d->NumChannels != 1 && d->NumChannels != 2 && d->NumChannels != 4)
+        return CUDA_ERROR_INVALID_VALUE;
+    return CUDA_SUCCESS;
+}
+
+static void put_array_desc(mp_buf *b, const CUDA_ARRAY3D_DESCRIPTOR *d)
+{
+    mp_map(b, 6);
+    mp_str(b, "Width");
+    mp_uint(b, d->Width);
+    mp_str(b, "Height");
+    mp_uint(b, d->Height);
+    mp_str(b, "Depth");
+    mp_uint(b, d->Depth);
+    mp_str(b, "Format");
+    mp_uint(b, d->Format);
+    mp_str(b, "NumChannels");
+    mp_uint(b, d->NumChannels);
+    mp_str(b, "Flags");
+    mp_uint(b, d->Flags);
+}
+
 static CUresult array_create(CUarray *pHandle, const CUDA_ARRAY3D_DESCRIPTOR *d)
 {
     if (!pHandle || !d)
         return CUDA_ERROR_INVALID_VALUE;
     if (!rgpu_initialized)
         return CUDA_ERROR_NOT_INITIALIZED;
-    if (!format_size(d->Format) ||
-        (d->NumChannels != 1 && d->NumChannels != 2 && d->NumChannels != 4)) {
-        rgpu_report_unsupported("cuArray3DCreate_v2 (array format)");
-        return format_size(d->Format) ? CUDA_ERROR_INVALID_VALUE : CUDA_ERROR_NOT_SUPPORTED;
-    }
+    CUresult fst = check_format(d, "cuArray3DCreate_v2 (array format)");
+    if (fst != CUDA_SUCCESS)
+        return fst;
     rgpu_array *a = calloc(1, sizeof *a);
     if (!a)
         return CUDA_ERROR_OUT_OF_MEMORY;
@@ -90,19 +141,7 @@ static CUresult array_create(CUarray *pHandle, const CUDA_ARRAY3D_DESCRIPTOR *d)
     mp_buf b;
     rgpu_body_begin(&b, "cuArray3DCreate_v2", 2);
     mp_uint(&b, a->id);
-    mp_map(&b, 6);
-    mp_str(&b, "Width");
-    mp_uint(&b, d->Width);
-    mp_str(&b, "Height");
-    mp_uint(&b, d->Height);
-    mp_str(&b, "Depth");
-    mp_uint(&b, d->Depth);
-    mp_str(&b, "Format");
-    mp_uint(&b, d->Format);
-    mp_str(&b, "NumChannels");
-    mp_uint(&b, d->NumChannels);
-    mp_str(&b, "Flags");
-    mp_uint(&b, d->Flags);
+    put_array_desc(&b, d);
     CUresult st = rgpu_status_call(a->dev, &b, 1); /* allocation: its failure is this call's */
     if (st != CUDA_SUCCESS) {
         free(a);
@@ -135,6 +174,8 @@ CUresult cuArrayDestroy(CUarray hArray)
     rgpu_array *a = array_check(hArray);
     if (!a)
         return CUDA_ERROR_INVALID_HANDLE;
+    if (a->owner)
+        return CUDA_ERROR_INVALID_VALUE; /* a level: cuMipmappedArrayDestroy frees it */
     CUresult st = CUDA_SUCCESS;
     if (!rgpu_connection_dead()) {
         mp_buf b;
@@ -170,6 +211,126 @@ CUresult cuArray3DGetDescriptor_v2(CUDA_ARRAY3D_DESCRIPTOR *pArrayDescriptor, CU
         return CUDA_ERROR_INVALID_VALUE;
     *pArrayDescriptor = a->desc;
     return CUDA_SUCCESS;
+}
+
+/* ---- mipmapped arrays -------------------------------------------------------------------- */
+
+CUresult cuMipmappedArrayCreate(CUmipmappedArray *pHandle,
+                                const CUDA_ARRAY3D_DESCRIPTOR *pMipmappedArrayDesc,
+                                unsigned int numMipmapLevels)
+{
+    const CUDA_ARRAY3D_DESCRIPTOR *d = pMipmappedArrayDesc;
+    if (!pHandle || !d || numMipmapLevels == 0)
+        return CUDA_ERROR_INVALID_VALUE;
+    if (!rgpu_initialized)
+        return CUDA_ERROR_NOT_INITIALIZED;
+    CUresult st = check_format(d, "cuMipmappedArrayCreate (array format)");
+    if (st != CUDA_SUCCESS)
+        return st;
+    rgpu_mipmap *m = calloc(1, sizeof *m);
+    rgpu_array **level = calloc(numMipmapLevels, sizeof *level);
+    if (!m || !level) {
+        free(m);
+        free(level);
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    }
+    m->kind = RK_MIPMAP;
+    m->id = rgpu_new_id();
+    m->dev = rgpu_current_dev();
+    m->desc = *d;
+    m->levels = numMipmapLevels;
+    m->level = level;
+    pthread_mutex_init(&m->mu, NULL);
+    mp_buf b;
+    rgpu_body_begin(&b, "cuMipmappedArrayCreate", 3);
+    mp_uint(&b, m->id);
+    put_array_desc(&b, d);
+    mp_uint(&b, numMipmapLevels);
+    st = rgpu_status_call(m->dev, &b, 1);
+    if (st != CUDA_SUCCESS) {
+        pthread_mutex_destroy(&m->mu);
+        free(level);
+        free(m);
+        return st;
+    }
+    *pHandle = (CUmipmappedArray)m;
+    return CUDA_SUCCESS;
+}
+
+static size_t halve(size_t v, unsigned level)
+{
+    size_t h = level < 8 * sizeof v ? v >> level : 0;
+    return h ? h : 1;
+}
+
+CUresult cuMipmappedArrayGetLevel(CUarray *pLevelArray, CUmipmappedArray hMipmappedArray,
+                                  unsigned int level)
+{
+    rgpu_mipmap *m = mipmap_check(hMipmappedArray);
+    if (!m)
+        return CUDA_ERROR_INVALID_HANDLE;
+    if (!pLevelArray || level >= m->levels)
+        return CUDA_ERROR_INVALID_VALUE;
+    CUresult st = CUDA_SUCCESS;
+    pthread_mutex_lock(&m->mu);
+    rgpu_array *a = m->level[level];
+    if (!a) {
+        a = calloc(1, sizeof *a);
+        if (!a) {
+            pthread_mutex_unlock(&m->mu);
+            return CUDA_ERROR_OUT_OF_MEMORY;
+        }
+        a->kind = RK_ARRAY;
+        a->id = rgpu_new_id();
+        a->dev = m->dev;
+        a->owner = m;
+        a->desc = m->desc;
+        a->desc.Width = halve(m->desc.Width, level);
+        a->desc.Height = m->desc.Height ? halve(m->desc.Height, level) : 0;
+        if (m->desc.Depth && !(m->desc.Flags & CUDA_ARRAY3D_LAYERED))
+            a->desc.Depth = halve(m->desc.Depth, level);
+        mp_buf b;
+        rgpu_body_begin(&b, "cuMipmappedArrayGetLevel", 3);
+        mp_uint(&b, a->id);
+        mp_uint(&b, m->id);
+        mp_uint(&b, level);
+        st = rgpu_status_call(m->dev, &b, 1);
+        if (st == CUDA_SUCCESS) {
+            m->level[level] = a;
+        } else {
+            free(a);
+            a = NULL;
+        }
+    }
+    pthread_mutex_unlock(&m->mu);
+    if (a)
+        *pLevelArray = (CUarray)a;
+    return st;
+}
+
+CUresult cuMipmappedArrayDestroy(CUmipmappedArray hMipmappedArray)
+{
+    rgpu_mipmap *m = mipmap_check(hMipmappedArray);
+    if (!m)
+        return CUDA_ERROR_INVALID_HANDLE;
+    CUresult st = CUDA_SUCCESS;
+    if (!rgpu_connection_dead()) {
+        mp_buf b;
+        rgpu_body_begin(&b, "cuMipmappedArrayDestroy", 1);
+        mp_uint(&b, m->id);
+        st = rgpu_status_call(m->dev, &b, 0);
+    }
+    for (unsigned i = 0; i < m->levels; i++) {
+        if (m->level[i]) {
+            m->level[i]->kind = 0;
+            free(m->level[i]);
+        }
+    }
+    m->kind = 0;
+    pthread_mutex_destroy(&m->mu);
+    free(m->level);
+    free(m);
+    return st;
 }
 
 /* ---- copies ------------------------------------------------------------------------------ */
@@ -659,9 +820,18 @@ static CUresult put_resource(mp_buf *b, const CUDA_RESOURCE_DESC *r, int *dev)
         mp_str(b, "pitchInBytes");
         mp_uint(b, r->res.pitch2D.pitchInBytes);
         break;
-    case CU_RESOURCE_TYPE_MIPMAPPED_ARRAY:
-        rgpu_report_unsupported("cuTexObjectCreate (mipmapped arrays)");
-        return CUDA_ERROR_NOT_SUPPORTED;
+    case CU_RESOURCE_TYPE_MIPMAPPED_ARRAY: {
+        const rgpu_mipmap *m = mipmap_check(r->res.mipmap.hMipmappedArray);
+        if (!m)
+            return CUDA_ERROR_INVALID_HANDLE;
+        *dev = m->dev;
+        mp_map(b, 3);
+        mp_str(b, "resType");
+        mp_uint(b, r->resType);
+        mp_str(b, "hMipmappedArray");
+        mp_uint(b, m->id);
+        break;
+    }
     default:
         return CUDA_ERROR_INVALID_VALUE;
     }

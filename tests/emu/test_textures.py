@@ -190,6 +190,38 @@ def test_gather_returns_the_bilinear_footprint_in_d3d_order():
     assert got[0].tolist() == [9.0, 10.0, 6.0, 5.0]
 
 
+def test_mipmap_level_selection_and_blending():
+    from rgpu.server.cuda.emu.ptx.texture import lod_from_gradients, sample_lod
+
+    # levels 8x8, 4x4, 2x2, 1x1 holding 0, 10, 20, 30, one after another in one arena
+    levels, parts, base = [], [], 0
+    for k in range(4):
+        side = 8 >> k
+        parts.append(np.full(side * side, 10.0 * k, np.float32))
+        levels.append(Resource(base=base, format=F32, channels=1, width=side, height=side,
+                               pitch=side * 4, slice_pitch=side * side * 4, dims=2))
+        base += side * side * 4
+    arena = np.concatenate(parts).view(np.uint8)
+    lods = np.array([-2.0, 0.4, 0.6, 1.5, 2.75, 7.0])
+    coords = [np.full(6, 0.3), np.full(6, 0.7)]
+    for mip_filter, want in ((FILTER_POINT, [0, 0, 10, 20, 30, 30]),
+                             (FILTER_LINEAR, [0, 3.984375, 6.015625, 15, 27.5, 30])):
+        sampler = Sampler(flags=TRSF_NORMALIZED_COORDINATES, mipmap_filter=mip_filter,
+                          max_lod=3.0, lod_bias=0.0)
+        tex = TextureObject(levels[0], sampler, tuple(levels))
+        got = sample_lod(tex, arena, 0, coords, None, lods)[:, 0]
+        assert got.tolist() == pytest.approx(want), mip_filter
+    # a bias and a clamp apply before the level is chosen
+    sampler = Sampler(flags=TRSF_NORMALIZED_COORDINATES, lod_bias=1.0, min_lod=0.0, max_lod=2.0)
+    tex = TextureObject(levels[0], sampler, tuple(levels))
+    assert sample_lod(tex, arena, 0, coords, None, np.array([0.2, 5.0]))[:, 0].tolist() == [
+        10.0, 20.0]
+    # gradients: the longer axis of the footprint, in level-0 texels
+    lod = lod_from_gradients(tex, [np.array([0.5]), np.array([0.0])],
+                             [np.array([0.0]), np.array([0.125])])
+    assert lod.tolist() == [2.0]
+
+
 # --- instructions through the emulated driver ---------------------------------------------
 PTX = r"""
 .version 7.5
@@ -431,7 +463,9 @@ def test_unsupported_and_invalid_combinations_are_errors(gpu):
     assert code(s.cuTexObjectCreate, {"resType": 0, "hArray": arr},
                 {"filterMode": 1, "flags": TRSF_READ_AS_INTEGER}) == R.CUDA_ERROR_INVALID_VALUE
     assert code(s.cuTexObjectCreate, {"resType": 1, "hMipmappedArray": 5}, {}) == \
-        R.CUDA_ERROR_NOT_SUPPORTED
+        R.CUDA_ERROR_INVALID_HANDLE
+    assert code(s.cuTexObjectCreate, {"resType": 0, "hArray": arr}, {"resType": 0},
+                {"format": 1, "width": 4}) == R.CUDA_ERROR_NOT_SUPPORTED  # resource views
     assert code(s.cuTexObjectCreate, {"resType": 0, "hArray": 424242}, {}) == \
         R.CUDA_ERROR_INVALID_HANDLE
     buf = s.cuMemAlloc_v2(1024)
@@ -458,6 +492,8 @@ class _FakeDriver:
         self.real = driver
         self.calls: list[tuple[str, tuple]] = []
         self.results = {"cuArray3DCreate": driver.CUarray(0xA770),
+                        "cuMipmappedArrayCreate": driver.CUmipmappedArray(0x313),
+                        "cuMipmappedArrayGetLevel": driver.CUarray(0x1E7),
                         "cuTexObjectCreate": driver.CUtexObject(0x7E1),
                         "cuSurfObjectCreate": driver.CUsurfObject(0x5F1)}  # fmt: skip
 
@@ -539,6 +575,19 @@ def test_nvidia_arrays_copies_and_objects_use_the_documented_structures(nv):
     assert info.value.code == R.CUDA_ERROR_INVALID_VALUE
     s.cuTexObjectDestroy(t)
     assert int(fake.last("cuTexObjectDestroy")[0]) == 0x7E1
+    s.cuMipmappedArrayCreate(9, {"Width": 16, "Height": 16, "Format": F32, "NumChannels": 1}, 4)
+    desc, levels = fake.last("cuMipmappedArrayCreate")
+    assert desc.Width == 16 and levels == 4
+    s.cuMipmappedArrayGetLevel(10, 9, 2)
+    assert int(fake.last("cuMipmappedArrayGetLevel")[0]) == 0x313
+    with pytest.raises(CudaError) as info:
+        s.cuArrayDestroy(10)  # a level goes with its mipmapped array
+    assert info.value.code == R.CUDA_ERROR_INVALID_VALUE
+    s.cuTexObjectCreate({"resType": 1, "hMipmappedArray": 9}, {"mipmapFilterMode": 1})
+    rd, td, _ = fake.last("cuTexObjectCreate")
+    assert int(rd.res.mipmap.hMipmappedArray) == 0x313 and int(td.mipmapFilterMode) == 1
     s.close()  # the surface object and the array go with the context
     assert int(fake.last("cuSurfObjectDestroy")[0]) == 0x5F1
     assert int(fake.last("cuArrayDestroy")[0]) == 0xA770
+    assert int(fake.last("cuMipmappedArrayDestroy")[0]) == 0x313
+    assert int(fake.last("cuTexObjectDestroy")[0]) == 0x7E1  # the mipmapped texture

@@ -336,6 +336,18 @@ class CudaSession(abc.ABC):
         """The array's CUDA_ARRAY3D_DESCRIPTOR fields."""
 
     @abc.abstractmethod
+    def cuMipmappedArrayCreate(self, mipmap: int, desc: dict[str, Any], num_levels: int) -> None:
+        """Create mipmapped array `mipmap` (client-chosen id); `desc` describes level 0."""
+
+    @abc.abstractmethod
+    def cuMipmappedArrayGetLevel(self, array: int, mipmap: int, level: int) -> None:
+        """Bind array id `array` to a level (it is destroyed with the mipmapped array)."""
+
+    @abc.abstractmethod
+    def cuMipmappedArrayDestroy(self, mipmap: int) -> None:
+        """Destroy a mipmapped array and its levels."""
+
+    @abc.abstractmethod
     def cuMemcpy3D_v2(self, copy: dict[str, Any], host_data: bytes | None = None) -> bytes | None:
         """A copy described by CUDA_MEMCPY3D's fields ({src,dst}{XInBytes, Y, Z, MemoryType,
         Device, Array, Pitch, Height}, WidthInBytes, Height, Depth); arrays are named by id. A
@@ -356,7 +368,8 @@ class CudaSession(abc.ABC):
     ) -> int:
         """A texture object from CUDA_RESOURCE_DESC (resType and the fields of its kind:
         hArray as an array id; devPtr, format, numChannels, sizeInBytes; width, height,
-        pitchInBytes), CUDA_TEXTURE_DESC and an optional CUDA_RESOURCE_VIEW_DESC, as dicts.
+        pitchInBytes; hMipmappedArray as an id), CUDA_TEXTURE_DESC and an optional
+        CUDA_RESOURCE_VIEW_DESC, as dicts.
         Returns the value kernels receive, so it is the device's, not client-chosen."""
 
     @abc.abstractmethod

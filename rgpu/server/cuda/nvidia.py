@@ -233,6 +233,14 @@ class _Array:
     id: int
     context: int
     handle: Any  # CUarray
+    mipmap: int = 0  # the mipmapped array a level belongs to (it owns the level)
+
+
+@dataclass
+class _Mipmap:
+    id: int
+    context: int
+    handle: Any  # CUmipmappedArray
 
 
 @dataclass
@@ -410,6 +418,7 @@ class NvidiaSession(CudaSession):
         self._bases: list[int] = []  # sorted keys of _ranges
         self._pending: dict[tuple[int, int], _Pending] = {}  # (context id, stream id)
         self._arrays: dict[int, _Array] = {}
+        self._mipmaps: dict[int, _Mipmap] = {}
         # texture/surface object value -> (context id, is a surface)
         self._objects: dict[int, tuple[int, bool]] = {}
 
@@ -615,6 +624,7 @@ class NvidiaSession(CudaSession):
             self._bases.clear()
             self._pending.clear()
             self._arrays.clear()
+            self._mipmaps.clear()
             self._objects.clear()
             self._current = None
             self._stack.clear()
@@ -645,8 +655,12 @@ class NvidiaSession(CudaSession):
             self._quiet(why, name, kind(handle), level=level)
             del self._objects[handle]
         for arr in [a for a in self._arrays.values() if a.context == ctx.id]:
-            self._quiet(why, "cuArrayDestroy", arr.handle, level=level)
+            if not arr.mipmap:
+                self._quiet(why, "cuArrayDestroy", arr.handle, level=level)
             del self._arrays[arr.id]
+        for mip in [m for m in self._mipmaps.values() if m.context == ctx.id]:
+            self._quiet(why, "cuMipmappedArrayDestroy", mip.handle, level=level)
+            del self._mipmaps[mip.id]
         for mod in [m for m in self._modules.values() if m.context == ctx.id]:
             if mod.owned:
                 self._quiet(why, "cuModuleUnload", mod.handle, level=level)
@@ -1075,11 +1089,7 @@ class NvidiaSession(CudaSession):
             raise CudaError(R.CUDA_ERROR_INVALID_HANDLE, f"array {array} does not exist")
         return arr
 
-    @_api
-    def cuArray3DCreate_v2(self, array: int, desc: dict[str, Any]) -> None:
-        """An array with id `array` from CUDA_ARRAY3D_DESCRIPTOR's fields."""
-        ctx = self._ctx()
-        self._new_id(self._arrays, array, "array")
+    def _array3d_desc(self, desc: dict[str, Any]) -> Any:
         d = self.driver
         p = d.CUDA_ARRAY3D_DESCRIPTOR()
         p.Width = int(desc.get("Width", 0))
@@ -1088,8 +1098,48 @@ class NvidiaSession(CudaSession):
         p.Format = d.CUarray_format(int(desc["Format"]))
         p.NumChannels = int(desc["NumChannels"])
         p.Flags = int(desc.get("Flags", 0))
-        handle = self._call("cuArray3DCreate_v2", "cuArray3DCreate", p)
+        return p
+
+    @_api
+    def cuArray3DCreate_v2(self, array: int, desc: dict[str, Any]) -> None:
+        """An array with id `array` from CUDA_ARRAY3D_DESCRIPTOR's fields."""
+        ctx = self._ctx()
+        self._new_id(self._arrays, array, "array")
+        handle = self._call("cuArray3DCreate_v2", "cuArray3DCreate", self._array3d_desc(desc))
         self._arrays[array] = _Array(array, ctx.id, handle)
+
+    @_api
+    def cuMipmappedArrayCreate(self, mipmap: int, desc: dict[str, Any], num_levels: int) -> None:
+        """A mipmapped array with id `mipmap`."""
+        ctx = self._ctx()
+        self._new_id(self._mipmaps, mipmap, "mipmapped array")
+        handle = self._call("cuMipmappedArrayCreate", "cuMipmappedArrayCreate",
+                            self._array3d_desc(desc), int(num_levels))
+        self._mipmaps[mipmap] = _Mipmap(mipmap, ctx.id, handle)
+
+    def _mipmap(self, mipmap: int) -> _Mipmap:
+        mip = self._mipmaps.get(mipmap)
+        if mip is None:
+            raise CudaError(R.CUDA_ERROR_INVALID_HANDLE, f"mipmapped array {mipmap} does not exist")
+        return mip
+
+    @_api
+    def cuMipmappedArrayGetLevel(self, array: int, mipmap: int, level: int) -> None:
+        """Bind array id `array` to a level of a mipmapped array."""
+        mip = self._mipmap(mipmap)
+        self._new_id(self._arrays, array, "array")
+        handle = self._call("cuMipmappedArrayGetLevel", "cuMipmappedArrayGetLevel", mip.handle,
+                            int(level))
+        self._arrays[array] = _Array(array, mip.context, handle, mipmap)
+
+    @_api
+    def cuMipmappedArrayDestroy(self, mipmap: int) -> None:
+        """Destroy a mipmapped array; the ids bound to its levels go with it."""
+        mip = self._mipmap(mipmap)
+        self._call("cuMipmappedArrayDestroy", "cuMipmappedArrayDestroy", mip.handle)
+        for aid in [a.id for a in self._arrays.values() if a.mipmap == mipmap]:
+            del self._arrays[aid]
+        del self._mipmaps[mipmap]
 
     @_api
     def cuArrayCreate_v2(self, array: int, desc: dict[str, Any]) -> None:
@@ -1100,6 +1150,9 @@ class NvidiaSession(CudaSession):
     def cuArrayDestroy(self, array: int) -> None:
         """Destroy an array of the session."""
         arr = self._array(array)
+        if arr.mipmap:
+            raise CudaError(R.CUDA_ERROR_INVALID_VALUE, f"array {array} is a level of mipmapped "
+                            f"array {arr.mipmap}: it goes with cuMipmappedArrayDestroy")
         self._call("cuArrayDestroy", "cuArrayDestroy", arr.handle)
         del self._arrays[array]
 
@@ -1214,8 +1267,7 @@ class NvidiaSession(CudaSession):
             p.res.pitch2D.height = height
             p.res.pitch2D.pitchInBytes = pitch
         elif kind == _CU_RESOURCE_TYPE_MIPMAPPED_ARRAY:
-            raise CudaError(R.CUDA_ERROR_NOT_SUPPORTED, f"{api}: mipmapped arrays are not "
-                            "forwarded")  # fmt: skip
+            p.res.mipmap.hMipmappedArray = self._mipmap(int(res["hMipmappedArray"])).handle
         else:
             raise CudaError(R.CUDA_ERROR_INVALID_VALUE, f"{api}: bad resource type {kind}")
         p.flags = int(res.get("flags", 0))

@@ -1,5 +1,6 @@
 // CUDA arrays, texture objects and surface objects through the runtime API, in the style of
-// cuda-samples (simpleTexture, simpleSurfaceWrite, simpleTexture3D), each result checked
+// cuda-samples (simpleTexture, simpleSurfaceWrite, simpleTexture3D, the mipmap levels of
+// bindlessTexture), each result checked
 // against a reference computed here on the host. Prints "<section> ok" per section and PASSED;
 // exits 1 on the first mismatch.
 #include <cmath>
@@ -96,6 +97,16 @@ __global__ void read_volume(float *out, int w, int h, int d, cudaTextureObject_t
 {
     int x = threadIdx.x, y = blockIdx.x, z = blockIdx.y;
     out[(z * h + y) * w + x] = tex3D<float>(t, x + 0.5f, y + 0.5f, z + 0.5f);
+}
+
+__global__ void read_lod(float *out, const float *lods, int n, cudaTextureObject_t t)
+{
+    int i = threadIdx.x;
+    if (i < n)
+        out[i] = tex2DLod<float>(t, 0.3f, 0.6f, lods[i]);
+    if (i == 0) // a footprint 4 level-0 texels wide: level 2
+        out[n] = tex2DGrad<float>(t, 0.3f, 0.6f, make_float2(4.0f / 32, 0),
+                                  make_float2(0, 1.0f / 32));
 }
 
 // ---- sections -------------------------------------------------------------------------------
@@ -480,10 +491,55 @@ static int copies_3d()
     return 0;
 }
 
+static int mipmaps()
+{
+    const int levels = 5, size = 32;
+    cudaChannelFormatDesc fmt = cudaCreateChannelDesc<float>();
+    cudaMipmappedArray_t mip;
+    CHECK(cudaMallocMipmappedArray(&mip, &fmt, make_cudaExtent(size, size, 0), levels));
+    for (int l = 0; l < levels; l++) { // level l holds the constant 10 * l
+        cudaArray_t level;
+        CHECK(cudaGetMipmappedArrayLevel(&level, mip, l));
+        int side = size >> l;
+        std::vector<float> v(side * side, 10.0f * l);
+        CHECK(cudaMemcpy2DToArray(level, 0, 0, v.data(), side * sizeof(float),
+                                  side * sizeof(float), side, cudaMemcpyHostToDevice));
+    }
+    cudaResourceDesc res = {};
+    res.resType = cudaResourceTypeMipmappedArray;
+    res.res.mipmap.mipmap = mip;
+    cudaTextureDesc td = {};
+    td.filterMode = cudaFilterModeLinear;
+    td.mipmapFilterMode = cudaFilterModeLinear;
+    td.maxMipmapLevelClamp = levels - 1;
+    td.normalizedCoords = 1;
+    td.readMode = cudaReadModeElementType;
+    cudaTextureObject_t t;
+    CHECK(cudaCreateTextureObject(&t, &res, &td, nullptr));
+    const int n = 8;
+    float lods[n] = {0.0f, 0.5f, 1.0f, 2.25f, 3.75f, 4.0f, 9.0f, -1.0f};
+    float want[n + 1] = {0.0f, 5.0f, 10.0f, 22.5f, 37.5f, 40.0f, 40.0f, 0.0f, 20.0f};
+    float *d_lods, *d_out, out[n + 1];
+    CHECK(cudaMalloc(&d_lods, sizeof lods));
+    CHECK(cudaMalloc(&d_out, sizeof out));
+    CHECK(cudaMemcpy(d_lods, lods, sizeof lods, cudaMemcpyHostToDevice));
+    read_lod<<<1, 32>>>(d_out, d_lods, n, t);
+    CHECK(cudaGetLastError());
+    CHECK(cudaMemcpy(out, d_out, sizeof out, cudaMemcpyDeviceToHost));
+    for (int i = 0; i <= n; i++)
+        EXPECT(std::fabs(out[i] - want[i]) < 0.05f, "mipmap %d: %f vs %f", i, out[i], want[i]);
+    CHECK(cudaDestroyTextureObject(t));
+    CHECK(cudaFreeMipmappedArray(mip));
+    CHECK(cudaFree(d_lods));
+    CHECK(cudaFree(d_out));
+    printf("mipmap ok\n");
+    return 0;
+}
+
 int main()
 {
     if (simple_texture() || linear_texture() || pitch_texture() || surfaces() ||
-        integer_textures() || copies_3d())
+        integer_textures() || copies_3d() || mipmaps())
         return 1;
     printf("PASSED\n");
     return 0;

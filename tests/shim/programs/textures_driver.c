@@ -195,9 +195,26 @@ int main(void)
     CUDA_ARRAY3D_DESCRIPTOR cube = {16, 16, 6, CU_AD_FORMAT_FLOAT, 1, CUDA_ARRAY3D_CUBEMAP};
     CUarray bad;
     EXPECT(cuArray3DCreate(&bad, &cube) == CUDA_ERROR_NOT_SUPPORTED);
+    CUDA_ARRAY3D_DESCRIPTOR nv12 = {16, 16, 0, CU_AD_FORMAT_NV12, 1, 0};
+    EXPECT(cuArray3DCreate(&bad, &nv12) == CUDA_ERROR_NOT_SUPPORTED);
+    /* mipmapped arrays: levels halve, are cached, and go with their array */
     CUmipmappedArray mip;
-    CUDA_ARRAY3D_DESCRIPTOR md = {16, 16, 0, CU_AD_FORMAT_FLOAT, 1, 0};
-    EXPECT(cuMipmappedArrayCreate(&mip, &md, 3) == CUDA_ERROR_NOT_SUPPORTED);
+    CUDA_ARRAY3D_DESCRIPTOR md = {16, 8, 0, CU_AD_FORMAT_FLOAT, 1, 0};
+    EXPECT(cuMipmappedArrayCreate(&mip, &md, 6) == CUDA_ERROR_INVALID_VALUE); /* 5 at most */
+    CHECK(cuMipmappedArrayCreate(&mip, &md, 3));
+    CUarray l2, l2again;
+    CHECK(cuMipmappedArrayGetLevel(&l2, mip, 2));
+    CHECK(cuMipmappedArrayGetLevel(&l2again, mip, 2));
+    EXPECT(l2 == l2again);
+    CHECK(cuArray3DGetDescriptor(&got3, l2));
+    EXPECT(got3.Width == 4 && got3.Height == 2 && got3.Depth == 0);
+    float lv[8] = {1, 2, 3, 4, 5, 6, 7, 8}, lb[8];
+    CHECK(cuMemcpyHtoA(l2, 0, lv, sizeof lv));
+    CHECK(cuMemcpyAtoH(lb, l2, 0, sizeof lb));
+    EXPECT(memcmp(lv, lb, sizeof lv) == 0);
+    EXPECT(cuMipmappedArrayGetLevel(&l2, mip, 3) == CUDA_ERROR_INVALID_VALUE);
+    EXPECT(cuArrayDestroy(l2) == CUDA_ERROR_INVALID_VALUE);
+    CHECK(cuMipmappedArrayDestroy(mip));
     CUsurfObject so;
     EXPECT(cuSurfObjectCreate(&so, &rd) == CUDA_ERROR_INVALID_VALUE); /* no SURFACE_LDST */
 

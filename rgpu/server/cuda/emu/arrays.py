@@ -61,6 +61,7 @@ class EmuArray:
     context: int
     desc: dict[str, int]
     resource: Resource
+    mipmap: int = 0  # the mipmapped array owning this level (cuMipmappedArrayGetLevel)
 
     @property
     def row_bytes(self) -> int:
@@ -107,6 +108,32 @@ def array_layout(desc: dict[str, Any]) -> tuple[dict[str, int], Resource, int]:
     return d, res, pitch * h * dpt
 
 
+@dataclass
+class EmuMipmap:
+    """A mipmapped array: one array per level, each half the size of the one before."""
+
+    id: int
+    context: int
+    desc: dict[str, int]
+    levels: list[EmuArray]
+
+
+def mipmap_level_descs(desc: dict[str, Any], num_levels: int) -> list[dict[str, Any]]:
+    """The CUDA_ARRAY3D_DESCRIPTOR of each level (layers are not halved)."""
+    w, h, d = (int(desc.get(k, 0)) for k in ("Width", "Height", "Depth"))
+    layered = bool(int(desc.get("Flags", 0)) & CUDA_ARRAY3D_LAYERED)
+    longest = max(w, h, 0 if layered else d, 1)
+    if num_levels < 1 or num_levels > longest.bit_length():
+        raise CudaError(R.CUDA_ERROR_INVALID_VALUE,
+                        f"{num_levels} levels for a {w}x{h}x{d} mipmapped array")
+    out = []
+    for level in range(num_levels):
+        out.append({**desc, "Width": max(1, w >> level),
+                    "Height": max(1, h >> level) if h else 0,
+                    "Depth": d if layered else (max(1, d >> level) if d else 0)})  # fmt: skip
+    return out
+
+
 def sampler_from(tex_desc: dict[str, Any]) -> Sampler:
     """A Sampler from CUDA_TEXTURE_DESC's fields."""
     modes = [int(m) for m in tex_desc.get("addressMode", [1, 1, 1])][:3]
@@ -118,9 +145,15 @@ def sampler_from(tex_desc: dict[str, Any]) -> Sampler:
         raise CudaError(R.CUDA_ERROR_INVALID_VALUE, f"bad filter mode {filt}")
     border = [float(b) for b in tex_desc.get("borderColor", [0.0] * 4)][:4]
     border += [0.0] * (4 - len(border))
+    mip = int(tex_desc.get("mipmapFilterMode", FILTER_POINT))
+    if mip not in (FILTER_POINT, FILTER_LINEAR):
+        raise CudaError(R.CUDA_ERROR_INVALID_VALUE, f"bad mipmap filter mode {mip}")
     return Sampler(address=(modes[0], modes[1], modes[2]), filter=filt,
                    flags=int(tex_desc.get("flags", 0)),
-                   border=(border[0], border[1], border[2], border[3]))  # fmt: skip
+                   border=(border[0], border[1], border[2], border[3]), mipmap_filter=mip,
+                   lod_bias=float(tex_desc.get("mipmapLevelBias", 0.0)),
+                   min_lod=float(tex_desc.get("minMipmapLevelClamp", 0.0)),
+                   max_lod=float(tex_desc.get("maxMipmapLevelClamp", 0.0)))  # fmt: skip
 
 
 def linear_resource(memory: DeviceMemory, res_desc: dict[str, Any]) -> Resource:
@@ -161,7 +194,9 @@ def linear_resource(memory: DeviceMemory, res_desc: dict[str, Any]) -> Resource:
 
 def check_texture(tex: TextureObject) -> None:
     """Reject what the hardware cannot do: filtering values read as integers."""
-    if tex.sampler.filter == FILTER_LINEAR and not tex.reads_float:
+    linear = FILTER_LINEAR in (tex.sampler.filter,
+                               tex.sampler.mipmap_filter if tex.levels else FILTER_POINT)
+    if linear and not tex.reads_float:
         raise CudaError(R.CUDA_ERROR_INVALID_VALUE,
                         "linear filtering needs float texels (a float format, or 8/16-bit "
                         "integers read as normalized floats)")  # fmt: skip

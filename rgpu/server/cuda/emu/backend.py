@@ -38,10 +38,12 @@ from rgpu.server.cuda.emu.arrays import (
     CU_RESOURCE_TYPE_MIPMAPPED_ARRAY,
     CU_RESOURCE_TYPE_PITCH2D,
     EmuArray,
+    EmuMipmap,
     array_layout,
     check_texture,
     copy_3d,
     linear_resource,
+    mipmap_level_descs,
     sampler_from,
 )
 from rgpu.server.cuda.emu.device import (
@@ -351,6 +353,7 @@ class EmuSession(CudaSession):
         self._streams: dict[int, _Stream] = {}
         self._events: dict[int, _Event] = {}
         self._arrays: dict[int, EmuArray] = {}
+        self._mipmaps: dict[int, EmuMipmap] = {}
         self._objects: dict[int, int] = {}  # texture/surface object handle -> context id
 
     # --- helpers ----------------------------------------------------------------------------
@@ -439,8 +442,13 @@ class EmuSession(CudaSession):
         for mod in [m for m in self._modules.values() if m.context == ctx.id]:
             self._drop_module(mod)
         for arr in [a for a in self._arrays.values() if a.context == ctx.id]:
-            memory.free(arr.resource.base)
+            if not arr.mipmap:  # a level's memory is its mipmapped array's
+                memory.free(arr.resource.base)
             del self._arrays[arr.id]
+        for mip in [m for m in self._mipmaps.values() if m.context == ctx.id]:
+            for level in mip.levels:
+                memory.free(level.resource.base)
+            del self._mipmaps[mip.id]
         for handle in [h for h, owner in self._objects.items() if owner == ctx.id]:
             memory.descriptors.remove(handle)
             del self._objects[handle]
@@ -863,9 +871,7 @@ class EmuSession(CudaSession):
             raise CudaError(R.CUDA_ERROR_INVALID_HANDLE, f"array {array} does not exist")
         return arr
 
-    def _create_array(self, array: int, desc: dict[str, Any]) -> None:
-        ctx = self._ctx()
-        self._new_id(self._arrays, array, "array")
+    def _allocate_array(self, ctx: _Context, array: int, desc: dict[str, Any]) -> EmuArray:
         norm, res, nbytes = array_layout(desc)
         try:
             base = self._memory(ctx).alloc(nbytes, 512)
@@ -873,8 +879,57 @@ class EmuSession(CudaSession):
             if fault.kind == "out_of_memory":
                 raise CudaError(R.CUDA_ERROR_OUT_OF_MEMORY, fault.message) from None
             raise
-        res = Resource(**{**res.__dict__, "base": base})
-        self._arrays[array] = EmuArray(array, ctx.id, norm, res)
+        return EmuArray(array, ctx.id, norm, Resource(**{**res.__dict__, "base": base}))
+
+    def _create_array(self, array: int, desc: dict[str, Any]) -> None:
+        ctx = self._ctx()
+        self._new_id(self._arrays, array, "array")
+        self._arrays[array] = self._allocate_array(ctx, array, desc)
+
+    @_api
+    def cuMipmappedArrayCreate(self, mipmap: int, desc: dict[str, Any], num_levels: int) -> None:
+        """A mipmapped array with id `mipmap`: `num_levels` arrays, each level half the size of
+        the one before (CUDA_ARRAY3D_DESCRIPTOR's fields describe level 0)."""
+        ctx = self._ctx()
+        self._new_id(self._mipmaps, mipmap, "mipmapped array")
+        levels: list[EmuArray] = []
+        try:
+            for level_desc in mipmap_level_descs(desc, int(num_levels)):
+                levels.append(self._allocate_array(ctx, 0, level_desc))
+        except CudaError:
+            for made in levels:
+                self._memory(ctx).free(made.resource.base)
+            raise
+        self._mipmaps[mipmap] = EmuMipmap(mipmap, ctx.id, levels[0].desc, levels)
+
+    def _mipmap(self, mipmap: int) -> EmuMipmap:
+        mip = self._mipmaps.get(mipmap)
+        if mip is None:
+            raise CudaError(R.CUDA_ERROR_INVALID_HANDLE, f"mipmapped array {mipmap} does not exist")
+        return mip
+
+    @_api
+    def cuMipmappedArrayGetLevel(self, array: int, mipmap: int, level: int) -> None:
+        """Bind array id `array` to one level of a mipmapped array (its memory stays the
+        mipmapped array's)."""
+        mip = self._mipmap(mipmap)
+        if not 0 <= int(level) < len(mip.levels):
+            raise CudaError(R.CUDA_ERROR_INVALID_VALUE, f"no level {level} in mipmapped array "
+                            f"{mipmap} of {len(mip.levels)}")  # fmt: skip
+        self._new_id(self._arrays, array, "array")
+        lv = mip.levels[int(level)]
+        self._arrays[array] = EmuArray(array, mip.context, lv.desc, lv.resource, mipmap)
+
+    @_api
+    def cuMipmappedArrayDestroy(self, mipmap: int) -> None:
+        """Free a mipmapped array and forget the ids bound to its levels."""
+        mip = self._mipmap(mipmap)
+        memory = self._memory(self._context_of(mip.context))
+        for level in mip.levels:
+            memory.free(level.resource.base)
+        for aid in [a.id for a in self._arrays.values() if a.mipmap == mipmap]:
+            del self._arrays[aid]
+        del self._mipmaps[mipmap]
 
     @_api
     def cuArrayCreate_v2(self, array: int, desc: dict[str, Any]) -> None:
@@ -890,6 +945,9 @@ class EmuSession(CudaSession):
     def cuArrayDestroy(self, array: int) -> None:
         """Free an array (texture objects over it must not be used afterwards)."""
         arr = self._array(array)
+        if arr.mipmap:
+            raise CudaError(R.CUDA_ERROR_INVALID_VALUE, f"array {array} is a level of mipmapped "
+                            f"array {arr.mipmap}: it goes with cuMipmappedArrayDestroy")
         ctx = self._context_of(arr.context)
         self._memory(ctx).free(arr.resource.base)
         del self._arrays[array]
@@ -926,8 +984,8 @@ class EmuSession(CudaSession):
         if kind in (CU_RESOURCE_TYPE_LINEAR, CU_RESOURCE_TYPE_PITCH2D):
             return linear_resource(self._memory(ctx), res_desc)
         if kind == CU_RESOURCE_TYPE_MIPMAPPED_ARRAY:
-            raise CudaError(R.CUDA_ERROR_NOT_SUPPORTED,
-                            "mipmapped arrays are not supported by the emulated device")
+            raise CudaError(R.CUDA_ERROR_INVALID_VALUE,
+                            "a surface needs an array (cuMipmappedArrayGetLevel gives one)")
         raise CudaError(R.CUDA_ERROR_INVALID_VALUE, f"bad resource type {kind}")
 
     @_api
@@ -941,7 +999,15 @@ class EmuSession(CudaSession):
         if view_desc:
             raise CudaError(R.CUDA_ERROR_NOT_SUPPORTED,
                             "resource views are not supported by the emulated device")
-        tex = TextureObject(self._resource(ctx, res_desc), sampler_from(tex_desc))
+        sampler = sampler_from(tex_desc)
+        if int(res_desc["resType"]) == CU_RESOURCE_TYPE_MIPMAPPED_ARRAY:
+            mip = self._mipmap(int(res_desc["hMipmappedArray"]))
+            if self._context_of(mip.context).device != ctx.device:
+                raise CudaError(R.CUDA_ERROR_INVALID_VALUE, "the array is on another device")
+            levels = tuple(level.resource for level in mip.levels)
+            tex = TextureObject(levels[0], sampler, levels)
+        else:
+            tex = TextureObject(self._resource(ctx, res_desc), sampler)
         check_texture(tex)
         handle = self._memory(ctx).descriptors.add(tex)
         self._objects[handle] = ctx.id

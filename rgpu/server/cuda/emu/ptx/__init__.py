@@ -16,7 +16,7 @@ laptops without a GPU still have a CUDA device (see ``research/ptx-emulation.md`
 Every failure is an :class:`EmuFault` whose ``kind`` the CUDA layer maps to a CUresult.
 
 Texture and surface objects (``tex``, ``tld4``, ``txq``, ``suld.b``, ``sust.b``, ``suq``) read
-the descriptors of ``texture.py``; level-of-detail instructions read level 0.
+the descriptors of ``texture.py``, mipmapped textures included (``tex.level``, ``tex.grad``).
 
 Known limits, each reported rather than silently wrong where it can be detected: no texture or
 surface references (``.texref``/``.surfref``), cube-map textures, formatted surface stores or

@@ -1,8 +1,8 @@
-"""Texture and surface instructions: ``tex`` (``.level``/``.grad`` read level 0, the only one
-an emulated texture has), ``tld4``, ``txq``, ``suld.b``, ``sust.b`` and ``suq``, in unified
-mode (the object is a 64-bit handle in a register, as nvcc emits for texture and surface
-objects). The arithmetic is in ``texture.py``; here operands are read, lanes grouped by the
-object they name, and results written back.
+"""Texture and surface instructions: ``tex`` (``.level``/``.grad`` choose mipmap levels; on
+a texture without mipmaps they read its one level), ``tld4``, ``txq``, ``suld.b``, ``sust.b``
+and ``suq``, in unified mode (the object is a 64-bit handle in a register, as nvcc emits for
+texture and surface objects). The arithmetic is in ``texture.py``; here operands are read,
+lanes grouped by the object they name, and results written back.
 """
 
 from __future__ import annotations
@@ -29,7 +29,9 @@ from .texture import (
     SurfaceObject,
     TextureObject,
     gather4,
+    lod_from_gradients,
     sample,
+    sample_lod,
 )
 
 #: geometry modifier -> (coordinate count, layered)
@@ -148,6 +150,18 @@ def _tex(ins: Instruction, cx: CompileContext) -> Exec:
     ws_full, ws_idx = _result_writers(ins, cx, dst, dt)
     fault = cx.faulter(ins)
     dims_needed = ncoords
+    f32 = DTYPES["f32"]
+    # level of detail: tex.level's scalar, or tex.grad's two gradient vectors
+    lod_rd = None
+    grad_rds: tuple[list, list] | None = None
+    if "level" in ins.mods:
+        lod_rd = reader(ins.operands[2], f32, cx, ins)
+    elif "grad" in ins.mods:
+        gx, gy = ins.operands[2], ins.operands[3]
+        if not (isinstance(gx, Vec) and isinstance(gy, Vec)):
+            raise cx.fault(ins, "invalid_ptx", "tex.grad needs two gradient vectors")
+        grad_rds = ([reader(g, f32, cx, ins) for g in gx.items[:ncoords]],
+                    [reader(g, f32, cx, ins) for g in gy.items[:ncoords]])  # fmt: skip
 
     def tex(fr, m):
         coords = [_lanes(fr, m, rd(fr)) for rd in coord_rds]
@@ -163,7 +177,20 @@ def _tex(ins: Instruction, cx: CompileContext) -> Exec:
             off = _checked(fr, res, fault)
             cs = coords if sel is None else [c[sel] for c in coords]
             ly = layer if sel is None or layer is None else layer[sel]
-            vals = sample(obj, fr.L.mem.arena, off, cs, ly, integer_coords)
+            if obj.levels and (lod_rd is not None or grad_rds is not None):
+                for level in obj.levels[1:]:
+                    _checked(fr, level, fault)
+                if lod_rd is not None:
+                    lod = _lanes(fr, m, lod_rd(fr))
+                else:
+                    assert grad_rds is not None
+                    dx = [_lanes(fr, m, g(fr)) for g in grad_rds[0]]
+                    dy = [_lanes(fr, m, g(fr)) for g in grad_rds[1]]
+                    lod = lod_from_gradients(obj, dx, dy)
+                lod = lod if sel is None else lod[sel]
+                vals = sample_lod(obj, fr.L.mem.arena, fr.L.mem.base, cs, ly, lod)
+            else:  # level 0: plain tex has no derivatives in compute code
+                vals = sample(obj, fr.L.mem.arena, off, cs, ly, integer_coords)
             if sel is None:
                 out = _to_dtype(vals, dt)
             else:
@@ -219,8 +246,10 @@ def _query(obj: TextureObject | SurfaceObject, what: str, fault) -> int:
         return res.depth if res.dims == 3 else 0
     if what == "array_size":
         return res.depth if res.layered else 0
-    if what in ("num_mipmap_levels", "num_samples"):
-        return 1 if what == "num_mipmap_levels" else 0
+    if what == "num_mipmap_levels":
+        return len(obj.levels) or 1 if isinstance(obj, TextureObject) else 1
+    if what == "num_samples":
+        return 0
     if what == "channel_data_type":
         return res.format
     if what == "channel_order":

@@ -105,6 +105,10 @@ class Sampler:
     filter: int = FILTER_POINT
     flags: int = 0
     border: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
+    mipmap_filter: int = FILTER_POINT
+    lod_bias: float = 0.0
+    min_lod: float = 0.0
+    max_lod: float = 0.0
 
     @property
     def normalized_coords(self) -> bool:
@@ -113,8 +117,11 @@ class Sampler:
 
 @dataclass(frozen=True)
 class TextureObject:
+    """``resource`` is level 0; a mipmapped texture lists every level in ``levels``."""
+
     resource: Resource
     sampler: Sampler
+    levels: tuple[Resource, ...] = ()
 
     @property
     def reads_float(self) -> bool:
@@ -315,4 +322,56 @@ def gather4(tex: TextureObject, arena: np.ndarray, arena_off: int, coords: list[
         if masks:
             v = np.where(np.logical_and.reduce(masks), v, border)
         out[:, k] = v
+    return out
+
+
+# --- mipmaps ----------------------------------------------------------------------------------
+def lod_from_gradients(tex: TextureObject, dx: list[np.ndarray], dy: list[np.ndarray]
+                       ) -> np.ndarray:  # fmt: skip
+    """``tex.grad``'s level of detail: log2 of the longer footprint axis in level-0 texels
+    (isotropic filtering)."""
+    res = tex.resource
+    sizes = (res.width, res.height, res.depth)
+    scale = [float(sizes[d]) if tex.sampler.normalized_coords else 1.0 for d in range(len(dx))]
+    lx = np.sqrt(sum((np.asarray(dx[d], np.float64) * scale[d]) ** 2 for d in range(len(dx))))
+    ly = np.sqrt(sum((np.asarray(dy[d], np.float64) * scale[d]) ** 2 for d in range(len(dy))))
+    with np.errstate(divide="ignore"):
+        return np.log2(np.maximum(lx, ly))
+
+
+def sample_lod(tex: TextureObject, arena: np.ndarray, base_off: int, coords: list[np.ndarray],
+               layer: np.ndarray | None, lod: np.ndarray) -> np.ndarray:
+    """``tex.level``/``tex.grad`` on a mipmapped texture: the level(s) the (biased, clamped)
+    level of detail selects, blended with 8-bit fixed-point weights for linear mipmap
+    filtering. ``base_off`` is the arena base (arena offset = address - base_off)."""
+    levels = tex.levels or (tex.resource,)
+    s = tex.sampler
+    n = coords[0].size
+    lod = np.nan_to_num(np.asarray(lod, np.float64) + s.lod_bias, nan=0.0, neginf=-1e9)
+    lod = np.clip(np.clip(lod, s.min_lod, max(s.max_lod, s.min_lod)), 0.0, len(levels) - 1)
+    if s.mipmap_filter == FILTER_LINEAR:
+        lo = np.floor(lod).astype(np.int64)
+        frac = fixed_weight(lod - lo)
+    else:
+        lo = np.floor(lod + 0.5).astype(np.int64)
+        frac = np.zeros(n)
+    lo = np.minimum(lo, len(levels) - 1)
+    out: np.ndarray | None = None
+    for shift, weight in ((0, 1.0 - frac), (1, frac)):
+        idx = np.minimum(lo + shift, len(levels) - 1)
+        for k in np.unique(idx):
+            sel = np.flatnonzero((idx == k) & (weight != 0))
+            if sel.size == 0:
+                continue
+            res = levels[int(k)]
+            level_tex = TextureObject(res, tex.sampler)
+            cs = [np.asarray(c)[sel] for c in coords]
+            if not tex.sampler.normalized_coords:  # texel coordinates of level 0
+                cs = [c / float(1 << int(k)) for c in cs]
+            ly = None if layer is None else np.asarray(layer)[sel]
+            vals = sample(level_tex, arena, res.base - base_off, cs, ly, False)
+            if out is None:
+                out = np.zeros((n, 4), vals.dtype)
+            out[sel] += vals * weight[sel][:, None] if vals.dtype.kind == "f" else vals
+    assert out is not None
     return out
