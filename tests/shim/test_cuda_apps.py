@@ -397,7 +397,7 @@ def test_driver_api_ptx(rig: Rig, programs: dict[str, Path]) -> None:
         timeout=60,
     )
     assert status.returncode == 0, status.stderr
-    assert json.loads(status.stdout)["unsupported_calls"].get("cuArrayCreate_v2", 0) >= 1
+    assert json.loads(status.stdout)["unsupported_calls"].get("cuLinkCreate_v2", 0) >= 1
 
 
 def test_module_formats(rig: Rig, programs: dict[str, Path]) -> None:
