@@ -263,6 +263,24 @@ PTX = r"""
     ret;
 }
 
+.visible .entry bindless(.param .u64 hs, .param .u64 o)
+{
+    .reg .b32 %r<8>;
+    .reg .b64 %rd<8>;
+    ld.param.u64 %rd1, [hs];
+    ld.param.u64 %rd2, [o];
+    mov.u32 %r1, %tid.x;
+    and.b32 %r6, %r1, 1;
+    mul.wide.u32 %rd3, %r6, 8;
+    add.s64 %rd4, %rd1, %rd3;
+    ld.global.u64 %rd5, [%rd4];
+    tex.1d.v4.s32.s32 {%r2, %r3, %r4, %r5}, [%rd5, {%r1}];
+    mul.wide.u32 %rd6, %r1, 4;
+    add.s64 %rd7, %rd2, %rd6;
+    st.global.u32 [%rd7], %r2;
+    ret;
+}
+
 .visible .entry query(.param .u64 t, .param .u64 s, .param .u64 o)
 {
     .reg .b32 %r<8>;
@@ -381,6 +399,18 @@ def test_tex1dfetch_over_linear_memory_reads_zero_out_of_range(gpu, lib):
     o = gpu.zeros(4 * 12)
     gpu.launch(gpu.kernel(lib, "fetch1d"), 1, 12, t, o)
     assert gpu.get(o, np.int32, 12).tolist() == [0, 0, *range(100, 108), 0, 0]
+
+
+def test_lanes_naming_different_texture_objects(gpu, lib):
+    objs = []
+    for base in (0, 1000):
+        buf = gpu.put(np.arange(base, base + 8, dtype=np.int32))
+        objs.append(gpu.s.cuTexObjectCreate({"resType": 2, "devPtr": buf, "format": S32,
+                                             "numChannels": 1, "sizeInBytes": 32},
+                                            {"flags": TRSF_READ_AS_INTEGER}))  # fmt: skip
+    hs, o = gpu.put(np.array(objs, np.uint64)), gpu.zeros(4 * 8)
+    gpu.launch(gpu.kernel(lib, "bindless"), 1, 8, hs, o)
+    assert gpu.get(o, np.int32, 8).tolist() == [0, 1001, 2, 1003, 4, 1005, 6, 1007]
 
 
 def test_txq_and_suq(gpu, lib):
