@@ -961,11 +961,11 @@ CUresult cuTexObjectCreate(CUtexObject *pTexObject, const CUDA_RESOURCE_DESC *pR
                            const CUDA_TEXTURE_DESC *pTexDesc,
                            const CUDA_RESOURCE_VIEW_DESC *pResViewDesc)
 {
-    if (!pTexDesc)
+    if (!pTexObject || !pTexDesc)
         return CUDA_ERROR_INVALID_VALUE;
     uint64_t h = 0;
     CUresult st = object_create(&h, pResDesc, pTexDesc, pResViewDesc);
-    if (st == CUDA_SUCCESS && pTexObject)
+    if (st == CUDA_SUCCESS)
         *pTexObject = (CUtexObject)h;
     return st;
 }
@@ -1011,11 +1011,11 @@ CUresult cuTexObjectGetResourceViewDesc(CUDA_RESOURCE_VIEW_DESC *pResViewDesc,
 
 CUresult cuSurfObjectCreate(CUsurfObject *pSurfObject, const CUDA_RESOURCE_DESC *pResDesc)
 {
-    if (!pResDesc || pResDesc->resType != CU_RESOURCE_TYPE_ARRAY)
+    if (!pSurfObject || !pResDesc || pResDesc->resType != CU_RESOURCE_TYPE_ARRAY)
         return CUDA_ERROR_INVALID_VALUE;
     uint64_t h = 0;
     CUresult st = object_create(&h, pResDesc, NULL, NULL);
-    if (st == CUDA_SUCCESS && pSurfObject)
+    if (st == CUDA_SUCCESS)
         *pSurfObject = (CUsurfObject)h;
     return st;
 }
