@@ -39,10 +39,13 @@ log = logging.getLogger("rgpu.client")
 KEEPALIVE_INTERVAL = 15.0
 KEEPALIVE_TIMEOUT = 10.0
 # A forwarded request that hears nothing for this long makes the daemon ping the server at
-# once, so a dead server (QUIC has no connection reset) is noticed in seconds, not at the
-# next keepalive.
+# once, so a hung server or a lost network is noticed in seconds, not at the next keepalive.
+# (A server process that died is noticed at once: TCP gets a reset, and the QUIC client's
+# connected socket an ICMP port unreachable.) The server's event loop answers pings even while
+# its workers run kernels, but a loaded machine can hold it up for a few seconds: one slow
+# ping must not take every application's sessions on that server down.
 STALL_PROBE = 1.0
-PROBE_TIMEOUT = 2.5
+PROBE_TIMEOUT = 8.0
 
 
 def _norm_address(address: str) -> str:
@@ -210,9 +213,18 @@ class ServerLink:
         if quiet < STALL_PROBE:
             self.watch(STALL_PROBE - quiet + 0.01)
             return
+        loop = asyncio.get_running_loop()
         try:
             await peer.ping(PROBE_TIMEOUT)
-        except (TimeoutError, PeerClosed):
+        except TimeoutError:
+            if loop.time() - peer.last_heard < PROBE_TIMEOUT and not peer.is_closed:
+                self.watch()  # no pong yet, but the server is still sending: busy, not gone
+                return
+            log.warning("server %s stopped answering for %.0f s; closing the link", self.key,
+                        loop.time() - peer.last_heard)
+            peer.close("timeout", "the server stopped answering")
+            return
+        except PeerClosed:
             log.warning("server %s stopped answering; closing the link", self.key)
             peer.close("timeout", "the server stopped answering")
             return

@@ -176,6 +176,20 @@ def _format_addr(addr: Any) -> str:
     return f"[{host}]:{addr[1]}" if ":" in host else f"{host}:{addr[1]}"
 
 
+class _ConnectedTransport:
+    """The client's datagram transport: its socket is connected, and uvloop refuses (EISCONN)
+    a datagram sent to an explicit address on a connected socket."""
+
+    def __init__(self, transport: Any) -> None:
+        self._transport = transport
+
+    def sendto(self, data: bytes, addr: Any = None) -> None:
+        self._transport.sendto(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 def _make_protocol_class(engine: Engine) -> type:
     base = engine.asyncio_mod.QuicConnectionProtocol
     ev = engine.events
@@ -193,10 +207,23 @@ def _make_protocol_class(engine: Engine) -> type:
             self._peer_addr: Any = None
             self._closing = False
 
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(_ConnectedTransport(transport) if self._is_client
+                                    else transport)
+
         def datagram_received(self, data: bytes | str, addr: Any) -> None:
+            if addr is None:  # a connected socket (the client's) may not say who sent it
+                addr = self._peer_addr
             if self._peer_addr is None:
                 self._peer_addr = addr
             super().datagram_received(data, addr)
+
+        def error_received(self, exc: Exception) -> None:
+            if isinstance(exc, ConnectionRefusedError) and self.peer is not None \
+                    and not self.peer.is_closed:
+                log.info("QUIC peer %s: port unreachable; the server is gone", self._peer_addr)
+                self.peer.connection_lost("the server's port is closed (server gone)",
+                                          "connection_lost")
 
         def connect(self, addr: Any, *args: Any, **kwargs: Any) -> None:
             self._peer_addr = addr
@@ -405,6 +432,9 @@ async def connect_quic(host: str, port: int, engine: Engine, make_conn: MakeQuic
     sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
     sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
     sock.bind(("::", 0, 0, 0))
+    # Connected, so the kernel reports an ICMP "port unreachable" as ECONNREFUSED
+    # (error_received): a server process that died is noticed at the next packet.
+    sock.connect(addr)
     cls = _make_protocol_class(engine)
     transport, proto = await loop.create_datagram_endpoint(
         lambda: cls(quic, make_conn=lambda q: make_conn(_peer_der(q)), on_peer=on_peer,

@@ -10,6 +10,7 @@ import asyncio
 import hashlib
 import os
 import re
+import signal
 import time
 from typing import Any
 
@@ -288,3 +289,55 @@ def test_calls_answered_on_the_event_loop_keep_their_order(rig: Rig, transport: 
     assert idle < 0.5
     assert data == bytes([9] * 16)
     assert 0 < info[0] <= info[1], info
+
+
+def test_a_killed_server_is_noticed_at_once(rig: Rig, transport: str) -> None:
+    """SIGKILL the server under a call in flight: the call fails with server_lost within a
+    second or two, over TCP (reset) and QUIC (the connected socket's port unreachable), not
+    after a ping timeout."""
+    token = generate_token()
+    server = rig.server(token=token)
+    daemon = rig.daemon([server.address], token=token, transport=transport)
+
+    async def main() -> tuple[str, float]:
+        async with open_app(daemon.socket) as app:
+            sid = await app.open_session(0)
+            slow = asyncio.ensure_future(app.call(sid, "rgpu.sleep", [20.0], timeout=30))
+            await asyncio.sleep(0.3)
+            server.proc.signal(signal.SIGKILL)
+            t0 = time.monotonic()
+            with pytest.raises(RemoteError) as info:
+                await slow
+            return info.value.code, time.monotonic() - t0
+
+    code, took = run_async(main(), timeout=60)
+    assert code == "server_lost"
+    assert took < 3.0, f"noticed after {took:.1f} s"
+
+
+def test_a_hung_server_is_dropped_after_the_probe(rig: Rig) -> None:
+    """A server that stops answering (SIGSTOP) with a call outstanding: the daemon pings it
+    after a second of silence and drops the link once the ping has gone unanswered for the
+    probe timeout, failing the call with server_lost instead of hanging."""
+    from rgpu.client.daemon import PROBE_TIMEOUT, STALL_PROBE
+
+    token = generate_token()
+    server = rig.server(token=token)
+    daemon = rig.daemon([server.address], token=token, transport="tcp")
+
+    async def main() -> tuple[str, float]:
+        async with open_app(daemon.socket) as app:
+            sid = await app.open_session(0)
+            assert await app.call(sid, "rgpu.echo", [1]) == [1]
+            server.proc.signal(signal.SIGSTOP)
+            try:
+                t0 = time.monotonic()
+                with pytest.raises(RemoteError) as info:
+                    await app.call(sid, "rgpu.echo", [2], timeout=60)
+                return info.value.code, time.monotonic() - t0
+            finally:
+                server.proc.signal(signal.SIGCONT)
+
+    code, took = run_async(main(), timeout=90)
+    assert code == "server_lost"
+    assert PROBE_TIMEOUT <= took < STALL_PROBE + PROBE_TIMEOUT + 5, took
