@@ -164,7 +164,13 @@ def default_state_dir() -> Path:
 
 
 def default_socket_path() -> Path:
-    """Where the client daemon listens for shims; per user, so users never share a daemon."""
+    """Where the client daemon listens for shims; per user, so users never share a daemon.
+
+    $RGPU_SOCKET first, as the shims read it, so a daemon, `rgpu run` and the programs it
+    starts agree on the socket whatever names it."""
+    named = os.environ.get("RGPU_SOCKET", "")
+    if named:
+        return Path(named)
     runtime = _env_dir("XDG_RUNTIME_DIR")
     if runtime is not None:
         return runtime / "rgpu" / "rgpu.sock"

@@ -49,7 +49,8 @@ GIB = 1024**3
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Keep the developer's own rgpu files and XDG settings out of every test."""
-    for name in ("RGPU_CONFIG", "XDG_CONFIG_HOME", "XDG_STATE_HOME", "XDG_RUNTIME_DIR"):
+    for name in ("RGPU_CONFIG", "RGPU_SOCKET", "XDG_CONFIG_HOME", "XDG_STATE_HOME",
+                 "XDG_RUNTIME_DIR"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.chdir(tmp_path)
@@ -146,6 +147,9 @@ def test_socket_path(monkeypatch: pytest.MonkeyPatch) -> None:
     assert default_socket_path() == Path(f"/tmp/rgpu-{os.getuid()}/rgpu.sock")
     monkeypatch.setenv("XDG_RUNTIME_DIR", "/run/user/1000")
     assert default_socket_path() == Path("/run/user/1000/rgpu/rgpu.sock")
+    monkeypatch.setenv("RGPU_SOCKET", "/srv/rgpu/apps.sock")  # what the shims read, first
+    assert default_socket_path() == Path("/srv/rgpu/apps.sock")
+    assert parse_config("", "rgpu.toml").client.socket_path == Path("/srv/rgpu/apps.sock")
 
 
 def test_known_servers_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
