@@ -52,9 +52,14 @@ CUresult rgpu_connect(void);
 /* CONTROL request on session 0; body must be a complete msgpack map. */
 CUresult rgpu_control(const mp_buf *body, rgpu_reply *out);
 /* A CALL on `session`; body = [fn, [args], (bulk_index)]; waits for the reply.
- * Applies a pending deferred error of the session when the call itself succeeds. */
+ * A pending deferred error of the session replaces the status only of a successful call that
+ * reports asynchronous errors (rgpu_reports_deferred: synchronisations, queries and blocking
+ * copies, which create nothing); any other call returns its own result and leaves the error
+ * pending, so a call whose work was done never looks failed (docs/PROTOCOL.md). */
 CUresult rgpu_call(uint32_t session, const mp_buf *body, const void *bulk, size_t bulk_len,
                    rgpu_reply *out);
+/* Whether the call named `fn` is one that reports the session's deferred errors. */
+int rgpu_reports_deferred(const char *fn);
 /* A CALL sent now and answered later (pipelined copies): rgpu_call_start sends it (NULL only
  * when out of memory); rgpu_call_finish waits for the reply, like rgpu_call, and frees it.
  * Every started call must be finished. */
@@ -141,6 +146,12 @@ typedef struct rgpu_obj {
     mp_buf load_opts; /* the encoded jit and library option arguments */
     uint32_t sessions[16];
     int nsessions;
+    /* functions and kernels: the per-function launch limits, fetched on the first launch
+     * (module.c); valid while lim_gen is the current limits generation, for device lim_dev */
+    unsigned lim_gen;
+    int lim_dev;
+    int lim_max_threads;  /* CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK, 0 when unknown */
+    int lim_max_dyn_smem; /* CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, -1 when unknown */
 } rgpu_obj;
 
 rgpu_obj *rgpu_obj_new(uint32_t kind, int dev, rgpu_ctx *ctx);
@@ -156,6 +167,12 @@ int rgpu_current_dev(void);
 CUresult rgpu_begin(int dev, rgpu_session **sess);
 CUresult rgpu_primary_retain(int dev, rgpu_ctx **out);
 void rgpu_ctx_note_destroyed(rgpu_ctx *c);
+
+/* ---- launches (module.c) ------------------------------------------------------------------ */
+/* Whether `f` (a CUfunction or CUkernel) may be launched with this configuration on `dev`:
+ * the device's and the function's limits, checked here because launches are not answered. */
+CUresult rgpu_check_launch(CUfunction f, int dev, unsigned gx, unsigned gy, unsigned gz,
+                           unsigned bx, unsigned by, unsigned bz, unsigned shmem);
 
 /* ---- memory (memory.c) ------------------------------------------------------------------- */
 /* Look up a device allocation containing [p, p+n); returns 1 and its device if found. */

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "coherence.h"
+#include "rgpu_frame.h"
 
 #define CTX_STACK_MAX 64
 
@@ -202,6 +203,23 @@ void rgpu_sync_output(rgpu_reply *r)
     fflush(stdout);
 }
 
+/* A synchronising call that failed: the kernel printf output the server still holds (a kernel
+ * that printed and then faulted) goes to stdout all the same, as the driver flushes its printf
+ * buffer when it reports the fault. A backend that forwards no printf output has no such call. */
+static void flush_pending_output(int dev)
+{
+    if (rgpu_connection_dead())
+        return;
+    mp_buf b;
+    rgpu_body_begin(&b, "cuRgpuPrintfPending", 0);
+    rgpu_reply r;
+    if (rgpu_simple_call(dev, &b, NULL, 0, &r) == CUDA_SUCCESS) {
+        rgpu_sync_output(&r);
+        rgpu_reply_free(&r);
+    }
+    mp_free(&b);
+}
+
 CUresult rgpu_status_call(int dev, mp_buf *b, int sync)
 {
     CUresult st;
@@ -211,6 +229,11 @@ CUresult rgpu_status_call(int dev, mp_buf *b, int sync)
         if (st == CUDA_SUCCESS) {
             rgpu_sync_output(&r);
             rgpu_reply_free(&r);
+        } else {
+            char fn[64];
+            rgpu_body_fn(b, fn, sizeof fn);
+            if (rgpu_reports_deferred(fn))
+                flush_pending_output(dev);
         }
     } else {
         st = rgpu_simple_batch(dev, b, NULL, 0);

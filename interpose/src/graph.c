@@ -271,6 +271,12 @@ static CUresult set_kernel(rgpu_gnode *n, const CUDA_KERNEL_NODE_PARAMS *p)
     CUfunction f = p->func ? p->func : (CUfunction)p->kern;
     if (!f)
         return CUDA_ERROR_INVALID_VALUE;
+    /* a node the launch would refuse is refused when added or set, as by the driver */
+    CUresult st = rgpu_check_launch(f, rgpu_current_dev(), p->gridDimX, p->gridDimY,
+                                    p->gridDimZ, p->blockDimX, p->blockDimY, p->blockDimZ,
+                                    p->sharedMemBytes);
+    if (st != CUDA_SUCCESS)
+        return st;
     uint8_t *buf = NULL;
     size_t len = 0, nargs = 0;
     void **args = NULL;

@@ -127,6 +127,22 @@ void rgpu_range_add_global(uint64_t base, size_t size, int dev)
     table_add(&dev_ranges, (range){base, size, dev, rgpu_current_ctx(), RANGE_GLOBAL});
 }
 
+/* A copy or memset of [p, p+n) starting in a known allocation must end within it: the driver
+ * refuses it at the call with CUDA_ERROR_INVALID_VALUE, where a queued call could only report
+ * it later. Pointers the shim does not know (pools, graph memory) are left to the server. */
+static CUresult check_span(CUdeviceptr p, size_t n)
+{
+    range r;
+    if (!table_find(&dev_ranges, p, &r))
+        return CUDA_SUCCESS;
+    if (n > r.size - (p - r.base)) {
+        RGPU_DEBUG("%zu bytes at %#llx run past the end of the allocation of %zu bytes at %#llx",
+                   n, (unsigned long long)p, r.size, (unsigned long long)r.base);
+        return CUDA_ERROR_INVALID_VALUE;
+    }
+    return CUDA_SUCCESS;
+}
+
 static int dev_of_ptr(CUdeviceptr p)
 {
     int dev;
@@ -554,6 +570,8 @@ static CUresult dtod(CUdeviceptr dst, CUdeviceptr src, size_t n, CUstream stream
     uint64_t sid = rgpu_stream_id(stream);
     if (sid == UINT64_MAX)
         return CUDA_ERROR_INVALID_HANDLE;
+    if (check_span(dst, n) != CUDA_SUCCESS || check_span(src, n) != CUDA_SUCCESS)
+        return CUDA_ERROR_INVALID_VALUE;
     if (async && rgpu_capturing(stream)) {
         CUDA_MEMCPY3D c;
         rgpu_linear_copy3d(&c, CU_MEMORYTYPE_DEVICE, dst, CU_MEMORYTYPE_DEVICE, src, n);
@@ -952,8 +970,10 @@ static CUresult memset_call(const char *fn, CUdeviceptr dst, unsigned value, siz
     uint64_t sid = rgpu_stream_id(stream);
     if (sid == UINT64_MAX)
         return CUDA_ERROR_INVALID_HANDLE;
+    unsigned elem = fn[9] == '8' ? 1 : fn[9] == '1' ? 2 : 4; /* cuMemsetD8/D16/D32... */
+    if (count > SIZE_MAX / elem || check_span(dst, count * elem) != CUDA_SUCCESS)
+        return CUDA_ERROR_INVALID_VALUE;
     if (async && rgpu_capturing(stream)) {
-        unsigned elem = fn[9] == '8' ? 1 : fn[9] == '1' ? 2 : 4; /* cuMemsetD8/D16/D32... */
         CUDA_MEMSET_NODE_PARAMS m = {dst, count * elem, value, elem, count, 1};
         return rgpu_capture_memset(stream, &m);
     }

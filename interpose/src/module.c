@@ -859,26 +859,130 @@ static CUresult bad_config(void)
 }
 
 static CUresult check_config(int dev, unsigned gx, unsigned gy, unsigned gz, unsigned bx,
-                             unsigned by, unsigned bz, unsigned shmem)
+                             unsigned by, unsigned bz)
 {
     if (dev < 0 || dev >= rgpu_device_count)
         return CUDA_ERROR_INVALID_CONTEXT;
-    int a[8] = {0};
-    static const CUdevice_attribute which[8] = {
+    int a[7] = {0};
+    static const CUdevice_attribute which[7] = {
         CU_DEVICE_ATTRIBUTE_MAX_BLOCK_DIM_X, CU_DEVICE_ATTRIBUTE_MAX_BLOCK_DIM_Y,
         CU_DEVICE_ATTRIBUTE_MAX_BLOCK_DIM_Z, CU_DEVICE_ATTRIBUTE_MAX_GRID_DIM_X,
         CU_DEVICE_ATTRIBUTE_MAX_GRID_DIM_Y, CU_DEVICE_ATTRIBUTE_MAX_GRID_DIM_Z,
-        CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_BLOCK,
-        CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN};
-    for (int i = 0; i < 8; i++)
+        CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_BLOCK};
+    for (int i = 0; i < 7; i++)
         if (cuDeviceGetAttribute(&a[i], which[i], dev) != CUDA_SUCCESS || a[i] <= 0)
             return CUDA_SUCCESS; /* facts incomplete: leave the judgement to the server */
     if (!gx || !gy || !gz || !bx || !by || !bz)
         return bad_config();
     if (bx > (unsigned)a[0] || by > (unsigned)a[1] || bz > (unsigned)a[2] ||
         gx > (unsigned)a[3] || gy > (unsigned)a[4] || gz > (unsigned)a[5] ||
-        (uint64_t)bx * by * bz > (uint64_t)a[6] || shmem > (unsigned)a[7])
+        (uint64_t)bx * by * bz > (uint64_t)a[6])
         return bad_config();
+    return CUDA_SUCCESS;
+}
+
+/* ---- per-function launch limits ----------------------------------------------------------
+ * A function's maximum block size (its __launch_bounds__ / .maxntid, or what its registers
+ * allow) and its maximum dynamic shared memory (48 KiB less its static shared memory unless
+ * raised with cuFuncSetAttribute) are fetched on its first launch and cached with its
+ * parameter layout. Setting CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES on any function or
+ * kernel starts a new generation: the object set (and a kernel's current function) keeps the
+ * value it was given, every other one fetches its limits again at its next launch, as a
+ * kernel's setting reaches the functions made from it on the server. */
+static _Atomic unsigned limits_gen = 1;
+
+static void limits_get(rgpu_obj *o, int dev, int *max_threads, int *max_dyn)
+{
+    unsigned gen = limits_gen;
+    pthread_mutex_lock(&o->mu);
+    int cached = o->lim_gen == gen && o->lim_dev == dev;
+    *max_threads = o->lim_max_threads;
+    *max_dyn = o->lim_max_dyn_smem;
+    pthread_mutex_unlock(&o->mu);
+    if (cached)
+        return;
+    int t = 0, d = -1;
+    CUresult st;
+    if (o->kind == RK_KERNEL) {
+        st = cuKernelGetAttribute(&t, CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK, (CUkernel)o, dev);
+        if (st == CUDA_SUCCESS)
+            st = cuKernelGetAttribute(&d, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                                      (CUkernel)o, dev);
+    } else {
+        st = cuFuncGetAttribute(&t, CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK, (CUfunction)o);
+        if (st == CUDA_SUCCESS)
+            st = cuFuncGetAttribute(&d, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                                    (CUfunction)o);
+    }
+    *max_threads = st == CUDA_SUCCESS && t > 0 ? t : 0;
+    *max_dyn = st == CUDA_SUCCESS && d >= 0 ? d : -1;
+    if (st != CUDA_SUCCESS)
+        return; /* unknown (a poisoned context, a lost server): the server judges the launch */
+    pthread_mutex_lock(&o->mu);
+    o->lim_gen = gen;
+    o->lim_dev = dev;
+    o->lim_max_threads = *max_threads;
+    o->lim_max_dyn_smem = *max_dyn;
+    pthread_mutex_unlock(&o->mu);
+}
+
+/* After a successful set of the dynamic shared memory limit of `o` on `dev`. */
+static void limits_set_dyn(rgpu_obj *o, int dev, int value)
+{
+    unsigned old = limits_gen++;
+    rgpu_obj *objs[2] = {o, o->kind == RK_KERNEL ? o->cached_func : NULL};
+    for (int i = 0; i < 2; i++) {
+        rgpu_obj *x = objs[i];
+        if (!x)
+            continue;
+        pthread_mutex_lock(&x->mu);
+        if (x->lim_gen == old && x->lim_dev == dev) {
+            x->lim_gen = old + 1;
+            x->lim_max_dyn_smem = value;
+        }
+        pthread_mutex_unlock(&x->mu);
+    }
+}
+
+/* What the driver answers (CUDA 12/13): a block larger than the function allows fails with
+ * CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES (cudaErrorLaunchOutOfResources, "too many resources
+ * requested for launch"), the error for a block beyond what the kernel's registers or launch
+ * bounds allow; dynamic shared memory above the function's limit (or the device's opt-in
+ * maximum) fails with CUDA_ERROR_INVALID_VALUE (cudaErrorInvalidValue). */
+CUresult rgpu_check_launch(CUfunction f, int dev, unsigned gx, unsigned gy, unsigned gz,
+                           unsigned bx, unsigned by, unsigned bz, unsigned shmem)
+{
+    rgpu_obj *o = func_or_kernel(f);
+    if (!o)
+        return CUDA_ERROR_INVALID_HANDLE;
+    CUresult st = check_config(dev, gx, gy, gz, bx, by, bz);
+    if (st != CUDA_SUCCESS)
+        return st;
+    int optin = 0;
+    if (cuDeviceGetAttribute(&optin, CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN,
+                             dev) == CUDA_SUCCESS &&
+        optin > 0 && shmem > (unsigned)optin) {
+        RGPU_DEBUG("%s: %u bytes of dynamic shared memory exceed the device's %d",
+                   o->name ? o->name : "?", shmem, optin);
+        return CUDA_ERROR_INVALID_VALUE;
+    }
+    if (o->kind == RK_KERNEL) {
+        st = kernel_on(o, dev);
+        if (st != CUDA_SUCCESS)
+            return st;
+    }
+    int max_threads, max_dyn;
+    limits_get(o, dev, &max_threads, &max_dyn);
+    if (max_threads > 0 && (uint64_t)bx * by * bz > (uint64_t)max_threads) {
+        RGPU_DEBUG("%s: a block of %u x %u x %u threads exceeds its %d", o->name ? o->name : "?",
+                   bx, by, bz, max_threads);
+        return CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES;
+    }
+    if (max_dyn >= 0 && shmem > (unsigned)max_dyn) {
+        RGPU_DEBUG("%s: %u bytes of dynamic shared memory exceed its %d (raise it with "
+                   "cuFuncSetAttribute)", o->name ? o->name : "?", shmem, max_dyn);
+        return CUDA_ERROR_INVALID_VALUE;
+    }
     return CUDA_SUCCESS;
 }
 
@@ -915,16 +1019,11 @@ static CUresult launch(const char *fn, CUfunction f, unsigned gx, unsigned gy, u
     if (sid == UINT64_MAX)
         return CUDA_ERROR_INVALID_HANDLE;
     int dev = rgpu_current_ctx() ? rgpu_current_dev() : o->dev;
-    CUresult cst = check_config(dev, gx, gy, gz, bx, by, bz, shmem);
+    CUresult cst = rgpu_check_launch(f, dev, gx, gy, gz, bx, by, bz, shmem);
     if (cst == CUDA_SUCCESS && !strcmp(fn, "cuLaunchCooperativeKernel"))
         cst = check_cooperative(f, dev, gx, gy, gz, bx, by, bz, shmem);
     if (cst != CUDA_SUCCESS)
         return cst;
-    if (o->kind == RK_KERNEL) {
-        CUresult kst = kernel_on(o, dev);
-        if (kst != CUDA_SUCCESS)
-            return kst;
-    }
     if (rgpu_capturing(hStream)) {
         CUDA_KERNEL_NODE_PARAMS p = {f, gx, gy, gz, bx, by, bz, shmem, kernelParams, extra,
                                      NULL, NULL};
@@ -994,9 +1093,9 @@ static CUresult launch_ex(const CUlaunchConfig *config, CUfunction f, void **ker
     if (!o)
         return CUDA_ERROR_INVALID_HANDLE;
     int dev = rgpu_current_ctx() ? rgpu_current_dev() : o->dev;
-    CUresult cst = check_config(dev, config->gridDimX, config->gridDimY, config->gridDimZ,
-                                config->blockDimX, config->blockDimY, config->blockDimZ,
-                                config->sharedMemBytes);
+    CUresult cst = rgpu_check_launch(f, dev, config->gridDimX, config->gridDimY,
+                                     config->gridDimZ, config->blockDimX, config->blockDimY,
+                                     config->blockDimZ, config->sharedMemBytes);
     for (unsigned i = 0; cst == CUDA_SUCCESS && config->attrs && i < config->numAttrs; i++)
         if (config->attrs[i].id == CU_LAUNCH_ATTRIBUTE_COOPERATIVE &&
             config->attrs[i].value.cooperative)
@@ -1005,11 +1104,6 @@ static CUresult launch_ex(const CUlaunchConfig *config, CUfunction f, void **ker
                                     config->sharedMemBytes);
     if (cst != CUDA_SUCCESS)
         return cst;
-    if (o->kind == RK_KERNEL) {
-        CUresult kst = kernel_on(o, dev);
-        if (kst != CUDA_SUCCESS)
-            return kst;
-    }
     CUstream s = config->hStream;
     if (!s && per_thread)
         s = CU_STREAM_PER_THREAD;
@@ -1160,7 +1254,10 @@ CUresult cuFuncSetAttribute(CUfunction hfunc, CUfunction_attribute attrib, int v
     mp_uint(&b, o->id);
     mp_int(&b, attrib);
     mp_int(&b, value);
-    return rgpu_status_call(o->dev, &b, 1);
+    CUresult st = rgpu_status_call(o->dev, &b, 1);
+    if (st == CUDA_SUCCESS && attrib == CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES)
+        limits_set_dyn(o, rgpu_current_ctx() ? rgpu_current_dev() : o->dev, value);
+    return st;
 }
 
 CUresult cuKernelSetAttribute(CUfunction_attribute attrib, int val, CUkernel kernel, CUdevice dev)
@@ -1179,7 +1276,10 @@ CUresult cuKernelSetAttribute(CUfunction_attribute attrib, int val, CUkernel ker
     mp_int(&b, val);
     mp_uint(&b, o->id);
     mp_int(&b, rgpu_devices[dev].cuda_index);
-    return rgpu_status_call(dev, &b, 1);
+    CUresult st = rgpu_status_call(dev, &b, 1);
+    if (st == CUDA_SUCCESS && attrib == CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES)
+        limits_set_dyn(o, dev, val);
+    return st;
 }
 
 CUresult cuFuncSetCacheConfig(CUfunction hfunc, CUfunc_cache config)

@@ -559,29 +559,59 @@ CUresult rgpu_control(const mp_buf *body, rgpu_reply *out)
     return request(RG_CONTROL, 0, body, NULL, 0, out);
 }
 
-CUresult rgpu_call(uint32_t session, const mp_buf *body, const void *bulk, size_t bulk_len,
-                   rgpu_reply *out)
+/* Deferred errors are the failures of calls that were queued without waiting (BATCH). CUDA
+ * reports asynchronous errors at the calls that wait for or ask about the device's work, and a
+ * call that did its work returns success: a cuMemAlloc answered with an earlier launch's error
+ * would leak its allocation. So only these calls, which create nothing, report them; every
+ * other call leaves the error pending for the next one of these. */
+int rgpu_reports_deferred(const char *fn)
 {
-    CUresult st = request(RG_CALL, session, body, bulk, bulk_len, out);
-    if (rgpu_log_level >= 2) {
-        char fn[64];
-        rgpu_body_fn(body, fn, sizeof fn);
-        RGPU_TRACE("CALL %s (%zu bulk bytes) -> %d%s%s", fn, bulk_len, (int)st,
-                   out->message[0] ? ": " : "", out->message);
+    static const char *const waits[] = {"cuCtxSynchronize", "cuStreamSynchronize",
+                                        "cuStreamQuery", "cuEventSynchronize", "cuEventQuery"};
+    for (size_t i = 0; i < sizeof waits / sizeof *waits; i++)
+        if (!strcmp(fn, waits[i]))
+            return 1;
+    /* blocking copies (cuMemcpy, cuMemcpyDtoH_v2, cuMemcpy2D_v2 ...) wait for earlier work */
+    return !strncmp(fn, "cuMemcpy", 8) && !strstr(fn, "Async");
+}
+
+/* The call's status, or the session's deferred error in place of a success when the call
+ * reports them (`reports`). A reporting call that fails itself reports its own error (a sticky
+ * one the deferred error led to, as a rule) and the deferred one is dropped; so is one pending
+ * when the context is reset or destroyed, with the work that failed. */
+static CUresult deliver_deferred(uint32_t session, const char *fn, int reports, rgpu_reply *out)
+{
+    CUresult st = out->status;
+    if (!reports) {
+        if (st == CUDA_SUCCESS &&
+            (!strcmp(fn, "cuDevicePrimaryCtxReset_v2") || !strcmp(fn, "cuCtxDestroy_v2")))
+            rgpu_take_deferred(session);
+        return st;
     }
     CUresult def = rgpu_take_deferred(session);
     if (st == CUDA_SUCCESS && def != CUDA_SUCCESS) {
         rgpu_reply_free(out);
-        out->status = def;
-        return def;
+        out->status = st = def;
     }
     return st;
+}
+
+CUresult rgpu_call(uint32_t session, const mp_buf *body, const void *bulk, size_t bulk_len,
+                   rgpu_reply *out)
+{
+    CUresult st = request(RG_CALL, session, body, bulk, bulk_len, out);
+    char fn[64];
+    rgpu_body_fn(body, fn, sizeof fn);
+    RGPU_TRACE("CALL %s (%zu bulk bytes) -> %d%s%s", fn, bulk_len, (int)st,
+               out->message[0] ? ": " : "", out->message);
+    return deliver_deferred(session, fn, rgpu_reports_deferred(fn), out);
 }
 
 /* A CALL sent now and answered later: pipelined copies keep a few pieces in flight. */
 struct rgpu_pending {
     waiter w;
     rgpu_reply out;
+    int reports_deferred;
 };
 
 rgpu_pending *rgpu_call_start(uint32_t session, const mp_buf *body)
@@ -590,6 +620,9 @@ rgpu_pending *rgpu_call_start(uint32_t session, const mp_buf *body)
     if (!p)
         return NULL;
     p->w.out = &p->out;
+    char fn[64];
+    rgpu_body_fn(body, fn, sizeof fn);
+    p->reports_deferred = rgpu_reports_deferred(fn);
     rgpu_lock();
     CUresult st = connect_locked();
     if (st != CUDA_SUCCESS) {
@@ -628,15 +661,9 @@ CUresult rgpu_call_finish(rgpu_pending *p, uint32_t session, rgpu_reply *out)
         rgpu_reply_free(&p->out);
     rgpu_unlock();
     *out = p->out;
+    int reports = p->reports_deferred;
     free(p);
-    CUresult st = out->status;
-    CUresult def = rgpu_take_deferred(session);
-    if (st == CUDA_SUCCESS && def != CUDA_SUCCESS) {
-        rgpu_reply_free(out);
-        out->status = def;
-        return def;
-    }
-    return st;
+    return deliver_deferred(session, "", reports, out);
 }
 
 /* Calls queued back to back for one session (launches, memsets, event records) travel as one

@@ -4,7 +4,8 @@ Each program (``programs/compat_*.cu``, built with nvcc's defaults) checks its r
 the host and prints ``PASSED``: managed memory, mapped page-locked memory, pitched 2D copies and
 memory pools (``compat_memory``); kernel printf on the app's stdout, launch-configuration
 errors, occupancy, host callbacks and events across streams, device properties
-(``compat_runtime``); CUDA graphs, captured and explicit (``compat_graphs``). One
+(``compat_runtime``); CUDA graphs, captured and explicit (``compat_graphs``); errors a call
+must return itself although its work is queued (``compat_errors``). One
 emulated-GPU server and one daemon on loopback (TCP+TLS), from ``test_cuda_apps``; every
 process is bounded in time.
 """
@@ -21,7 +22,7 @@ import pytest
 import test_cuda_apps as apps
 from test_cuda_apps import sanitized  # noqa: F401 (a fixture: the sanitizer build of the shim)
 
-PROGRAMS = ("compat_memory", "compat_runtime", "compat_graphs")
+PROGRAMS = ("compat_memory", "compat_runtime", "compat_graphs", "compat_errors")
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +75,29 @@ def test_runtime_behaviour(tcp_rig: apps.Rig, compat_programs: dict[str, Path]) 
     assert lines[:6] == expected, result.stdout
     for section in ("errors", "occupancy", "streams", "properties", "cooperative"):
         assert f"{section} ok" in result.stdout
+
+
+def test_errors_at_the_call(tcp_rig: apps.Rig, compat_programs: dict[str, Path]) -> None:
+    """A launch beyond the kernel's __launch_bounds__ is cudaErrorLaunchOutOfResources and one
+    beyond its dynamic shared memory limit cudaErrorInvalidValue, at the launch (<<<>>>,
+    cudaLaunchKernelEx, graph kernel nodes), following cudaFuncSetAttribute both ways; copies
+    and memsets past an allocation's end fail at the call; an error only the server can see
+    comes back at the next synchronisation, never from a cudaMalloc (which leaks nothing)."""
+    result = tcp_rig.run([str(compat_programs["compat_errors"])])
+    apps._assert_passed(result, tcp_rig)
+    for section in ("launch bounds", "dynamic shared memory", "graph node", "copy ranges",
+                    "deferred error"):
+        assert f"{section} ok" in result.stdout
+
+
+def test_printf_of_a_faulting_kernel(tcp_rig: apps.Rig,
+                                     compat_programs: dict[str, Path]) -> None:
+    """What a kernel printed before it faulted reaches the app's stdout at the synchronisation
+    that reports the fault, as the driver flushes its printf buffer then."""
+    result = tcp_rig.run([str(compat_programs["compat_errors"]), "fault"])
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}\n{tcp_rig.logs()}"
+    assert result.stdout.splitlines() == ["before the fault 0", "before the fault 1",
+                                          "sync: cudaErrorIllegalAddress"], result.stdout
 
 
 @pytest.mark.parametrize("build", ["compat_graphs", "compat_graphs-per-thread"])

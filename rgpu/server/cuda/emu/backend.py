@@ -136,7 +136,7 @@ _STICKY_EXEMPT = frozenset({
     "cuCtxDestroy_v2", "cuCtxSetCurrent", "cuCtxGetCurrent", "cuCtxPushCurrent_v2",
     "cuCtxPopCurrent_v2", "cuCtxGetDevice", "cuDevicePrimaryCtxRetain",
     "cuDevicePrimaryCtxRelease_v2", "cuDevicePrimaryCtxReset_v2", "cuDevicePrimaryCtxGetState",
-    "cuDevicePrimaryCtxSetFlags_v2", "cuCtxCreate_v4",
+    "cuDevicePrimaryCtxSetFlags_v2", "cuCtxCreate_v4", "cuRgpuPrintfPending",
 })
 
 P = ParamSpec("P")
@@ -638,6 +638,14 @@ class EmuSession(CudaSession):
     def cuCtxSynchronize(self) -> dict[str, str] | None:
         """All work already ran; report a sticky error if there is one."""
         self._ctx()
+        return self._sync_result()
+
+    @_api
+    def cuRgpuPrintfPending(self) -> dict[str, str] | None:
+        """The kernel printf output not yet handed to the application, as a synchronising call
+        returns it (an rgpu call, not the driver's: the server routes `cu*` names to the CUDA
+        backend). The shim asks for it when a synchronising call fails (a kernel that printed
+        and then faulted): the driver flushes its printf buffer to the app's stdout then too."""
         return self._sync_result()
 
     @_api
@@ -1390,7 +1398,8 @@ class EmuSession(CudaSession):
             raise CudaError(R.CUDA_ERROR_INVALID_VALUE, f"block {block} is out of range")
         limit = int(info.max_threads_per_block or MAX_THREADS_PER_BLOCK)
         if block[0] * block[1] * block[2] > limit:
-            raise CudaError(R.CUDA_ERROR_INVALID_VALUE,
+            # the driver's answer to a block beyond the function's launch bounds or registers
+            raise CudaError(R.CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES,
                             f"block {block} has more than {limit} threads")
         if not 0 <= sharedMemBytes <= self._max_dynamic_shared(fn):
             raise CudaError(
