@@ -2,15 +2,16 @@
 
 ``programs/textures.cu`` (nvcc defaults, static cudart; also shared cudart) follows
 cuda-samples: simpleTexture's rotation through a linearly filtered, wrapped, normalized-
-coordinate texture over a cudaMallocArray, tex1Dfetch over linear memory (float and
-normalized uchar4), a pitch2D texture over cudaMallocPitch memory, 3D and 2D-layered surfaces
-over cudaMalloc3DArray(cudaArraySurfaceLoadStore), point-filtered integer textures with border
-addressing, cudaMemcpy3D between host, pitched device memory and 3D arrays, and a mipmapped
-array read with tex2DLod/tex2DGrad and linear mipmap filtering; each checked against a host
-model. ``programs/textures_driver.c`` covers the driver API's linear array
-copies (cuMemcpyHtoA/AtoH/DtoA/AtoD/AtoA), copies larger than one 8 MiB piece, mipmapped
-array levels and descriptor queries. One emulated-GPU server and
-one daemon on loopback (TCP+TLS), from ``test_cuda_apps``; every process is bounded in time.
+coordinate texture over a cudaMallocArray, tex1Dfetch over linear memory (float and normalized
+uchar4), a pitch2D texture over cudaMallocPitch memory, 3D and 2D-layered surfaces over
+cudaMalloc3DArray(cudaArraySurfaceLoadStore), point-filtered integer textures with border
+addressing, cudaMemcpy3D between host, pitched device memory and 3D arrays, a mipmapped
+array read with tex2DLod/tex2DGrad and linear mipmap filtering, and a captured graph copying into an
+array and reading it through a texture; each checked against a host model.
+``programs/textures_driver.c`` covers the driver API's linear array copies
+(cuMemcpyHtoA/AtoH/DtoA/AtoD/AtoA), copies larger than one 8 MiB piece, mipmapped array levels
+and descriptor queries. One emulated-GPU server and one daemon on loopback (TCP+TLS), from
+``test_cuda_apps``; every process is bounded in time.
 """
 
 from __future__ import annotations
@@ -59,7 +60,8 @@ def test_texture_and_surface_program(tcp_rig: apps.Rig, texture_programs: dict[s
                                      build: str) -> None:  # fmt: skip
     result = tcp_rig.run([str(texture_programs[build])])
     apps._assert_passed(result, tcp_rig)
-    for section in ("rotate", "linear", "pitch2d", "surface", "integer", "memcpy3d", "mipmap"):
+    for section in ("rotate", "linear", "pitch2d", "surface", "integer", "memcpy3d", "mipmap",
+                    "graph"):
         assert f"{section} ok" in result.stdout, result.stdout
     assert result.stderr == "", result.stderr
 

@@ -109,6 +109,12 @@ __global__ void read_lod(float *out, const float *lods, int n, cudaTextureObject
                                   make_float2(0, 1.0f / 32));
 }
 
+__global__ void double_texels(float *out, cudaTextureObject_t t, int w)
+{
+    int i = threadIdx.x;
+    out[i] = 2.0f * tex2D<float>(t, i % w + 0.5f, i / w + 0.5f);
+}
+
 // ---- sections -------------------------------------------------------------------------------
 static int simple_texture()
 {
@@ -536,10 +542,56 @@ static int mipmaps()
     return 0;
 }
 
+// A captured graph: host -> array copy, a kernel reading it through a texture, the result back;
+// replayed with new host data each time.
+static int captured_graph()
+{
+    const int w = 8, h = 4;
+    cudaChannelFormatDesc fmt = cudaCreateChannelDesc<float>();
+    cudaArray_t arr;
+    CHECK(cudaMallocArray(&arr, &fmt, w, h));
+    std::vector<float> in(w * h), out(w * h);
+    cudaResourceDesc res = {};
+    res.resType = cudaResourceTypeArray;
+    res.res.array.array = arr;
+    cudaTextureDesc td = {};
+    cudaTextureObject_t t;
+    CHECK(cudaCreateTextureObject(&t, &res, &td, nullptr));
+    float *d_out;
+    CHECK(cudaMalloc(&d_out, w * h * sizeof(float)));
+    cudaStream_t s;
+    CHECK(cudaStreamCreate(&s));
+    cudaGraph_t g;
+    cudaGraphExec_t ge;
+    CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
+    CHECK(cudaMemcpy2DToArrayAsync(arr, 0, 0, in.data(), w * sizeof(float), w * sizeof(float),
+                                   h, cudaMemcpyHostToDevice, s));
+    double_texels<<<1, w * h, 0, s>>>(d_out, t, w);
+    CHECK(cudaMemcpyAsync(out.data(), d_out, w * h * sizeof(float), cudaMemcpyDeviceToHost, s));
+    CHECK(cudaStreamEndCapture(s, &g));
+    CHECK(cudaGraphInstantiate(&ge, g, 0));
+    for (int rep = 0; rep < 3; rep++) {
+        for (int i = 0; i < w * h; i++)
+            in[i] = (float)(i + 100 * rep);
+        CHECK(cudaGraphLaunch(ge, s));
+        CHECK(cudaStreamSynchronize(s));
+        for (int i = 0; i < w * h; i++)
+            EXPECT(out[i] == 2.0f * in[i], "graph replay %d, texel %d: %f", rep, i, out[i]);
+    }
+    CHECK(cudaGraphExecDestroy(ge));
+    CHECK(cudaGraphDestroy(g));
+    CHECK(cudaStreamDestroy(s));
+    CHECK(cudaDestroyTextureObject(t));
+    CHECK(cudaFreeArray(arr));
+    CHECK(cudaFree(d_out));
+    printf("graph ok\n");
+    return 0;
+}
+
 int main()
 {
     if (simple_texture() || linear_texture() || pitch_texture() || surfaces() ||
-        integer_textures() || copies_3d() || mipmaps())
+        integer_textures() || copies_3d() || mipmaps() || captured_graph())
         return 1;
     printf("PASSED\n");
     return 0;
