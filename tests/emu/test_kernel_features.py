@@ -165,7 +165,7 @@ def test_half_and_bfloat16_atomic_add(k):
 @pytest.mark.parametrize(
     "text, name",
     [
-        ("tex.cube.v4.f32.f32 {%r0,%r0,%r0,%r0}, [%rd0, {%r1,%r1,%r1,%r1}];", "tex.cube"),
+        ("tex.2dms.v4.f32.s32 {%r0,%r0,%r0,%r0}, [%rd0, {%r1,%r1,%r1,%r1}];", "tex.2dms"),
         ("mma.sync.aligned.m16n8k8.row.col.f32.f16.f16.f32 {%r0,%r0,%r0,%r0}, {%r0,%r0}, {%r0}, "
          "{%r0,%r0,%r0,%r0};", "mma.sync"),
         ("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%r0,%r0,%r0,%r0}, [%rd0];", "ldmatrix"),

@@ -223,6 +223,20 @@ def test_mipmap_level_selection_and_blending():
     assert lod.tolist() == [2.0]
 
 
+def test_cube_faces_follow_the_programming_guide_table():
+    from rgpu.server.cuda.emu.ptx.texture import cube_face
+
+    dirs = np.array([[1, 0.5, -0.25], [-2, 1, 1], [0.1, 3, -0.3], [0.2, -1, 0.5],
+                     [0.5, -0.5, 4], [-0.25, 0.5, -1]], np.float64)  # fmt: skip
+    face, u, v = cube_face(dirs[:, 0], dirs[:, 1], dirs[:, 2])
+    assert face.tolist() == [0, 1, 2, 3, 4, 5]
+    # (s, t) per face: (-z, -y), (z, -y), (x, z), (x, -z), (x, -y), (-x, -y); over |m|
+    st = [(0.25, -0.5), (0.5, -0.5), (0.1 / 3, -0.1), (0.2, -0.5), (0.125, 0.125),
+          (0.25, -0.5)]  # fmt: skip
+    assert u.tolist() == pytest.approx([(s + 1) / 2 for s, _ in st])
+    assert v.tolist() == pytest.approx([(t + 1) / 2 for _, t in st])
+
+
 # --- instructions through the emulated driver ---------------------------------------------
 PTX = r"""
 .version 7.5
@@ -278,6 +292,25 @@ PTX = r"""
     mul.wide.u32 %rd6, %r1, 4;
     add.s64 %rd7, %rd2, %rd6;
     st.global.u32 [%rd7], %r2;
+    ret;
+}
+
+.visible .entry cube(.param .u64 t, .param .u64 c, .param .u64 o)
+{
+    .reg .b32 %r<4>;
+    .reg .f32 %f<10>;
+    .reg .b64 %rd<10>;
+    ld.param.u64 %rd1, [t];
+    ld.param.u64 %rd2, [c];
+    ld.param.u64 %rd3, [o];
+    mov.u32 %r2, %tid.x;
+    mul.wide.u32 %rd6, %r2, 16;
+    add.s64 %rd7, %rd2, %rd6;
+    ld.global.v4.f32 {%f1, %f2, %f3, %f4}, [%rd7];
+    tex.cube.v4.f32.f32 {%f5, %f6, %f7, %f8}, [%rd1, {%f1, %f2, %f3, %f3}];
+    mul.wide.u32 %rd8, %r2, 4;
+    add.s64 %rd9, %rd3, %rd8;
+    st.global.f32 [%rd9], %f5;
     ret;
 }
 
@@ -413,6 +446,24 @@ def test_lanes_naming_different_texture_objects(gpu, lib):
     assert gpu.get(o, np.int32, 8).tolist() == [0, 1001, 2, 1003, 4, 1005, 6, 1007]
 
 
+def test_cube_map_texture(gpu, lib):
+    w = 4
+    arr = _array(gpu, w, w, 6, F32, 1, 0x04)  # CUDA_ARRAY3D_CUBEMAP
+    faces = np.stack([np.arange(w * w, dtype=np.float32).reshape(w, w) + 100 * f
+                      for f in range(6)])  # fmt: skip
+    _to_array(gpu, arr, faces, w * 4, w, 6)
+    t = gpu.s.cuTexObjectCreate({"resType": 0, "hArray": arr}, {"flags": 2})
+    # direction -> (face, texel): +x at the face centre's lower-right texel, -y near a corner
+    dirs = np.array([[1, 0.01, -0.01, 0], [0.1, -1, -0.9, 0], [-0.2, 0.3, -1, 0]], np.float32)
+    c, o = gpu.put(dirs), gpu.zeros(4 * 3)
+    gpu.launch(gpu.kernel(lib, "cube"), 1, 3, t, c, o)
+    got = gpu.get(o, np.float32, 3).tolist()
+    # +x: s = -z = 0.01, t = -y = -0.01 -> u 0.505, v 0.495 -> texel (2, 1)
+    # -y: s = x = 0.1, t = -z = 0.9 -> u 0.55, v 0.95 -> texel (2, 3)
+    # -z: s = -x = 0.2, t = -y = -0.3 -> u 0.6, v 0.35 -> texel (2, 1)
+    assert got == [faces[0, 1, 2], faces[3, 3, 2], faces[5, 1, 2]]
+
+
 def test_txq_and_suq(gpu, lib):
     arr = _array(gpu, 8, 4, 0, U8, 4, ARRAY_SURFACE)
     t = gpu.s.cuTexObjectCreate({"resType": 0, "hArray": arr}, {"filterMode": 1, "flags": 2})
@@ -483,7 +534,9 @@ def test_unsupported_and_invalid_combinations_are_errors(gpu):
 
     f32 = {"Width": 4, "Height": 4, "Depth": 0, "Format": F32, "NumChannels": 1}
     assert code(s.cuArray3DCreate_v2, gpu.new_id(), {**f32, "Flags": 4}) == \
-        R.CUDA_ERROR_NOT_SUPPORTED  # cube maps
+        R.CUDA_ERROR_INVALID_VALUE  # a cube map needs six faces
+    assert code(s.cuArray3DCreate_v2, gpu.new_id(), {**f32, "Flags": 0x10}) == \
+        R.CUDA_ERROR_NOT_SUPPORTED  # CUDA_ARRAY3D_DEPTH_TEXTURE
     assert code(s.cuArray3DCreate_v2, gpu.new_id(), {**f32, "Format": 0xB0}) == \
         R.CUDA_ERROR_INVALID_VALUE  # NV12
     assert code(s.cuArray3DCreate_v2, gpu.new_id(), {**f32, "NumChannels": 3}) == \

@@ -1,13 +1,15 @@
 """CUDA arrays, texture objects and surface objects in unmodified programs, end to end.
 
 ``programs/textures.cu`` (nvcc defaults, static cudart; also shared cudart) follows
-cuda-samples: simpleTexture's rotation through a linearly filtered, wrapped, normalized-
-coordinate texture over a cudaMallocArray, tex1Dfetch over linear memory (float and normalized
-uchar4), a pitch2D texture over cudaMallocPitch memory, 3D and 2D-layered surfaces over
-cudaMalloc3DArray(cudaArraySurfaceLoadStore), point-filtered integer textures with border
-addressing, cudaMemcpy3D between host, pitched device memory and 3D arrays, a mipmapped
-array read with tex2DLod/tex2DGrad and linear mipmap filtering, and a captured graph copying into an
-array and reading it through a texture; each checked against a host model.
+cuda-samples: simpleTexture's rotation through a linearly filtered, wrapped,
+normalized-coordinate texture over a cudaMallocArray, tex1Dfetch over linear memory (float and
+normalized uchar4), a pitch2D texture over cudaMallocPitch memory, 3D and 2D-layered surfaces
+over cudaMalloc3DArray(cudaArraySurfaceLoadStore), point-filtered integer textures with border
+addressing, cudaMemcpy3D between host, pitched device memory and 3D arrays, a mipmapped array
+read with tex2DLod/tex2DGrad and linear mipmap filtering, a cube map read with texCubemap, and a
+captured graph copying into an array and reading it through a texture; each checked against a
+host model.
+
 ``programs/textures_driver.c`` covers the driver API's linear array copies
 (cuMemcpyHtoA/AtoH/DtoA/AtoD/AtoA), copies larger than one 8 MiB piece, mipmapped array levels
 and descriptor queries. One emulated-GPU server and one daemon on loopback (TCP+TLS), from
@@ -61,7 +63,7 @@ def test_texture_and_surface_program(tcp_rig: apps.Rig, texture_programs: dict[s
     result = tcp_rig.run([str(texture_programs[build])])
     apps._assert_passed(result, tcp_rig)
     for section in ("rotate", "linear", "pitch2d", "surface", "integer", "memcpy3d", "mipmap",
-                    "graph"):
+                    "cubemap", "graph"):
         assert f"{section} ok" in result.stdout, result.stdout
     assert result.stderr == "", result.stderr
 

@@ -85,14 +85,14 @@ def test_null_and_freed_pointers(dev):
 def test_unknown_opcode_is_not_supported_when_executed(dev):
     body = (
         "setp.eq.u32 %p1, %r0, 5;\n"
-        "@%p1 tex.cube.v4.f32.f32 {%f1, %f2, %f3, %f4}, [%rd5, {%f1, %f2, %f3, %f4}];"
+        "@%p1 tex.2dms.v4.f32.s32 {%f1, %f2, %f3, %f4}, [%rd5, {%r1, %r1, %r1, %r1}];"
     )
     # never executed by any lane: the kernel runs
     run_body(dev, body, threads=4)
     with pytest.raises(EmuFault) as ei:
         run_body(dev, body, threads=8)
     assert ei.value.kind == "not_supported"
-    assert "tex.cube.v4.f32.f32" in ei.value.message
+    assert "tex.2dms.v4.f32.s32" in ei.value.message
     assert "PTX line" in ei.value.message
 
 

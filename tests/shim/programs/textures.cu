@@ -115,6 +115,12 @@ __global__ void double_texels(float *out, cudaTextureObject_t t, int w)
     out[i] = 2.0f * tex2D<float>(t, i % w + 0.5f, i / w + 0.5f);
 }
 
+__global__ void read_cube(float *out, const float4 *dirs, cudaTextureObject_t t)
+{
+    float4 d = dirs[threadIdx.x];
+    out[threadIdx.x] = texCubemap<float>(t, d.x, d.y, d.z);
+}
+
 // ---- sections -------------------------------------------------------------------------------
 static int simple_texture()
 {
@@ -542,6 +548,68 @@ static int mipmaps()
     return 0;
 }
 
+// simpleCubemapTexture-like: six faces of distinct values, read back through directions
+// aimed at each face's texel centres.
+static int cubemap()
+{
+    const int w = 8;
+    std::vector<float> faces(6 * w * w);
+    for (int i = 0; i < 6 * w * w; i++)
+        faces[i] = (float)i;
+    cudaChannelFormatDesc fmt = cudaCreateChannelDesc<float>();
+    cudaArray_t arr;
+    CHECK(cudaMalloc3DArray(&arr, &fmt, make_cudaExtent(w, w, 6), cudaArrayCubemap));
+    cudaMemcpy3DParms p = {};
+    p.srcPtr = make_cudaPitchedPtr(faces.data(), w * sizeof(float), w, w);
+    p.dstArray = arr;
+    p.extent = make_cudaExtent(w, w, 6);
+    p.kind = cudaMemcpyHostToDevice;
+    CHECK(cudaMemcpy3D(&p));
+    cudaResourceDesc res = {};
+    res.resType = cudaResourceTypeArray;
+    res.res.array.array = arr;
+    cudaTextureDesc td = {};
+    td.normalizedCoords = 1;
+    td.filterMode = cudaFilterModeLinear; // at texel centres: the texel itself
+    cudaTextureObject_t t;
+    CHECK(cudaCreateTextureObject(&t, &res, &td, nullptr));
+    // per face, the direction through texel (i, j): s and t from the programming guide's table
+    std::vector<float4> dirs(6 * w * w);
+    for (int f = 0; f < 6; f++)
+        for (int j = 0; j < w; j++)
+            for (int i = 0; i < w; i++) {
+                float s = 2.0f * (i + 0.5f) / w - 1.0f, tt = 2.0f * (j + 0.5f) / w - 1.0f;
+                float4 d;
+                switch (f) {
+                case 0: d = make_float4(1, -tt, -s, 0); break;
+                case 1: d = make_float4(-1, -tt, s, 0); break;
+                case 2: d = make_float4(s, 1, tt, 0); break;
+                case 3: d = make_float4(s, -1, -tt, 0); break;
+                case 4: d = make_float4(s, -tt, 1, 0); break;
+                default: d = make_float4(-s, -tt, -1, 0); break;
+                }
+                dirs[(f * w + j) * w + i] = d;
+            }
+    float4 *d_dirs;
+    float *d_out;
+    std::vector<float> out(6 * w * w);
+    CHECK(cudaMalloc(&d_dirs, dirs.size() * sizeof(float4)));
+    CHECK(cudaMalloc(&d_out, out.size() * sizeof(float)));
+    CHECK(cudaMemcpy(d_dirs, dirs.data(), dirs.size() * sizeof(float4), cudaMemcpyHostToDevice));
+    for (int f = 0; f < 6; f++)
+        read_cube<<<1, w * w>>>(d_out + f * w * w, d_dirs + f * w * w, t);
+    CHECK(cudaGetLastError());
+    CHECK(cudaMemcpy(out.data(), d_out, out.size() * sizeof(float), cudaMemcpyDeviceToHost));
+    for (int i = 0; i < 6 * w * w; i++)
+        EXPECT(out[i] == faces[i], "cube texel %d: %f vs %f", i, out[i], faces[i]);
+    CHECK(cudaDestroyTextureObject(t));
+    CHECK(cudaFreeArray(arr));
+    CHECK(cudaFree(d_dirs));
+    CHECK(cudaFree(d_out));
+    printf("cubemap ok\n");
+    return 0;
+}
+
 // A captured graph: host -> array copy, a kernel reading it through a texture, the result back;
 // replayed with new host data each time.
 static int captured_graph()
@@ -591,7 +659,7 @@ static int captured_graph()
 int main()
 {
     if (simple_texture() || linear_texture() || pitch_texture() || surfaces() ||
-        integer_textures() || copies_3d() || mipmaps() || captured_graph())
+        integer_textures() || copies_3d() || mipmaps() || cubemap() || captured_graph())
         return 1;
     printf("PASSED\n");
     return 0;

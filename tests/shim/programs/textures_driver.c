@@ -192,9 +192,14 @@ int main(void)
     /* errors */
     EXPECT(cuMemcpyHtoA(a, ROW * H - 4, host, 8) == CUDA_ERROR_INVALID_VALUE);
     EXPECT(cuMemcpyAtoH(back, (CUarray)back, 0, 8) == CUDA_ERROR_INVALID_VALUE);
-    CUDA_ARRAY3D_DESCRIPTOR cube = {16, 16, 6, CU_AD_FORMAT_FLOAT, 1, CUDA_ARRAY3D_CUBEMAP};
+    CUDA_ARRAY3D_DESCRIPTOR cube = {16, 16, 5, CU_AD_FORMAT_FLOAT, 1, CUDA_ARRAY3D_CUBEMAP};
     CUarray bad;
-    EXPECT(cuArray3DCreate(&bad, &cube) == CUDA_ERROR_NOT_SUPPORTED);
+    EXPECT(cuArray3DCreate(&bad, &cube) == CUDA_ERROR_INVALID_VALUE); /* six faces or none */
+    cube.Depth = 6;
+    CHECK(cuArray3DCreate(&bad, &cube));
+    CHECK(cuArrayDestroy(bad));
+    CUDA_ARRAY3D_DESCRIPTOR depth = {16, 16, 0, CU_AD_FORMAT_FLOAT, 1, CUDA_ARRAY3D_DEPTH_TEXTURE};
+    EXPECT(cuArray3DCreate(&bad, &depth) == CUDA_ERROR_NOT_SUPPORTED);
     CUDA_ARRAY3D_DESCRIPTOR nv12 = {16, 16, 0, CU_AD_FORMAT_NV12, 1, 0};
     EXPECT(cuArray3DCreate(&bad, &nv12) == CUDA_ERROR_NOT_SUPPORTED);
     /* mipmapped arrays: levels halve, are cached, and go with their array */

@@ -77,9 +77,21 @@ def array_layout(desc: dict[str, Any]) -> tuple[dict[str, int], Resource, int]:
         dtype, _ = format_info(d["Format"], d["NumChannels"])
     except ValueError as exc:
         raise CudaError(R.CUDA_ERROR_INVALID_VALUE, str(exc)) from None
-    if flags & CUDA_ARRAY3D_CUBEMAP:
-        raise CudaError(R.CUDA_ERROR_NOT_SUPPORTED,
-                        "cube-map arrays are not supported by the emulated device")  # fmt: skip
+    cube = bool(flags & CUDA_ARRAY3D_CUBEMAP)
+    if cube:  # six square faces per cube, kept as layers
+        layered_cube = bool(flags & CUDA_ARRAY3D_LAYERED)
+        if width <= 0 or width != height or depth <= 0 or depth % 6 or \
+                (not layered_cube and depth != 6) or width > 32768 or depth > 2046:
+            raise CudaError(R.CUDA_ERROR_INVALID_VALUE,
+                            f"a cube map needs square faces and Depth 6 (a multiple of 6 when "
+                            f"layered), not {width}x{height}x{depth}")  # fmt: skip
+        esize = dtype.itemsize * d["NumChannels"]
+        pitch = width * esize
+        res = Resource(base=0, format=d["Format"], channels=d["NumChannels"], width=width,
+                       height=height, depth=depth, pitch=pitch, slice_pitch=pitch * height,
+                       dims=2, layered=True, surface=bool(flags & CUDA_ARRAY3D_SURFACE_LDST),
+                       cube=True)  # fmt: skip
+        return d, res, pitch * height * depth
     if flags & ~_ARRAY_FLAGS_SUPPORTED:
         raise CudaError(R.CUDA_ERROR_NOT_SUPPORTED,
                         f"array flags {flags:#x} are not supported by the emulated device")

@@ -31,13 +31,14 @@ from .texture import (
     gather4,
     lod_from_gradients,
     sample,
+    sample_cube,
     sample_lod,
 )
 
 #: geometry modifier -> (coordinate count, layered)
 _GEOMETRY = {"1d": (1, False), "2d": (2, False), "3d": (3, False), "a1d": (1, True),
-             "a2d": (2, True)}  # fmt: skip
-_UNSUPPORTED_GEOMETRY = ("cube", "acube", "2dms", "a2dms")
+             "a2d": (2, True), "cube": (3, False), "acube": (3, True)}  # fmt: skip
+_UNSUPPORTED_GEOMETRY = ("2dms", "a2dms")
 
 
 def _geometry(ins: Instruction, cx: CompileContext) -> tuple[str, int, bool] | None:
@@ -127,12 +128,13 @@ def _write_results(fr, m, results: np.ndarray, ws_full, ws_idx) -> None:
 @op("tex")
 def _tex(ins: Instruction, cx: CompileContext) -> Exec:
     if any(g in ins.mods for g in _UNSUPPORTED_GEOMETRY):
-        return unsupported(ins, cx, "cube-map and multisample textures")
+        return unsupported(ins, cx, "multisample textures")
     geo = _geometry(ins, cx)
     types = ins.types
     if geo is None or len(types) != 2:
         raise cx.fault(ins, "invalid_ptx", "tex needs a geometry and two types")
     _, ncoords, layered = geo
+    cube = geo[0] in ("cube", "acube")
     dt, ct = DTYPES[types[0]], DTYPES[types[1]]
     if dt.kind not in "fiu" or dt.itemsize != 4 or ct not in (np.dtype(np.float32), S32):
         return unsupported(ins, cx, f"tex with types .{types[0]}.{types[1]}")
@@ -171,13 +173,19 @@ def _tex(ins: Instruction, cx: CompileContext) -> Exec:
         for handle, sel in _handle_groups(fr, m, rd_handle):
             obj = _lookup(fr, handle, TextureObject, fault)
             res = obj.resource
-            if res.dims != dims_needed or res.layered != layered:
-                raise fault("launch_failed", f"tex.{geo[0]} on a {res.dims}D"
-                            f"{' layered' if res.layered else ''} texture")  # fmt: skip
+            if cube != res.cube or (not cube and (res.dims != dims_needed
+                                                  or res.layered != layered)):
+                kind = "cube-map" if res.cube else f"{res.dims}D"
+                raise fault("launch_failed", f"tex.{geo[0]} on a {kind}"
+                            f"{' layered' if res.layered and not res.cube else ''} texture")
             off = _checked(fr, res, fault)
             cs = coords if sel is None else [c[sel] for c in coords]
             ly = layer if sel is None or layer is None else layer[sel]
-            if obj.levels and (lod_rd is not None or grad_rds is not None):
+            if cube:
+                if ct != f32:
+                    raise fault("launch_failed", "cube-map coordinates must be .f32")
+                vals = sample_cube(obj, fr.L.mem.arena, off, cs, ly)
+            elif obj.levels and (lod_rd is not None or grad_rds is not None):
                 for level in obj.levels[1:]:
                     _checked(fr, level, fault)
                 if lod_rd is not None:

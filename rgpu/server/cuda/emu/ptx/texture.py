@@ -74,6 +74,7 @@ class Resource:
     layered: bool = False
     surface: bool = False  # usable by surface instructions (CUDA_ARRAY3D_SURFACE_LDST)
     linear: bool = False  # CU_RESOURCE_TYPE_LINEAR (tex1Dfetch)
+    cube: bool = False  # a cube map: square faces as layers, six per cube
 
     @property
     def channel_dtype(self) -> np.dtype:
@@ -375,3 +376,36 @@ def sample_lod(tex: TextureObject, arena: np.ndarray, base_off: int, coords: lis
             out[sel] += vals * weight[sel][:, None] if vals.dtype.kind == "f" else vals
     assert out is not None
     return out
+
+
+# --- cube maps --------------------------------------------------------------------------------
+def cube_face(x: np.ndarray, y: np.ndarray, z: np.ndarray
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    """(face, u, v) of direction (x, y, z): the face of the major axis (+x, -x, +y, -y, +z, -z
+    are faces 0 to 5) and the normalized coordinates on it, ((s / |m|) + 1) / 2 and
+    ((t / |m|) + 1) / 2, with (s, t) per face as the CUDA programming guide's cube-map table
+    gives them."""
+    x, y, z = (np.nan_to_num(np.asarray(c, np.float64)) for c in (x, y, z))
+    ax, ay, az = np.abs(x), np.abs(y), np.abs(z)
+    on_x = (ax >= ay) & (ax >= az)
+    on_y = ~on_x & (ay >= az)
+    face = np.where(on_x, np.where(x >= 0, 0, 1),
+                    np.where(on_y, np.where(y >= 0, 2, 3), np.where(z >= 0, 4, 5)))
+    m = np.where(on_x, ax, np.where(on_y, ay, az))
+    s = np.choose(face, [-z, z, x, x, x, -x])
+    t = np.choose(face, [-y, -y, z, -z, -y, -y])
+    m = np.where(m == 0, 1.0, m)
+    return face.astype(np.int64), (s / m + 1.0) / 2.0, (t / m + 1.0) / 2.0
+
+
+def sample_cube(tex: TextureObject, arena: np.ndarray, arena_off: int, direction: list[np.ndarray],
+                cube_index: np.ndarray | None) -> np.ndarray:
+    """``tex.cube``/``tex.acube``: the face the direction points at, sampled in 2D with
+    normalized coordinates (edges clamp; filtering does not cross faces)."""
+    face, u, v = cube_face(*direction)
+    layer = face if cube_index is None else face + 6 * np.asarray(cube_index).astype(np.int64)
+    s = tex.sampler
+    flat = TextureObject(tex.resource, Sampler(
+        address=(ADDRESS_CLAMP, ADDRESS_CLAMP, ADDRESS_CLAMP), filter=s.filter,
+        flags=s.flags | TRSF_NORMALIZED_COORDINATES, border=s.border))
+    return sample(flat, arena, arena_off, [u, v], layer, False)
