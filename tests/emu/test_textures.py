@@ -237,6 +237,20 @@ def test_cube_faces_follow_the_programming_guide_table():
     assert v.tolist() == pytest.approx([(t + 1) / 2 for _, t in st])
 
 
+def test_layered_cube_maps_pick_the_cube_then_the_face():
+    from rgpu.server.cuda.emu.ptx.texture import sample_cube
+
+    w = 2
+    data = np.arange(12 * w * w, dtype=np.float32).reshape(12, w, w, 1)  # two cubes
+    tex, arena = _texture(data, F32, 1, Sampler(flags=TRSF_NORMALIZED_COORDINATES), 2)
+    tex = TextureObject(Resource(**{**tex.resource.__dict__, "layered": True, "cube": True}),
+                        tex.sampler)  # fmt: skip
+    dirs = [np.array([0.0, 0.0]), np.array([0.0, 0.0]), np.array([-1.0, -1.0])]  # -z: face 5
+    got = sample_cube(tex, arena, 0, dirs, np.array([0, 1]))[:, 0]
+    # s = -x = 0, t = -y = 0: (u, v) = (0.5, 0.5) -> texel (1, 1) of face 5 and of face 11
+    assert got.tolist() == [data[5, 1, 1, 0], data[11, 1, 1, 0]]
+
+
 # --- instructions through the emulated driver ---------------------------------------------
 PTX = r"""
 .version 7.5
