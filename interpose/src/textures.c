@@ -287,7 +287,7 @@ CUresult cuMipmappedArrayGetLevel(CUarray *pLevelArray, CUmipmappedArray hMipmap
         a->desc = m->desc;
         a->desc.Width = halve(m->desc.Width, level);
         a->desc.Height = m->desc.Height ? halve(m->desc.Height, level) : 0;
-        if (m->desc.Depth && !(m->desc.Flags & CUDA_ARRAY3D_LAYERED))
+        if (m->desc.Depth && !(m->desc.Flags & (CUDA_ARRAY3D_LAYERED | CUDA_ARRAY3D_CUBEMAP)))
             a->desc.Depth = halve(m->desc.Depth, level);
         mp_buf b;
         rgpu_body_begin(&b, "cuMipmappedArrayGetLevel", 3);

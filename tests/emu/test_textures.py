@@ -237,6 +237,18 @@ def test_cube_faces_follow_the_programming_guide_table():
     assert v.tolist() == pytest.approx([(t + 1) / 2 for _, t in st])
 
 
+def test_mipmap_levels_halve_all_but_layers_and_faces():
+    from rgpu.server.cuda.emu.arrays import mipmap_level_descs
+
+    def sizes(flags, depth, n):
+        desc = {"Width": 16, "Height": 16, "Depth": depth, "Flags": flags}
+        return [(d["Width"], d["Height"], d["Depth"]) for d in mipmap_level_descs(desc, n)]
+
+    assert sizes(0, 4, 3) == [(16, 16, 4), (8, 8, 2), (4, 4, 1)]
+    assert sizes(1, 4, 3) == [(16, 16, 4), (8, 8, 4), (4, 4, 4)]  # layered
+    assert sizes(4, 6, 5) == [(16, 16, 6), (8, 8, 6), (4, 4, 6), (2, 2, 6), (1, 1, 6)]  # cube
+
+
 def test_layered_cube_maps_pick_the_cube_then_the_face():
     from rgpu.server.cuda.emu.ptx.texture import sample_cube
 

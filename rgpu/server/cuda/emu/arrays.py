@@ -133,7 +133,8 @@ class EmuMipmap:
 def mipmap_level_descs(desc: dict[str, Any], num_levels: int) -> list[dict[str, Any]]:
     """The CUDA_ARRAY3D_DESCRIPTOR of each level (layers are not halved)."""
     w, h, d = (int(desc.get(k, 0)) for k in ("Width", "Height", "Depth"))
-    layered = bool(int(desc.get("Flags", 0)) & CUDA_ARRAY3D_LAYERED)
+    # layers and cube faces are not halved
+    layered = bool(int(desc.get("Flags", 0)) & (CUDA_ARRAY3D_LAYERED | CUDA_ARRAY3D_CUBEMAP))
     longest = max(w, h, 0 if layered else d, 1)
     if num_levels < 1 or num_levels > longest.bit_length():
         raise CudaError(R.CUDA_ERROR_INVALID_VALUE,
