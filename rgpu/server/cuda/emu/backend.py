@@ -1428,7 +1428,7 @@ class EmuSession(CudaSession):
                                 "can be resident at once")
         try:
             fn.code.loaded.launch(fn.name, grid, block, int(sharedMemBytes), params, self._printf,
-                                  cooperative=cooperative)
+                                  cooperative=cooperative, stack_size=ctx.limits[0])
         except EmuFault as fault:
             error, sticky = fault_to_error(fault)
             self._launch_failed(ctx, fn, error, sticky)

@@ -23,12 +23,11 @@ surface references (``.texref``/``.surfref``), cube-map textures, formatted surf
 surface reductions, PTX-level tensor-core ``mma``/``ldmatrix`` (``wmma`` is supported),
 tensor-map bulk copies or clusters (``cp.async`` and 1D ``cp.async.bulk`` run synchronously when
 issued; ``mbarrier`` phases and transaction counts are supported); grid-wide sync only in
-cooperative launches (all blocks then run as one batch); recursion stacks ``.local`` frames up
-to 256 levels; warp collectives executed by only part of their member mask read the
+cooperative launches (all blocks then run as one batch); recursion stacks ``.local`` frames as
+deep as the context's stack size limit (``cudaLimitStackSize``) holds them, at least 256 and at
+most 4096 levels; warp collectives executed by only part of their member mask read the
 non-participating lanes' current values; barrier numbers held in registers count as barrier 0;
-``.approx`` instructions are more accurate than the hardware (within its documented bounds);
-``fma.rn.f64`` is exact except when a product overflows the splitting range or underflows (see
-``fp.py``).
+``.approx`` instructions are more accurate than the hardware (within its documented bounds).
 """
 
 from __future__ import annotations

@@ -11,9 +11,15 @@ vectorised and built from error-free transformations:
   because float64 keeps more than ``p + 2`` bits of a float32/float16 result;
 * a float64 FMA is ``RN(th + RO(tl + ul))`` with ``(uh, ul) = a*b`` exactly and
   ``(th, tl) = c + uh`` exactly (Boldo & Melquiond, "Emulation of FMA and correctly rounded
-  sums: proved algorithms using rounding to odd", IEEE TC 2008). Products that overflow the
-  splitting range (|a|, |b| above 2**995) or underflow fall back to ``a*b + c`` with two
-  roundings; that is the one documented inexactness.
+  sums: proved algorithms using rounding to odd", IEEE TC 2008).
+
+The error-free transformations need their error terms representable: splitting fails above
+2**995 and an error term below the subnormal range is lost. So float64 lanes whose operands or
+result lie outside [2**-900, 2**900] (results that overflow or underflow included), in a
+directed mode or in an FMA, are computed again exactly with rationals (``fractions.Fraction``)
+and rounded by :func:`round_rational`; such lanes are rare, so their slowness does not matter.
+An exact zero sum is -0 in round-toward-minus-infinity and +0 otherwise, unless both addends
+are zeros of the same sign (IEEE 754 section 6.3).
 
 float32 ``add/sub/mul/div/sqrt`` in round-to-nearest are computed in float64 and rounded once
 to float32; this is exact because 53 >= 2*24 + 2 (Figueroa's double-rounding theorem), and
@@ -21,6 +27,10 @@ float32 products are exact in float64.
 """
 
 from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from fractions import Fraction
 
 import numpy as np
 
@@ -145,6 +155,70 @@ def saturate(x):
     return r if np.ndim(r) else r[()]
 
 
+# --- exact float64 rounding for the lanes the fast paths cannot do -------------------------
+_SAFE_LO = 2.0**-900
+_SAFE_HI = 2.0**900
+
+
+def round_rational(x: Fraction, mode: str) -> float:
+    """The float64 nearest to the exact non-zero rational ``x`` in ``mode`` rn/rz/rm/rp."""
+    try:
+        r = x.numerator / x.denominator  # correctly rounded to nearest by CPython
+    except OverflowError:
+        r = math.inf if x > 0 else -math.inf
+    if r == 0:
+        r = 0.0 if x > 0 else -0.0
+    if mode == "rn":
+        return r
+    above = r > 0 if math.isinf(r) else Fraction(r) > x
+    below = r < 0 if math.isinf(r) else Fraction(r) < x
+    if mode == "rm" and above:
+        return math.nextafter(r, -math.inf)
+    if mode == "rp" and below:
+        return math.nextafter(r, math.inf)
+    if mode == "rz" and ((x > 0 and above) or (x < 0 and below)):
+        return math.nextafter(r, 0.0)
+    return r
+
+
+def _outside(x):
+    """Non-zero values outside the range where the error-free transformations are exact."""
+    ax = np.abs(x)
+    return (ax != 0) & ((ax < _SAFE_LO) | (ax > _SAFE_HI))
+
+
+def _all_finite(*xs):
+    ok = np.isfinite(xs[0])
+    for x in xs[1:]:
+        ok = ok & np.isfinite(x)
+    return ok
+
+
+def _redo_exactly(r, risky, operands: tuple, exact: Callable[..., float]):
+    """``r`` with the ``risky`` lanes replaced by ``exact(*their operands as floats)``."""
+    if not np.any(risky):
+        return r
+    arrs = np.broadcast_arrays(*(np.atleast_1d(np.asarray(o, F64)) for o in operands),
+                               np.atleast_1d(np.asarray(r, F64)), np.atleast_1d(risky))
+    out = np.array(arrs[-2], F64)
+    for i in zip(*np.nonzero(arrs[-1]), strict=True):
+        out[i] = exact(*(float(a[i]) for a in arrs[:-2]))
+    return out if np.ndim(r) or np.ndim(risky) else out.reshape(())[()]
+
+
+def _rm_zero(r, exact_zero):
+    """Round toward minus infinity: the ``exact_zero`` lanes (a sum that cancels exactly, not
+    two +0 addends) are -0."""
+    if not np.any(exact_zero):
+        return r
+    r = np.where(exact_zero, np.copysign(np.zeros((), np.asarray(r).dtype), -1.0), r)
+    return r[()] if np.ndim(r) == 0 else r
+
+
+def _not_both_plus_zero(p, c):
+    return ~((p == 0) & (c == 0) & ~np.signbit(p) & ~np.signbit(c))
+
+
 # --- correctly rounded operations ----------------------------------------------------------
 def add(a, b, dt: np.dtype, mode: str):
     """a + b rounded to ``dt`` in ``mode`` (inputs already of dtype ``dt``)."""
@@ -154,8 +228,15 @@ def add(a, b, dt: np.dtype, mode: str):
     b64 = np.asarray(b, F64)
     s, e = two_sum(a64, b64)
     if dt == F64:
-        return adjust_directed(a + b, e, mode)
-    return round_from_f64(round_to_odd(s, e), dt, mode)
+        r = adjust_directed(a + b, e, mode)
+        if mode != "rn":  # an overflowed sum: the directed modes may keep the largest finite
+            r = _redo_exactly(r, np.isinf(r) & _all_finite(a64, b64), (a64, b64),
+                              lambda x, y: round_rational(Fraction(x) + Fraction(y), mode))
+    else:
+        r = round_from_f64(round_to_odd(s, e), dt, mode)
+    if mode == "rm":  # a zero sum is exact: sums never underflow
+        r = _rm_zero(r, (r == 0) & _not_both_plus_zero(a64, b64))
+    return r
 
 
 def mul(a, b, dt: np.dtype, mode: str):
@@ -164,8 +245,26 @@ def mul(a, b, dt: np.dtype, mode: str):
         return a * b
     if dt == F64:
         p, e = two_prod(a, b)
-        return adjust_directed(p, e, mode)
+        r = adjust_directed(p, e, mode)
+        risky = _all_finite(a, b) & (a != 0) & (b != 0) & (
+            _outside(a) | _outside(b) | _outside(p) | (p == 0) | np.isinf(p))
+        return _redo_exactly(r, risky, (a, b),
+                             lambda x, y: round_rational(Fraction(x) * Fraction(y), mode))
     return round_from_f64(np.asarray(a, F64) * np.asarray(b, F64), dt, mode)
+
+
+def _fma_exact(mode: str) -> Callable[[float, float, float], float]:
+    def exact(a: float, b: float, c: float) -> float:
+        x = Fraction(a) * Fraction(b) + Fraction(c)
+        if x != 0:
+            return round_rational(x, mode)
+        c_neg = math.copysign(1.0, c) < 0
+        if (a == 0 or b == 0) and c == 0 and (math.copysign(1.0, a) * math.copysign(1.0, b)
+                                              < 0) == c_neg:
+            return -0.0 if c_neg else 0.0  # two zeros of one sign
+        return -0.0 if mode == "rm" else 0.0
+
+    return exact
 
 
 def fma(a, b, c, dt: np.dtype, mode: str):
@@ -176,13 +275,30 @@ def fma(a, b, c, dt: np.dtype, mode: str):
         vs, ve = two_sum(tl, ul)
         v = round_to_odd(vs, ve)
         r, err = two_sum(th, v)
-        if mode == "rn":
-            return r
-        err = np.where(err != 0, err, ve) if np.ndim(err) or np.ndim(ve) else (err or ve)
-        return adjust_directed(r, err, mode)
+        if mode != "rn":
+            err = np.where(err != 0, err, ve) if np.ndim(err) or np.ndim(ve) else (err or ve)
+            r = adjust_directed(r, err, mode)
+        # an infinite c absorbs any finite product, even one that overflowed above
+        absorbed = np.isinf(c) & np.isfinite(a) & np.isfinite(b)
+        if np.any(absorbed):
+            r = np.where(absorbed, c, r)
+            r = r[()] if np.ndim(r) == 0 else r
+        # exactly zero, known without rationals: c == -a*b, or two zero addends
+        exact_zero = (th == 0) & (tl == 0) & (ul == 0)
+        if mode == "rm":
+            r = _rm_zero(r, exact_zero & _not_both_plus_zero(uh, c))
+        risky = _all_finite(a, b, c) & (
+            _outside(a) | _outside(b) | _outside(c) | _outside(uh) | _outside(r)
+            | ((r == 0) & ~exact_zero) | ((uh == 0) & (a != 0) & (b != 0)) | np.isinf(r)
+            | np.isinf(uh))
+        return _redo_exactly(r, risky, (a, b, c), _fma_exact(mode))
     p = np.asarray(a, F64) * np.asarray(b, F64)  # exact for float32/float16 inputs
-    s, e = two_sum(p, np.asarray(c, F64))
-    return round_from_f64(round_to_odd(s, e), dt, mode)
+    c64 = np.asarray(c, F64)
+    s, e = two_sum(p, c64)
+    r = round_from_f64(round_to_odd(s, e), dt, mode)
+    if mode == "rm":  # s == 0: the sum cancels exactly
+        r = _rm_zero(r, (s == 0) & _not_both_plus_zero(p, c64))
+    return r
 
 
 def div(a, b, dt: np.dtype, mode: str):
@@ -198,8 +314,25 @@ def div(a, b, dt: np.dtype, mode: str):
     rem = (a64 - p) - pe
     err = np.where(np.isfinite(q) & (b64 != 0), rem * np.sign(b64), 0.0)
     if dt == F64:
-        return adjust_directed(q, err, mode)
+        r = adjust_directed(q, err, mode)
+        risky = _all_finite(a64, b64) & (a64 != 0) & (b64 != 0) & (
+            _outside(a64) | _outside(b64) | _outside(q) | (q == 0) | np.isinf(q))
+        return _redo_exactly(r, risky, (a64, b64),
+                             lambda x, y: round_rational(Fraction(x) / Fraction(y), mode))
     return round_from_f64(round_to_odd(q, err), dt, mode)
+
+
+def _sqrt_exact(mode: str) -> Callable[[float], float]:
+    def exact(a: float) -> float:
+        r = math.sqrt(a)  # correctly rounded to nearest
+        sq, fa = Fraction(r) ** 2, Fraction(a)
+        if mode in ("rm", "rz") and sq > fa:
+            return math.nextafter(r, 0.0)
+        if mode == "rp" and sq < fa:
+            return math.nextafter(r, math.inf)
+        return r
+
+    return exact
 
 
 def sqrt(a, dt: np.dtype, mode: str):
@@ -211,5 +344,7 @@ def sqrt(a, dt: np.dtype, mode: str):
     p, pe = two_prod(q, q)
     err = np.where(np.isfinite(q) & (q > 0), (a64 - p) - pe, 0.0)
     if dt == F64:
-        return adjust_directed(q, err, mode)
+        r = adjust_directed(q, err, mode)
+        risky = np.isfinite(a64) & (a64 > 0) & (_outside(a64) | _outside(q))
+        return _redo_exactly(r, risky, (a64,), _sqrt_exact(mode))
     return round_from_f64(round_to_odd(q, err), dt, mode)

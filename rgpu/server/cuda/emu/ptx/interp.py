@@ -200,8 +200,11 @@ class Batch:
         printf: Callable[[str], None],
         reserved_shared: int = 0,
         grid_workspace: int = 0,
+        max_levels: int = 256,
     ) -> None:
         self.kernel = kernel
+        #: recursion levels of .local frames the launch may stack (its stack size limit)
+        self.max_levels = max_levels
         self.grid_workspace = grid_workspace
         self.mem = mem
         self.grid = grid

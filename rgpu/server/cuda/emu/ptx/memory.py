@@ -259,9 +259,12 @@ class DeviceMemory:
             hi = int(off.max())
             i = bisect.bisect_right(starts, lo) - 1  # type: ignore[arg-type]
             if i < 0 or hi + size > ends[i]:
-                # lanes touch several allocations: check each lane against its own
+                # lanes touch several allocations: check each lane against its own (with no
+                # allocation at all, every lane is outside)
                 k = np.searchsorted(starts, off, "right") - 1
-                bad = (k < 0) | (off + size > ends[np.maximum(k, 0)])
+                bad = k < 0
+                if len(ends):
+                    bad |= off + size > ends[np.maximum(k, 0)]
                 if bad.any():
                     j = int(np.argmax(bad))
                     raise fault(

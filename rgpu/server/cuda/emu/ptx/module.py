@@ -8,6 +8,7 @@ per-batch temporaries stay in cache and out of glibc's ``mmap`` path.
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -54,9 +55,19 @@ REGISTER_BUDGET = 512 << 20
 MAX_THREADS_PER_BLOCK = 1024
 MAX_SHARED_PER_BLOCK = 227 * 1024
 MAX_GRID = (2**31 - 1, 65535, 65535)
-#: Recursion levels of ``.local`` frames a launch may stack (see _Levels); a guard against
-#: runaway recursion, far beyond what the hardware's default 1 KiB stack allows.
-MAX_LOCAL_LEVELS = 256
+#: Recursion levels of ``.local`` frames a launch may stack (see _Levels): as many as its
+#: per-thread stack (``CU_LIMIT_STACK_SIZE``, 1 KiB by default) holds frames of the kernel's
+#: functions, never fewer than MIN_LOCAL_LEVELS (the emulator's frames are larger than the
+#: compiled code's) nor more than MAX_LOCAL_LEVELS, the interpreter's own bound (each level is
+#: compiled once and runs as nested Python calls).
+MIN_LOCAL_LEVELS = 256
+MAX_LOCAL_LEVELS = 4096
+DEFAULT_STACK_SIZE = 1024
+
+
+def local_levels(stack_size: int, frame_bytes: int) -> int:
+    """Recursion levels a launch with a ``stack_size``-byte per-thread stack may stack."""
+    return min(MAX_LOCAL_LEVELS, max(MIN_LOCAL_LEVELS, stack_size // max(frame_bytes, 1)))
 #: Threads a cooperative launch may have: all of them run as one batch (the device's SMs times
 #: their resident threads, with room to spare).
 MAX_COOPERATIVE_THREADS = 1 << 18
@@ -387,10 +398,19 @@ class LoadedModule:
         uses_local = local_layout(callee)[1] > 0
         level = compiled.level
         levels = compiled.levels
-        depth_err = cx.fault(
-            ins, "not_supported",
-            f"recursion of {callee_name} deeper than {MAX_LOCAL_LEVELS} levels of local frames",
-        )  # fmt: skip
+
+        def depth_err(limit: int) -> EmuFault:
+            if limit < MAX_LOCAL_LEVELS:  # the stack overflows, as on a GPU: a bad access
+                return cx.fault(
+                    ins, "illegal_address",
+                    f"stack overflow: recursion of {callee_name} deeper than {limit} levels of "
+                    "local frames (raise cudaLimitStackSize)",
+                )  # fmt: skip
+            return cx.fault(
+                ins, "not_supported",
+                f"recursion of {callee_name} deeper than {limit} levels of local frames, the "
+                "most the emulated device stacks",
+            )  # fmt: skip
 
         def call(fr, m):
             ps: dict[str, dict[int, Any]] = {}
@@ -406,8 +426,8 @@ class LoadedModule:
                 # a frame already live at this level belongs to a caller: go one level up
                 if (callee_name, lvl) in L.active_frames:
                     lvl += 1
-                    if lvl >= MAX_LOCAL_LEVELS:
-                        raise depth_err
+                    if lvl >= L.max_levels:
+                        raise depth_err(L.max_levels)
                     L.ensure_local((lvl + 1) * levels.frame_bytes, cx.faulter(ins))
                 key = (callee_name, lvl)
                 L.active_frames.add(key)
@@ -486,14 +506,17 @@ class LoadedModule:
         params: bytes,
         printf: Callable[[str], None],
         cooperative: bool = False,
+        stack_size: int = DEFAULT_STACK_SIZE,
     ) -> None:
         """Run ``kernel`` to completion; raises :class:`EmuFault` and nothing else.
 
         ``cooperative`` (cuLaunchCooperativeKernel): every block runs in one batch and
         cooperative groups' ``grid.sync()`` gets its barrier word, so grid-wide barriers work.
+        ``stack_size`` (the context's ``CU_LIMIT_STACK_SIZE``) bounds recursion depth.
         """
         try:
-            self._launch(kernel, grid, block, dynamic_shared, params, printf, cooperative)
+            self._launch(kernel, grid, block, dynamic_shared, params, printf, cooperative,
+                         stack_size)
         except EmuFault:
             raise
         except (TypeError, ValueError, OverflowError) as exc:
@@ -510,6 +533,7 @@ class LoadedModule:
         params: bytes,
         printf: Callable[[str], None],
         cooperative: bool = False,
+        stack_size: int = DEFAULT_STACK_SIZE,
     ) -> None:
         if not self._loaded:
             raise EmuFault("invalid_value", f"{kernel}: module was unloaded")
@@ -571,13 +595,19 @@ class LoadedModule:
             workspace = self.memory.alloc(16, 16)
         try:
             self._run_batches(kernel, ck, grid, block, nblocks, per, dynamic_shared, params,
-                              printf, workspace)  # fmt: skip
+                              printf, workspace, stack_size)  # fmt: skip
         finally:
             if workspace:
                 self.memory.free(workspace)
 
     def _run_batches(self, kernel, ck, grid, block, nblocks, per, dynamic_shared, params, printf,
-                     workspace) -> None:  # fmt: skip
+                     workspace, stack_size=DEFAULT_STACK_SIZE) -> None:  # fmt: skip
+        max_levels = local_levels(stack_size, ck.local_size)  # a level's frames, all functions
+        # each recursion level runs as a few nested Python calls: room for the deepest allowed
+        # (raised, never lowered: other sessions' launches may be running)
+        need = 8 * max_levels + 1000
+        if sys.getrecursionlimit() < need:
+            sys.setrecursionlimit(need)
         with np.errstate(all="ignore"):
             for b0 in range(0, nblocks, per):
                 nb = min(per, nblocks - b0)
@@ -585,7 +615,7 @@ class LoadedModule:
                     kernel, self.memory, grid, block, b0, nb, params,  # type: ignore[arg-type]
                     ck.dynamic_offset if dynamic_shared else ck.static_shared, dynamic_shared,
                     ck.local_size, printf, ck.reserved_shared,
-                    workspace,
+                    workspace, max_levels,
                 )  # fmt: skip
                 try:
                     run_function(ck.entry, L, {}, None)

@@ -177,6 +177,10 @@ def _cvt(ins: Instruction, cx: CompileContext) -> Exec:
 
         return f2f_int
 
+    # NaN to or from .f16 is the canonical NaN of the destination, as on NVIDIA GPUs (and in
+    # cuda_fp16.hpp's host model): 0x7fff, 0x7fffffff; numpy would keep a quieted payload.
+    nan_bits = {F16: 0x7FFF, F32: 0x7FFF_FFFF}.get(dst) if F16 in (src, dst) else None
+
     def f2f(fr, m):
         x = ra(fr)
         if ftz and src == F32:
@@ -185,6 +189,12 @@ def _cvt(ins: Instruction, cx: CompileContext) -> Exec:
             r = _cast(x, dst)
         else:
             r = fp.round_from_f64(_arr(x).astype(F64), dst, mode)
+        if nan_bits is not None:
+            nan = np.isnan(x)
+            if np.any(nan):
+                ut = np.dtype(f"u{dst.itemsize}")
+                r = np.where(nan, ut.type(nan_bits).view(dst), r)
+                r = r[()] if np.ndim(r) == 0 else r
         w(fr, finish(r), m)
 
     return f2f
@@ -237,7 +247,8 @@ def _cvt_pack2(ins: Instruction, cx: CompileContext, bf16: bool) -> Exec:
         if bf16:
             return _arr(half.bf16_bits(x, mode)).astype(U32)
         h = fp.round_from_f64(_arr(x).astype(F64), F16, mode)
-        return _arr(np.asarray(h, F16).view(np.uint16)).astype(U32)
+        bits = _arr(np.asarray(h, F16).view(np.uint16)).astype(U32)
+        return np.where(np.isnan(_arr(x)), U32.type(half.CANONICAL_NAN), bits)
 
     def f(fr, m):
         w(fr, _out((one(ra(fr)) << np.uint32(16)) | one(rb(fr))), m)

@@ -322,10 +322,15 @@ def _warp_barrier(ins: Instruction, cx: CompileContext) -> Exec:
     ``bar.arrive a, b`` adds the arriving threads of each block to barrier ``a``'s tally, which
     the scheduler counts towards the ``b`` threads that barrier waits for.
     """
+    if "cluster" in ins.mods:  # barrier.cluster.arrive/.wait: sm_90 thread-block clusters
+        return unsupported(ins, cx, f"`{ins.opcode}.{'.'.join(ins.mods)}` (a thread-block "
+                           "cluster barrier: clusters need compute capability 9.0)")
     if "arrive" not in ins.mods:
         return lambda fr, m: None
     o = ins.operands
-    if not o or not isinstance(o[0], Imm):
+    if not o:
+        return unsupported(ins, cx, "bar.arrive without a barrier number")
+    if not isinstance(o[0], Imm):
         return unsupported(ins, cx, "bar.arrive with a barrier number in a register")
     bar_id = int(o[0].value)
 
