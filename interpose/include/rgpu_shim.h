@@ -60,6 +60,9 @@ CUresult rgpu_call(uint32_t session, const mp_buf *body, const void *bulk, size_
                    rgpu_reply *out);
 /* Whether the call named `fn` is one that reports the session's deferred errors. */
 int rgpu_reports_deferred(const char *fn);
+/* While held (this thread), no call reports deferred errors: copies the shim makes on its own
+ * account before a launch (managed memory coherence) must not return an earlier call's error. */
+void rgpu_deferred_hold(int hold);
 /* A CALL sent now and answered later (pipelined copies): rgpu_call_start sends it (NULL only
  * when out of memory); rgpu_call_finish waits for the reply, like rgpu_call, and frees it.
  * Every started call must be finished. */

@@ -187,11 +187,13 @@ CUresult rgpu_coherent_push(void)
     if (in_coherence || !__atomic_load_n(&n_ranges, __ATOMIC_ACQUIRE))
         return CUDA_SUCCESS;
     in_coherence = 1;
+    rgpu_deferred_hold(1); /* the launch or copy this precedes reports its own result */
     CUresult st = CUDA_SUCCESS;
     pthread_mutex_lock(&coh_mu);
     for (size_t i = 0; i < n_ranges && st == CUDA_SUCCESS; i++)
         st = push_range(&ranges[i]);
     pthread_mutex_unlock(&coh_mu);
+    rgpu_deferred_hold(0);
     in_coherence = 0;
     return st;
 }

@@ -930,7 +930,9 @@ static void limits_get(rgpu_obj *o, int dev, int *max_threads, int *max_dyn)
 static void limits_set_dyn(rgpu_obj *o, int dev, int value)
 {
     unsigned old = limits_gen++;
+    pthread_mutex_lock(&o->mu);
     rgpu_obj *objs[2] = {o, o->kind == RK_KERNEL ? o->cached_func : NULL};
+    pthread_mutex_unlock(&o->mu);
     for (int i = 0; i < 2; i++) {
         rgpu_obj *x = objs[i];
         if (!x)

@@ -579,9 +579,17 @@ int rgpu_reports_deferred(const char *fn)
  * reports them (`reports`). A reporting call that fails itself reports its own error (a sticky
  * one the deferred error led to, as a rule) and the deferred one is dropped; so is one pending
  * when the context is reset or destroyed, with the work that failed. */
+static __thread int deferred_held;
+
+void rgpu_deferred_hold(int hold)
+{
+    deferred_held = hold;
+}
+
 static CUresult deliver_deferred(uint32_t session, const char *fn, int reports, rgpu_reply *out)
 {
     CUresult st = out->status;
+    reports = reports && !deferred_held;
     if (!reports) {
         if (st == CUDA_SUCCESS &&
             (!strcmp(fn, "cuDevicePrimaryCtxReset_v2") || !strcmp(fn, "cuCtxDestroy_v2")))

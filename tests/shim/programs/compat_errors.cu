@@ -171,6 +171,17 @@ static int deferred_error()
     }
     CHECK(cudaMemGetInfo(&free1, &total));
     EXPECT(free1 == free0); /* nothing leaked */
+    /* with managed memory, the launch's own coherence copies do not report it either */
+    int *m;
+    CHECK(cudaMallocManaged(&m, 64 * sizeof(int)));
+    m[5] = -1;
+    EXPECT_ERR(cudaMemsetAsync((void *)0x1000, 0, 64), cudaSuccess);
+    bounded<<<1, 64>>>(m);
+    EXPECT_ERR(cudaGetLastError(), cudaSuccess);
+    EXPECT_ERR(cudaDeviceSynchronize(), cudaErrorInvalidValue);
+    EXPECT_ERR(cudaDeviceSynchronize(), cudaSuccess);
+    EXPECT(m[5] == 5 && m[63] == 63);
+    CHECK(cudaFree(m));
     return 0;
 }
 
