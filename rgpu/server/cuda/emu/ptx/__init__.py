@@ -16,10 +16,11 @@ laptops without a GPU still have a CUDA device (see ``research/ptx-emulation.md`
 Every failure is an :class:`EmuFault` whose ``kind`` the CUDA layer maps to a CUresult.
 
 Texture and surface objects (``tex``, ``tld4``, ``txq``, ``suld.b``, ``sust.b``, ``suq``) read
-the descriptors of ``texture.py``, mipmapped textures included (``tex.level``, ``tex.grad``).
+the descriptors of ``texture.py``, mipmapped and cube-map textures included (``tex.level``,
+``tex.grad``, ``tex.cube``).
 
 Known limits, each reported rather than silently wrong where it can be detected: no texture or
-surface references (``.texref``/``.surfref``), cube-map textures, formatted surface stores or
+surface references (``.texref``/``.surfref``), multisample textures, formatted surface stores or
 surface reductions, PTX-level tensor-core ``mma``/``ldmatrix`` (``wmma`` is supported),
 tensor-map bulk copies or clusters (``cp.async`` and 1D ``cp.async.bulk`` run synchronously when
 issued; ``mbarrier`` phases and transaction counts are supported); grid-wide sync only in
