@@ -1,14 +1,14 @@
 """CUDA arrays, texture objects and surface objects in unmodified programs, end to end.
 
-``programs/textures.cu`` (nvcc defaults, static cudart; also shared cudart) follows
-cuda-samples: simpleTexture's rotation through a linearly filtered, wrapped,
-normalized-coordinate texture over a cudaMallocArray, tex1Dfetch over linear memory (float and
-normalized uchar4), a pitch2D texture over cudaMallocPitch memory, 3D and 2D-layered surfaces
-over cudaMalloc3DArray(cudaArraySurfaceLoadStore), point-filtered integer textures with border
-addressing, cudaMemcpy3D between host, pitched device memory and 3D arrays, a mipmapped array
-read with tex2DLod/tex2DGrad and linear mipmap filtering, a cube map read with texCubemap, and a
-captured graph copying into an array and reading it through a texture; each checked against a
-host model.
+``programs/textures.cu`` (nvcc defaults, static cudart; also shared cudart and the per-thread
+default stream) follows cuda-samples: simpleTexture's rotation through a linearly filtered,
+wrapped, normalized-coordinate texture over a cudaMallocArray, tex1Dfetch over linear memory
+(float and normalized uchar4), a pitch2D texture over cudaMallocPitch memory, 3D and 2D-layered
+surfaces over cudaMalloc3DArray(cudaArraySurfaceLoadStore), point-filtered integer textures with
+border addressing, cudaMemcpy3D between host, pitched device memory and 3D arrays, a mipmapped
+array read with tex2DLod/tex2DGrad and linear mipmap filtering, a cube map read with texCubemap,
+and a captured graph copying into an array and reading it through a texture; each checked
+against a host model.
 
 ``programs/textures_driver.c`` covers the driver API's linear array copies
 (cuMemcpyHtoA/AtoH/DtoA/AtoD/AtoA), copies larger than one 8 MiB piece, mipmapped array levels
@@ -39,6 +39,8 @@ def texture_programs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path
         "textures": [apps.NVCC, "-o", str(out / "textures"), src],
         "textures-shared": [apps.NVCC, "-cudart", "shared", "-o", str(out / "textures-shared"),
                             src],
+        "textures-per-thread": [apps.NVCC, "-default-stream", "per-thread", "-o",
+                                str(out / "textures-per-thread"), src],
         "textures_driver": [apps.NVCC, "-cudart", "none", "-o", str(out / "textures_driver"),
                             str(apps.PROGRAMS / "textures_driver.c"),
                             f"-L{apps._library_dir()}", "-lcuda"],
@@ -57,7 +59,7 @@ def tcp_rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[apps.Rig]:
         r.stop()
 
 
-@pytest.mark.parametrize("build", ["textures", "textures-shared"])
+@pytest.mark.parametrize("build", ["textures", "textures-shared", "textures-per-thread"])
 def test_texture_and_surface_program(tcp_rig: apps.Rig, texture_programs: dict[str, Path],
                                      build: str) -> None:  # fmt: skip
     result = tcp_rig.run([str(texture_programs[build])])
