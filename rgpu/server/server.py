@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from .. import __version__
 from ..config import Config, TokenConfig
@@ -54,8 +54,16 @@ class MemoryQuota:
     worker threads, hence the lock.
     """
 
-    ALLOCATORS = {"cuMemAlloc_v2": lambda a: int(a[0]),
-                  "cuMemAllocPitch_v2": lambda a: int(a[0]) * int(a[1])}
+    ALLOCATORS: ClassVar[dict[str, Callable[[list[Any]], int]]] = {
+        "cuMemAlloc_v2": lambda a: int(a[0]),
+        "cuMemAllocPitch_v2": lambda a: int(a[0]) * int(a[1]),
+        "cuArrayCreate_v2": lambda a: _array_bytes({**a[1], "Depth": 0, "Flags": 0}),
+        "cuArray3DCreate_v2": lambda a: _array_bytes(a[1]),
+        "cuMipmappedArrayCreate": lambda a: _mipmap_bytes(a[1], int(a[2])),
+    }
+    # Allocations named by the id the application chose (the first argument), and their frees.
+    BY_ID = frozenset({"cuArrayCreate_v2", "cuArray3DCreate_v2", "cuMipmappedArrayCreate"})
+    FREE_BY_ID = frozenset({"cuArrayDestroy", "cuMipmappedArrayDestroy"})
 
     def __init__(self, token: TokenConfig) -> None:
         self.token = token
@@ -75,6 +83,26 @@ class MemoryQuota:
     def release(self, nbytes: int) -> None:
         with self._lock:
             self.used = max(0, self.used - nbytes)
+
+
+def _array_bytes(desc: dict[str, Any]) -> int:
+    """Bytes a CUDA array of this CUDA_ARRAY3D_DESCRIPTOR holds; 0 for a descriptor the
+    backend will refuse anyway."""
+    from .cuda.emu.arrays import array_layout
+
+    try:
+        return array_layout(desc)[2]
+    except Exception:  # CudaError: the backend names the problem
+        return 0
+
+
+def _mipmap_bytes(desc: dict[str, Any], levels: int) -> int:
+    from .cuda.emu.arrays import mipmap_level_descs
+
+    try:
+        return sum(_array_bytes(d) for d in mipmap_level_descs(desc, levels))
+    except Exception:
+        return 0
 
 
 class AuthThrottle:
@@ -667,7 +695,7 @@ class RgpuServer:
     def _account(session: Session, quota: MemoryQuota, fn: str, args: list[Any], result: Any,
                  size: int) -> None:
         """Track what each allocation holds, so frees and session ends give it back."""
-        held: dict[int, int] | None = session.backends.get("quota_held")
+        held: dict[Any, int] | None = session.backends.get("quota_held")
         if held is None:
             held = session.backends["quota_held"] = {}
 
@@ -676,12 +704,16 @@ class RgpuServer:
                 held.clear()
 
             session.add_cleanup("memory quota", give_back)
-        if size:
+        if size and fn in MemoryQuota.BY_ID:
+            held[("id", int(args[0]))] = size
+        elif size:
             dptr = int(result[0] if isinstance(result, list) else result)
             held[dptr] = size
         elif fn == "cuMemFree_v2" and args:
             freed = held.pop(int(args[0]), 0)
             quota.release(freed)
+        elif fn in MemoryQuota.FREE_BY_ID and args:
+            quota.release(held.pop(("id", int(args[0])), 0))
         elif fn == "cuMemGetInfo_v2" and isinstance(result, list) and quota.limit is not None:
             free, total = int(result[0]), int(result[1])
             result[:] = [max(0, min(free, quota.limit - quota.used)), min(total, quota.limit)]

@@ -341,3 +341,40 @@ def test_a_hung_server_is_dropped_after_the_probe(rig: Rig) -> None:
     code, took = run_async(main(), timeout=90)
     assert code == "server_lost"
     assert PROBE_TIMEOUT <= took < STALL_PROBE + PROBE_TIMEOUT + 5, took
+
+
+def test_max_memory_counts_cuda_arrays(rig: Rig, transport: str) -> None:
+    """A token's max_memory holds device memory and CUDA arrays together: an array that would
+    pass the limit is refused (CUDA_ERROR_OUT_OF_MEMORY), and destroying one gives its bytes
+    back."""
+    token = generate_token()
+    config = rig.path("quota.toml")
+    config.write_text(f'[[security.tokens]]\ntoken = "{token}"\nname = "small"\n'
+                      'max_memory = "64MiB"\n')
+    config.chmod(0o600)
+    server = rig.server(token=None, args=("--cuda", "emu", "--config", str(config)))
+    daemon = rig.daemon([server.address], token=token, transport=transport)
+    mib32 = {"Width": 4096, "Height": 2048, "Depth": 0, "Format": 0x20, "NumChannels": 1,
+             "Flags": 0}  # 32 MiB of float
+
+    async def main() -> list[Any]:
+        async with open_app(daemon.socket) as app:
+            sid = await app.open_session(0)
+            await app.call(sid, "cuDevicePrimaryCtxRetain", [7, 0])
+            await app.call(sid, "cuCtxSetCurrent", [7])
+            seen: list[Any] = []
+            dptr = await app.call(sid, "cuMemAlloc_v2", [40 << 20])
+            with pytest.raises(RemoteError) as over:
+                await app.call(sid, "cuArray3DCreate_v2", [101, mib32])
+            seen.append((over.value.code, over.value.body.get("cuda")))
+            await app.call(sid, "cuMemFree_v2", [dptr])
+            await app.call(sid, "cuArray3DCreate_v2", [101, mib32])
+            with pytest.raises(RemoteError) as over:
+                await app.call(sid, "cuMemAlloc_v2", [40 << 20])
+            seen.append((over.value.code, over.value.body.get("cuda")))
+            await app.call(sid, "cuArrayDestroy", [101])
+            dptr = await app.call(sid, "cuMemAlloc_v2", [40 << 20])
+            seen.append(dptr != 0)
+            return seen
+
+    assert run_async(main(), timeout=60) == [("quota", 2), ("quota", 2), True]
