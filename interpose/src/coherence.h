@@ -28,7 +28,7 @@ CUresult rgpu_coherent_after_blocking_copy(void);
  * host copies (rgpu_coherent_pull). */
 CUresult rgpu_synchronized(void);
 
-enum { COH_MANAGED = 1, COH_HOSTALLOC = 2, COH_REGISTERED = 4, COH_GLOBAL = 8 };
+enum { COH_MANAGED = 1, COH_HOSTALLOC = 2, COH_REGISTERED = 4, COH_GLOBAL = 8, COH_PINNED = 16 };
 /* Is p (a host or a device address) inside a managed or mapped range: its device address and
  * kind (COH_*). */
 int rgpu_coherent_find(const void *p, uint64_t *dev_addr, unsigned *kind);
@@ -36,6 +36,14 @@ int rgpu_coherent_find(const void *p, uint64_t *dev_addr, unsigned *kind);
 int rgpu_coherent_is_managed(uint64_t p, uint64_t *base, size_t *size);
 /* Page-locked host memory the device uses too, at the same address (CU_MEMHOSTALLOC_DEVICEMAP). */
 CUresult rgpu_coherent_host_alloc(void **pp, size_t bytesize, unsigned flags);
+/* Plain page-locked memory (no DEVICEMAP) at the address of a dormant device copy, so kernels
+ * can use it by its own address as under unified addressing: 1 when made, 0 to allocate it
+ * as ordinary host memory (too large, no context, no room on the device). */
+int rgpu_coherent_pinned_alloc(void **pp, size_t bytesize, unsigned flags);
+/* Dormant page-locked memory holding p (or pointed into by a word of a launch's parameter
+ * buffer) is kept coherent from now on. */
+void rgpu_coherent_wake(const void *p);
+void rgpu_coherent_wake_params(const uint8_t *params, size_t len);
 /* Registered host memory [p, p+bytesize) gets a device copy (CU_MEMHOSTREGISTER_DEVICEMAP). */
 CUresult rgpu_coherent_register(void *p, size_t bytesize, unsigned flags);
 /* The host copy of a `__managed__` variable at device address dev (cuLibraryGetManaged). */

@@ -15,7 +15,14 @@
  * kernel parameters or data need no translation. Registered host memory (its address is the
  * application's) gets a device copy elsewhere: cuMemHostGetDevicePointer answers that address,
  * and CU_DEVICE_ATTRIBUTE_CAN_USE_HOST_POINTER_FOR_REGISTERED_MEM reads 0, as it does on GPUs
- * where the two differ. */
+ * where the two differ.
+ * Plain page-locked memory (cuMemAllocHost, cuMemHostAlloc without DEVICEMAP) is usable by
+ * kernels through its own address too, as under unified addressing: up to PINNED_MAP_MAX bytes
+ * it is allocated at the address of a server allocation, as a range kept "dormant" (neither
+ * pushed nor pulled: copies from staging buffers cost nothing more) until a launch's
+ * parameters hold a pointer into it or cuMemHostGetDevicePointer asks for it; from then on it
+ * is kept coherent like mapped memory. It is never listed as device memory (copies and
+ * pointer queries see host memory); its server allocation is made and freed directly. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stdlib.h>
@@ -31,6 +38,7 @@
 
 #define COH_PAGE ((size_t)4096)
 #define SAME_ADDRESS_TRIES 8
+#define PINNED_MAP_MAX ((size_t)64 << 20)
 
 
 
@@ -47,6 +55,7 @@ typedef struct {
     unsigned host_flags; /* cuMemHostAlloc / cuMemHostRegister flags */
     uint64_t pulled_gen; /* device_gen when the host copy was last refreshed */
     int fresh;           /* never pushed: all of it goes */
+    int dormant;         /* plain page-locked memory no kernel was given yet: not kept coherent */
 } coh_range;
 
 static pthread_mutex_t coh_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -56,6 +65,7 @@ static uint64_t device_gen = 1; /* bumped whenever work that may write memory is
 static uint64_t launch_gen = 1; /* bumped at each launch */
 static uint64_t printf_gen = 1; /* launch_gen when printf output was last drained */
 static __thread int in_coherence; /* the copies made here must not recurse into here */
+static size_t n_dormant;           /* dormant ranges (coh_mu) */
 
 static int add_range(const coh_range *r)
 {
@@ -71,6 +81,7 @@ static int add_range(const coh_range *r)
         cap_ranges = cap;
     }
     ranges[n_ranges++] = *r;
+    n_dormant += r->dormant ? 1 : 0;
     pthread_mutex_unlock(&coh_mu);
     return 0;
 }
@@ -97,6 +108,8 @@ int rgpu_coherent_find(const void *p, uint64_t *dev_addr, unsigned *flags)
         i = find_locked(a, 0);
         d = a;
     }
+    if (i >= 0 && ranges[i].dormant)
+        i = -1; /* plain page-locked memory: host memory until a kernel uses it */
     if (i >= 0) {
         if (dev_addr)
             *dev_addr = d;
@@ -191,7 +204,8 @@ CUresult rgpu_coherent_push(void)
     CUresult st = CUDA_SUCCESS;
     pthread_mutex_lock(&coh_mu);
     for (size_t i = 0; i < n_ranges && st == CUDA_SUCCESS; i++)
-        st = push_range(&ranges[i]);
+        if (!ranges[i].dormant)
+            st = push_range(&ranges[i]);
     pthread_mutex_unlock(&coh_mu);
     rgpu_deferred_hold(0);
     in_coherence = 0;
@@ -217,7 +231,7 @@ CUresult rgpu_coherent_pull(void)
     pthread_mutex_lock(&coh_mu);
     for (size_t i = 0; i < n_ranges && st == CUDA_SUCCESS; i++) {
         coh_range *r = &ranges[i];
-        if (r->pulled_gen == gen && !r->fresh)
+        if ((r->pulled_gen == gen && !r->fresh) || r->dormant)
             continue;
         st = push_range(r); /* host writes first: the device copy then holds both */
         if (st == CUDA_SUCCESS)
@@ -259,6 +273,36 @@ CUresult rgpu_synchronized(void)
 /* A device allocation with the host copy mapped at the same address. The server chooses the
  * address; where this process already uses it, the allocation is kept aside and another is
  * tried, then the ones kept aside are freed. */
+/* Plain page-locked memory's server allocation is not device memory of the application's
+ * (not in the shim's allocation table, not cuMemFree-able): made and freed by direct calls. */
+static CUresult server_alloc(int dev, size_t size, CUdeviceptr *out)
+{
+    mp_buf b;
+    rgpu_body_begin(&b, "cuMemAlloc_v2", 1);
+    mp_uint(&b, size);
+    rgpu_reply r;
+    CUresult st = rgpu_simple_call(dev, &b, NULL, 0, &r);
+    mp_free(&b);
+    if (st != CUDA_SUCCESS)
+        return st;
+    int64_t v = 0;
+    if (rgpu_reply_i64(&r, &v) != 0 || v <= 0)
+        st = CUDA_ERROR_UNKNOWN;
+    rgpu_reply_free(&r);
+    *out = (CUdeviceptr)v;
+    return st;
+}
+
+static void server_free(int dev, CUdeviceptr p)
+{
+    if (rgpu_connection_dead())
+        return;
+    mp_buf b;
+    rgpu_body_begin(&b, "cuMemFree_v2", 1);
+    mp_uint(&b, p);
+    rgpu_status_call(dev, &b, 0);
+}
+
 static CUresult alloc_same_address(size_t size, unsigned kind, unsigned host_flags, void **out)
 {
     if (size == 0 || size > SIZE_MAX - 3 * COH_PAGE)
@@ -266,10 +310,12 @@ static CUresult alloc_same_address(size_t size, unsigned kind, unsigned host_fla
     size_t map_len = (size + COH_PAGE - 1) & ~(COH_PAGE - 1);
     CUdeviceptr aside[SAME_ADDRESS_TRIES];
     int n_aside = 0;
+    int pinned = (kind & COH_PINNED) != 0, dev = rgpu_current_dev();
     CUresult st = CUDA_ERROR_OUT_OF_MEMORY;
     for (int attempt = 0; attempt < SAME_ADDRESS_TRIES; attempt++) {
         CUdeviceptr base;
-        st = cuMemAlloc_v2(&base, map_len + COH_PAGE);
+        st = pinned ? server_alloc(dev, map_len + COH_PAGE, &base)
+                    : cuMemAlloc_v2(&base, map_len + COH_PAGE);
         if (st != CUDA_SUCCESS)
             break;
         uint64_t addr = (base + COH_PAGE - 1) & ~(uint64_t)(COH_PAGE - 1);
@@ -278,17 +324,20 @@ static CUresult alloc_same_address(size_t size, unsigned kind, unsigned host_fla
         if (host == (void *)(uintptr_t)addr) {
             uint8_t *ref = calloc(1, size);
             coh_range r = {addr,  host, size, map_len, ref, base, rgpu_current_ctx(),
-                           rgpu_current_dev(), kind, host_flags, 0, 1};
+                           dev, kind, host_flags, 0, 1, pinned};
             if (!ref || add_range(&r) != 0) {
                 free(ref);
                 munmap(host, map_len);
-                cuMemFree_v2(base);
+                if (pinned)
+                    server_free(dev, base);
+                else
+                    cuMemFree_v2(base);
                 st = CUDA_ERROR_OUT_OF_MEMORY;
                 break;
             }
-            RGPU_DEBUG("%s: %zu bytes at 0x%llx (host and device)",
+            RGPU_DEBUG("%s: %zu bytes at 0x%llx (host and device%s)",
                        kind & COH_MANAGED ? "cuMemAllocManaged" : "cuMemHostAlloc", size,
-                       (unsigned long long)addr);
+                       (unsigned long long)addr, pinned ? ", dormant" : "");
             *out = host;
             st = CUDA_SUCCESS;
             break;
@@ -300,8 +349,12 @@ static CUresult alloc_same_address(size_t size, unsigned kind, unsigned host_fla
         aside[n_aside++] = base;
         st = CUDA_ERROR_OUT_OF_MEMORY;
     }
-    for (int i = 0; i < n_aside; i++)
-        cuMemFree_v2(aside[i]);
+    for (int i = 0; i < n_aside; i++) {
+        if (pinned)
+            server_free(dev, aside[i]);
+        else
+            cuMemFree_v2(aside[i]);
+    }
     return st;
 }
 
@@ -324,6 +377,48 @@ CUresult rgpu_coherent_host_alloc(void **pp, size_t bytesize, unsigned flags)
     return alloc_same_address(bytesize, COH_HOSTALLOC, flags, pp);
 }
 
+int rgpu_coherent_pinned_alloc(void **pp, size_t bytesize, unsigned flags)
+{
+    if (bytesize > PINNED_MAP_MAX || !rgpu_current_ctx())
+        return 0;
+    return alloc_same_address(bytesize, COH_HOSTALLOC | COH_PINNED, flags, pp) == CUDA_SUCCESS;
+}
+
+/* Wake the dormant range holding host address a (coh_mu held): kept coherent from now on,
+ * the first push sends all of it. */
+static void wake_locked(uint64_t a)
+{
+    long i = find_locked(a, 1);
+    if (i >= 0 && ranges[i].dormant) {
+        ranges[i].dormant = 0;
+        ranges[i].fresh = 1;
+        n_dormant--;
+        RGPU_DEBUG("page-locked memory at %p is used by the device from now on",
+                   (void *)ranges[i].host);
+    }
+}
+
+void rgpu_coherent_wake(const void *p)
+{
+    pthread_mutex_lock(&coh_mu);
+    if (n_dormant)
+        wake_locked((uint64_t)(uintptr_t)p);
+    pthread_mutex_unlock(&coh_mu);
+}
+
+void rgpu_coherent_wake_params(const uint8_t *params, size_t len)
+{
+    if (!__atomic_load_n(&n_dormant, __ATOMIC_ACQUIRE))
+        return;
+    pthread_mutex_lock(&coh_mu);
+    for (size_t off = 0; off + 8 <= len && n_dormant; off += 8) {
+        uint64_t v;
+        memcpy(&v, params + off, sizeof v);
+        wake_locked(v);
+    }
+    pthread_mutex_unlock(&coh_mu);
+}
+
 /* Registered memory: a device copy at a server-chosen address. */
 CUresult rgpu_coherent_register(void *p, size_t bytesize, unsigned flags)
 {
@@ -333,7 +428,7 @@ CUresult rgpu_coherent_register(void *p, size_t bytesize, unsigned flags)
         return st;
     uint8_t *ref = calloc(1, bytesize);
     coh_range r = {d,     p, bytesize, 0, ref, d, rgpu_current_ctx(), rgpu_current_dev(),
-                   COH_REGISTERED, flags, 0, 1};
+                   COH_REGISTERED, flags, 0, 1, 0};
     if (!ref || add_range(&r) != 0) {
         free(ref);
         cuMemFree_v2(d);
@@ -363,7 +458,7 @@ CUresult rgpu_coherent_global(uint64_t dev, size_t size, void **host)
     }
     coh_range r = {dev, h, size, 0, ref, 0, rgpu_current_ctx(), rgpu_current_dev(),
                    COH_MANAGED | COH_GLOBAL, 0, __atomic_load_n(&device_gen, __ATOMIC_ACQUIRE),
-                   0};
+                   0, 0};
     CUresult st = pull_range(&r);
     if (st == CUDA_SUCCESS && add_range(&r) != 0)
         st = CUDA_ERROR_OUT_OF_MEMORY;
@@ -395,9 +490,13 @@ int rgpu_coherent_release(uint64_t p, int by_host)
         return 0;
     }
     ranges[i] = ranges[--n_ranges];
+    n_dormant -= r.dormant ? 1 : 0;
     pthread_mutex_unlock(&coh_mu);
     free(r.ref);
-    cuMemFree_v2(r.server_base);
+    if (r.kind & COH_PINNED)
+        server_free(r.dev, r.server_base);
+    else
+        cuMemFree_v2(r.server_base);
     if (r.map_len)
         munmap(r.host, r.map_len);
     return 1;
@@ -416,6 +515,7 @@ void rgpu_coherent_device_reset(int dev)
             continue;
         }
         ranges[i] = ranges[--n_ranges];
+        n_dormant -= r.dormant ? 1 : 0;
         free(r.ref);
         if (r.map_len)
             munmap(r.host, r.map_len);

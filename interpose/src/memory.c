@@ -1071,7 +1071,8 @@ CUresult cuMemHostAlloc(void **pp, size_t bytesize, unsigned int Flags)
         CUresult st = rgpu_coherent_host_alloc(&p, bytesize, Flags);
         if (st != CUDA_SUCCESS)
             return st;
-    } else if (posix_memalign(&p, 4096, bytesize) != 0) {
+    } else if (!rgpu_coherent_pinned_alloc(&p, bytesize, Flags) && /* kernels may use it */
+               posix_memalign(&p, 4096, bytesize) != 0) {
         return CUDA_ERROR_OUT_OF_MEMORY;
     }
     if (table_add(&host_ranges, (range){(uint64_t)(uintptr_t)p, bytesize, rgpu_current_dev(),
@@ -1154,6 +1155,7 @@ CUresult cuMemHostGetDevicePointer_v2(CUdeviceptr *pdptr, void *p, unsigned int 
     range r;
     if (!table_find(&host_ranges, (uint64_t)(uintptr_t)p, &r))
         return CUDA_ERROR_INVALID_VALUE;
+    rgpu_coherent_wake(p); /* plain page-locked memory at its device copy's address */
     uint64_t d = rgpu_coherent_device_address(p);
     if (!d) {
         /* page-locked memory allocated or registered without DEVICEMAP: as with unified

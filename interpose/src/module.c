@@ -1031,14 +1031,17 @@ static CUresult launch(const char *fn, CUfunction f, unsigned gx, unsigned gy, u
                                      NULL, NULL};
         return rgpu_capture_kernel(hStream, &p);
     }
-    CUresult st = rgpu_coherent_push();
-    if (st != CUDA_SUCCESS)
-        return st;
     uint8_t *params;
     size_t plen;
-    st = pack_params(o, kernelParams, extra, &params, &plen);
+    CUresult st = pack_params(o, kernelParams, extra, &params, &plen);
     if (st != CUDA_SUCCESS)
         return st;
+    rgpu_coherent_wake_params(params, plen); /* page-locked memory a kernel is given */
+    st = rgpu_coherent_push();
+    if (st != CUDA_SUCCESS) {
+        free(params);
+        return st;
+    }
     rgpu_coherent_device_wrote(1);
     mp_buf b;
     rgpu_body_begin(&b, fn, 10);
@@ -1118,14 +1121,17 @@ static CUresult launch_ex(const CUlaunchConfig *config, CUfunction f, void **ker
                                      config->sharedMemBytes, kernelParams, extra, NULL, NULL};
         return rgpu_capture_kernel(s, &p);
     }
-    CUresult st = rgpu_coherent_push();
-    if (st != CUDA_SUCCESS)
-        return st;
     uint8_t *params;
     size_t plen;
-    st = pack_params(o, kernelParams, extra, &params, &plen);
+    CUresult st = pack_params(o, kernelParams, extra, &params, &plen);
     if (st != CUDA_SUCCESS)
         return st;
+    rgpu_coherent_wake_params(params, plen); /* page-locked memory a kernel is given */
+    st = rgpu_coherent_push();
+    if (st != CUDA_SUCCESS) {
+        free(params);
+        return st;
+    }
     rgpu_coherent_device_wrote(1);
     mp_buf b;
     rgpu_body_begin(&b, "cuLaunchKernelEx", 3);

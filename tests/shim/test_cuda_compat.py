@@ -54,6 +54,7 @@ def test_memory_features(tcp_rig: apps.Rig, compat_programs: dict[str, Path]) ->
     """cudaMallocManaged (host access after synchronisation, managed pointers inside managed
     structures, copies, memsets, prefetch/advise hints), cudaHostAllocMapped and
     cudaHostRegisterMapped through cudaHostGetDevicePointer and by the host pointer itself,
+    plain cudaMallocHost memory by its own address (unified addressing),
     cudaMallocPitch with cudaMemcpy2D in every direction and cudaMemset2D, memory pools."""
     result = tcp_rig.run([str(compat_programs["compat_memory"])])
     apps._assert_passed(result, tcp_rig)

@@ -3,7 +3,7 @@
 // between kernels, copies and memsets into it, attributes and hints, `__managed__`
 // variables), mapped page-locked
 // memory (cudaHostAllocMapped used through cudaHostGetDevicePointer and directly, registered
-// memory), pitched allocations with cudaMemcpy2D in every direction and cudaMemset2D, and
+// memory, plain cudaMallocHost memory by its own address), pitched allocations with cudaMemcpy2D in every direction and cudaMemset2D, and
 // memory pools under cudaMallocAsync.
 #include <cstdint>
 #include <cstdlib>
@@ -55,6 +55,13 @@ __global__ void increment(float *a, int n)
     int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n)
         a[i] += 1.0f;
+}
+
+__global__ void add_one(int *a, int n)
+{
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n)
+        a[i] += 1;
 }
 
 __global__ void add_to_rows(float *a, size_t pitch, int w, int h)
@@ -193,6 +200,35 @@ static int mapped()
         EXPECT(pinned[i] == i + 1.0f);
     CHECK(cudaFreeHost(pinned));
     CHECK(cudaFree(d));
+
+    /* unified addressing: plain cudaMallocHost memory is usable by kernels through its own
+     * address, also after a while of being only a copy staging buffer */
+    int *zc;
+    CHECK(cudaMallocHost(&zc, n * sizeof(int)));
+    cudaPointerAttributes pa;
+    CHECK(cudaPointerGetAttributes(&pa, zc));
+    EXPECT(pa.type == cudaMemoryTypeHost && pa.devicePointer == zc && pa.hostPointer == zc);
+    int *dz;
+    CHECK(cudaMalloc(&dz, n * sizeof(int)));
+    for (int i = 0; i < n; i++)
+        zc[i] = i;
+    CHECK(cudaMemcpy(dz, zc, n * sizeof(int), cudaMemcpyHostToDevice));
+    for (int i = 0; i < n; i++)
+        zc[i] = 2 * i;
+    add_one<<<n / 256, 256>>>(zc, n);
+    CHECK(cudaDeviceSynchronize());
+    for (int i = 0; i < n; i++)
+        EXPECT(zc[i] == 2 * i + 1);
+    CHECK(cudaMemcpy(zc, dz, n * sizeof(int), cudaMemcpyDeviceToHost)); /* the host's copy */
+    add_one<<<n / 256, 256>>>(zc, n);
+    CHECK(cudaDeviceSynchronize());
+    for (int i = 0; i < n; i++)
+        EXPECT(zc[i] == i + 1);
+    int *dzc;
+    CHECK(cudaHostGetDevicePointer(&dzc, zc, 0));
+    EXPECT(dzc == zc);
+    CHECK(cudaFree(dz));
+    CHECK(cudaFreeHost(zc));
     printf("mapped ok\n");
     return 0;
 }
