@@ -36,6 +36,10 @@ def compat_programs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]
     jobs["compat_graphs-per-thread"] = [
         apps.NVCC, "-default-stream", "per-thread", "-o", str(out / "compat_graphs-per-thread"),
         str(apps.PROGRAMS / "compat_graphs.cu")]
+    # ... and the launches checked before they are queued, their _ptsz forms
+    jobs["compat_errors-per-thread"] = [
+        apps.NVCC, "-default-stream", "per-thread", "-o", str(out / "compat_errors-per-thread"),
+        str(apps.PROGRAMS / "compat_errors.cu")]
     with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
         list(pool.map(apps._compile, jobs.values()))
     return {name: out / name for name in jobs}
@@ -78,13 +82,15 @@ def test_runtime_behaviour(tcp_rig: apps.Rig, compat_programs: dict[str, Path]) 
         assert f"{section} ok" in result.stdout
 
 
-def test_errors_at_the_call(tcp_rig: apps.Rig, compat_programs: dict[str, Path]) -> None:
+@pytest.mark.parametrize("build", ["compat_errors", "compat_errors-per-thread"])
+def test_errors_at_the_call(tcp_rig: apps.Rig, compat_programs: dict[str, Path],
+                            build: str) -> None:
     """A launch beyond the kernel's __launch_bounds__ is cudaErrorLaunchOutOfResources and one
     beyond its dynamic shared memory limit cudaErrorInvalidValue, at the launch (<<<>>>,
     cudaLaunchKernelEx, graph kernel nodes), following cudaFuncSetAttribute both ways; copies
     and memsets past an allocation's end fail at the call; an error only the server can see
     comes back at the next synchronisation, never from a cudaMalloc (which leaks nothing)."""
-    result = tcp_rig.run([str(compat_programs["compat_errors"])])
+    result = tcp_rig.run([str(compat_programs[build])])
     apps._assert_passed(result, tcp_rig)
     for section in ("launch bounds", "dynamic shared memory", "graph node", "copy ranges",
                     "deferred error"):
