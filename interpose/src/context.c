@@ -145,6 +145,23 @@ CUresult rgpu_begin(int dev, rgpu_session **sess)
     return CUDA_SUCCESS;
 }
 
+/* A synchronising call that failed: the kernel printf output the server still holds (a kernel
+ * that printed and then faulted) goes to stdout all the same, as the driver flushes its printf
+ * buffer when it reports the fault. A backend that forwards no printf output has no such call. */
+static void flush_pending_output(int dev)
+{
+    if (rgpu_connection_dead())
+        return;
+    mp_buf b;
+    rgpu_body_begin(&b, "cuRgpuPrintfPending", 0);
+    rgpu_reply r;
+    if (rgpu_simple_call(dev, &b, NULL, 0, &r) == CUDA_SUCCESS) {
+        rgpu_sync_output(&r);
+        rgpu_reply_free(&r);
+    }
+    mp_free(&b);
+}
+
 CUresult rgpu_simple_call(int dev, const mp_buf *body, const void *bulk, size_t bulk_len,
                           rgpu_reply *out)
 {
@@ -157,6 +174,12 @@ CUresult rgpu_simple_call(int dev, const mp_buf *body, const void *bulk, size_t 
     }
     st = rgpu_call(s->id, body, bulk, bulk_len, out);
     rgpu_unlock();
+    if (st != CUDA_SUCCESS) {
+        char fn[64];
+        rgpu_body_fn(body, fn, sizeof fn);
+        if (rgpu_reports_deferred(fn))
+            flush_pending_output(dev);
+    }
     return st;
 }
 
@@ -203,23 +226,6 @@ void rgpu_sync_output(rgpu_reply *r)
     fflush(stdout);
 }
 
-/* A synchronising call that failed: the kernel printf output the server still holds (a kernel
- * that printed and then faulted) goes to stdout all the same, as the driver flushes its printf
- * buffer when it reports the fault. A backend that forwards no printf output has no such call. */
-static void flush_pending_output(int dev)
-{
-    if (rgpu_connection_dead())
-        return;
-    mp_buf b;
-    rgpu_body_begin(&b, "cuRgpuPrintfPending", 0);
-    rgpu_reply r;
-    if (rgpu_simple_call(dev, &b, NULL, 0, &r) == CUDA_SUCCESS) {
-        rgpu_sync_output(&r);
-        rgpu_reply_free(&r);
-    }
-    mp_free(&b);
-}
-
 CUresult rgpu_status_call(int dev, mp_buf *b, int sync)
 {
     CUresult st;
@@ -229,11 +235,6 @@ CUresult rgpu_status_call(int dev, mp_buf *b, int sync)
         if (st == CUDA_SUCCESS) {
             rgpu_sync_output(&r);
             rgpu_reply_free(&r);
-        } else {
-            char fn[64];
-            rgpu_body_fn(b, fn, sizeof fn);
-            if (rgpu_reports_deferred(fn))
-                flush_pending_output(dev);
         }
     } else {
         st = rgpu_simple_batch(dev, b, NULL, 0);

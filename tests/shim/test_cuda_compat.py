@@ -97,14 +97,16 @@ def test_errors_at_the_call(tcp_rig: apps.Rig, compat_programs: dict[str, Path],
         assert f"{section} ok" in result.stdout
 
 
-def test_printf_of_a_faulting_kernel(tcp_rig: apps.Rig,
-                                     compat_programs: dict[str, Path]) -> None:
+@pytest.mark.parametrize("mode", ["sync", "copy"])
+def test_printf_of_a_faulting_kernel(tcp_rig: apps.Rig, compat_programs: dict[str, Path],
+                                     mode: str) -> None:
     """What a kernel printed before it faulted reaches the app's stdout at the synchronisation
-    that reports the fault, as the driver flushes its printf buffer then."""
-    result = tcp_rig.run([str(compat_programs["compat_errors"]), "fault"])
+    (or blocking copy) that reports the fault, as the driver flushes its printf buffer then."""
+    arg = "fault" if mode == "sync" else "fault-copy"
+    result = tcp_rig.run([str(compat_programs["compat_errors"]), arg])
     assert result.returncode == 0, f"{result.stdout}\n{result.stderr}\n{tcp_rig.logs()}"
     assert result.stdout.splitlines() == ["before the fault 0", "before the fault 1",
-                                          "sync: cudaErrorIllegalAddress"], result.stdout
+                                          f"{mode}: cudaErrorIllegalAddress"], result.stdout
 
 
 @pytest.mark.parametrize("build", ["compat_graphs", "compat_graphs-per-thread"])

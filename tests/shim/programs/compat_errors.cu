@@ -4,7 +4,8 @@
 // kernel nodes; device-to-device copies and memsets past the end of an allocation. An error
 // that does come back later (a memset of an address the shim does not know) is reported by the
 // next synchronisation, never by an allocation, which must keep what it allocated.
-// With the argument "fault": a kernel prints, then faults; its lines must reach stdout.
+// With the argument "fault" (or "fault-copy"): a kernel prints, then faults; its lines must
+// reach stdout at the synchronisation (or the blocking copy) that reports the fault.
 #include <cstring>
 
 #include "common.h"
@@ -49,12 +50,16 @@ __global__ void print_then_fault(int *p)
         p[0] = 1;
 }
 
-static int fault()
+static int fault(bool copy)
 {
+    int *d, h = 0;
+    CHECK(cudaMalloc(&d, sizeof h));
     print_then_fault<<<1, 2>>>(nullptr);
-    cudaError_t e = cudaDeviceSynchronize();
+    /* the fault reaches the app at a synchronisation, or at the blocking copy after it */
+    cudaError_t e = copy ? cudaMemcpy(&h, d, sizeof h, cudaMemcpyDeviceToHost)
+                         : cudaDeviceSynchronize();
     fflush(stdout);
-    printf("sync: %s\n", cudaGetErrorName(e));
+    printf("%s: %s\n", copy ? "copy" : "sync", cudaGetErrorName(e));
     return e == cudaErrorIllegalAddress ? 0 : 1;
 }
 
@@ -187,8 +192,8 @@ static int deferred_error()
 
 int main(int argc, char **argv)
 {
-    if (argc > 1 && !strcmp(argv[1], "fault"))
-        return fault();
+    if (argc > 1 && !strncmp(argv[1], "fault", 5))
+        return fault(!strcmp(argv[1], "fault-copy"));
     int *d;
     CHECK(cudaMalloc(&d, 1 << 16));
     if (launch_bounds(d))
