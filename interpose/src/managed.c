@@ -18,7 +18,7 @@
  * where the two differ.
  * Plain page-locked memory (cuMemAllocHost, cuMemHostAlloc without DEVICEMAP) is usable by
  * kernels through its own address too, as under unified addressing: up to PINNED_MAP_MAX bytes
- * it is allocated at the address of a server allocation, as a range kept "dormant" (neither
+ * (and PINNED_MAP_TOTAL in all) it is allocated at the address of a server allocation, as a range kept "dormant" (neither
  * pushed nor pulled: copies from staging buffers cost nothing more) until a launch's
  * parameters hold a pointer into it or cuMemHostGetDevicePointer asks for it; from then on it
  * is kept coherent like mapped memory. It is never listed as device memory (copies and
@@ -39,6 +39,9 @@
 #define COH_PAGE ((size_t)4096)
 #define SAME_ADDRESS_TRIES 8
 #define PINNED_MAP_MAX ((size_t)64 << 20)
+/* ... and at most this much of it at once: each such allocation also holds device memory,
+ * which the application's own cuMemAlloc calls must not run short of. */
+#define PINNED_MAP_TOTAL ((size_t)256 << 20)
 
 
 
@@ -380,6 +383,14 @@ CUresult rgpu_coherent_host_alloc(void **pp, size_t bytesize, unsigned flags)
 int rgpu_coherent_pinned_alloc(void **pp, size_t bytesize, unsigned flags)
 {
     if (bytesize > PINNED_MAP_MAX || !rgpu_current_ctx())
+        return 0;
+    size_t held = 0;
+    pthread_mutex_lock(&coh_mu);
+    for (size_t i = 0; i < n_ranges; i++)
+        if (ranges[i].kind & COH_PINNED)
+            held += ranges[i].size;
+    pthread_mutex_unlock(&coh_mu);
+    if (held + bytesize > PINNED_MAP_TOTAL)
         return 0;
     return alloc_same_address(bytesize, COH_HOSTALLOC | COH_PINNED, flags, pp) == CUDA_SUCCESS;
 }

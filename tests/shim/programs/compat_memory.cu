@@ -229,6 +229,20 @@ static int mapped()
     EXPECT(dzc == zc);
     CHECK(cudaFree(dz));
     CHECK(cudaFreeHost(zc));
+
+    /* each such buffer also holds device memory: 256 MiB of them at most, the rest are
+     * host memory only (and still page-locked host memory for copies) */
+    void *big[5];
+    int on_device = 0;
+    for (int i = 0; i < 5; i++) {
+        CHECK(cudaMallocHost(&big[i], (size_t)64 << 20));
+        CHECK(cudaPointerGetAttributes(&pa, big[i]));
+        EXPECT(pa.type == cudaMemoryTypeHost && pa.hostPointer == big[i]);
+        on_device += pa.devicePointer == big[i];
+    }
+    EXPECT(on_device == 4);
+    for (int i = 0; i < 5; i++)
+        CHECK(cudaFreeHost(big[i]));
     printf("mapped ok\n");
     return 0;
 }
