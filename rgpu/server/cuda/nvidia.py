@@ -835,6 +835,12 @@ class NvidiaSession(CudaSession):
         """The current context's device ordinal."""
         return self._ctx().device
 
+    def cuRgpuPrintfPending(self) -> None:
+        """Kernel printf output held for the application: none here (an rgpu call the shim
+        makes after a failed synchronisation; a GPU's printf output goes to the server's
+        stdout), answered so that it is not counted as an unsupported call."""
+        return None
+
     @_api
     def cuCtxSynchronize(self) -> None:
         """Wait for the current context's work (its sticky error, if any, is raised)."""
