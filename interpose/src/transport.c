@@ -9,6 +9,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <poll.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -387,6 +388,42 @@ static void dispatch(frame *f)
         w->done = 1;
 }
 
+/* Before a thread sleeps on the socket for a reply, it polls it for up to RGPU_SPIN_US
+ * microseconds (default 1000; 0: never), yielding the CPU between polls. As the CUDA driver's
+ * default scheduling (CU_CTX_SCHED_AUTO / SPIN / YIELD) spins while it waits for the GPU: a
+ * round trip of a few hundred microseconds then finds the thread still running instead of
+ * waking it, which on a VM with idle CPUs is a large part of the round trip. A context made
+ * with CU_CTX_SCHED_BLOCKING_SYNC sleeps at once, as it asked. */
+#define SPIN_DEFAULT_US 1000
+static int spin_us = -1;
+
+static int spin_budget_us(void)
+{
+    if (spin_us < 0) {
+        const char *e = getenv("RGPU_SPIN_US");
+        char *end;
+        long v = e && *e ? strtol(e, &end, 10) : SPIN_DEFAULT_US;
+        if (e && *e && (*end || v < 0))
+            v = SPIN_DEFAULT_US;
+        spin_us = v > 100000 ? 100000 : (int)v;
+    }
+    rgpu_ctx *c = rgpu_current_ctx();
+    if (c && (c->flags & CU_CTX_SCHED_MASK) == CU_CTX_SCHED_BLOCKING_SYNC)
+        return 0;
+    return spin_us;
+}
+
+static void spin_for_reply(int fd, int us)
+{
+    double end = now_s() + us / 1e6;
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    do {
+        if (poll(&p, 1, 0) != 0)
+            return; /* readable, hung up, or an error the read will report */
+        sched_yield();
+    } while (now_s() < end);
+}
+
 /* Wait, with the mutex held (any depth), until `w` is answered: the first waiter to find no
  * reader becomes it and reads frames without the mutex; the others sleep until woken. */
 static void wait_reply(waiter *w)
@@ -404,7 +441,10 @@ static void wait_reply(waiter *w)
         if (!g.reading) {
             g.reading = 1;
             int fd = g.fd;
+            int spin = spin_budget_us();
             int depth = release_all();
+            if (spin > 0)
+                spin_for_reply(fd, spin);
             frame f;
             const char *why = "?";
             int rc = read_frame(fd, deadline, &f, &why);

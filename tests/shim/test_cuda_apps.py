@@ -849,3 +849,14 @@ def test_cuda_python_runtime_bindings(rig: Rig) -> None:
         pytest.skip("cuda-python (cuda.bindings) is not installed")
     result = rig.run([sys.executable, str(PROGRAMS / "cuda_python_runtime.py")], preload=False)
     _assert_passed(result, rig)
+
+
+@pytest.mark.parametrize("spin", ["0", "50", "100000", "not-a-number"])
+def test_reply_wait_spin_settings(rig: Rig, programs: dict[str, Path], spin: str) -> None:
+    """RGPU_SPIN_US (how long a thread polls for a reply before it sleeps): off, short, the
+    cap, and a bad value (the default): six host threads sharing the connection, and streams
+    with events, still give their results."""
+    for name in ("threads", "streams_events"):
+        result = rig.run(["env", f"RGPU_SPIN_US={spin}", str(programs[name])])
+        _assert_passed(result, rig)
+        assert result.stderr == "", result.stderr
