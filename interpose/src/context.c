@@ -174,7 +174,7 @@ CUresult rgpu_simple_call(int dev, const mp_buf *body, const void *bulk, size_t 
     }
     st = rgpu_call(s->id, body, bulk, bulk_len, out);
     rgpu_unlock();
-    if (st != CUDA_SUCCESS) {
+    if (st != CUDA_SUCCESS && st != CUDA_ERROR_NOT_READY) {
         char fn[64];
         rgpu_body_fn(body, fn, sizeof fn);
         if (rgpu_reports_deferred(fn))

@@ -629,7 +629,8 @@ void rgpu_deferred_hold(int hold)
 static CUresult deliver_deferred(uint32_t session, const char *fn, int reports, rgpu_reply *out)
 {
     CUresult st = out->status;
-    reports = reports && !deferred_held;
+    /* "not ready" is an answer, not a failure: an earlier error stays pending */
+    reports = reports && !deferred_held && st != CUDA_ERROR_NOT_READY;
     if (!reports) {
         if (st == CUDA_SUCCESS &&
             (!strcmp(fn, "cuDevicePrimaryCtxReset_v2") || !strcmp(fn, "cuCtxDestroy_v2")))

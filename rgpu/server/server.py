@@ -535,6 +535,12 @@ class RgpuServer:
         if session.closed:
             self._fail(state, frame, CallError("unknown_session", "the session is closed"))
             return
+        if fn is not None and session.draining and self._busy_for(session, fn, args):
+            # The worker is still running this session's earlier work: a query gets "not
+            # ready" now, as from a GPU that is busy, instead of waiting behind that work.
+            self._fail(state, frame, CallError(
+                "CUresult", f"{fn}: this session's earlier work is still running", cuda=600))
+            return
         if fn is not None and not session.draining and self._inline_ok(session, fn):
             # The worker is idle and the backend says this call neither blocks nor runs device
             # work: answer it here and save the two thread hand-offs of a round trip.
@@ -542,6 +548,24 @@ class RgpuServer:
             self._complete(state, frame, result, error, fn)
             return
         self._enqueue_items(state, session, [(frame, fn, args)])
+
+    def _busy_for(self, session: Session, fn: str, args: list[Any]) -> bool:
+        """Is a query (one the CUDA backend lists in ``busy_queries``) to be answered "not
+        ready" now? A stream query is while the worker runs anything (the emulated device runs
+        one kernel at a time, whatever its stream); an event query only while a record of that
+        event is queued or running; a query of an event recorded earlier, or never, waits
+        for the worker as any call does."""
+        if fn not in getattr(self._cuda_backend, "busy_queries", ()):
+            return False
+        if fn != "cuEventQuery":
+            return True
+        with session.work_lock:
+            items = list(session.work)
+            if session.running is not None:
+                items.append(session.running)
+        event = args[0] if args else None
+        return any(f in ("cuEventRecord", "cuEventRecordWithFlags") and a and a[0] == event
+                   for _frame, f, a in items)
 
     def _inline_ok(self, session: Session, fn: str) -> bool:
         """May ``fn`` run on the event loop? Only a call the CUDA backend lists in
@@ -573,8 +597,9 @@ class RgpuServer:
             with session.work_lock:
                 if not session.work:
                     session.draining = False
+                    session.running = None
                     return
-                frame, fn, args = session.work.popleft()
+                frame, fn, args = session.running = session.work.popleft()
             result, error = self._run_call(session, frame, fn, args)
             if error is None and frame.kind is MessageKind.BATCH:
                 continue

@@ -107,6 +107,7 @@ class Session:
     # launches costs one worker hand-off, not one per call.
     work: deque[Any] = field(default_factory=deque)
     draining: bool = False
+    running: Any = None  # the (frame, function, args) the worker is executing, if any
     work_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property

@@ -378,3 +378,41 @@ def test_max_memory_counts_cuda_arrays(rig: Rig, transport: str) -> None:
             return seen
 
     assert run_async(main(), timeout=60) == [("quota", 2), ("quota", 2), True]
+
+
+def test_queries_are_not_ready_while_the_work_runs(rig: Rig, transport: str) -> None:
+    """While the session's worker is still running earlier work (a long kernel, here a
+    sleep), cuStreamQuery and the query of an event whose record is queued behind it answer
+    CUDA_ERROR_NOT_READY at once, as a busy GPU does; a never-recorded event is complete; once
+    the work is done the recorded event is too."""
+    from rgpu.wire import MessageKind
+
+    token = generate_token()
+    server = rig.server(token=token, args=("--cuda", "emu"))
+    daemon = rig.daemon([server.address], token=token, transport=transport)
+
+    async def main() -> dict[str, Any]:
+        async with open_app(daemon.socket) as app:
+            sid = await app.open_session(0)
+            await app.call(sid, "cuDevicePrimaryCtxRetain", [7, 0])
+            await app.call(sid, "cuCtxSetCurrent", [7])
+            await app.call(sid, "cuEventCreate", [31, 0])
+            await app.call(sid, "cuEventCreate", [32, 0])
+            seen: dict[str, Any] = {}
+            t0 = time.monotonic()
+            app.peer.send(MessageKind.BATCH, [["rgpu.sleep", [1.0]],
+                                              ["cuEventRecord", [31, 0]]], session=sid)
+            for name, fn, args in (("event", "cuEventQuery", [31]),
+                                   ("stream", "cuStreamQuery", [0])):
+                with pytest.raises(RemoteError) as busy:
+                    await app.call(sid, fn, args)
+                seen[name] = (busy.value.body.get("cuda"), time.monotonic() - t0)
+            seen["unrecorded"] = await app.call(sid, "cuEventQuery", [32])
+            await app.call(sid, "cuCtxSynchronize", [])
+            seen["after"] = await app.call(sid, "cuEventQuery", [31])
+            return seen
+
+    seen = run_async(main(), timeout=60)
+    assert seen["event"][0] == 600 and seen["event"][1] < 0.8, seen
+    assert seen["stream"][0] == 600 and seen["stream"][1] < 0.8, seen
+    assert seen["unrecorded"] is None and seen["after"] is None, seen

@@ -89,11 +89,13 @@ def test_errors_at_the_call(tcp_rig: apps.Rig, compat_programs: dict[str, Path],
     beyond its dynamic shared memory limit cudaErrorInvalidValue, at the launch (<<<>>>,
     cudaLaunchKernelEx, graph kernel nodes), following cudaFuncSetAttribute both ways; copies
     and memsets past an allocation's end fail at the call; an error only the server can see
-    comes back at the next synchronisation, never from a cudaMalloc (which leaks nothing)."""
+    comes back at the next synchronisation, never from a cudaMalloc (which leaks nothing);
+    stream and event queries during a long kernel are cudaErrorNotReady at once, and keep an
+    earlier error for the synchronisation."""
     result = tcp_rig.run([str(compat_programs[build])])
     apps._assert_passed(result, tcp_rig)
     for section in ("launch bounds", "dynamic shared memory", "graph node", "copy ranges",
-                    "deferred error"):
+                    "deferred error", "busy queries"):
         assert f"{section} ok" in result.stdout
 
 

@@ -190,6 +190,42 @@ static int deferred_error()
     return 0;
 }
 
+__global__ void churn(unsigned *out, int iters)
+{
+    unsigned v = threadIdx.x;
+    for (int i = 0; i < iters; i++)
+        v = v * 1664525u + 1013904223u;
+    out[threadIdx.x] = v;
+}
+
+/* While a long kernel runs, cudaStreamQuery and the query of an event recorded after it say
+ * cudaErrorNotReady at once (they do not wait for the kernel); "not ready" is no failure: an
+ * error pending from before is still reported by the synchronisation after. */
+static int busy_queries()
+{
+    unsigned *o;
+    CHECK(cudaMalloc(&o, 256 * sizeof(unsigned)));
+    cudaStream_t s;
+    cudaEvent_t e;
+    CHECK(cudaStreamCreate(&s));
+    CHECK(cudaEventCreate(&e));
+    churn<<<1, 256, 0, s>>>(o, 10);
+    CHECK(cudaStreamSynchronize(s));
+    EXPECT_ERR(cudaMemsetAsync((void *)0x1000, 0, 64, s), cudaSuccess); /* fails on the server */
+    churn<<<1, 256, 0, s>>>(o, 1000000); /* about a second on the emulated device */
+    CHECK(cudaEventRecord(e, s));
+    EXPECT_ERR(cudaStreamQuery(s), cudaErrorNotReady);
+    EXPECT_ERR(cudaEventQuery(e), cudaErrorNotReady);
+    EXPECT_ERR(cudaStreamSynchronize(s), cudaErrorInvalidValue); /* the memset's, kept */
+    EXPECT_ERR(cudaGetLastError(), cudaErrorInvalidValue);
+    EXPECT_ERR(cudaEventQuery(e), cudaSuccess);
+    EXPECT_ERR(cudaStreamQuery(s), cudaSuccess);
+    CHECK(cudaEventDestroy(e));
+    CHECK(cudaStreamDestroy(s));
+    CHECK(cudaFree(o));
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc > 1 && !strncmp(argv[1], "fault", 5))
@@ -211,6 +247,9 @@ int main(int argc, char **argv)
     if (deferred_error())
         return 1;
     printf("deferred error ok\n");
+    if (busy_queries())
+        return 1;
+    printf("busy queries ok\n");
     CHECK(cudaFree(d));
     printf("PASSED\n");
     return 0;

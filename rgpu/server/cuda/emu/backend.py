@@ -254,6 +254,10 @@ class EmuCudaBackend(CudaBackend):
         "cuEventQuery", "cuEventElapsedTime_v2", "cuMemGetInfo_v2", "cuPointerGetAttribute",
         "cuMemGetAddressRange_v2", "cuFuncGetAttribute", "cuCtxGetLimit",
         "cuStreamGetPriority", "cuStreamGetFlags"})
+    # Queries the server answers CUDA_ERROR_NOT_READY at once while the session's worker is
+    # still running its earlier work (a kernel runs to completion on that thread), as a GPU
+    # answers while it is busy, instead of waiting behind it.
+    busy_queries = frozenset({"cuStreamQuery", "cuEventQuery"})
 
     def __init__(self, config: EmuDeviceConfig | None = None) -> None:
         self.config = config or EmuDeviceConfig()
