@@ -217,3 +217,18 @@ def test_faulting_lanes_with_no_allocation_are_an_illegal_address(gpu, edges_ptx
         gpu.launch(f, 1, threads, 0x1000)
     assert exc.value.code == CUresult.CUDA_ERROR_ILLEGAL_ADDRESS
     assert "outside every allocation" in exc.value.message
+
+
+def test_device_malloc_keeps_to_the_heap_limit() -> None:
+    """Device malloc() holds at most CU_LIMIT_MALLOC_HEAP_SIZE at once: lanes past the limit
+    get NULL, as on a GPU, and free() gives the bytes back."""
+    from rgpu.server.cuda.emu.ptx.memory import DeviceMemory
+
+    mem = DeviceMemory(64 << 20)
+    mem.heap_limit = 1 << 20
+    a = mem.device_malloc(np.array([600 << 10, 300 << 10, 200 << 10]))
+    assert a[0] and a[1] and a[2] == 0
+    assert mem.device_malloc(np.array([200 << 10]))[0] == 0  # 124 KiB left
+    mem.device_free(a[:2])
+    assert mem.heap_used == 0
+    assert mem.device_malloc(np.array([1 << 20]))[0] != 0

@@ -1431,6 +1431,7 @@ class EmuSession(CudaSession):
                                 f"a cooperative grid of {grid} blocks exceeds the {most} that "
                                 "can be resident at once")
         try:
+            fn.code.loaded.memory.heap_limit = ctx.limits[2]  # CU_LIMIT_MALLOC_HEAP_SIZE
             fn.code.loaded.launch(fn.name, grid, block, int(sharedMemBytes), params, self._printf,
                                   cooperative=cooperative, stack_size=ctx.limits[0])
         except EmuFault as fault:

@@ -55,6 +55,11 @@ class DeviceMemory:
         self._views: dict[np.dtype, np.ndarray] = {}
         self._heap: dict[int, int] = {}  # device malloc() pointer -> the allocation holding it
         self._heap_live: dict[int, int] = {}  # that allocation -> its pointers not yet freed
+        self._heap_bytes: dict[int, int] = {}  # that allocation -> its bytes
+        #: bytes device malloc() may hold at once (the launching context's
+        #: CU_LIMIT_MALLOC_HEAP_SIZE, set by the backend before each launch)
+        self.heap_limit = 8 << 20
+        self.heap_used = 0
         #: texture and surface objects, which kernels name by handle (texture.py)
         self.descriptors = DescriptorHeap()
 
@@ -114,18 +119,26 @@ class DeviceMemory:
         when memory is exhausted, as device ``malloc`` returns."""
         sizes = np.maximum(np.asarray(sizes, np.int64), 1)
         padded = (sizes + 15) // 16 * 16
-        offsets = np.cumsum(padded) - padded
+        ends = np.cumsum(padded)
+        offsets = ends - padded
+        # lanes, in order, while the heap limit holds; the others get NULL, as on a GPU
+        fits = ends <= max(0, self.heap_limit - self.heap_used)
+        total = int(ends[fits][-1]) if fits.any() else 0
+        if not total:
+            return np.zeros(sizes.size, np.uint64)
         try:
-            base = self.alloc(int(padded.sum()), 16)
+            base = self.alloc(total, 16)
         except EmuFault as e:
             if e.kind != "out_of_memory":
                 raise
             return np.zeros(sizes.size, np.uint64)
-        addrs = (offsets + base).astype(np.uint64)
+        addrs = np.where(fits, offsets + base, 0).astype(np.uint64)
         with self._lock:
-            for a in addrs.tolist():
+            for a in addrs[fits].tolist():
                 self._heap[a] = base
-            self._heap_live[base] = addrs.size
+            self._heap_live[base] = int(fits.sum())
+            self._heap_bytes[base] = total
+            self.heap_used += total
         return addrs
 
     def device_free(self, addrs: np.ndarray) -> None:
@@ -145,6 +158,7 @@ class DeviceMemory:
                 self._heap_live[base] -= 1
                 if self._heap_live[base] == 0:
                     del self._heap_live[base]
+                    self.heap_used -= self._heap_bytes.pop(base, 0)
                     done.append(base)
         for base in done:
             self.free(base)
