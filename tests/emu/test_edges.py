@@ -232,3 +232,14 @@ def test_device_malloc_keeps_to_the_heap_limit() -> None:
     mem.device_free(a[:2])
     assert mem.heap_used == 0
     assert mem.device_malloc(np.array([1 << 20]))[0] != 0
+
+
+@pytest.mark.parametrize("nap", [0, 1])
+def test_lanes_waiting_on_a_lane_of_their_own_warp(gpu, edges_ptx, nap):
+    """A spin-wait whose loop has a branch inside it still yields to the lane it waits for:
+    only leaving the loop counts as progress."""
+    lib = gpu.load(edges_ptx)
+    f = gpu.kernel(lib, "_Z14intrawarp_waitPii")
+    out = gpu.zeros(4 * 32)
+    gpu.launch(f, 1, 32, out, nap)
+    assert (gpu.get(out, np.int32, 32) == 7).all()

@@ -77,3 +77,23 @@ __global__ void touch(int *p)
 {
     p[threadIdx.x] += 1;
 }
+
+// Lanes 1..31 wait on a flag lane 0 of the same warp sets after its own work; the wait loop has
+// an if inside (legal under independent thread scheduling, sm_70 on).
+__global__ void intrawarp_wait(int *out, int nap)
+{
+    __shared__ volatile int flag;
+    if (threadIdx.x == 0)
+        flag = 0;
+    __syncwarp();
+    if (threadIdx.x != 0) {
+        while (flag == 0) {
+            if (nap)
+                __nanosleep(100);
+        }
+        out[threadIdx.x] = flag;
+    } else {
+        out[0] = 7;
+        flag = 7;
+    }
+}

@@ -609,6 +609,7 @@ def run_function(cf: CompiledFunction, L: Batch, ps: dict, init_mask: np.ndarray
         return
     n_waiting = 0
     starve = 0
+    loop_end = -1  # the backward branch of the loop the minimum-PC lanes are circling
     spin_pc, lend = -1, 0
     lendable: np.ndarray | None = None
     p = 0
@@ -715,6 +716,8 @@ def run_function(cf: CompiledFunction, L: Batch, ps: dict, init_mask: np.ndarray
                 if cur < DEAD:
                     raise _deadlock(cf, pcs)
                 return
+            if cur > loop_end:  # the minimum-PC lanes left the loop they were circling
+                starve, loop_end = 0, -1
             if starve > STARVATION_LIMIT:
                 # lanes keep looping at the minimum PC, maybe waiting for other lanes: lend time
                 # to the lanes ahead, but only in warps with no looping lane, since a warp's
@@ -768,7 +771,9 @@ def run_function(cf: CompiledFunction, L: Batch, ps: dict, init_mask: np.ndarray
                         else:
                             dest = np.int32(t.target if g else end + 1)
                         pcs = np.where(mask, dest, pcs)
-                    starve = starve + 1 if t.target <= cur else 0
+                    if t.target <= cur:  # another round of a loop (an if inside it is
+                        starve += 1        # no progress: only leaving the loop is)
+                        loop_end = max(loop_end, end)
                 elif kind == BRX:
                     pcs = np.where(mask, _brx_targets(cf, t, fr, end), pcs).astype(np.int32)
                 elif kind in (RET, EXIT):
