@@ -561,35 +561,51 @@ static void unregister_waiter(waiter *w)
     }
 }
 
-static CUresult request(int kind, uint32_t session, const mp_buf *body, const void *bulk,
-                        size_t bulk_len, rgpu_reply *out)
+/* Send a request and register its waiter (mutex held); on failure `w` is done with the
+ * status set. Registered before sending: its reply may be read by another waiter at once. */
+static void send_request(waiter *w, int kind, uint32_t session, const mp_buf *body,
+                         const void *bulk, size_t bulk_len)
 {
-    memset(out, 0, sizeof *out);
-    rgpu_lock();
     CUresult st = connect_locked();
     if (st != CUDA_SUCCESS) {
-        out->status = st;
-        rgpu_unlock();
-        return st;
+        w->out->status = st;
+        w->done = 1;
+        return;
     }
     uint32_t req = ++g.next_request;
     if (req == 0)
         req = ++g.next_request;
-    /* registered before sending: its reply may be read by another waiter at once */
-    waiter w = {.request = req, .out = out, .next = g.waiters};
-    g.waiters = &w;
+    w->request = req;
+    w->next = g.waiters;
+    g.waiters = w;
     int rc = send_message(kind, session, req, body, bulk, bulk_len, 1);
     if (rc == -2) {
-        out->status = CUDA_ERROR_OUT_OF_MEMORY;
-    } else if (rc != 0 || !w.done) {
-        if (rc != 0)
-            out->status = CUDA_ERROR_DEVICE_UNAVAILABLE;
-        else
-            wait_reply(&w);
+        w->out->status = CUDA_ERROR_OUT_OF_MEMORY;
+        w->done = 1;
+    } else if (rc != 0 && !w->done) {
+        w->out->status = CUDA_ERROR_DEVICE_UNAVAILABLE;
+        w->done = 1;
     }
-    unregister_waiter(&w);
-    if (out->status != CUDA_SUCCESS)
-        rgpu_reply_free(out);
+}
+
+/* Wait for a sent request's reply (mutex held) and unregister it; a failed reply is freed. */
+static void await_request(waiter *w)
+{
+    if (!w->done)
+        wait_reply(w);
+    unregister_waiter(w);
+    if (w->out->status != CUDA_SUCCESS)
+        rgpu_reply_free(w->out);
+}
+
+static CUresult request(int kind, uint32_t session, const mp_buf *body, const void *bulk,
+                        size_t bulk_len, rgpu_reply *out)
+{
+    memset(out, 0, sizeof *out);
+    waiter w = {.out = out};
+    rgpu_lock();
+    send_request(&w, kind, session, body, bulk, bulk_len);
+    await_request(&w);
     rgpu_unlock();
     return out->status;
 }
@@ -673,24 +689,7 @@ rgpu_pending *rgpu_call_start(uint32_t session, const mp_buf *body)
     rgpu_body_fn(body, fn, sizeof fn);
     p->reports_deferred = rgpu_reports_deferred(fn);
     rgpu_lock();
-    CUresult st = connect_locked();
-    if (st != CUDA_SUCCESS) {
-        p->out.status = st;
-        p->w.done = 1;
-        rgpu_unlock();
-        return p;
-    }
-    uint32_t req = ++g.next_request;
-    if (req == 0)
-        req = ++g.next_request;
-    p->w.request = req;
-    p->w.next = g.waiters;
-    g.waiters = &p->w; /* before sending: another waiter may read its reply at once */
-    int rc = send_message(RG_CALL, session, req, body, NULL, 0, 1);
-    if (rc != 0 && !p->w.done) {
-        p->out.status = rc == -2 ? CUDA_ERROR_OUT_OF_MEMORY : CUDA_ERROR_DEVICE_UNAVAILABLE;
-        p->w.done = 1;
-    }
+    send_request(&p->w, RG_CALL, session, body, NULL, 0);
     rgpu_unlock();
     return p;
 }
@@ -703,11 +702,7 @@ CUresult rgpu_call_finish(rgpu_pending *p, uint32_t session, rgpu_reply *out)
         return out->status;
     }
     rgpu_lock();
-    if (!p->w.done)
-        wait_reply(&p->w);
-    unregister_waiter(&p->w);
-    if (p->out.status != CUDA_SUCCESS)
-        rgpu_reply_free(&p->out);
+    await_request(&p->w);
     rgpu_unlock();
     *out = p->out;
     int reports = p->reports_deferred;

@@ -209,11 +209,11 @@ class ServerLink:
         peer = self.peer
         if peer is None or peer.is_closed or not peer.outstanding:
             return
-        quiet = asyncio.get_running_loop().time() - peer.last_heard
+        loop = asyncio.get_running_loop()
+        quiet = loop.time() - peer.last_heard
         if quiet < STALL_PROBE:
             self.watch(STALL_PROBE - quiet + 0.01)
             return
-        loop = asyncio.get_running_loop()
         try:
             await peer.ping(PROBE_TIMEOUT)
         except TimeoutError:
